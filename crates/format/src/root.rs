@@ -1,0 +1,258 @@
+//! The root: one small item per database, replaced by compare-and-swap at
+//! every commit. Layout in `docs/format.md`, "Root".
+
+use crate::manifest::{MAX_DEPTH, OVERLAY_MAX};
+use crate::{FormatError, HASH_LEN, Hash, PAGE_COUNT_MAX, ZERO_HASH, hex, validate_page_size};
+use sha2::{Digest, Sha256};
+
+pub const ROOT_MAGIC: [u8; 8] = *b"DONUTDB3";
+const ROOT_FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 98;
+const ENTRY_LEN: usize = 4 + HASH_LEN;
+const CHECKSUM_LEN: usize = 8;
+
+/// A database's identity, fixed at creation: sectors are keyed by it, so a
+/// database removed and created again under the same name shares nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DbId(pub [u8; 16]);
+
+impl DbId {
+    pub fn hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+/// The top of a manifest tree: `depth` levels (0 = empty), `top` its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeRef {
+    pub depth: u8,
+    pub top: Hash,
+}
+
+impl TreeRef {
+    pub const EMPTY: TreeRef = TreeRef {
+        depth: 0,
+        top: ZERO_HASH,
+    };
+}
+
+/// A decoded root. See `docs/format.md` for what each field means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    pub db_id: DbId,
+    /// The version this root is stored as; the first root is version 1.
+    pub version: u64,
+    pub page_size: u32,
+    /// Pages in the database file (its size is `page_count * page_size`).
+    pub page_count: u32,
+    /// Wall-clock time of the commit, milliseconds since the Unix epoch.
+    pub commit_ms: u64,
+    /// Random id of the transaction that wrote this root: lets a writer whose
+    /// commit had an unknown outcome find out whether it landed.
+    pub txn_id: u64,
+    pub tree: TreeRef,
+    /// Recent page → hash entries not yet merged into the tree; they take
+    /// precedence over it. Sorted by page index, unique, at most OVERLAY_MAX.
+    pub overlay: Vec<(u32, Hash)>,
+}
+
+impl Root {
+    /// The root of a new, empty database.
+    pub fn new_database(db_id: DbId, page_size: u32, commit_ms: u64, txn_id: u64) -> Root {
+        Root {
+            db_id,
+            version: 1,
+            page_size,
+            page_count: 0,
+            commit_ms,
+            txn_id,
+            tree: TreeRef::EMPTY,
+            overlay: Vec::new(),
+        }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.overlay.len() * ENTRY_LEN + CHECKSUM_LEN
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.check_invariants()
+            .expect("encoding a root that breaks its invariants");
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&ROOT_MAGIC);
+        out.extend_from_slice(&ROOT_FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes()); // flags
+        out.extend_from_slice(&self.db_id.0);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.page_size.to_le_bytes());
+        out.extend_from_slice(&self.page_count.to_le_bytes());
+        out.extend_from_slice(&self.commit_ms.to_le_bytes());
+        out.extend_from_slice(&self.txn_id.to_le_bytes());
+        out.push(self.tree.depth);
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&self.tree.top);
+        out.extend_from_slice(&(self.overlay.len() as u16).to_le_bytes());
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        for (index, hash) in &self.overlay {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(hash);
+        }
+        let checksum = Sha256::digest(&out);
+        out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        debug_assert_eq!(out.len(), self.encoded_len());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Root, FormatError> {
+        const WHAT: &str = "root";
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                len: bytes.len(),
+                need: HEADER_LEN + CHECKSUM_LEN,
+            });
+        }
+        if bytes[0..8] != ROOT_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if format_version != ROOT_FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: WHAT,
+                version: format_version,
+            });
+        }
+        let overlay_len = u16::from_le_bytes([bytes[96], bytes[97]]) as usize;
+        let need = HEADER_LEN + overlay_len * ENTRY_LEN + CHECKSUM_LEN;
+        if bytes.len() != need {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                len: bytes.len(),
+                need,
+            });
+        }
+        let body_len = need - CHECKSUM_LEN;
+        let checksum = Sha256::digest(&bytes[..body_len]);
+        if bytes[body_len..] != checksum[..CHECKSUM_LEN] {
+            return Err(FormatError::Checksum { what: WHAT });
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let mut db_id = [0u8; 16];
+        db_id.copy_from_slice(&bytes[12..28]);
+        let mut top = ZERO_HASH;
+        top.copy_from_slice(&bytes[64..96]);
+        let overlay = (0..overlay_len)
+            .map(|i| {
+                let at = HEADER_LEN + i * ENTRY_LEN;
+                let mut hash = ZERO_HASH;
+                hash.copy_from_slice(&bytes[at + 4..at + ENTRY_LEN]);
+                (u32_at(at), hash)
+            })
+            .collect();
+        let root = Root {
+            db_id: DbId(db_id),
+            version: u64_at(28),
+            page_size: u32_at(36),
+            page_count: u32_at(40),
+            commit_ms: u64_at(44),
+            txn_id: u64_at(52),
+            tree: TreeRef {
+                depth: bytes[60],
+                top,
+            },
+            overlay,
+        };
+        root.check_invariants()
+            .map_err(|detail| FormatError::Invalid { what: WHAT, detail })?;
+        Ok(root)
+    }
+
+    /// What every root must satisfy; checked on encode and decode.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.version == 0 {
+            return Err("version 0".into());
+        }
+        validate_page_size(self.page_size as u64).map_err(|e| e.to_string())?;
+        if self.page_count as u64 > PAGE_COUNT_MAX {
+            return Err(format!("page count {} too large", self.page_count));
+        }
+        if self.tree.depth > MAX_DEPTH {
+            return Err(format!("tree depth {} > {MAX_DEPTH}", self.tree.depth));
+        }
+        if self.tree.depth == 0 && self.tree.top != ZERO_HASH {
+            return Err("empty tree with a top hash".into());
+        }
+        if self.overlay.len() > OVERLAY_MAX {
+            return Err(format!(
+                "overlay has {} entries > {OVERLAY_MAX}",
+                self.overlay.len()
+            ));
+        }
+        if !self.overlay.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err("overlay not sorted and unique".into());
+        }
+        Ok(())
+    }
+
+    /// Bytes of the database file this root describes.
+    pub fn file_size(&self) -> u64 {
+        self.page_count as u64 * self.page_size as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Root {
+        Root {
+            db_id: DbId([9; 16]),
+            version: 42,
+            page_size: 4096,
+            page_count: 1000,
+            commit_ms: 1_700_000_000_000,
+            txn_id: 0xdead_beef,
+            tree: TreeRef {
+                depth: 2,
+                top: [3; 32],
+            },
+            overlay: vec![(0, [1; 32]), (17, [2; 32])],
+        }
+    }
+
+    #[test]
+    fn root_round_trips() {
+        let root = sample();
+        let bytes = root.encode();
+        assert_eq!(bytes.len(), root.encoded_len());
+        assert_eq!(Root::decode(&bytes).unwrap(), root);
+        let empty = Root::new_database(DbId([1; 16]), 512, 5, 6);
+        assert_eq!(Root::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn root_detects_corruption() {
+        let bytes = sample().encode();
+        for at in [0, 9, 30, 70, 100, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(Root::decode(&bad).is_err(), "flip at {at} went unnoticed");
+        }
+        assert!(matches!(
+            Root::decode(&bytes[..bytes.len() - 1]),
+            Err(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Root::decode(b"short"),
+            Err(FormatError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn root_rejects_bad_page_size() {
+        let mut root = sample();
+        root.page_size = 1000;
+        assert!(root.check_invariants().is_err());
+    }
+}

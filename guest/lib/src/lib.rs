@@ -1,0 +1,120 @@
+//! SQLite on DonutDB, inside a `wasm32-wasip2` component.
+//!
+//! Link this crate, call [`open`] (or [`create`]) and use the returned
+//! [`rusqlite::Connection`] as usual: pages live in the host's storage
+//! (`donut:storage`), each transaction commits with one compare-and-swap of
+//! the database's root, and every read transaction sees the snapshot it
+//! started on. See `ARCHITECTURE.md` for the protocol.
+//!
+//! ```no_run
+//! let conn = donut_guest::open("app.db")?;
+//! conn.execute("insert into t(x) values (?1)", [42])?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cache;
+mod error;
+mod memfs;
+mod remote;
+mod vfs;
+
+#[allow(clippy::all, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "client",
+        path: "../../wit",
+    });
+}
+
+pub use error::{Error, last_storage_error};
+pub use rusqlite;
+
+use bindings::donut::storage::storage::Database;
+use rusqlite::{Connection, OpenFlags};
+
+/// Name the VFS is registered under.
+pub const VFS_NAME: &str = "donut";
+
+/// Opens an existing database.
+pub fn open(name: &str) -> Result<Connection, Error> {
+    let handle = Database::open(name).map_err(|e| Error::storage("open", name, e))?;
+    connect(name, handle, None)
+}
+
+/// Creates a database with `page_size` (a power of two, 512..=65536) and
+/// opens it. Fails if the name is taken.
+pub fn create(name: &str, page_size: u32) -> Result<Connection, Error> {
+    let handle =
+        Database::create(name, page_size).map_err(|e| Error::storage("create", name, e))?;
+    connect(name, handle, None)
+}
+
+/// Opens the database, creating it with `page_size` if it does not exist.
+pub fn open_or_create(name: &str, page_size: u32) -> Result<Connection, Error> {
+    use bindings::donut::storage::types::Error as E;
+    match Database::open(name) {
+        Ok(handle) => match handle.read_root() {
+            Ok(root) => connect(name, handle, Some(root)),
+            Err(E::NotFound(_)) => create(name, page_size),
+            Err(e) => Err(Error::storage("open", name, e)),
+        },
+        Err(e) => Err(Error::storage("open", name, e)),
+    }
+}
+
+/// Runs `transaction` and retries it while it fails with `SQLITE_BUSY` (a
+/// concurrent commit won), at most `attempts` times. The closure must be a
+/// whole transaction: everything it did is rolled back before a retry.
+pub fn retry<T>(
+    attempts: u32,
+    mut transaction: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    assert!(attempts > 0, "retry needs at least one attempt");
+    let mut attempt = 1;
+    loop {
+        match transaction() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < attempts =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn connect(
+    name: &str,
+    handle: Database,
+    root: Option<bindings::donut::storage::types::Root>,
+) -> Result<Connection, Error> {
+    // Reading the root now both checks that the database exists (a clear
+    // error instead of SQLite's "unable to open") and primes the snapshot the
+    // VFS starts from, so opening costs one round trip.
+    let root = match root {
+        Some(root) => root,
+        None => handle
+            .read_root()
+            .map_err(|e| Error::storage("open", name, e))?,
+    };
+    let root = remote::decode_root(name, &root).map_err(|detail| Error::Corrupt {
+        name: name.to_string(),
+        detail,
+    })?;
+    let page_count = root.page_count;
+    let page_size = root.page_size;
+    vfs::register();
+    remote::prime(name, handle, root);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_EXRESCODE;
+    let conn = Connection::open_with_flags_and_vfs(name, flags, VFS_NAME)
+        .map_err(|e| Error::sqlite(name, e))?;
+    if page_count == 0 {
+        // SQLite fixes the page size with the first write; use the one the
+        // database was created with.
+        conn.pragma_update(None, "page_size", page_size)
+            .map_err(|e| Error::sqlite(name, e))?;
+    }
+    Ok(conn)
+}

@@ -1,0 +1,657 @@
+//! The main database file as SQLite sees it, mapped onto a root, a manifest
+//! and content-addressed pages (docs/format.md). No C here: `vfs.rs` adapts
+//! these methods to SQLite's callbacks.
+//!
+//! The protocol in one paragraph: taking a SHARED lock reads the root once and
+//! pins it (the read snapshot); reads resolve pages through that root only;
+//! writes are buffered in `pending`; the commit — SQLite's
+//! COMMIT_ATOMIC_WRITE, or the database xSync on the rollback-journal path —
+//! stores the new pages and manifest chunks, then swaps the root from the
+//! pinned version to the next. That swap is the only commit point.
+
+use crate::bindings::donut::storage::storage::Database;
+use crate::bindings::donut::storage::types::{Error as StorageError, Root as WitRoot};
+use crate::cache;
+use crate::error::{describe, set_last};
+use donut_format::{
+    Chunk, ChunkSource, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, ZERO_HASH, hash,
+    hash_hex, validate_page_size,
+};
+use libsqlite3_sys as ffi;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Most bytes one `put-sectors` call carries; a larger commit is sent in
+/// several calls (all before the root swap).
+const PUT_CALL_BYTES: usize = 8 << 20;
+
+/// A failed VFS operation: the SQLite result code, and the words for
+/// [`crate::last_storage_error`].
+#[derive(Debug)]
+pub struct Fail {
+    pub code: i32,
+}
+
+impl Fail {
+    fn new(code: i32, message: String) -> Fail {
+        set_last(message);
+        Fail { code }
+    }
+}
+
+impl From<FormatError> for Fail {
+    fn from(e: FormatError) -> Fail {
+        Fail::new(ffi::SQLITE_IOERR_CORRUPTFS, format!("corrupt: {e}"))
+    }
+}
+
+thread_local! {
+    /// Handles and roots read by `crate::connect`, waiting for SQLite's xOpen.
+    static PRIMED: RefCell<HashMap<String, (Database, Root)>> = RefCell::new(HashMap::new());
+}
+
+pub fn prime(name: &str, handle: Database, root: Root) {
+    PRIMED.with(|p| p.borrow_mut().insert(name.to_string(), (handle, root)));
+}
+
+pub fn decode_root(name: &str, stored: &WitRoot) -> Result<Root, String> {
+    let root = Root::decode(&stored.body).map_err(|e| e.to_string())?;
+    if root.version != stored.version {
+        return Err(format!(
+            "root of {name:?} is stored as version {} but says {}",
+            stored.version, root.version
+        ));
+    }
+    Ok(root)
+}
+
+/// SQLite's in-header database size (page 1, offset 28), if valid: the
+/// "version-valid-for" number (offset 92) must equal the change counter
+/// (offset 24).
+fn header_page_count(page1: &[u8]) -> Option<u32> {
+    if page1.len() < 100 {
+        return None;
+    }
+    let be = |at: usize| u32::from_be_bytes(page1[at..at + 4].try_into().unwrap());
+    let (counter, size, valid_for) = (be(24), be(28), be(92));
+    (size > 0 && counter == valid_for).then_some(size)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // wasi:random never fails in practice; a zero id only weakens the
+    // unknown-outcome check, it cannot break a commit.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// Loads manifest chunks through the instance cache, fetching every miss of
+/// one tree level in one `get-sectors` call.
+struct Source<'a> {
+    name: &'a str,
+    handle: &'a Database,
+    root: &'a Root,
+}
+
+impl ChunkSource for Source<'_> {
+    type Error = Fail;
+
+    fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, Fail> {
+        let db = self.root.db_id;
+        let mut out: Vec<Option<Arc<Chunk>>> =
+            cache::with(|c| hashes.iter().map(|h| c.chunks.get(db, h)).collect());
+        let missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
+            let fetched = self.handle.get_sectors(&keys).map_err(|e| {
+                Fail::new(
+                    ffi::SQLITE_IOERR_READ,
+                    format!("reading manifest of {:?}: {}", self.name, describe(&e)),
+                )
+            })?;
+            if fetched.len() != keys.len() {
+                return Err(Fail::new(
+                    ffi::SQLITE_IOERR_READ,
+                    "storage returned the wrong number of sectors".into(),
+                ));
+            }
+            for (&i, bytes) in missing.iter().zip(fetched) {
+                let bytes = bytes.ok_or_else(|| {
+                    Fail::new(
+                        ffi::SQLITE_IOERR_CORRUPTFS,
+                        format!(
+                            "corrupt: manifest chunk {} of {:?} is missing",
+                            hash_hex(&hashes[i]),
+                            self.name
+                        ),
+                    )
+                })?;
+                let chunk = Arc::new(Chunk::decode(&bytes)?);
+                cache::with(|c| c.chunks.insert(db, hashes[i], chunk.clone(), bytes.len()));
+                out[i] = Some(chunk);
+            }
+        }
+        Ok(out.into_iter().map(|c| c.expect("filled")).collect())
+    }
+}
+
+pub struct MainDb {
+    name: String,
+    handle: Database,
+    /// SQLite lock level (SQLITE_LOCK_*).
+    lock: i32,
+    /// The pinned root while lock >= SHARED; the last one seen otherwise.
+    snapshot: Rc<Root>,
+    /// Page index → bytes written since the snapshot, not yet committed.
+    pending: BTreeMap<u32, Vec<u8>>,
+    /// File size set by writes or truncation, if it changed.
+    pending_size: Option<u64>,
+    /// Page size of the first write to an empty database.
+    new_page_size: Option<u32>,
+    /// Inside BEGIN/COMMIT_ATOMIC_WRITE.
+    in_batch: bool,
+    /// A commit failed: SQLite will roll back by rewriting old pages, which
+    /// must not reach storage. Cleared when the lock drops.
+    failed: bool,
+    /// Txn ids of commits in this lock period whose outcome is unknown.
+    unknown_outcomes: Vec<u64>,
+    /// When `crate::connect` read the snapshot, if it did: a first read
+    /// transaction that starts within FRESH_ROOT_MS of that may use it
+    /// instead of reading the root again (docs: ARCHITECTURE.md, "Reads").
+    fresh_since: Option<std::time::Instant>,
+}
+
+/// How long the root read at open stands in for the first transaction's.
+const FRESH_ROOT_MS: u128 = 100;
+
+impl MainDb {
+    /// Opens the main file of database `name`, from a primed handle if
+    /// `crate::connect` left one.
+    pub fn open(name: &str) -> Result<MainDb, Fail> {
+        let primed = PRIMED.with(|p| p.borrow_mut().remove(name));
+        let fresh_since = primed.is_some().then(std::time::Instant::now);
+        let (handle, root) = match primed {
+            Some(primed) => primed,
+            None => {
+                let handle = Database::open(name).map_err(|e| {
+                    Fail::new(
+                        ffi::SQLITE_CANTOPEN,
+                        format!("open {name:?}: {}", describe(&e)),
+                    )
+                })?;
+                let root = read_root(name, &handle, ffi::SQLITE_CANTOPEN)?;
+                (handle, root)
+            }
+        };
+        Ok(MainDb {
+            name: name.to_string(),
+            handle,
+            lock: ffi::SQLITE_LOCK_NONE,
+            snapshot: Rc::new(root),
+            pending: BTreeMap::new(),
+            pending_size: None,
+            new_page_size: None,
+            in_batch: false,
+            failed: false,
+            unknown_outcomes: Vec::new(),
+            fresh_since,
+        })
+    }
+
+    fn page_size(&self) -> u32 {
+        self.new_page_size.unwrap_or(self.snapshot.page_size)
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.pending_size.unwrap_or(self.snapshot.file_size())
+    }
+
+    fn has_changes(&self) -> bool {
+        !self.pending.is_empty()
+            || self
+                .pending_size
+                .is_some_and(|size| size != self.snapshot.file_size())
+    }
+
+    fn discard_changes(&mut self) {
+        self.pending.clear();
+        self.pending_size = None;
+        self.new_page_size = None;
+    }
+
+    pub fn lock(&mut self, level: i32) -> Result<(), Fail> {
+        if self.lock == ffi::SQLITE_LOCK_NONE && level >= ffi::SQLITE_LOCK_SHARED {
+            // A read transaction starts: pin the current root (the one read
+            // at open, if this is the first; it is as current as a fresh one
+            // to a caller who just opened the database).
+            let fresh = self
+                .fresh_since
+                .take()
+                .is_some_and(|at| at.elapsed().as_millis() < FRESH_ROOT_MS);
+            if !fresh {
+                let root = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_RDLOCK)?;
+                self.snapshot = Rc::new(root);
+            }
+            self.discard_changes();
+        }
+        // Writers are optimistic: RESERVED and EXCLUSIVE cost nothing; the
+        // root swap at commit decides.
+        self.lock = self.lock.max(level);
+        Ok(())
+    }
+
+    pub fn unlock(&mut self, level: i32) {
+        if level <= ffi::SQLITE_LOCK_SHARED {
+            // The write transaction is over; whatever was not committed is
+            // rolled back.
+            self.discard_changes();
+            self.in_batch = false;
+            self.failed = false;
+            self.unknown_outcomes.clear();
+        }
+        self.lock = level.min(self.lock);
+    }
+
+    pub fn lock_level(&self) -> i32 {
+        self.lock
+    }
+
+    /// Resolves and fetches pages not in `pending`, through the caches.
+    fn fetch_pages(&self, indices: &[u32]) -> Result<Vec<Rc<[u8]>>, Fail> {
+        let snap = &self.snapshot;
+        let mut source = Source {
+            name: &self.name,
+            handle: &self.handle,
+            root: snap,
+        };
+        let hashes = Manifest::new(snap).lookup_many(indices, &mut source)?;
+        let page_size = snap.page_size as usize;
+        let zeros: Rc<[u8]> = vec![0u8; page_size].into();
+        let mut out: Vec<Option<Rc<[u8]>>> = cache::with(|c| {
+            hashes
+                .iter()
+                .map(|h| {
+                    if *h == ZERO_HASH {
+                        Some(zeros.clone())
+                    } else {
+                        c.pages.get(snap.db_id, h)
+                    }
+                })
+                .collect()
+        });
+        let mut missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
+        missing.dedup_by_key(|i| hashes[*i]);
+        if !missing.is_empty() {
+            let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
+            let fetched = self.handle.get_sectors(&keys).map_err(|e| {
+                Fail::new(
+                    ffi::SQLITE_IOERR_READ,
+                    format!("reading pages of {:?}: {}", self.name, describe(&e)),
+                )
+            })?;
+            for (&i, bytes) in missing.iter().zip(fetched) {
+                let bytes = bytes.ok_or_else(|| {
+                    Fail::new(
+                        ffi::SQLITE_IOERR_CORRUPTFS,
+                        format!(
+                            "corrupt: page {} ({}) of {:?} is missing",
+                            indices[i] as u64 + 1,
+                            hash_hex(&hashes[i]),
+                            self.name
+                        ),
+                    )
+                })?;
+                if bytes.len() != page_size {
+                    return Err(Fail::new(
+                        ffi::SQLITE_IOERR_CORRUPTFS,
+                        format!(
+                            "corrupt: page {} of {:?} is {} bytes, not {page_size}",
+                            indices[i] as u64 + 1,
+                            self.name,
+                            bytes.len()
+                        ),
+                    ));
+                }
+                let page: Rc<[u8]> = bytes.into();
+                cache::with(|c| {
+                    c.pages
+                        .insert(snap.db_id, hashes[i], page.clone(), page_size)
+                });
+                out[i] = Some(page);
+            }
+        }
+        // Duplicates of a fetched hash were skipped above; fill them now.
+        for i in 0..out.len() {
+            if out[i].is_none() {
+                out[i] = cache::with(|c| c.pages.get(snap.db_id, &hashes[i]));
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, page)| {
+                page.ok_or_else(|| {
+                    Fail::new(
+                        ffi::SQLITE_IOERR_READ,
+                        format!(
+                            "page {} of {:?} vanished from cache",
+                            indices[i] + 1,
+                            self.name
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Reads `buf.len()` bytes at `offset`; false if it read past the end
+    /// (the rest is zero-filled: SQLite's short read).
+    pub fn read(&mut self, buf: &mut [u8], offset: u64) -> Result<bool, Fail> {
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        let page_size = self.page_size() as u64;
+        let size = self.file_size();
+        let end = offset + buf.len() as u64;
+        let first = offset / page_size;
+        let last = (end.min(size).max(offset + 1) - 1) / page_size;
+        let wanted: Vec<u32> = (first..=last)
+            .filter(|&i| i * page_size < size && !self.pending.contains_key(&(i as u32)))
+            .map(|i| i as u32)
+            .collect();
+        let fetched: HashMap<u32, Rc<[u8]>> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            wanted
+                .iter()
+                .copied()
+                .zip(self.fetch_pages(&wanted)?)
+                .collect()
+        };
+        buf.fill(0);
+        for index in first..=last {
+            let page_start = index * page_size;
+            if page_start >= size {
+                break;
+            }
+            let page: &[u8] = match self.pending.get(&(index as u32)) {
+                Some(p) => p,
+                None => &fetched[&(index as u32)],
+            };
+            let from = offset.max(page_start);
+            let to = end.min(page_start + page_size).min(size);
+            if from >= to {
+                continue;
+            }
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            dst.copy_from_slice(&page[(from - page_start) as usize..(to - page_start) as usize]);
+        }
+        Ok(end <= size)
+    }
+
+    pub fn write(&mut self, buf: &[u8], offset: u64) -> Result<(), Fail> {
+        if self.failed {
+            return Ok(()); // a rollback rewriting what storage never saw
+        }
+        if self.snapshot.page_count == 0
+            && self.pending.is_empty()
+            && offset == 0
+            && validate_page_size(buf.len() as u64).is_ok()
+        {
+            self.new_page_size = Some(buf.len() as u32);
+        }
+        let page_size = self.page_size() as u64;
+        let end = offset + buf.len() as u64;
+        if end.div_ceil(page_size) > PAGE_COUNT_MAX {
+            return Err(Fail::new(
+                ffi::SQLITE_FULL,
+                format!("{:?} would exceed the largest page count", self.name),
+            ));
+        }
+        let mut at = offset;
+        while at < end {
+            let index = at / page_size;
+            let page_start = index * page_size;
+            let to = end.min(page_start + page_size);
+            let src = &buf[(at - offset) as usize..(to - offset) as usize];
+            if at == page_start && to == page_start + page_size {
+                self.pending.insert(index as u32, src.to_vec());
+            } else {
+                // A partial page: read, patch, keep the whole page.
+                let mut page = vec![0u8; page_size as usize];
+                if page_start < self.file_size() {
+                    self.read(&mut page, page_start)?;
+                }
+                page[(at - page_start) as usize..(to - page_start) as usize].copy_from_slice(src);
+                self.pending.insert(index as u32, page);
+            }
+            at = to;
+        }
+        self.pending_size = Some(self.file_size().max(end));
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, size: u64) {
+        if self.failed {
+            return;
+        }
+        let page_size = self.page_size() as u64;
+        self.pending
+            .retain(|&index, _| (index as u64) * page_size < size);
+        if size != self.file_size() {
+            self.pending_size = Some(size);
+        }
+    }
+
+    pub fn sync(&mut self) -> Result<(), Fail> {
+        // The rollback-journal path commits here: SQLite syncs the database
+        // once all of the transaction's pages are written.
+        if !self.in_batch && !self.failed && self.has_changes() {
+            return self.commit(ffi::SQLITE_IOERR_FSYNC);
+        }
+        Ok(())
+    }
+
+    pub fn begin_atomic_write(&mut self) {
+        self.in_batch = true;
+    }
+
+    pub fn commit_atomic_write(&mut self) -> Result<(), Fail> {
+        self.in_batch = false;
+        self.commit(ffi::SQLITE_IOERR_COMMIT_ATOMIC)
+    }
+
+    pub fn rollback_atomic_write(&mut self) {
+        // SQLite either gives up or rewrites the pages through its journal
+        // and syncs; either way the batch's buffered pages go.
+        self.in_batch = false;
+        self.discard_changes();
+    }
+
+    /// The commit: pages and chunks first, then the root swap.
+    /// `io_code` is the SQLITE_IOERR_* to report when storage failed.
+    fn commit(&mut self, io_code: i32) -> Result<(), Fail> {
+        assert!(
+            self.lock >= ffi::SQLITE_LOCK_RESERVED,
+            "commit without a write lock"
+        );
+        let result = self.try_commit(io_code);
+        match &result {
+            Ok(()) => {}
+            // An I/O failure inside a batch makes SQLite retry through its
+            // journal, which rewrites the pages and syncs: a second attempt.
+            Err(fail)
+                if io_code == ffi::SQLITE_IOERR_COMMIT_ATOMIC
+                    && fail.code & 0xff == ffi::SQLITE_IOERR => {}
+            Err(_) => self.failed = true,
+        }
+        self.discard_changes();
+        result
+    }
+
+    fn try_commit(&mut self, io_code: i32) -> Result<(), Fail> {
+        let snap = self.snapshot.clone();
+        let page_size = self.page_size();
+        let mut page_count = self.file_size().div_ceil(page_size as u64);
+        if let Some(count) = self.pending.get(&0).and_then(|p| header_page_count(p)) {
+            page_count = count as u64;
+        }
+        assert!(page_count <= PAGE_COUNT_MAX, "write checked the size");
+        let page_count = page_count as u32;
+        let indices: Vec<u32> = self.pending.range(..page_count).map(|(&i, _)| i).collect();
+        let mut source = Source {
+            name: &self.name,
+            handle: &self.handle,
+            root: &snap,
+        };
+        let current = Manifest::new(&snap).lookup_many(&indices, &mut source)?;
+        let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
+        let mut sectors: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut new_pages: Vec<(Hash, Rc<[u8]>)> = Vec::new();
+        for (&index, current) in indices.iter().zip(current) {
+            let bytes = &self.pending[&index];
+            assert_eq!(bytes.len(), page_size as usize, "pending pages are whole");
+            let page_hash = hash(bytes);
+            if page_hash != current {
+                changes.insert(index, page_hash);
+                if !new_pages.iter().any(|p| p.0 == page_hash) {
+                    sectors.push((page_hash.to_vec(), bytes.clone()));
+                    new_pages.push((page_hash, bytes.as_slice().into()));
+                }
+            }
+        }
+        if changes.is_empty() && page_count == snap.page_count && page_size == snap.page_size {
+            return Ok(()); // nothing changed: no round trip
+        }
+        let update = Manifest::new(&snap).update(&changes, page_count, &mut source)?;
+        for (chunk_hash, bytes) in update.new_chunks {
+            sectors.push((chunk_hash.to_vec(), bytes));
+        }
+        let txn_id = random_u64();
+        let root = Root {
+            db_id: snap.db_id,
+            version: snap.version + 1,
+            page_size,
+            page_count,
+            commit_ms: now_ms(),
+            txn_id,
+            tree: update.tree,
+            overlay: update.overlay,
+        };
+        let body = root.encode();
+        self.put_sectors(&sectors, io_code)?;
+        match self.handle.commit_root(snap.version, &body, None) {
+            Ok(version) => {
+                if version != root.version {
+                    return Err(Fail::new(
+                        ffi::SQLITE_IOERR,
+                        format!(
+                            "storage stored version {version}, expected {}",
+                            root.version
+                        ),
+                    ));
+                }
+            }
+            Err(StorageError::Conflict) if !self.unknown_outcomes.is_empty() => {
+                // An earlier attempt of this transaction may have landed.
+                let current = read_root(&self.name, &self.handle, io_code)?;
+                let landed = current.version == snap.version + 1
+                    && self.unknown_outcomes.contains(&current.txn_id);
+                if !landed {
+                    return Err(conflict(&self.name));
+                }
+                self.snapshot = Rc::new(current);
+                self.cache_pages(new_pages);
+                return Ok(());
+            }
+            Err(StorageError::Conflict) => return Err(conflict(&self.name)),
+            Err(e) => {
+                if matches!(e, StorageError::Unavailable(_)) {
+                    self.unknown_outcomes.push(txn_id);
+                }
+                return Err(storage_fail(&self.name, "commit", e, io_code));
+            }
+        }
+        self.snapshot = Rc::new(root);
+        self.cache_pages(new_pages);
+        Ok(())
+    }
+
+    fn put_sectors(&self, sectors: &[(Vec<u8>, Vec<u8>)], io_code: i32) -> Result<(), Fail> {
+        let mut start = 0;
+        while start < sectors.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < sectors.len()
+                && (end == start || bytes + sectors[end].1.len() <= PUT_CALL_BYTES)
+            {
+                bytes += sectors[end].1.len();
+                end += 1;
+            }
+            self.handle
+                .put_sectors(&sectors[start..end])
+                .map_err(|e| storage_fail(&self.name, "write pages of", e, io_code))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Pages this instance just wrote are the likeliest next reads.
+    fn cache_pages(&self, pages: Vec<(Hash, Rc<[u8]>)>) {
+        let db = self.snapshot.db_id;
+        cache::with(|c| {
+            for (page_hash, bytes) in pages {
+                let len = bytes.len();
+                c.pages.insert(db, page_hash, bytes, len);
+            }
+        });
+    }
+}
+
+fn conflict(name: &str) -> Fail {
+    Fail::new(
+        ffi::SQLITE_BUSY_SNAPSHOT,
+        format!("conflict: another writer committed to {name:?} first; retry the transaction"),
+    )
+}
+
+fn storage_fail(name: &str, op: &str, e: StorageError, io_code: i32) -> Fail {
+    let code = match e {
+        StorageError::Busy(_) | StorageError::Throttled(_) => ffi::SQLITE_BUSY_TIMEOUT,
+        StorageError::TooLarge(_) => ffi::SQLITE_FULL,
+        _ => io_code,
+    };
+    Fail::new(code, format!("{op} {name:?}: {}", describe(&e)))
+}
+
+fn read_root(name: &str, handle: &Database, io_code: i32) -> Result<Root, Fail> {
+    let stored = handle
+        .read_root()
+        .map_err(|e| storage_fail(name, "read root of", e, io_code))?;
+    decode_root(name, &stored)
+        .map_err(|detail| Fail::new(ffi::SQLITE_IOERR_CORRUPTFS, format!("corrupt: {detail}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_page_count_needs_a_valid_header() {
+        let mut page = vec![0u8; 512];
+        page[24..28].copy_from_slice(&7u32.to_be_bytes());
+        page[28..32].copy_from_slice(&42u32.to_be_bytes());
+        assert_eq!(header_page_count(&page), None, "version-valid-for differs");
+        page[92..96].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(header_page_count(&page), Some(42));
+        assert_eq!(header_page_count(&page[..50]), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! SQLite's C VFS interface over [`MainDb`] and in-memory files.
+//!
+//! Written against `libsqlite3-sys` directly: the VFS must report
+//! `SQLITE_IOCAP_BATCH_ATOMIC` and answer the atomic-write file controls,
+//! which no VFS crate does (TOOLCHAIN.md).
+
+use crate::error::set_last;
+use crate::memfs;
+use crate::remote::MainDb;
+use libsqlite3_sys as ffi;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::Once;
+
+/// What a `sqlite3_file` of ours points to.
+enum Inner {
+    Main(MainDb),
+    Mem {
+        data: memfs::Shared,
+        name: Option<String>,
+        delete_on_close: bool,
+    },
+}
+
+/// SQLite allocates `szOsFile` bytes and hands them to xOpen; ours are this.
+#[repr(C)]
+struct File {
+    base: ffi::sqlite3_file,
+    inner: *mut Inner,
+}
+
+static REGISTER: Once = Once::new();
+
+/// Registers the `donut` VFS (once per instance).
+pub fn register() {
+    REGISTER.call_once(|| {
+        let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
+            iVersion: 2,
+            szOsFile: std::mem::size_of::<File>() as c_int,
+            mxPathname: 512,
+            pNext: std::ptr::null_mut(),
+            zName: c"donut".as_ptr(),
+            pAppData: std::ptr::null_mut(),
+            xOpen: Some(x_open),
+            xDelete: Some(x_delete),
+            xAccess: Some(x_access),
+            xFullPathname: Some(x_full_pathname),
+            xDlOpen: Some(x_dl_open),
+            xDlError: Some(x_dl_error),
+            xDlSym: Some(x_dl_sym),
+            xDlClose: Some(x_dl_close),
+            xRandomness: Some(x_randomness),
+            xSleep: Some(x_sleep),
+            xCurrentTime: Some(x_current_time),
+            xGetLastError: Some(x_get_last_error),
+            xCurrentTimeInt64: Some(x_current_time_int64),
+            xSetSystemCall: None,
+            xGetSystemCall: None,
+            xNextSystemCall: None,
+        }));
+        // SAFETY: `vfs` is leaked, so it outlives every connection.
+        let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
+        assert_eq!(rc, ffi::SQLITE_OK, "registering the donut VFS");
+    });
+}
+
+static MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved_lock),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    xFetch: None,
+    xUnfetch: None,
+};
+
+/// In-memory files share the callbacks; `Inner` tells them apart.
+static MEM_METHODS: ffi::sqlite3_io_methods = MAIN_METHODS;
+
+unsafe fn inner<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Inner {
+    // SAFETY: SQLite passes back the file xOpen initialised with a live box.
+    unsafe { &mut *(*(file as *mut File)).inner }
+}
+
+unsafe fn c_str<'a>(ptr: *const c_char) -> Option<&'a str> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: SQLite passes NUL-terminated strings.
+        unsafe { CStr::from_ptr(ptr) }.to_str().ok()
+    }
+}
+
+unsafe extern "C" fn x_open(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: ffi::sqlite3_filename,
+    file: *mut ffi::sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    let file = file as *mut File;
+    // SAFETY: `file` points to szOsFile bytes owned by SQLite.
+    unsafe {
+        (*file).base.pMethods = std::ptr::null();
+        (*file).inner = std::ptr::null_mut();
+    }
+    let name = unsafe { c_str(name) };
+    let (inner, methods) = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
+        let Some(name) = name else {
+            return ffi::SQLITE_CANTOPEN;
+        };
+        match MainDb::open(name) {
+            Ok(db) => (Inner::Main(db), &MAIN_METHODS),
+            Err(fail) => return fail.code,
+        }
+    } else if flags & ffi::SQLITE_OPEN_WAL != 0 {
+        set_last("DonutDB does not support WAL mode".into());
+        return ffi::SQLITE_CANTOPEN;
+    } else {
+        (
+            Inner::Mem {
+                data: memfs::open(name),
+                name: name.map(str::to_string),
+                delete_on_close: flags & ffi::SQLITE_OPEN_DELETEONCLOSE != 0,
+            },
+            &MEM_METHODS,
+        )
+    };
+    unsafe {
+        (*file).inner = Box::into_raw(Box::new(inner));
+        (*file).base.pMethods = methods;
+        if !out_flags.is_null() {
+            *out_flags = flags;
+        }
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_delete(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    _sync_dir: c_int,
+) -> c_int {
+    if let Some(name) = unsafe { c_str(name) } {
+        memfs::delete(name);
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_access(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _name: *const c_char,
+    _flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    // SQLite asks about journals (hot-journal recovery) and WAL files. Ours
+    // live in memory and never outlive a transaction that storage saw, so
+    // there is never anything to recover: answer "absent".
+    unsafe { *out = 0 };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_full_pathname(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    n_out: c_int,
+    out: *mut c_char,
+) -> c_int {
+    let bytes = unsafe { CStr::from_ptr(name) }.to_bytes_with_nul();
+    if bytes.len() > n_out as usize {
+        return ffi::SQLITE_CANTOPEN;
+    }
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, out, bytes.len()) };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_dl_open(_vfs: *mut ffi::sqlite3_vfs, _name: *const c_char) -> *mut c_void {
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn x_dl_error(_vfs: *mut ffi::sqlite3_vfs, n: c_int, out: *mut c_char) {
+    let msg = c"loadable extensions are not available in DonutDB guests".to_bytes_with_nul();
+    let len = msg.len().min(n.max(0) as usize);
+    if len > 0 {
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr() as *const c_char, out, len);
+            *out.add(len - 1) = 0;
+        }
+    }
+}
+
+type DlSym = unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char);
+
+unsafe extern "C" fn x_dl_sym(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _handle: *mut c_void,
+    _symbol: *const c_char,
+) -> Option<DlSym> {
+    None
+}
+
+unsafe extern "C" fn x_dl_close(_vfs: *mut ffi::sqlite3_vfs, _handle: *mut c_void) {}
+
+unsafe extern "C" fn x_randomness(
+    _vfs: *mut ffi::sqlite3_vfs,
+    n: c_int,
+    out: *mut c_char,
+) -> c_int {
+    let buf = unsafe { std::slice::from_raw_parts_mut(out as *mut u8, n.max(0) as usize) };
+    if getrandom::fill(buf).is_err() {
+        buf.fill(0);
+    }
+    n
+}
+
+unsafe extern "C" fn x_sleep(_vfs: *mut ffi::sqlite3_vfs, micros: c_int) -> c_int {
+    std::thread::sleep(std::time::Duration::from_micros(micros.max(0) as u64));
+    micros
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Julian day number of the Unix epoch, in milliseconds.
+const UNIX_EPOCH_JULIAN_MS: i64 = 210_866_760_000_000;
+
+unsafe extern "C" fn x_current_time(_vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
+    unsafe { *out = (unix_ms() + UNIX_EPOCH_JULIAN_MS) as f64 / 86_400_000.0 };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_current_time_int64(_vfs: *mut ffi::sqlite3_vfs, out: *mut i64) -> c_int {
+    unsafe { *out = unix_ms() + UNIX_EPOCH_JULIAN_MS };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_get_last_error(
+    _vfs: *mut ffi::sqlite3_vfs,
+    _n: c_int,
+    _out: *mut c_char,
+) -> c_int {
+    0
+}
+
+unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
+    let file = file as *mut File;
+    let inner = unsafe { (*file).inner };
+    if inner.is_null() {
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: created by Box::into_raw in x_open, closed once.
+    let inner = unsafe { Box::from_raw(inner) };
+    unsafe { (*file).inner = std::ptr::null_mut() };
+    if let Inner::Mem {
+        name: Some(name),
+        delete_on_close: true,
+        ..
+    } = *inner
+    {
+        memfs::delete(&name);
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amount: c_int,
+    offset: ffi::sqlite3_int64,
+) -> c_int {
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, amount.max(0) as usize) };
+    let complete = match unsafe { inner(file) } {
+        Inner::Main(db) => match db.read(buf, offset as u64) {
+            Ok(complete) => complete,
+            Err(fail) => return fail.code,
+        },
+        Inner::Mem { data, .. } => memfs::read(data, buf, offset as usize),
+    };
+    if complete {
+        ffi::SQLITE_OK
+    } else {
+        ffi::SQLITE_IOERR_SHORT_READ
+    }
+}
+
+unsafe extern "C" fn x_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amount: c_int,
+    offset: ffi::sqlite3_int64,
+) -> c_int {
+    let buf = unsafe { std::slice::from_raw_parts(buf as *const u8, amount.max(0) as usize) };
+    match unsafe { inner(file) } {
+        Inner::Main(db) => match db.write(buf, offset as u64) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(fail) => fail.code,
+        },
+        Inner::Mem { data, .. } => {
+            memfs::write(data, buf, offset as usize);
+            ffi::SQLITE_OK
+        }
+    }
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    match unsafe { inner(file) } {
+        Inner::Main(db) => db.truncate(size as u64),
+        Inner::Mem { data, .. } => memfs::truncate(data, size as usize),
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+    match unsafe { inner(file) } {
+        Inner::Main(db) => match db.sync() {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(fail) => fail.code,
+        },
+        Inner::Mem { .. } => ffi::SQLITE_OK,
+    }
+}
+
+unsafe extern "C" fn x_file_size(
+    file: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    let size = match unsafe { inner(file) } {
+        Inner::Main(db) => db.file_size(),
+        Inner::Mem { data, .. } => data.borrow().len() as u64,
+    };
+    unsafe { *out = size as ffi::sqlite3_int64 };
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    match unsafe { inner(file) } {
+        Inner::Main(db) => match db.lock(level) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(fail) => fail.code,
+        },
+        Inner::Mem { .. } => ffi::SQLITE_OK,
+    }
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    if let Inner::Main(db) = unsafe { inner(file) } {
+        db.unlock(level);
+    }
+    ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    // Writers never lock storage; only this connection's own state counts.
+    let reserved = match unsafe { inner(file) } {
+        Inner::Main(db) => db.lock_level() >= ffi::SQLITE_LOCK_RESERVED,
+        Inner::Mem { .. } => false,
+    };
+    unsafe { *out = reserved as c_int };
+    ffi::SQLITE_OK
+}
+
+/// Pragmas whose settings would break the commit protocol.
+fn refused_pragma(name: &str, value: Option<&str>) -> Option<String> {
+    let value = value?.trim().trim_matches(['\'', '"']).to_ascii_lowercase();
+    match (name.to_ascii_lowercase().as_str(), value.as_str()) {
+        ("journal_mode", "wal") => Some(
+            "DonutDB does not support WAL mode: every commit is already one atomic root swap"
+                .into(),
+        ),
+        ("locking_mode", "exclusive") => Some(
+            "DonutDB does not support locking_mode=EXCLUSIVE: a connection must see other writers' commits"
+                .into(),
+        ),
+        ("synchronous", "off" | "0") => Some(
+            "DonutDB does not support synchronous=OFF: it commits when SQLite syncs".into(),
+        ),
+        _ => None,
+    }
+}
+
+unsafe extern "C" fn x_file_control(
+    file: *mut ffi::sqlite3_file,
+    op: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    let Inner::Main(db) = (unsafe { inner(file) }) else {
+        return ffi::SQLITE_NOTFOUND;
+    };
+    match op {
+        ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => {
+            db.begin_atomic_write();
+            ffi::SQLITE_OK
+        }
+        ffi::SQLITE_FCNTL_COMMIT_ATOMIC_WRITE => match db.commit_atomic_write() {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(fail) => fail.code,
+        },
+        ffi::SQLITE_FCNTL_ROLLBACK_ATOMIC_WRITE => {
+            db.rollback_atomic_write();
+            ffi::SQLITE_OK
+        }
+        ffi::SQLITE_FCNTL_PRAGMA => {
+            // arg: char*[3] = { error message out, pragma name, value or NULL }
+            let args = arg as *mut *mut c_char;
+            let (name, value) = unsafe { (c_str(*args.add(1)), c_str(*args.add(2))) };
+            let Some(message) = name.and_then(|n| refused_pragma(n, value)) else {
+                return ffi::SQLITE_NOTFOUND;
+            };
+            let message = std::ffi::CString::new(message).unwrap_or_default();
+            // SAFETY: SQLite frees the message with sqlite3_free.
+            unsafe { *args = ffi::sqlite3_mprintf(c"%s".as_ptr(), message.as_ptr()) };
+            ffi::SQLITE_ERROR
+        }
+        _ => ffi::SQLITE_NOTFOUND,
+    }
+}
+
+unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
+    512
+}
+
+unsafe extern "C" fn x_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
+    match unsafe { inner(file) } {
+        Inner::Main(_) => ffi::SQLITE_IOCAP_BATCH_ATOMIC | ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE,
+        Inner::Mem { .. } => ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_pragma;
+
+    #[test]
+    fn refuses_settings_that_break_commits() {
+        assert!(refused_pragma("journal_mode", Some("WAL")).is_some());
+        assert!(refused_pragma("locking_mode", Some("'exclusive'")).is_some());
+        assert!(refused_pragma("synchronous", Some("0")).is_some());
+        assert!(refused_pragma("synchronous", Some("full")).is_none());
+        assert!(refused_pragma("journal_mode", None).is_none());
+        assert!(refused_pragma("journal_mode", Some("memory")).is_none());
+    }
+}

@@ -1,0 +1,290 @@
+//! `donut-sql`: the stock DonutDB component behind `donut-host sql` and
+//! `donut-host shell`.
+//!
+//! ```text
+//! donut-sql exec DB SQL [--format table|csv|json] [--param VALUE]...
+//! donut-sql shell DB [--format table|csv|json] [--interactive]
+//! ```
+
+mod output;
+
+use donut_guest::rusqlite::fallible_iterator::FallibleIterator as _;
+use donut_guest::rusqlite::{self, Connection, types::Value};
+use output::Format;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+struct Args {
+    command: String,
+    db: String,
+    sql: Option<String>,
+    format: Format,
+    params: Vec<Value>,
+    interactive: bool,
+}
+
+const USAGE: &str = "usage: donut-sql exec DB SQL [--format table|csv|json] [--param VALUE]...\n       donut-sql shell DB [--format table|csv|json] [--interactive]";
+
+fn parse_param(text: &str) -> Value {
+    if let Some(v) = text.strip_prefix("text:") {
+        return Value::Text(v.to_string());
+    }
+    if let Some(v) = text.strip_prefix("int:")
+        && let Ok(i) = v.parse()
+    {
+        return Value::Integer(i);
+    }
+    if let Some(v) = text.strip_prefix("real:")
+        && let Ok(f) = v.parse()
+    {
+        return Value::Real(f);
+    }
+    if text == "null" {
+        return Value::Null;
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Integer(i);
+    }
+    if let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+    {
+        return Value::Real(f);
+    }
+    Value::Text(text.to_string())
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut raw = std::env::args().skip(1);
+    let command = raw.next().ok_or(USAGE)?;
+    let db = raw.next().ok_or(USAGE)?;
+    let mut args = Args {
+        command,
+        db,
+        sql: None,
+        format: Format::Table,
+        params: Vec::new(),
+        interactive: false,
+    };
+    while let Some(arg) = raw.next() {
+        match arg.as_str() {
+            "--format" => {
+                let value = raw.next().ok_or("--format needs a value")?;
+                args.format = Format::parse(&value).ok_or(format!("unknown format {value:?}"))?;
+            }
+            "--param" => args
+                .params
+                .push(parse_param(&raw.next().ok_or("--param needs a value")?)),
+            "--interactive" => args.interactive = true,
+            _ if args.sql.is_none() && args.command == "exec" => args.sql = Some(arg),
+            _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+/// The error SQLite gave, with what storage said behind it.
+fn describe(e: &rusqlite::Error) -> String {
+    match donut_guest::last_storage_error() {
+        Some(detail) => format!("{e} ({detail})"),
+        None => e.to_string(),
+    }
+}
+
+/// Runs every statement in `sql`, printing the rows of those that return
+/// any. `params` bind to the statements that have parameters.
+fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let mut batch = rusqlite::Batch::new(conn, sql);
+    let mut ran = 0;
+    while let Some(mut stmt) = batch.next().map_err(|e| describe(&e))? {
+        ran += 1;
+        let expected = stmt.parameter_count();
+        if expected > 0 {
+            if expected != params.len() {
+                return Err(format!(
+                    "the statement has {expected} parameters but {} were given",
+                    params.len()
+                ));
+            }
+            for (i, value) in params.iter().enumerate() {
+                stmt.raw_bind_parameter(i + 1, value)
+                    .map_err(|e| describe(&e))?;
+            }
+        }
+        let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+        let mut rows = stmt.raw_query();
+        let mut table: Vec<Vec<Value>> = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| describe(&e))? {
+            let values = (0..columns.len())
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| describe(&e))?;
+            table.push(values);
+        }
+        if !columns.is_empty() {
+            output::print(out, format, &columns, &table).map_err(|e| e.to_string())?;
+        }
+    }
+    if ran == 0 && !params.is_empty() {
+        return Err("parameters given but there is no statement".into());
+    }
+    Ok(())
+}
+
+fn is_complete(sql: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(sql) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string; sqlite3_complete only reads it.
+    unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 }
+}
+
+const SHELL_HELP: &str = ".help            this text
+.tables          list tables
+.schema [TABLE]  show CREATE statements
+.mode FORMAT     table, csv or json
+.quit            leave";
+
+fn dot_command(
+    conn: &Connection,
+    line: &str,
+    format: &mut Format,
+    out: &mut impl Write,
+) -> Result<bool, String> {
+    let mut words = line.split_whitespace();
+    match words.next().unwrap_or("") {
+        ".quit" | ".exit" => return Ok(false),
+        ".help" => writeln!(out, "{SHELL_HELP}").map_err(|e| e.to_string())?,
+        ".tables" => execute(
+            conn,
+            "select name from sqlite_schema where type in ('table','view') and name not like 'sqlite_%' order by name",
+            &[],
+            *format,
+            out,
+        )?,
+        ".schema" => {
+            let (sql, params) = match words.next() {
+                Some(table) => (
+                    "select sql from sqlite_schema where tbl_name = ?1 and sql is not null",
+                    vec![Value::Text(table.to_string())],
+                ),
+                None => (
+                    "select sql from sqlite_schema where sql is not null",
+                    vec![],
+                ),
+            };
+            execute(conn, sql, &params, Format::Csv, out)?
+        }
+        ".mode" => {
+            let name = words.next().ok_or(".mode needs table, csv or json")?;
+            *format = Format::parse(name).ok_or(format!("unknown format {name:?}"))?;
+        }
+        other => return Err(format!("unknown command {other:?}; try .help")),
+    }
+    Ok(true)
+}
+
+fn shell(conn: &Connection, mut format: Format, interactive: bool) -> ExitCode {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    let mut buffer = String::new();
+    let mut failed = false;
+    loop {
+        if interactive {
+            let prompt = if buffer.is_empty() {
+                "donut> "
+            } else {
+                "   ...> "
+            };
+            let _ = write!(out, "{prompt}");
+            let _ = out.flush();
+        }
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        if buffer.is_empty() && line.trim_start().starts_with('.') {
+            match dot_command(conn, line.trim(), &mut format, &mut out) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    failed = true;
+                    continue;
+                }
+            }
+        }
+        buffer.push_str(&line);
+        if is_complete(&buffer) {
+            if let Err(e) = execute(conn, &buffer, &[], format, &mut out) {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+            buffer.clear();
+        }
+    }
+    if !buffer.trim().is_empty()
+        && let Err(e) = execute(conn, &buffer, &[], format, &mut out)
+    {
+        eprintln!("error: {e}");
+        failed = true;
+    }
+    let _ = out.flush();
+    if failed && !interactive {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let conn = match donut_guest::open(&args.db) {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match args.command.as_str() {
+        "exec" => {
+            let Some(sql) = &args.sql else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            let mut out = std::io::stdout().lock();
+            match execute(&conn, sql, &args.params, args.format, &mut out) {
+                Ok(()) => {
+                    let _ = out.flush();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "shell" => shell(&conn, args.format, args.interactive),
+        other => {
+            eprintln!("unknown command {other:?}\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! The local embedded backend: a directory, so everything runs with no AWS
+//! account. Layout (docs/format.md, "Local backend"):
+//!
+//! - `DONUTDB`: marker naming the layout version;
+//! - `meta/<kind>-<sha256(name)>`: one file per root or lock, replaced by
+//!   write-temp + fsync + rename + fsync(dir) under `meta.lock` (an exclusive
+//!   file lock, so several processes can share the directory);
+//! - `packs/<random>.pack`: every `put-sectors` call writes one pack the same
+//!   crash-safe way (one fsync per call, not per sector). Packs are
+//!   immutable; an in-memory index of them is built at open and refreshed
+//!   when a sector is missing (another process may have written it).
+
+use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, HASH_LEN, Hash, hash, hash_hex};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MARKER_FILE: &str = "DONUTDB";
+const MARKER: &str = "donutdb local store v1\n";
+const PACK_MAGIC: &[u8; 8] = b"DNTPACK1";
+const META_MAGIC: &[u8; 8] = b"DNTMETA1";
+const RECORD_HEADER_LEN: usize = 16 + HASH_LEN + 4;
+/// Largest sector the local store accepts (DynamoDB's item limit).
+pub const SECTOR_MAX_BYTES: usize = 400 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenLocalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a DonutDB local store (its {MARKER_FILE} file says {found:?})")]
+    NotAStore { path: PathBuf, found: String },
+}
+
+struct Location {
+    pack: usize,
+    offset: u64,
+    len: u32,
+}
+
+#[derive(Default)]
+struct Index {
+    packs: Vec<File>,
+    pack_names: HashSet<String>,
+    sectors: HashMap<(DbId, Hash), Location>,
+    bytes: u64,
+    largest: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    index: Mutex<Index>,
+}
+
+#[derive(Clone)]
+pub struct LocalBackend {
+    inner: Arc<Inner>,
+}
+
+fn io_err(path: &Path, source: io::Error) -> OpenLocalError {
+    OpenLocalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn unavailable(what: &str, path: &Path, e: io::Error) -> BackendError {
+    BackendError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` crash-safely: temp file, fsync, rename, fsync dir.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("store files live in a directory");
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
+    let tmp = dir.join(format!(".tmp-{}", u64::from_le_bytes(suffix)));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+impl LocalBackend {
+    /// Opens the store in `dir`, creating it if the directory is missing or
+    /// empty.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LocalBackend, OpenLocalError> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let marker = dir.join(MARKER_FILE);
+        match fs::read_to_string(&marker) {
+            Ok(found) if found == MARKER => {}
+            Ok(found) => return Err(OpenLocalError::NotAStore { path: dir, found }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let is_empty = fs::read_dir(&dir)
+                    .map_err(|e| io_err(&dir, e))?
+                    .next()
+                    .is_none();
+                if !is_empty {
+                    return Err(OpenLocalError::NotAStore {
+                        path: dir,
+                        found: "nothing: the directory has other files".into(),
+                    });
+                }
+                write_atomically(&marker, MARKER.as_bytes()).map_err(|e| io_err(&marker, e))?;
+            }
+            Err(e) => return Err(io_err(&marker, e)),
+        }
+        for sub in ["meta", "packs"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| io_err(&path, e))?;
+        }
+        let inner = Inner {
+            dir,
+            index: Mutex::new(Index::default()),
+        };
+        inner.refresh().map_err(|e| match e {
+            BackendError::Unavailable(m) | BackendError::Corrupt(m) => OpenLocalError::Io {
+                path: inner.dir.clone(),
+                source: io::Error::other(m),
+            },
+            other => OpenLocalError::Io {
+                path: inner.dir.clone(),
+                source: io::Error::other(other.to_string()),
+            },
+        })?;
+        Ok(LocalBackend {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> T + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("local store task failed: {e}")))
+    }
+}
+
+impl Inner {
+    fn meta_path(&self, kind: MetaKind, name: &DbName) -> PathBuf {
+        self.dir.join("meta").join(format!(
+            "{}-{}",
+            kind.as_str(),
+            hash_hex(&hash(name.as_str().as_bytes()))
+        ))
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Indexes packs written since the last look (by any process).
+    fn refresh(&self) -> Result<(), BackendError> {
+        let packs_dir = self.dir.join("packs");
+        let entries =
+            fs::read_dir(&packs_dir).map_err(|e| unavailable("listing", &packs_dir, e))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".pack"))
+            .collect();
+        names.sort();
+        let mut index = self.index();
+        for name in names {
+            if index.pack_names.contains(&name) {
+                continue;
+            }
+            let path = packs_dir.join(&name);
+            let mut file = File::open(&path).map_err(|e| unavailable("opening", &path, e))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(|e| unavailable("reading", &path, e))?;
+            if bytes.len() < PACK_MAGIC.len() || &bytes[..PACK_MAGIC.len()] != PACK_MAGIC {
+                return Err(BackendError::Corrupt(format!(
+                    "{} is not a pack",
+                    path.display()
+                )));
+            }
+            let pack = index.packs.len();
+            let mut at = PACK_MAGIC.len();
+            while at < bytes.len() {
+                if bytes.len() - at < RECORD_HEADER_LEN {
+                    return Err(BackendError::Corrupt(format!(
+                        "{}: truncated record at byte {at}",
+                        path.display()
+                    )));
+                }
+                let mut db = [0u8; 16];
+                db.copy_from_slice(&bytes[at..at + 16]);
+                let mut sector_hash = [0u8; HASH_LEN];
+                sector_hash.copy_from_slice(&bytes[at + 16..at + 16 + HASH_LEN]);
+                let len_at = at + 16 + HASH_LEN;
+                let len = u32::from_le_bytes(bytes[len_at..len_at + 4].try_into().unwrap());
+                let offset = (at + RECORD_HEADER_LEN) as u64;
+                if offset as usize + len as usize > bytes.len() {
+                    return Err(BackendError::Corrupt(format!(
+                        "{}: record at byte {at} runs past the end",
+                        path.display()
+                    )));
+                }
+                let location = Location { pack, offset, len };
+                if index
+                    .sectors
+                    .insert((DbId(db), sector_hash), location)
+                    .is_none()
+                {
+                    index.bytes += len as u64;
+                    index.largest = index.largest.max(len as u64);
+                }
+                at = offset as usize + len as usize;
+            }
+            index.packs.push(file);
+            index.pack_names.insert(name);
+        }
+        Ok(())
+    }
+
+    fn read_indexed(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let index = self.index();
+        hashes
+            .iter()
+            .map(|h| match index.sectors.get(&(db, *h)) {
+                None => Ok(None),
+                Some(loc) => {
+                    let mut buf = vec![0u8; loc.len as usize];
+                    index.packs[loc.pack]
+                        .read_exact_at(&mut buf, loc.offset)
+                        .map_err(|e| {
+                            BackendError::Unavailable(format!(
+                                "reading sector {} from {}: {e}",
+                                hash_hex(h),
+                                self.dir.display()
+                            ))
+                        })?;
+                    Ok(Some(buf))
+                }
+            })
+            .collect()
+    }
+
+    fn get_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let found = self.read_indexed(db, hashes)?;
+        if found.iter().all(Option::is_some) {
+            return Ok(found);
+        }
+        // Another process may have written them since we looked.
+        self.refresh()?;
+        self.read_indexed(db, hashes)
+    }
+
+    fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        let new: Vec<&(Hash, Vec<u8>)> = {
+            let index = self.index();
+            let mut seen = HashSet::new();
+            sectors
+                .iter()
+                .filter(|(h, _)| !index.sectors.contains_key(&(db, *h)) && seen.insert(*h))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut pack = Vec::with_capacity(
+            PACK_MAGIC.len()
+                + new
+                    .iter()
+                    .map(|s| RECORD_HEADER_LEN + s.1.len())
+                    .sum::<usize>(),
+        );
+        pack.extend_from_slice(PACK_MAGIC);
+        for (sector_hash, bytes) in &new {
+            if bytes.len() > SECTOR_MAX_BYTES {
+                return Err(BackendError::TooLarge(format!(
+                    "sector {} is {} bytes; the limit is {SECTOR_MAX_BYTES}",
+                    hash_hex(sector_hash),
+                    bytes.len()
+                )));
+            }
+            pack.extend_from_slice(&db.0);
+            pack.extend_from_slice(sector_hash);
+            pack.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            pack.extend_from_slice(bytes);
+        }
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let name = format!("{}.pack", donut_format::DbId(id).hex());
+        let path = self.dir.join("packs").join(&name);
+        write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
+        self.refresh()
+    }
+
+    fn read_meta_file(&self, path: &Path) -> Result<Option<(DbName, Meta)>, BackendError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unavailable("reading", path, e)),
+        };
+        decode_meta(&bytes)
+            .map(Some)
+            .ok_or_else(|| BackendError::Corrupt(format!("{} is damaged", path.display())))
+    }
+
+    fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let lock_path = self.dir.join("meta.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| unavailable("opening", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| unavailable("locking", &lock_path, e))?;
+        let path = self.meta_path(kind, name);
+        let current = self.read_meta_file(&path)?.map(|(_, m)| m.version);
+        if current != expected {
+            return Err(PutMetaError::Conflict);
+        }
+        write_atomically(&path, &encode_meta(name, &meta))
+            .map_err(|e| unavailable("writing", &path, e))?;
+        Ok(()) // dropping `lock` unlocks
+    }
+}
+
+fn encode_meta(name: &DbName, meta: &Meta) -> Vec<u8> {
+    let name = name.as_str().as_bytes();
+    let mut out = Vec::with_capacity(8 + 2 + name.len() + 8 + 4 + meta.body.len() + 8);
+    out.extend_from_slice(META_MAGIC);
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&meta.version.to_le_bytes());
+    out.extend_from_slice(&(meta.body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta.body);
+    let checksum = hash(&out);
+    out.extend_from_slice(&checksum[..8]);
+    out
+}
+
+fn decode_meta(bytes: &[u8]) -> Option<(DbName, Meta)> {
+    let body_end = bytes.len().checked_sub(8)?;
+    if bytes.get(..8)? != META_MAGIC || hash(&bytes[..body_end])[..8] != bytes[body_end..] {
+        return None;
+    }
+    let name_len = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?) as usize;
+    let name = std::str::from_utf8(bytes.get(10..10 + name_len)?).ok()?;
+    let at = 10 + name_len;
+    let version = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+    let len = u32::from_le_bytes(bytes.get(at + 8..at + 12)?.try_into().ok()?) as usize;
+    let body = bytes.get(at + 12..at + 12 + len)?.to_vec();
+    if at + 12 + len != body_end {
+        return None;
+    }
+    Some((DbName::new(name).ok()?, Meta { version, body }))
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        format!("local store {}", self.inner.dir.display())
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        let name = name.clone();
+        self.blocking(move |inner| {
+            let path = inner.meta_path(kind, &name);
+            Ok(inner.read_meta_file(&path)?.map(|(_, meta)| meta))
+        })
+        .await?
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta))
+            .await?
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        self.blocking(|inner| {
+            let dir = inner.dir.join("meta");
+            let mut out = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
+                let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
+                if entry.file_name().to_string_lossy().starts_with("root-")
+                    && let Some(found) = inner.read_meta_file(&entry.path())?
+                {
+                    out.push(found);
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        })
+        .await?
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let hashes = hashes.to_vec();
+        self.blocking(move |inner| inner.get_sectors(db, &hashes))
+            .await?
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        let sectors = sectors.to_vec();
+        self.blocking(move |inner| inner.put_sectors(db, &sectors))
+            .await?
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        self.blocking(|inner| {
+            inner.refresh()?;
+            let index = inner.index();
+            let mut summary = StoredSummary {
+                items: index.sectors.len() as u64,
+                bytes: index.bytes,
+                largest_item_bytes: index.largest,
+            };
+            let dir = inner.dir.join("meta");
+            for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
+                let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                summary.items += 1;
+                summary.bytes += len;
+                summary.largest_item_bytes = summary.largest_item_bytes.max(len);
+            }
+            Ok(summary)
+        })
+        .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_file_round_trips_and_detects_damage() {
+        let name = DbName::new("app.db").unwrap();
+        let meta = Meta {
+            version: 3,
+            body: vec![1, 2, 3],
+        };
+        let bytes = encode_meta(&name, &meta);
+        assert_eq!(decode_meta(&bytes), Some((name, meta)));
+        let mut bad = bytes.clone();
+        bad[12] ^= 1;
+        assert_eq!(decode_meta(&bad), None);
+        assert_eq!(decode_meta(&bytes[..bytes.len() - 1]), None);
+    }
+
+    #[test]
+    fn refuses_a_directory_that_is_not_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious.txt"), "data").unwrap();
+        assert!(matches!(
+            LocalBackend::open(dir.path()),
+            Err(OpenLocalError::NotAStore { .. })
+        ));
+        assert!(dir.path().join("precious.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn sectors_written_by_another_handle_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LocalBackend::open(dir.path()).unwrap();
+        let b = LocalBackend::open(dir.path()).unwrap();
+        let db = DbId([5; 16]);
+        let bytes = vec![9u8; 4096];
+        let h = hash(&bytes);
+        a.put_sectors(db, &[(h, bytes.clone())]).await.unwrap();
+        assert_eq!(b.get_sectors(db, &[h]).await.unwrap(), vec![Some(bytes)]);
+        let other = DbId([6; 16]);
+        assert_eq!(b.get_sectors(other, &[h]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test]
+    async fn meta_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::open(dir.path()).unwrap();
+        let name = DbName::new("x").unwrap();
+        let v1 = Meta {
+            version: 1,
+            body: vec![1],
+        };
+        store
+            .put_meta(MetaKind::Root, &name, None, v1.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .put_meta(MetaKind::Root, &name, None, v1.clone())
+                .await,
+            Err(PutMetaError::Conflict)
+        );
+        let v2 = Meta {
+            version: 2,
+            body: vec![2],
+        };
+        store
+            .put_meta(MetaKind::Root, &name, Some(1), v2.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_meta(MetaKind::Root, &name).await.unwrap(),
+            Some(v2)
+        );
+        assert_eq!(store.list_roots().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,133 @@
+//! The in-memory backend: deterministic, shared by every instance that holds
+//! it, and the base of simulation tests. Nothing survives the process.
+
+use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, Hash};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct State {
+    meta: BTreeMap<(MetaKind, DbName), Meta>,
+    sectors: HashMap<(DbId, Hash), Arc<[u8]>>,
+}
+
+/// Cloning shares the store.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind: usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces a stored sector's bytes, for corruption tests.
+    pub fn corrupt_sector(&self, db: DbId, hash: &Hash, bytes: Vec<u8>) -> bool {
+        let mut state = self.state();
+        match state.sectors.get_mut(&(db, *hash)) {
+            Some(stored) => {
+                *stored = bytes.into();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hashes of every sector stored for `db`.
+    pub fn sector_hashes(&self, db: DbId) -> Vec<Hash> {
+        let state = self.state();
+        let mut out: Vec<Hash> = state
+            .sectors
+            .keys()
+            .filter(|(id, _)| *id == db)
+            .map(|(_, h)| *h)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn describe(&self) -> String {
+        "in-memory store".to_string()
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        Ok(self.state().meta.get(&(kind, name.clone())).cloned())
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let mut state = self.state();
+        let key = (kind, name.clone());
+        let current = state.meta.get(&key).map(|m| m.version);
+        if current != expected {
+            return Err(PutMetaError::Conflict);
+        }
+        state.meta.insert(key, meta);
+        Ok(())
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        Ok(self
+            .state()
+            .meta
+            .iter()
+            .filter(|((kind, _), _)| *kind == MetaKind::Root)
+            .map(|((_, name), meta)| (name.clone(), meta.clone()))
+            .collect())
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let state = self.state();
+        Ok(hashes
+            .iter()
+            .map(|h| state.sectors.get(&(db, *h)).map(|b| b.to_vec()))
+            .collect())
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        for (hash, bytes) in sectors {
+            state
+                .sectors
+                .entry((db, *hash))
+                .or_insert_with(|| bytes.as_slice().into());
+        }
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        let state = self.state();
+        let mut summary = StoredSummary::default();
+        let sizes = state
+            .meta
+            .values()
+            .map(|m| m.body.len())
+            .chain(state.sectors.values().map(|s| s.len()));
+        for size in sizes {
+            summary.items += 1;
+            summary.bytes += size as u64;
+            summary.largest_item_bytes = summary.largest_item_bytes.max(size as u64);
+        }
+        Ok(summary)
+    }
+}

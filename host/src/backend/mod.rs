@@ -1,0 +1,109 @@
+//! Storage backends: where roots, locks and sectors live.
+//!
+//! A backend knows items, not formats: *meta items* (a database's root or
+//! lock; small, versioned, replaced by compare-and-swap) and *sectors*
+//! (immutable, content-addressed bytes, keyed by database id and hash). The
+//! format and the commit protocol live in `donut-format` and the guest; the
+//! storage layer (`crate::storage`) checks names, grants and hashes. So a new
+//! backend implements only these few calls, and the simulator can attack
+//! exactly them.
+
+pub mod local;
+pub mod memory;
+
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, Hash};
+
+/// Which meta item of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetaKind {
+    Root,
+    Lock,
+}
+
+impl MetaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaKind::Root => "root",
+            MetaKind::Lock => "lock",
+        }
+    }
+}
+
+/// A meta item as stored: its version (compared by compare-and-swap) and the
+/// encoded body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub version: u64,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The backend failed or could not be reached; a write's outcome may be
+    /// unknown.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Throttled past the retry deadline.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// An item or request over a backend limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A stored item that cannot be read back as written.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PutMetaError {
+    /// The item's version was not the expected one.
+    #[error("conflict: the item changed")]
+    Conflict,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Counts and sizes of what a backend stores, for `ls`, tests and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredSummary {
+    pub items: u64,
+    pub bytes: u64,
+    pub largest_item_bytes: u64,
+}
+
+/// The primitives every backend implements. All reads of meta items are
+/// strongly consistent.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Where the data lives, for messages ("local directory /x").
+    fn describe(&self) -> String;
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError>;
+
+    /// Stores `meta` if the item is at version `expected` (`None`: absent).
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError>;
+
+    /// Every database with a root, in name order.
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError>;
+
+    /// Sectors by hash, in the order asked; `None` where absent. Bytes are as
+    /// stored: the storage layer verifies them against their hashes.
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError>;
+
+    /// Stores sectors; storing one that exists is harmless.
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError>;
+
+    /// Items and bytes stored (all databases).
+    async fn summary(&self) -> Result<StoredSummary, BackendError>;
+}

@@ -1,0 +1,305 @@
+//! The `donut-host` command line.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use donut_format::{DbName, PAGE_SIZE_DEFAULT, Root, validate_page_size};
+use donut_host::backend::Backend;
+use donut_host::stats::StorageStats;
+use donut_host::storage::create_database;
+use donut_host::{Call, Grant, LocalBackend, Runtime, RuntimeOptions, StorageCtx};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "donut-host",
+    version,
+    about = "DonutDB: SQLite on one storage table, run as WebAssembly components"
+)]
+struct Cli {
+    /// Local store directory (the default backend; no AWS account needed).
+    /// Default: $DONUT_LOCAL, else ~/.local/share/donutdb.
+    #[arg(long, global = true, value_name = "PATH")]
+    local: Option<PathBuf>,
+
+    /// Print storage calls, sectors and bytes on stderr afterwards.
+    #[arg(long, global = true)]
+    stats: bool,
+
+    /// Memory limit of a component instance, in MiB.
+    #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
+    memory_mb: usize,
+
+    /// Do not cache compiled components.
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl Format {
+    fn as_str(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a query component (wasm32-wasip2 command that imports donut:storage).
+    Run {
+        /// The component file.
+        component: PathBuf,
+        /// Databases the component may use (repeatable); default: all.
+        #[arg(long = "db", value_name = "NAME")]
+        dbs: Vec<String>,
+        /// Arguments passed to the component (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run SQL against a database and print the result.
+    Sql {
+        db: String,
+        sql: String,
+        /// A statement parameter, in order (repeatable). `int:`, `real:`,
+        /// `text:`, `null` force a type; otherwise numbers bind as numbers.
+        #[arg(long = "param", value_name = "VALUE", allow_hyphen_values = true)]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// An interactive SQL shell (reads statements from stdin; works piped).
+    Shell {
+        db: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Create an empty database.
+    Create {
+        db: String,
+        /// Page size: a power of two from 512 to 65536.
+        #[arg(long, default_value_t = PAGE_SIZE_DEFAULT as u64)]
+        page_size: u64,
+    },
+    /// List the databases in the store.
+    Ls,
+}
+
+fn local_dir(cli: &Cli) -> Result<PathBuf> {
+    if let Some(dir) = &cli.local {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("DONUT_LOCAL") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").context("no --local, $DONUT_LOCAL or $HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/donutdb"))
+}
+
+fn db_name(name: &str) -> Result<DbName> {
+    DbName::new(name).with_context(|| format!("illegal database name {name:?}"))
+}
+
+struct Env {
+    runtime: Runtime,
+    backend: Arc<dyn Backend>,
+    stats: Arc<StorageStats>,
+    memory_limit_bytes: usize,
+}
+
+impl Env {
+    fn storage(&self, grant: Grant) -> StorageCtx {
+        StorageCtx::new(self.backend.clone(), grant).with_stats(self.stats.clone())
+    }
+
+    async fn run(
+        &self,
+        program: &donut_host::Program,
+        args: Vec<String>,
+        grant: Grant,
+    ) -> Result<i32> {
+        let mut call = Call::new(args, self.storage(grant));
+        call.memory_limit_bytes = self.memory_limit_bytes;
+        let outcome = self.runtime.run(program, call).await?;
+        Ok(outcome.exit_code)
+    }
+}
+
+async fn main_async(cli: Cli) -> Result<i32> {
+    let dir = local_dir(&cli)?;
+    let backend = LocalBackend::open(&dir).context("opening the local store")?;
+    let options = RuntimeOptions {
+        cache_dir: if cli.no_cache {
+            None
+        } else {
+            donut_host::runtime::default_cache_dir()
+        },
+    };
+    let env = Env {
+        runtime: Runtime::new(options)?,
+        backend: Arc::new(backend),
+        stats: Arc::new(StorageStats::default()),
+        memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
+    };
+    let code = match cli.command {
+        Command::Run {
+            component,
+            dbs,
+            args,
+        } => {
+            let program = env.runtime.load_file(&component)?;
+            let grant = if dbs.is_empty() {
+                Grant::all()
+            } else {
+                let names = dbs.iter().map(|n| db_name(n)).collect::<Result<Vec<_>>>()?;
+                Grant::only(names, true)
+            };
+            let name = component
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let argv = std::iter::once(name).chain(args).collect();
+            env.run(&program, argv, grant).await?
+        }
+        Command::Sql {
+            db,
+            sql,
+            params,
+            format,
+        } => {
+            let name = db_name(&db)?;
+            let program = env.runtime.stock_sql()?;
+            let mut argv = vec![
+                "donut-sql".to_string(),
+                "exec".into(),
+                db,
+                sql,
+                "--format".into(),
+                format.as_str().into(),
+            ];
+            for p in params {
+                argv.push("--param".into());
+                argv.push(p);
+            }
+            env.run(&program, argv, Grant::only([name], false)).await?
+        }
+        Command::Shell { db, format } => {
+            let name = db_name(&db)?;
+            let program = env.runtime.stock_sql()?;
+            let mut argv = vec![
+                "donut-sql".to_string(),
+                "shell".into(),
+                db,
+                "--format".into(),
+                format.as_str().into(),
+            ];
+            if std::io::stdin().is_terminal() {
+                argv.push("--interactive".into());
+            }
+            env.run(&program, argv, Grant::only([name], false)).await?
+        }
+        Command::Create { db, page_size } => {
+            let name = db_name(&db)?;
+            let page_size = validate_page_size(page_size)?;
+            create_database(&*env.backend, &name, page_size).await?;
+            env.stats
+                .commit_root
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            eprintln!(
+                "created {name:?} (page size {page_size}) in the {}",
+                env.backend.describe()
+            );
+            0
+        }
+        Command::Ls => {
+            let roots = env.backend.list_roots().await?;
+            println!(
+                "{:<32} {:>8} {:>10} {:>12} {:>9}  last commit (UTC)",
+                "name", "version", "pages", "bytes", "page size"
+            );
+            for (name, meta) in roots {
+                match Root::decode(&meta.body) {
+                    Ok(root) => println!(
+                        "{:<32} {:>8} {:>10} {:>12} {:>9}  {}",
+                        name.as_str(),
+                        root.version,
+                        root.page_count,
+                        root.file_size(),
+                        root.page_size,
+                        format_utc(root.commit_ms)
+                    ),
+                    Err(e) => println!("{:<32} corrupt root: {e}", name.as_str()),
+                }
+            }
+            0
+        }
+    };
+    if cli.stats {
+        eprintln!("{}", env.stats.snapshot());
+    }
+    Ok(code)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for milliseconds since the Unix epoch.
+fn format_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    match runtime.block_on(main_async(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc() {
+        assert_eq!(super::format_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::format_utc(1_709_251_199_000), "2024-02-29 23:59:59");
+    }
+}

@@ -1,0 +1,336 @@
+//! Running DonutDB components: one [`Runtime`] (engine + linker) per process,
+//! a [`Program`] (pre-instantiated component) per component, and one store
+//! per call with its own WASI context, storage grant and memory limit.
+
+use crate::storage::{self, StorageCtx};
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The stock SQL component (guest/sql), built into the host.
+pub static DONUT_SQL_WASM: &[u8] = include_bytes!(env!("DONUT_SQL_WASM"));
+
+/// Prefix of the storage interface's import name.
+const STORAGE_IMPORT: &str = "donut:storage/storage@0.1";
+
+/// Default memory limit of one call's instance.
+pub const MEMORY_LIMIT_BYTES_DEFAULT: usize = 2 << 30;
+/// Most captured output kept per stream.
+const CAPTURE_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{label}: cannot read: {source}")]
+    Io {
+        label: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{label} is not WebAssembly (no \\0asm header)")]
+    NotWasm { label: String },
+    #[error(
+        "{label} is a core WebAssembly module, not a component: build it for the wasm32-wasip2 target"
+    )]
+    CoreModule { label: String },
+    #[error("{label} is not a valid component: {detail}")]
+    Invalid { label: String, detail: String },
+    #[error(
+        "{label} does not import {STORAGE_IMPORT}.x (donut:storage); a DonutDB query component links the donut-guest library"
+    )]
+    MissingStorageImport { label: String },
+    #[error("{label} cannot run here: {detail}")]
+    Link { label: String, detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{label}: instantiation failed: {detail}")]
+    Instantiate { label: String, detail: String },
+    #[error("{label} trapped: {detail}")]
+    Trap { label: String, detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("configuring wasmtime: {0}")]
+    Engine(String),
+}
+
+pub struct RuntimeOptions {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/donutdb/components`, or `~/.cache/donutdb/components`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("donutdb").join("components"))
+}
+
+/// The store's data for one call.
+pub struct HostState {
+    wasi: WasiCtx,
+    wasi_table: ResourceTable,
+    storage: StorageCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.wasi_table,
+        }
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// A component ready to instantiate many times.
+pub struct Program {
+    label: String,
+    pre: CommandPre<HostState>,
+    /// True if it came from the compiled-component cache.
+    pub from_cache: bool,
+}
+
+impl Program {
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// Where a call's stdin comes from and whether its output is captured.
+pub enum Stdio {
+    /// The host process's own stdin, stdout and stderr.
+    Inherit,
+    /// Given stdin bytes; stdout and stderr captured into the [`Outcome`].
+    Capture { stdin: Vec<u8> },
+}
+
+pub struct Call {
+    /// argv, including argv[0].
+    pub args: Vec<String>,
+    pub storage: StorageCtx,
+    pub stdio: Stdio,
+    pub memory_limit_bytes: usize,
+}
+
+impl Call {
+    pub fn new(args: Vec<String>, storage: StorageCtx) -> Call {
+        Call {
+            args,
+            storage,
+            stdio: Stdio::Inherit,
+            memory_limit_bytes: MEMORY_LIMIT_BYTES_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    /// The component's exit code: 0 for success.
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        storage::add_to_linker(&mut linker, |state: &mut HostState| &mut state.storage)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir: options.cache_dir,
+        })
+    }
+
+    pub fn load_file(&self, path: &Path) -> Result<Program, LoadError> {
+        let label = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            label: label.clone(),
+            source,
+        })?;
+        self.load(&bytes, &label)
+    }
+
+    /// The stock `donut-sql` component.
+    pub fn stock_sql(&self) -> Result<Program, LoadError> {
+        self.load(DONUT_SQL_WASM, "donut-sql (built in)")
+    }
+
+    pub fn load(&self, bytes: &[u8], label: &str) -> Result<Program, LoadError> {
+        let label = label.to_string();
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm { label });
+        }
+        // Bytes 4..8: version 1 is a core module; components use layer 1.
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(LoadError::CoreModule { label });
+        }
+        let (component, from_cache) = self.compile_cached(bytes, &label)?;
+        let imports_storage =
+            component
+                .component_type()
+                .imports(&self.engine)
+                .any(|(name, item)| {
+                    name.starts_with(STORAGE_IMPORT)
+                        && matches!(item.ty, ComponentItem::ComponentInstance(_))
+                });
+        if !imports_storage {
+            return Err(LoadError::MissingStorageImport { label });
+        }
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::Link {
+                    label: label.clone(),
+                    detail: format!("{e:#}"),
+                })?;
+        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Link {
+            label: label.clone(),
+            detail: format!("not a command component (no wasi:cli/run export): {e:#}"),
+        })?;
+        Ok(Program {
+            label,
+            pre,
+            from_cache,
+        })
+    }
+
+    /// Compiles `bytes`, or loads the machine code a previous compile cached.
+    fn compile_cached(&self, bytes: &[u8], label: &str) -> Result<(Component, bool), LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            label: label.to_string(),
+            detail: format!("{e:#}"),
+        };
+        let Some(dir) = &self.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes).map_err(invalid)?, false));
+        };
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            &donut_format::hash_hex(&donut_format::hash(bytes))[..32],
+            compat.finish()
+        );
+        let path = dir.join(key);
+        if path.exists() {
+            // SAFETY: the file is machine code this program wrote into its own
+            // cache directory (temp file + rename), for this engine's
+            // configuration (the compatibility hash is in the name).
+            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, &path) } {
+                return Ok((component, true));
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        // A cache that cannot be written only costs the next run a compile.
+        if let Ok(serialized) = component.serialize() {
+            let _ = std::fs::create_dir_all(dir).and_then(|()| {
+                let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+                std::fs::write(&tmp, &serialized)?;
+                std::fs::rename(&tmp, &path)
+            });
+        }
+        Ok((component, false))
+    }
+
+    /// Runs one call of `program` in a fresh store.
+    pub async fn run(&self, program: &Program, call: Call) -> Result<Outcome, RunError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&call.args)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let captured = match call.stdio {
+            Stdio::Inherit => {
+                wasi.inherit_stdio();
+                None
+            }
+            Stdio::Capture { stdin } => {
+                let stdout = MemoryOutputPipe::new(CAPTURE_BYTES_MAX);
+                let stderr = MemoryOutputPipe::new(CAPTURE_BYTES_MAX);
+                wasi.stdin(MemoryInputPipe::new(stdin))
+                    .stdout(stdout.clone())
+                    .stderr(stderr.clone());
+                Some((stdout, stderr))
+            }
+        };
+        let state = HostState {
+            wasi: wasi.build(),
+            wasi_table: ResourceTable::new(),
+            storage: call.storage,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(call.memory_limit_bytes)
+                .instances(16)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let label = program.label.clone();
+        let command = program
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| RunError::Instantiate {
+                label: label.clone(),
+                detail: format!("{e:#}"),
+            })?;
+        let result = command.wasi_cli_run().call_run(&mut store).await;
+        let exit_code = match result {
+            Ok(Ok(())) => 0,
+            Ok(Err(())) => 1,
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0,
+                None => {
+                    return Err(RunError::Trap {
+                        label,
+                        detail: format!("{e:?}"),
+                    });
+                }
+            },
+        };
+        let (stdout, stderr) = match captured {
+            Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Outcome {
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+}

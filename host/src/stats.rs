@@ -1,0 +1,103 @@
+//! Counters of storage calls made by guests. One guest call is one
+//! sequential round trip as the guest sees it (the host may split it into
+//! several concurrent backend requests).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    pub read_root: AtomicU64,
+    /// Root compare-and-swaps attempted (including database creation).
+    pub commit_root: AtomicU64,
+    pub commit_conflicts: AtomicU64,
+    pub get_sectors_calls: AtomicU64,
+    pub get_sectors_items: AtomicU64,
+    pub get_sectors_bytes: AtomicU64,
+    pub put_sectors_calls: AtomicU64,
+    pub put_sectors_items: AtomicU64,
+    pub put_sectors_bytes: AtomicU64,
+    pub lock_calls: AtomicU64,
+}
+
+/// A copy of [`StorageStats`] at one moment; subtract two to get a delta.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub read_root: u64,
+    pub commit_root: u64,
+    pub commit_conflicts: u64,
+    pub get_sectors_calls: u64,
+    pub get_sectors_items: u64,
+    pub get_sectors_bytes: u64,
+    pub put_sectors_calls: u64,
+    pub put_sectors_items: u64,
+    pub put_sectors_bytes: u64,
+    pub lock_calls: u64,
+}
+
+impl StorageStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            read_root: get(&self.read_root),
+            commit_root: get(&self.commit_root),
+            commit_conflicts: get(&self.commit_conflicts),
+            get_sectors_calls: get(&self.get_sectors_calls),
+            get_sectors_items: get(&self.get_sectors_items),
+            get_sectors_bytes: get(&self.get_sectors_bytes),
+            put_sectors_calls: get(&self.put_sectors_calls),
+            put_sectors_items: get(&self.put_sectors_items),
+            put_sectors_bytes: get(&self.put_sectors_bytes),
+            lock_calls: get(&self.lock_calls),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Storage calls, each one sequential round trip for the guest.
+    pub fn round_trips(&self) -> u64 {
+        self.read_root
+            + self.commit_root
+            + self.get_sectors_calls
+            + self.put_sectors_calls
+            + self.lock_calls
+    }
+
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            read_root: self.read_root - earlier.read_root,
+            commit_root: self.commit_root - earlier.commit_root,
+            commit_conflicts: self.commit_conflicts - earlier.commit_conflicts,
+            get_sectors_calls: self.get_sectors_calls - earlier.get_sectors_calls,
+            get_sectors_items: self.get_sectors_items - earlier.get_sectors_items,
+            get_sectors_bytes: self.get_sectors_bytes - earlier.get_sectors_bytes,
+            put_sectors_calls: self.put_sectors_calls - earlier.put_sectors_calls,
+            put_sectors_items: self.put_sectors_items - earlier.put_sectors_items,
+            put_sectors_bytes: self.put_sectors_bytes - earlier.put_sectors_bytes,
+            lock_calls: self.lock_calls - earlier.lock_calls,
+        }
+    }
+}
+
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "storage calls (round trips): {}", self.round_trips())?;
+        writeln!(f, "  read-root:   {}", self.read_root)?;
+        writeln!(
+            f,
+            "  commit-root: {} ({} conflicts)",
+            self.commit_root, self.commit_conflicts
+        )?;
+        writeln!(
+            f,
+            "  get-sectors: {} calls, {} sectors, {} bytes",
+            self.get_sectors_calls, self.get_sectors_items, self.get_sectors_bytes
+        )?;
+        writeln!(
+            f,
+            "  put-sectors: {} calls, {} sectors, {} bytes",
+            self.put_sectors_calls, self.put_sectors_items, self.put_sectors_bytes
+        )?;
+        write!(f, "  lock:        {}", self.lock_calls)
+    }
+}

@@ -1,0 +1,647 @@
+//! `donut:storage` for guests: the WIT host implementation over a
+//! [`Backend`], with the instance's grant, name validation, hash checks,
+//! limits and request counters.
+
+use crate::backend::{Backend, BackendError, Meta, MetaKind, PutMetaError};
+use crate::stats::StorageStats;
+use donut_format::{
+    DbId, DbName, HASH_LEN, Hash, LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState, Root,
+    hash_hex, validate_page_size, verify,
+};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmtime::component::{Resource, ResourceTable};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "donut:storage/client",
+    imports: { default: async | trappable },
+    trappable_error_type: {
+        "donut:storage/types.error" => StorageError,
+    },
+    with: {
+        "donut:storage/storage.database": DatabaseHandle,
+        "donut:storage/storage.lock": LockHandle,
+    },
+});
+
+use donut::storage::types::{Error as WitError, LockMode as WitLockMode, Root as WitRoot};
+
+/// Most sectors one `get-sectors` or `put-sectors` call may carry.
+pub const SECTORS_PER_CALL_MAX: usize = 10_000;
+/// Most bytes one `put-sectors` call may carry.
+pub const PUT_CALL_BYTES_MAX: usize = 64 << 20;
+/// Largest sector: DynamoDB's 400 KB item limit, less room for the key.
+pub const SECTOR_BYTES_MAX: usize = 390 * 1024;
+/// Longest lease a guest may ask for.
+pub const LEASE_MS_MAX: u32 = 10 * 60 * 1000;
+/// Attempts at a lock item's compare-and-swap before answering `busy`.
+const LOCK_CAS_ATTEMPTS: u32 = 8;
+
+/// A storage failure as the guest sees it, or a host fault that traps.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("conflict: another writer committed first")]
+    Conflict,
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A host-side fault (e.g. a bad resource handle): ends the call.
+    #[error(transparent)]
+    Trap(#[from] wasmtime::Error),
+}
+
+impl From<BackendError> for StorageError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Unavailable(m) => StorageError::Unavailable(m),
+            BackendError::Throttled(m) => StorageError::Throttled(m),
+            BackendError::TooLarge(m) => StorageError::TooLarge(m),
+            BackendError::Corrupt(m) => StorageError::Corrupt(m),
+        }
+    }
+}
+
+impl From<wasmtime::component::ResourceTableError> for StorageError {
+    fn from(e: wasmtime::component::ResourceTableError) -> Self {
+        StorageError::Trap(e.into())
+    }
+}
+
+/// Which databases an instance may touch.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `None`: every database of the store.
+    pub names: Option<BTreeSet<DbName>>,
+    /// May the instance create databases (within `names`)?
+    pub may_create: bool,
+}
+
+impl Grant {
+    pub fn all() -> Grant {
+        Grant {
+            names: None,
+            may_create: true,
+        }
+    }
+
+    pub fn only(names: impl IntoIterator<Item = DbName>, may_create: bool) -> Grant {
+        Grant {
+            names: Some(names.into_iter().collect()),
+            may_create,
+        }
+    }
+
+    fn check(&self, name: &str) -> Result<DbName, StorageError> {
+        let name = DbName::new(name).map_err(|e| StorageError::Denied(e.to_string()))?;
+        match &self.names {
+            Some(names) if !names.contains(&name) => Err(StorageError::Denied(format!(
+                "this instance may not use database {name:?}"
+            ))),
+            _ => Ok(name),
+        }
+    }
+}
+
+/// Wall-clock time for leases: the system clock, or one a test moves.
+#[derive(Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            Clock::Manual(ms) => ms.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// An open database handle held by a guest.
+pub struct DatabaseHandle {
+    name: DbName,
+    /// Learned from the root; sectors are keyed by it.
+    db_id: Option<DbId>,
+}
+
+/// A lease held by a guest.
+pub struct LockHandle {
+    name: DbName,
+    owner: u64,
+    token: u64,
+}
+
+/// The per-instance storage state, owned by the store.
+pub struct StorageCtx {
+    backend: Arc<dyn Backend>,
+    grant: Grant,
+    clock: Clock,
+    table: ResourceTable,
+    stats: Arc<StorageStats>,
+}
+
+impl StorageCtx {
+    pub fn new(backend: Arc<dyn Backend>, grant: Grant) -> StorageCtx {
+        StorageCtx {
+            backend,
+            grant,
+            clock: Clock::System,
+            table: ResourceTable::new(),
+            stats: Arc::new(StorageStats::default()),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_stats(mut self, stats: Arc<StorageStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    pub fn stats(&self) -> Arc<StorageStats> {
+        self.stats.clone()
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    u64::from_le_bytes(bytes)
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
+    bytes.try_into().map_err(|_| {
+        StorageError::Invalid(format!(
+            "a sector hash is {HASH_LEN} bytes, not {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// Creates database `name` with a new id: its first root, version 1.
+/// Shared by the `create` CLI command and the guest's `create`.
+pub async fn create_database(
+    backend: &dyn Backend,
+    name: &DbName,
+    page_size: u32,
+) -> Result<Root, StorageError> {
+    let page_size =
+        validate_page_size(page_size as u64).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    let now = Clock::System.now_ms();
+    let root = Root::new_database(DbId(id), page_size, now, random_u64());
+    let meta = Meta {
+        version: root.version,
+        body: root.encode(),
+    };
+    match backend.put_meta(MetaKind::Root, name, None, meta).await {
+        Ok(()) => Ok(root),
+        Err(PutMetaError::Conflict) => Err(StorageError::AlreadyExists(format!(
+            "database {name:?} already exists in the {}",
+            backend.describe()
+        ))),
+        Err(PutMetaError::Backend(e)) => Err(e.into()),
+    }
+}
+
+/// Reads and decodes the root of `name`.
+pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Root), StorageError> {
+    let meta = backend
+        .get_meta(MetaKind::Root, name)
+        .await?
+        .ok_or_else(|| {
+            StorageError::NotFound(format!(
+                "no database {name:?} in the {}",
+                backend.describe()
+            ))
+        })?;
+    let root = Root::decode(&meta.body)
+        .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
+    if root.version != meta.version {
+        return Err(StorageError::Corrupt(format!(
+            "root of {name:?} is stored as version {} but says {}",
+            meta.version, root.version
+        )));
+    }
+    Ok((meta, root))
+}
+
+impl StorageCtx {
+    async fn db_id(
+        &mut self,
+        db: &Resource<DatabaseHandle>,
+    ) -> Result<(DbName, DbId), StorageError> {
+        let handle = self.table.get(db)?;
+        let name = handle.name.clone();
+        if let Some(id) = handle.db_id {
+            return Ok((name, id));
+        }
+        self.stats.read_root.fetch_add(1, Ordering::Relaxed);
+        let (_, root) = read_root(&*self.backend, &name).await?;
+        self.table.get_mut(db)?.db_id = Some(root.db_id);
+        Ok((name, root.db_id))
+    }
+}
+
+async fn lock_state(
+    backend: &dyn Backend,
+    name: &DbName,
+) -> Result<(Option<u64>, LockState), StorageError> {
+    match backend.get_meta(MetaKind::Lock, name).await? {
+        None => Ok((None, LockState::unlocked(0))),
+        Some(meta) => {
+            let state = LockState::decode(&meta.body)
+                .map_err(|e| StorageError::Corrupt(format!("lock of {name:?}: {e}")))?;
+            Ok((Some(meta.version), state))
+        }
+    }
+}
+
+/// Applies `change` to the lock item of `name` by compare-and-swap,
+/// re-reading on conflict a bounded number of times.
+async fn update_lock<T>(
+    backend: &dyn Backend,
+    clock: &Clock,
+    name: &DbName,
+    mut change: impl FnMut(LockState, u64) -> Result<(LockState, T), StorageError>,
+) -> Result<T, StorageError> {
+    for _ in 0..LOCK_CAS_ATTEMPTS {
+        let (version, state) = lock_state(backend, name).await?;
+        let (next, out) = change(state, clock.now_ms())?;
+        let meta = Meta {
+            version: version.map_or(1, |v| v + 1),
+            body: next.encode(),
+        };
+        match backend.put_meta(MetaKind::Lock, name, version, meta).await {
+            Ok(()) => return Ok(out),
+            Err(PutMetaError::Conflict) => continue,
+            Err(PutMetaError::Backend(e)) => return Err(e.into()),
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the lock of {name:?} is contended"
+    )))
+}
+
+impl donut::storage::types::Host for StorageCtx {
+    fn convert_error(&mut self, err: StorageError) -> wasmtime::Result<WitError> {
+        Ok(match err {
+            StorageError::NotFound(m) => WitError::NotFound(m),
+            StorageError::AlreadyExists(m) => WitError::AlreadyExists(m),
+            StorageError::Conflict => WitError::Conflict,
+            StorageError::Busy(m) => WitError::Busy(m),
+            StorageError::Throttled(m) => WitError::Throttled(m),
+            StorageError::TooLarge(m) => WitError::TooLarge(m),
+            StorageError::Denied(m) => WitError::Denied(m),
+            StorageError::Corrupt(m) => WitError::Corrupt(m),
+            StorageError::Unavailable(m) => WitError::Unavailable(m),
+            StorageError::Invalid(m) => WitError::Invalid(m),
+            StorageError::Trap(e) => return Err(e),
+        })
+    }
+}
+
+impl donut::storage::storage::Host for StorageCtx {}
+
+impl donut::storage::storage::HostDatabase for StorageCtx {
+    async fn open(&mut self, name: String) -> Result<Resource<DatabaseHandle>, StorageError> {
+        let name = self.grant.check(&name)?;
+        Ok(self.table.push(DatabaseHandle { name, db_id: None })?)
+    }
+
+    async fn create(
+        &mut self,
+        name: String,
+        page_size: u32,
+    ) -> Result<Resource<DatabaseHandle>, StorageError> {
+        let name = self.grant.check(&name)?;
+        if !self.grant.may_create {
+            return Err(StorageError::Denied(format!(
+                "this instance may not create databases ({name:?})"
+            )));
+        }
+        self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
+        let root = create_database(&*self.backend, &name, page_size).await?;
+        Ok(self.table.push(DatabaseHandle {
+            name,
+            db_id: Some(root.db_id),
+        })?)
+    }
+
+    async fn name(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&db)?.name.to_string())
+    }
+
+    async fn read_root(&mut self, db: Resource<DatabaseHandle>) -> Result<WitRoot, StorageError> {
+        let name = self.table.get(&db)?.name.clone();
+        self.stats.read_root.fetch_add(1, Ordering::Relaxed);
+        let (meta, root) = read_root(&*self.backend, &name).await?;
+        // The first root read binds the handle to that database id; a root
+        // with another id means the name was removed and created again.
+        let handle = self.table.get_mut(&db)?;
+        handle.db_id = Some(root.db_id);
+        Ok(WitRoot {
+            version: meta.version,
+            body: meta.body,
+        })
+    }
+
+    async fn get_sectors(
+        &mut self,
+        db: Resource<DatabaseHandle>,
+        hashes: Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        if hashes.len() > SECTORS_PER_CALL_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "{} sectors in one call; the limit is {SECTORS_PER_CALL_MAX}",
+                hashes.len()
+            )));
+        }
+        let hashes: Vec<Hash> = hashes
+            .iter()
+            .map(|h| to_hash(h))
+            .collect::<Result<_, _>>()?;
+        let (name, db_id) = self.db_id(&db).await?;
+        let found = self.backend.get_sectors(db_id, &hashes).await?;
+        let mut bytes = 0;
+        for (hash, sector) in hashes.iter().zip(&found) {
+            if let Some(sector) = sector {
+                bytes += sector.len();
+                verify(hash, sector).map_err(|e| {
+                    StorageError::Corrupt(format!(
+                        "sector {} of database {name:?} in the {}: {e}",
+                        hash_hex(hash),
+                        self.backend.describe()
+                    ))
+                })?;
+            }
+        }
+        self.stats.get_sectors_calls.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .get_sectors_items
+            .fetch_add(hashes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .get_sectors_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    async fn put_sectors(
+        &mut self,
+        db: Resource<DatabaseHandle>,
+        sectors: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        if sectors.len() > SECTORS_PER_CALL_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "{} sectors in one call; the limit is {SECTORS_PER_CALL_MAX}",
+                sectors.len()
+            )));
+        }
+        let total: usize = sectors.iter().map(|s| s.1.len()).sum();
+        if total > PUT_CALL_BYTES_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "{total} bytes in one call; the limit is {PUT_CALL_BYTES_MAX}"
+            )));
+        }
+        let mut checked = Vec::with_capacity(sectors.len());
+        for (hash, bytes) in sectors {
+            let hash = to_hash(&hash)?;
+            if bytes.len() > SECTOR_BYTES_MAX {
+                return Err(StorageError::TooLarge(format!(
+                    "sector {} is {} bytes; the limit is {SECTOR_BYTES_MAX}",
+                    hash_hex(&hash),
+                    bytes.len()
+                )));
+            }
+            verify(&hash, &bytes).map_err(|e| StorageError::Invalid(e.to_string()))?;
+            checked.push((hash, bytes));
+        }
+        let (_, db_id) = self.db_id(&db).await?;
+        self.backend.put_sectors(db_id, &checked).await?;
+        self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .put_sectors_items
+            .fetch_add(checked.len() as u64, Ordering::Relaxed);
+        self.stats
+            .put_sectors_bytes
+            .fetch_add(total as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn commit_root(
+        &mut self,
+        db: Resource<DatabaseHandle>,
+        expected_version: u64,
+        body: Vec<u8>,
+        fence: Option<Resource<LockHandle>>,
+    ) -> Result<u64, StorageError> {
+        let (name, db_id) = self.db_id(&db).await?;
+        let root =
+            Root::decode(&body).map_err(|e| StorageError::Invalid(format!("new root: {e}")))?;
+        if root.version != expected_version + 1 {
+            return Err(StorageError::Invalid(format!(
+                "new root says version {} but replaces {expected_version}",
+                root.version
+            )));
+        }
+        if root.db_id != db_id {
+            return Err(StorageError::Invalid(format!(
+                "new root belongs to database id {}, not {}",
+                root.db_id.hex(),
+                db_id.hex()
+            )));
+        }
+        if let Some(fence) = fence {
+            // The lease must still be held. This check and the swap below are
+            // two steps; a backend with transactions makes them one.
+            let (lock_name, owner, token) = {
+                let lock = self.table.get(&fence)?;
+                (lock.name.clone(), lock.owner, lock.token)
+            };
+            if lock_name != name {
+                return Err(StorageError::Invalid(format!(
+                    "fence is a lease on {lock_name:?}, not {name:?}"
+                )));
+            }
+            let (_, state) = lock_state(&*self.backend.clone(), &name).await?;
+            let now = self.clock.now_ms();
+            let held = state.token == token && state.live_holders(now).any(|h| h.owner == owner);
+            if !held {
+                return Err(StorageError::Busy(format!(
+                    "the lease on {name:?} lapsed; the commit is refused"
+                )));
+            }
+        }
+        self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
+        let meta = Meta {
+            version: root.version,
+            body,
+        };
+        match self
+            .backend
+            .put_meta(MetaKind::Root, &name, Some(expected_version), meta)
+            .await
+        {
+            Ok(()) => Ok(root.version),
+            Err(PutMetaError::Conflict) => {
+                self.stats.commit_conflicts.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::Conflict)
+            }
+            Err(PutMetaError::Backend(e)) => Err(e.into()),
+        }
+    }
+
+    async fn acquire(
+        &mut self,
+        db: Resource<DatabaseHandle>,
+        mode: WitLockMode,
+        lease_ms: u32,
+    ) -> Result<Resource<LockHandle>, StorageError> {
+        if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
+            return Err(StorageError::Invalid(format!(
+                "lease of {lease_ms} ms; it must be 1..={LEASE_MS_MAX}"
+            )));
+        }
+        let name = self.table.get(&db)?.name.clone();
+        let owner = random_u64();
+        let exclusive = matches!(mode, WitLockMode::Exclusive);
+        self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        let token = update_lock(&*backend, &clock, &name, |state, now| {
+            let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
+            let blocked = if exclusive {
+                !live.is_empty()
+            } else {
+                state.mode == LockMode::Exclusive && !live.is_empty()
+            };
+            if blocked || live.len() >= LOCK_HOLDERS_MAX {
+                let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
+                return Err(StorageError::Busy(format!(
+                    "the lock of {name:?} is held for another {} ms",
+                    until.saturating_sub(now)
+                )));
+            }
+            let mut holders = live;
+            holders.push(LockHolder {
+                owner,
+                expires_ms: now + lease_ms as u64,
+            });
+            let token = state.token + 1;
+            let mode = if exclusive {
+                LockMode::Exclusive
+            } else {
+                LockMode::Shared
+            };
+            Ok((
+                LockState {
+                    token,
+                    mode,
+                    holders,
+                },
+                token,
+            ))
+        })
+        .await?;
+        Ok(self.table.push(LockHandle { name, owner, token })?)
+    }
+
+    async fn drop(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<()> {
+        self.table.delete(db)?;
+        Ok(())
+    }
+}
+
+impl donut::storage::storage::HostLock for StorageCtx {
+    async fn token(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
+        Ok(self.table.get(&lock)?.token)
+    }
+
+    async fn renew(
+        &mut self,
+        lock: Resource<LockHandle>,
+        lease_ms: u32,
+    ) -> Result<(), StorageError> {
+        if lease_ms == 0 || lease_ms > LEASE_MS_MAX {
+            return Err(StorageError::Invalid(format!(
+                "lease of {lease_ms} ms; it must be 1..={LEASE_MS_MAX}"
+            )));
+        }
+        let (name, owner, token) = {
+            let lock = self.table.get(&lock)?;
+            (lock.name.clone(), lock.owner, lock.token)
+        };
+        self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        update_lock(&*backend, &clock, &name, |mut state, now| {
+            let mine = state
+                .holders
+                .iter_mut()
+                .find(|h| h.owner == owner && h.expires_ms > now);
+            match mine {
+                Some(holder) if state.token >= token => {
+                    holder.expires_ms = now + lease_ms as u64;
+                    Ok((state, ()))
+                }
+                _ => Err(StorageError::Busy(format!(
+                    "the lease on {name:?} was lost"
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn release(&mut self, lock: Resource<LockHandle>) -> Result<(), StorageError> {
+        let (name, owner) = {
+            let lock = self.table.get(&lock)?;
+            (lock.name.clone(), lock.owner)
+        };
+        self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
+        let (backend, clock) = (self.backend.clone(), self.clock.clone());
+        update_lock(&*backend, &clock, &name, |mut state, _| {
+            state.holders.retain(|h| h.owner != owner);
+            Ok((state, ()))
+        })
+        .await
+    }
+
+    async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
+        // Dropping without release leaves the lease to expire: a crashed
+        // holder behaves the same way.
+        self.table.delete(lock)?;
+        Ok(())
+    }
+}
+
+/// Adds `donut:storage` to a linker whose store data gives a [`StorageCtx`].
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    get: fn(&mut T) -> &mut StorageCtx,
+) -> wasmtime::Result<()> {
+    Client::add_to_linker::<T, wasmtime::component::HasSelf<StorageCtx>>(linker, get)
+}

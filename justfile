@@ -1,0 +1,53 @@
+# DonutDB tasks. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+root := justfile_directory()
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", root / "target")
+guest_dir := CARGO_TARGET_DIR / "wasm32-wasip2" / "guest"
+
+# The C compiler for SQLite in the guest (zig, see scripts/zigcc) and the
+# SQLite options DonutDB's VFS needs.
+guest_env := "CC_wasm32_wasip2=" + root / "scripts/zigcc" + " AR_wasm32_wasip2=" + root / "scripts/zigar" + " LIBSQLITE3_FLAGS='SQLITE_ENABLE_BATCH_ATOMIC_WRITE SQLITE_TEMP_STORE=3 SQLITE_DEFAULT_FOREIGN_KEYS=1 SQLITE_OMIT_LOAD_EXTENSION'"
+
+default:
+    @just --list
+
+
+# Build the guest components: donut-sql (embedded in the host) and the example.
+guest:
+    {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-sql -p donut-example-query -p donut-test-guest -p donut-test-plain
+    @ls -l {{guest_dir}}/*.wasm
+
+# Build the host (release) with the stock component inside.
+host: guest
+    cargo build --release -p donut-host
+
+build: host
+
+# Quick start, line one (`bash scripts/dev.sh demo` installs what it needs
+# first): run the example component twice on the local backend.
+demo: build
+    bash scripts/demo.sh
+
+# Every test: unit and integration, all backends.
+test: build
+    cargo test --release -p donut-format -p donut-host -p donut-tests
+    {{guest_env}} cargo test --release -p donut-guest -p donut-sql
+
+# One integration test by name, e.g. `just test-one hundred_megabyte`.
+test-one NAME: build
+    cargo test --release -p donut-tests -- {{NAME}}
+
+# Lists code written twice in the change (the tool library's `duplicates`).
+dupes:
+    duplicates --change
+
+# Formatting and clippy, host and guest, warnings as errors.
+lint: guest
+    cargo fmt --all -- --check
+    cargo clippy --release -p donut-format -p donut-host -p donut-tests --all-targets -- -D warnings
+    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -- -D warnings
+
+# What CI runs (README line two, via .ci/run).
+ci: lint test

@@ -1,0 +1,146 @@
+//! Bad input gets a clear error and changes nothing.
+
+use crate::util::{Harness, components, guest_path, stderr};
+use donut_host::runtime::LoadError;
+
+fn load_error(bytes: &[u8]) -> LoadError {
+    match components().runtime.load(bytes, "input.wasm") {
+        Err(e) => e,
+        Ok(_) => panic!("loading garbage succeeded"),
+    }
+}
+
+#[test]
+fn a_file_that_is_not_webassembly() {
+    let e = load_error(b"SELECT 1; -- not a component");
+    assert!(matches!(e, LoadError::NotWasm { .. }), "{e}");
+    assert!(e.to_string().contains("not WebAssembly"), "{e}");
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let e = load_error(b"\0asm\x01\0\0\0");
+    assert!(matches!(e, LoadError::CoreModule { .. }), "{e}");
+    assert!(e.to_string().contains("wasm32-wasip2"), "{e}");
+}
+
+#[test]
+fn a_truncated_component() {
+    let bytes = std::fs::read(guest_path("query.wasm")).unwrap();
+    let e = load_error(&bytes[..bytes.len() / 2]);
+    assert!(matches!(e, LoadError::Invalid { .. }), "{e}");
+}
+
+#[test]
+fn a_component_without_the_storage_import() {
+    let e = match components().runtime.load_file(&guest_path("plain.wasm")) {
+        Err(e) => e,
+        Ok(_) => panic!("a component without donut:storage was accepted"),
+    };
+    assert!(matches!(e, LoadError::MissingStorageImport { .. }), "{e}");
+    assert!(e.to_string().contains("donut:storage"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_database() {
+    let h = Harness::memory();
+    let before = h.summary().await;
+    let out = h.sql("missing.db", "select 1").await;
+    assert!(!out.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not found") && err.contains("missing.db"),
+        "{err}"
+    );
+    assert_eq!(h.summary().await, before, "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn illegal_database_names() {
+    let h = Harness::memory();
+    let long = "x".repeat(256);
+    for name in [
+        "",
+        "/",
+        "a/b",
+        "..",
+        ".",
+        "a\u{1}b",
+        "tab\there",
+        long.as_str(),
+    ] {
+        // Through the guest: the host refuses to open it.
+        let out = h.sql(name, "select 1").await;
+        assert!(!out.success(), "{name:?} was accepted");
+        assert!(
+            stderr(&out).contains("denied"),
+            "{name:?}: {}",
+            stderr(&out)
+        );
+        // Through the query component, which would create it.
+        let (out, _) = h
+            .run_with(&components().query, &["--db", name, "x"], "")
+            .await;
+        assert!(!out.success(), "{name:?} was created");
+    }
+    assert_eq!(h.summary().await.items, 0, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_size_that_is_not_a_power_of_two() {
+    let h = Harness::memory();
+    let name = donut_format::DbName::new("p.db").unwrap();
+    for size in [1000u32, 0, 256, 131072] {
+        let e = donut_host::storage::create_database(&*h.backend, &name, size)
+            .await
+            .expect_err("bad page size accepted");
+        assert!(e.to_string().contains("power of two"), "{e}");
+    }
+    assert_eq!(h.summary().await.items, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_pragmas() {
+    let h = Harness::memory();
+    h.create("p.db").await;
+    h.sql_ok("p.db", "create table t(x)").await;
+    for pragma in [
+        "pragma journal_mode = wal",
+        "pragma locking_mode = exclusive",
+        "pragma synchronous = off",
+    ] {
+        let out = h.sql("p.db", pragma).await;
+        assert!(!out.success(), "{pragma} accepted");
+        assert!(
+            stderr(&out).contains("DonutDB does not support"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    h.assert_integrity("p.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_page_is_an_error_not_wrong_rows() {
+    let h = Harness::memory();
+    h.create("k.db").await;
+    h.sql_ok(
+        "k.db",
+        "create table t(id integer primary key, v text);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 500)
+         insert into t(v) select 'value ' || i from c;",
+    )
+    .await;
+    let name = donut_format::DbName::new("k.db").unwrap();
+    let (_, root) = donut_host::storage::read_root(&*h.backend, &name)
+        .await
+        .unwrap();
+    let memory = h.memory.as_ref().unwrap();
+    for hash in memory.sector_hashes(root.db_id) {
+        memory.corrupt_sector(root.db_id, &hash, vec![0x55; 4096]);
+    }
+    let out = h.sql("k.db", "select sum(length(v)) from t").await;
+    assert!(!out.success(), "corrupt pages were read as rows");
+    let err = stderr(&out);
+    assert!(err.contains("corrupt") && err.contains("hash"), "{err}");
+}

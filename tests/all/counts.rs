@@ -1,0 +1,77 @@
+//! Storage calls per SQL operation, counted by the host (in-memory backend).
+
+use crate::util::{Harness, components};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_insert_is_one_root_swap_and_one_batched_write() {
+    let h = Harness::memory();
+    h.create("w.db").await;
+    h.sql_ok("w.db", "create table t(id integer primary key, v text)")
+        .await;
+    let (out, stats) = h
+        .run_with(
+            &components().sql,
+            &["exec", "w.db", "insert into t(v) values ('one row')"],
+            "",
+        )
+        .await;
+    assert!(out.success());
+    assert_eq!(
+        stats.commit_root, 1,
+        "exactly one compare-and-swap: {stats}"
+    );
+    assert_eq!(stats.put_sectors_calls, 1, "pages go in one batch: {stats}");
+    assert!(
+        stats.put_sectors_items >= 2,
+        "page 1 and the table's leaf travel together: {stats}"
+    );
+    assert_eq!(stats.commit_conflicts, 0);
+    h.assert_integrity("w.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_read_only_query_after_the_first_is_one_root_read() {
+    let h = Harness::memory();
+    h.create("r.db").await;
+    h.sql_ok(
+        "r.db",
+        "create table t(id integer primary key, v text);
+         insert into t(v) values ('a'), ('b'), ('c');",
+    )
+    .await;
+    let query = "select v from t where id = 2;\n";
+    let (_, three) = h.shell("r.db", &query.repeat(3)).await;
+    let (out, four) = h.shell("r.db", &query.repeat(4)).await;
+    assert!(out.success());
+    let extra = four.since(&three);
+    assert_eq!(
+        extra.read_root, 1,
+        "one more query, one more root read: {extra}"
+    );
+    assert_eq!(extra.round_trips(), 1, "and nothing else: {extra}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_cached_across_transactions_in_an_instance() {
+    let h = Harness::memory();
+    h.create("c.db").await;
+    h.sql_ok(
+        "c.db",
+        "create table t(id integer primary key, v blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 2000)
+         insert into t(v) select randomblob(100) from c;",
+    )
+    .await;
+    let scan = "select count(*), sum(length(v)) from t;\n";
+    let (_, once) = h.shell("c.db", scan).await;
+    let (_, twice) = h.shell("c.db", &scan.repeat(2)).await;
+    let extra = twice.since(&once);
+    assert!(
+        once.get_sectors_items > 10,
+        "the first scan reads pages: {once}"
+    );
+    assert_eq!(
+        extra.get_sectors_calls, 0,
+        "the second scan is all cache hits: {extra}"
+    );
+}

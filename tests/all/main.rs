@@ -1,0 +1,8 @@
+//! DonutDB's integration tests: one binary (`cargo test -p donut-tests`).
+//! The components under test are built by `just guest` first.
+
+mod bad_input;
+mod cli;
+mod counts;
+mod sql;
+mod util;

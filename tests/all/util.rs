@@ -1,0 +1,215 @@
+//! Helpers that make a new test a line or two.
+
+use donut_format::DbName;
+use donut_host::backend::{Backend, StoredSummary};
+use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};
+use donut_host::stats::{StatsSnapshot, StorageStats};
+use donut_host::{Grant, LocalBackend, MemoryBackend, StorageCtx};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+pub fn guest_path(file: &str) -> PathBuf {
+    let path = Path::new(env!("DONUT_GUEST_DIR")).join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`just guest`)",
+        path.display()
+    );
+    path
+}
+
+pub fn host_bin() -> PathBuf {
+    let path = PathBuf::from(env!("DONUT_HOST_BIN"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the host first (`just host`)",
+        path.display()
+    );
+    path
+}
+
+/// One engine and the compiled components, shared by every test.
+pub struct Components {
+    pub runtime: Runtime,
+    pub sql: Program,
+    pub query: Program,
+    pub test_guest: Program,
+}
+
+pub fn components() -> &'static Components {
+    static COMPONENTS: OnceLock<Components> = OnceLock::new();
+    COMPONENTS.get_or_init(|| {
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: Some(PathBuf::from(env!("DONUT_TEST_CACHE"))),
+        })
+        .expect("runtime");
+        let load = |file: &str| runtime.load_file(&guest_path(file)).expect(file);
+        let sql = runtime.stock_sql().expect("stock donut-sql");
+        let query = load("query.wasm");
+        let test_guest = load("test-guest.wasm");
+        Components {
+            runtime,
+            sql,
+            query,
+            test_guest,
+        }
+    })
+}
+
+/// A store (one backend) and ways to run components against it.
+pub struct Harness {
+    pub backend: Arc<dyn Backend>,
+    pub memory: Option<MemoryBackend>,
+    /// Keeps the local store directory alive.
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Harness {
+    pub fn memory() -> Harness {
+        let memory = MemoryBackend::new();
+        Harness {
+            backend: Arc::new(memory.clone()),
+            memory: Some(memory),
+            _dir: None,
+        }
+    }
+
+    pub fn local() -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = LocalBackend::open(dir.path().join("store")).expect("local store");
+        Harness {
+            backend: Arc::new(backend),
+            memory: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Runs `program` with `args` (argv[0] added) and captured output.
+    pub async fn run_with(
+        &self,
+        program: &Program,
+        args: &[&str],
+        stdin: &str,
+    ) -> (Outcome, StatsSnapshot) {
+        let (outcome, stats) = self.try_run_with(program, args, stdin).await;
+        let outcome = outcome.unwrap_or_else(|e| panic!("running {}: {e}", program.label()));
+        (outcome, stats)
+    }
+
+    /// Like `run_with`, but a trap is returned, not a panic.
+    pub async fn try_run_with(
+        &self,
+        program: &Program,
+        args: &[&str],
+        stdin: &str,
+    ) -> (
+        Result<Outcome, donut_host::runtime::RunError>,
+        StatsSnapshot,
+    ) {
+        let stats = Arc::new(StorageStats::default());
+        let storage = StorageCtx::new(self.backend.clone(), Grant::all()).with_stats(stats.clone());
+        let argv = std::iter::once(program.label().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect();
+        let mut call = Call::new(argv, storage);
+        call.stdio = Stdio::Capture {
+            stdin: stdin.as_bytes().to_vec(),
+        };
+        let outcome = components().runtime.run(program, call).await;
+        (outcome, stats.snapshot())
+    }
+
+    /// Runs SQL through the stock component (csv output).
+    pub async fn sql(&self, db: &str, sql: &str) -> Outcome {
+        self.run_with(&components().sql, &["exec", db, sql, "--format", "csv"], "")
+            .await
+            .0
+    }
+
+    /// Runs SQL that must succeed; returns stdout.
+    pub async fn sql_ok(&self, db: &str, sql: &str) -> String {
+        let out = self.sql(db, sql).await;
+        assert!(
+            out.success(),
+            "{sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a one-value query; returns the value as text.
+    pub async fn value(&self, db: &str, sql: &str) -> String {
+        let out = self.sql_ok(db, sql).await;
+        let mut lines = out.lines();
+        lines.next().expect("csv header");
+        lines.next().unwrap_or("").to_string()
+    }
+
+    /// Runs the stock shell with `script` on stdin.
+    pub async fn shell(&self, db: &str, script: &str) -> (Outcome, StatsSnapshot) {
+        self.run_with(&components().sql, &["shell", db, "--format", "csv"], script)
+            .await
+    }
+
+    pub async fn create(&self, db: &str) {
+        self.create_with_page_size(db, 4096).await;
+    }
+
+    pub async fn create_with_page_size(&self, db: &str, page_size: u32) {
+        let name = DbName::new(db).expect("test database names are legal");
+        donut_host::storage::create_database(&*self.backend, &name, page_size)
+            .await
+            .expect("create database");
+    }
+
+    pub async fn assert_integrity(&self, db: &str) {
+        assert_eq!(self.value(db, "pragma integrity_check").await, "ok");
+    }
+
+    /// The stored root version of `db`.
+    pub async fn version(&self, db: &str) -> u64 {
+        let name = DbName::new(db).expect("legal name");
+        donut_host::storage::read_root(&*self.backend, &name)
+            .await
+            .expect("root")
+            .1
+            .version
+    }
+
+    pub async fn summary(&self) -> StoredSummary {
+        self.backend.summary().await.expect("summary")
+    }
+}
+
+pub fn stderr(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.stderr).into_owned()
+}
+
+pub fn stdout(outcome: &Outcome) -> String {
+    String::from_utf8_lossy(&outcome.stdout).into_owned()
+}
+
+/// Declares each listed test body once per backend:
+/// `backend_tests!(persists_across_calls, ...)` with
+/// `async fn persists_across_calls(h: Harness)` in scope.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::util::Harness::memory()).await
+                }
+            )*
+        }
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::util::Harness::local()).await
+                }
+            )*
+        }
+    };
+}
