@@ -30,13 +30,17 @@ build: host
 demo: build
     bash scripts/demo.sh
 
+# Test servers: dynoxide (a DynamoDB emulator) for the integration tests.
+tools:
+    @test -x {{CARGO_TARGET_DIR}}/tools/bin/dynoxide || cargo install --quiet --root {{CARGO_TARGET_DIR}}/tools dynoxide-rs --version 3.2.0 --no-default-features --features native-sqlite,http-server,cli --locked
+
 # Every test: unit and integration, all backends.
-test: build
+test: build tools
     cargo test --release -p donut-format -p donut-host -p donut-tests
     {{guest_env}} cargo test --release -p donut-guest -p donut-sql
 
 # One integration test by name, e.g. `just test-one hundred_megabyte`.
-test-one NAME: build
+test-one NAME: build tools
     cargo test --release -p donut-tests -- {{NAME}}
 
 # Lists code written twice in the change (the tool library's `duplicates`).

@@ -19,6 +19,10 @@ fn main() {
         target.join("release/donut-host").display()
     );
     println!(
+        "cargo:rustc-env=DONUT_DYNOXIDE_BIN={}",
+        target.join("tools/bin/dynoxide").display()
+    );
+    println!(
         "cargo:rustc-env=DONUT_TEST_CACHE={}",
         target.join("test-component-cache").display()
     );

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod runtime;
 pub mod stats;
 pub mod storage;
+pub mod transfer;
 
 pub use backend::{Backend, local::LocalBackend, memory::MemoryBackend};
 pub use runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};

@@ -2,10 +2,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use donut_format::{DbName, PAGE_SIZE_DEFAULT, Root, validate_page_size};
+use donut_format::{DbName, PAGE_SIZE_DEFAULT, Root, Tombstone, validate_page_size};
 use donut_host::backend::Backend;
+use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::stats::StorageStats;
-use donut_host::storage::create_database;
+use donut_host::storage::{create_database, remove_database};
+use donut_host::transfer::{pull, push};
 use donut_host::{Call, Grant, LocalBackend, Runtime, RuntimeOptions, StorageCtx};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,12 +20,26 @@ use std::sync::Arc;
     about = "DonutDB: SQLite on one storage table, run as WebAssembly components"
 )]
 struct Cli {
-    /// Local store directory (the default backend; no AWS account needed).
+    /// Local store directory (the default backend when there is no --table;
+    /// no AWS account needed).
     /// Default: $DONUT_LOCAL, else ~/.local/share/donutdb.
     #[arg(long, global = true, value_name = "PATH")]
     local: Option<PathBuf>,
 
-    /// Print storage calls, sectors and bytes on stderr afterwards.
+    /// DynamoDB table to use instead of a local store.
+    #[arg(long, global = true, value_name = "TABLE")]
+    table: Option<String>,
+
+    /// AWS region of the table (else the default chain, e.g. AWS_REGION).
+    #[arg(long, global = true)]
+    region: Option<String>,
+
+    /// DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint: Option<String>,
+
+    /// Print storage calls, sectors and bytes on stderr afterwards (and, for
+    /// DynamoDB, requests by operation and capacity units consumed).
     #[arg(long, global = true)]
     stats: bool,
 
@@ -95,6 +111,15 @@ enum Command {
     },
     /// List the databases in the store.
     Ls,
+    /// Upload a local SQLite file as the next version of a database
+    /// (created if missing); readers see all of it or none of it.
+    Push { file: PathBuf, db: String },
+    /// Download a consistent snapshot of a database into a local file.
+    Pull { db: String, file: PathBuf },
+    /// Remove a database (atomically; its storage is reclaimed by gc).
+    Rm { db: String },
+    /// Create the DynamoDB table (hash_key S, range_key N; on-demand billing).
+    CreateTable,
 }
 
 fn local_dir(cli: &Cli) -> Result<PathBuf> {
@@ -115,6 +140,7 @@ fn db_name(name: &str) -> Result<DbName> {
 struct Env {
     runtime: Runtime,
     backend: Arc<dyn Backend>,
+    dynamo: Option<DynamoBackend>,
     stats: Arc<StorageStats>,
     memory_limit_bytes: usize,
 }
@@ -137,9 +163,57 @@ impl Env {
     }
 }
 
+fn dynamo_options(cli: &Cli, table: &str) -> DynamoOptions {
+    DynamoOptions {
+        table: table.to_string(),
+        region: cli.region.clone(),
+        endpoint: cli.endpoint.clone(),
+        static_credentials: None,
+        max_attempts: 8,
+    }
+}
+
+/// Prints `push`/`pull` progress on a terminal, in whole percents.
+fn progress_printer(verb: &'static str, name: String) -> impl FnMut(u64, u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = u64::MAX;
+    move |done, total| {
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        if tty && percent != last {
+            last = percent;
+            eprint!(
+                "\r{verb} {name}: {:.1} / {:.1} MiB ({percent}%)",
+                done as f64 / 1048576.0,
+                total as f64 / 1048576.0
+            );
+            if done >= total {
+                eprintln!();
+            }
+        }
+    }
+}
+
 async fn main_async(cli: Cli) -> Result<i32> {
-    let dir = local_dir(&cli)?;
-    let backend = LocalBackend::open(&dir).context("opening the local store")?;
+    if let Command::CreateTable = cli.command {
+        let table = cli
+            .table
+            .as_deref()
+            .context("create-table needs --table NAME")?;
+        create_table(&dynamo_options(&cli, table)).await?;
+        eprintln!("created table {table:?} (hash_key S, range_key N, on-demand)");
+        return Ok(0);
+    }
+    let (backend, dynamo): (Arc<dyn Backend>, Option<DynamoBackend>) = match &cli.table {
+        Some(table) => {
+            let dynamo = DynamoBackend::connect(&dynamo_options(&cli, table), Vec::new()).await?;
+            (Arc::new(dynamo.clone()), Some(dynamo))
+        }
+        None => {
+            let dir = local_dir(&cli)?;
+            let local = LocalBackend::open(&dir).context("opening the local store")?;
+            (Arc::new(local), None)
+        }
+    };
     let options = RuntimeOptions {
         cache_dir: if cli.no_cache {
             None
@@ -149,7 +223,8 @@ async fn main_async(cli: Cli) -> Result<i32> {
     };
     let env = Env {
         runtime: Runtime::new(options)?,
-        backend: Arc::new(backend),
+        backend,
+        dynamo,
         stats: Arc::new(StorageStats::default()),
         memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
     };
@@ -225,6 +300,10 @@ async fn main_async(cli: Cli) -> Result<i32> {
         }
         Command::Ls => {
             let roots = env.backend.list_roots().await?;
+            let roots: Vec<_> = roots
+                .into_iter()
+                .filter(|(_, meta)| !Tombstone::is_tombstone(&meta.body))
+                .collect();
             println!(
                 "{:<32} {:>8} {:>10} {:>12} {:>9}  last commit (UTC)",
                 "name", "version", "pages", "bytes", "page size"
@@ -245,9 +324,48 @@ async fn main_async(cli: Cli) -> Result<i32> {
             }
             0
         }
+        Command::Push { file, db } => {
+            let name = db_name(&db)?;
+            let progress = progress_printer("push", db.clone());
+            let root = push(env.backend.clone(), &name, &file, progress)
+                .await
+                .with_context(|| format!("pushing {} to {db:?}", file.display()))?;
+            eprintln!(
+                "pushed {} as {name:?} version {} ({} pages of {} bytes)",
+                file.display(),
+                root.version,
+                root.page_count,
+                root.page_size
+            );
+            0
+        }
+        Command::Pull { db, file } => {
+            let name = db_name(&db)?;
+            let progress = progress_printer("pull", db.clone());
+            let root = pull(env.backend.clone(), &name, &file, progress)
+                .await
+                .with_context(|| format!("pulling {db:?} to {}", file.display()))?;
+            eprintln!(
+                "pulled {name:?} version {} into {} ({} bytes)",
+                root.version,
+                file.display(),
+                root.file_size()
+            );
+            0
+        }
+        Command::Rm { db } => {
+            let name = db_name(&db)?;
+            remove_database(&*env.backend, &name).await?;
+            eprintln!("removed {name:?}");
+            0
+        }
+        Command::CreateTable => unreachable!("handled before a backend is opened"),
     };
     if cli.stats {
         eprintln!("{}", env.stats.snapshot());
+        if let Some(dynamo) = &env.dynamo {
+            eprintln!("{}", dynamo.stats());
+        }
     }
     Ok(code)
 }

@@ -6,7 +6,7 @@ use crate::backend::{Backend, BackendError, Meta, MetaKind, PutMetaError};
 use crate::stats::StorageStats;
 use donut_format::{
     DbId, DbName, HASH_LEN, Hash, LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState, Root,
-    hash_hex, validate_page_size, verify,
+    Tombstone, hash_hex, validate_page_size, verify,
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -188,7 +188,7 @@ impl StorageCtx {
     }
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
     u64::from_le_bytes(bytes)
@@ -203,44 +203,29 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
     })
 }
 
-/// Creates database `name` with a new id: its first root, version 1.
-/// Shared by the `create` CLI command and the guest's `create`.
-pub async fn create_database(
-    backend: &dyn Backend,
-    name: &DbName,
-    page_size: u32,
-) -> Result<Root, StorageError> {
-    let page_size =
-        validate_page_size(page_size as u64).map_err(|e| StorageError::Invalid(e.to_string()))?;
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| StorageError::Unavailable(e.to_string()))?;
-    let now = Clock::System.now_ms();
-    let root = Root::new_database(DbId(id), page_size, now, random_u64());
-    let meta = Meta {
-        version: root.version,
-        body: root.encode(),
-    };
-    match backend.put_meta(MetaKind::Root, name, None, meta).await {
-        Ok(()) => Ok(root),
-        Err(PutMetaError::Conflict) => Err(StorageError::AlreadyExists(format!(
-            "database {name:?} already exists in the {}",
-            backend.describe()
-        ))),
-        Err(PutMetaError::Backend(e)) => Err(e.into()),
-    }
+/// The root item of `name` as stored: absent, a tombstone, or a root.
+pub enum Stored {
+    Absent,
+    Removed(Meta),
+    Live(Meta, Root),
 }
 
-/// Reads and decodes the root of `name`.
-pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Root), StorageError> {
-    let meta = backend
-        .get_meta(MetaKind::Root, name)
-        .await?
-        .ok_or_else(|| {
-            StorageError::NotFound(format!(
-                "no database {name:?} in the {}",
-                backend.describe()
-            ))
-        })?;
+/// Reads the root item of `name` and decodes it.
+pub async fn read_stored(backend: &dyn Backend, name: &DbName) -> Result<Stored, StorageError> {
+    let Some(meta) = backend.get_meta(MetaKind::Root, name).await? else {
+        return Ok(Stored::Absent);
+    };
+    if Tombstone::is_tombstone(&meta.body) {
+        let tombstone = Tombstone::decode(&meta.body)
+            .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
+        if tombstone.version != meta.version {
+            return Err(StorageError::Corrupt(format!(
+                "tombstone of {name:?} is stored as version {} but says {}",
+                meta.version, tombstone.version
+            )));
+        }
+        return Ok(Stored::Removed(meta));
+    }
     let root = Root::decode(&meta.body)
         .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
     if root.version != meta.version {
@@ -249,7 +234,103 @@ pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Ro
             meta.version, root.version
         )));
     }
-    Ok((meta, root))
+    Ok(Stored::Live(meta, root))
+}
+
+/// Reads and decodes the root of `name`; `not-found` if absent or removed.
+pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Root), StorageError> {
+    match read_stored(backend, name).await? {
+        Stored::Live(meta, root) => Ok((meta, root)),
+        Stored::Absent | Stored::Removed(_) => Err(StorageError::NotFound(format!(
+            "no database {name:?} in the {}",
+            backend.describe()
+        ))),
+    }
+}
+
+/// Swaps the root of `name` from `expected` (None: absent) to `root`.
+pub async fn swap_root(
+    backend: &dyn Backend,
+    name: &DbName,
+    expected: Option<u64>,
+    root: &Root,
+) -> Result<(), StorageError> {
+    let meta = Meta {
+        version: root.version,
+        body: root.encode(),
+    };
+    match backend.put_meta(MetaKind::Root, name, expected, meta).await {
+        Ok(()) => Ok(()),
+        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
+        Err(PutMetaError::Backend(e)) => Err(e.into()),
+    }
+}
+
+/// A fresh root for `name`: a new id, the version after whatever the name
+/// had. Returns it with the version it replaces.
+pub async fn new_root(
+    backend: &dyn Backend,
+    name: &DbName,
+    page_size: u32,
+) -> Result<(Option<u64>, Root), StorageError> {
+    let page_size =
+        validate_page_size(page_size as u64).map_err(|e| StorageError::Invalid(e.to_string()))?;
+    let expected = match read_stored(backend, name).await? {
+        Stored::Absent => None,
+        Stored::Removed(meta) => Some(meta.version),
+        Stored::Live(..) => {
+            return Err(StorageError::AlreadyExists(format!(
+                "database {name:?} already exists in the {}",
+                backend.describe()
+            )));
+        }
+    };
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    let mut root = Root::new_database(DbId(id), page_size, Clock::System.now_ms(), random_u64());
+    root.version = expected.map_or(1, |v| v + 1);
+    Ok((expected, root))
+}
+
+/// Creates database `name` with a new id. Shared by the `create` CLI
+/// command and the guest's `create`.
+pub async fn create_database(
+    backend: &dyn Backend,
+    name: &DbName,
+    page_size: u32,
+) -> Result<Root, StorageError> {
+    let (expected, root) = new_root(backend, name, page_size).await?;
+    match swap_root(backend, name, expected, &root).await {
+        Ok(()) => Ok(root),
+        Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
+            "database {name:?} already exists in the {}",
+            backend.describe()
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes database `name` atomically: its root becomes a tombstone (the
+/// next version), so no reader or writer sees it from then on. Its sectors
+/// stay until `gc`.
+pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64, StorageError> {
+    let (meta, _) = read_root(backend, name).await?;
+    let tombstone = Tombstone {
+        version: meta.version + 1,
+        removed_ms: Clock::System.now_ms(),
+    };
+    let next = Meta {
+        version: tombstone.version,
+        body: tombstone.encode(),
+    };
+    match backend
+        .put_meta(MetaKind::Root, name, Some(meta.version), next)
+        .await
+    {
+        Ok(()) => Ok(tombstone.version),
+        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
+        Err(PutMetaError::Backend(e)) => Err(e.into()),
+    }
 }
 
 impl StorageCtx {

@@ -4,5 +4,7 @@
 mod bad_input;
 mod cli;
 mod counts;
+mod dynamo;
+mod faults;
 mod sql;
 mod util;

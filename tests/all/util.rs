@@ -1,6 +1,8 @@
 //! Helpers that make a new test a line or two.
 
+pub use aws_sdk_dynamodb::config::SharedInterceptor;
 use donut_format::DbName;
+use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::backend::{Backend, StoredSummary};
 use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};
 use donut_host::stats::{StatsSnapshot, StorageStats};
@@ -56,12 +58,88 @@ pub fn components() -> &'static Components {
     })
 }
 
+/// A dynoxide server (DynamoDB emulator) on a free loopback port, killed
+/// on drop. One per test: every test gets its own empty DynamoDB.
+pub struct Dynoxide {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Dynoxide {
+    pub fn start() -> Dynoxide {
+        let bin = std::env::var_os("DONUT_DYNOXIDE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("DONUT_DYNOXIDE_BIN")));
+        assert!(
+            bin.exists(),
+            "{} is missing: install the test servers first (`just tools`)",
+            bin.display()
+        );
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = std::process::Command::new(&bin)
+                .args([
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--log",
+                    "quiet",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start dynoxide");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port to someone else: try another
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Dynoxide {
+                        child,
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dynoxide did not start");
+    }
+}
+
+impl Drop for Dynoxide {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn dynamo_options(endpoint: &str, table: &str) -> DynamoOptions {
+    DynamoOptions {
+        table: table.to_string(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.to_string()),
+        static_credentials: Some(("donutdb".into(), "donutdb".into())),
+        max_attempts: 4,
+    }
+}
+
 /// A store (one backend) and ways to run components against it.
 pub struct Harness {
     pub backend: Arc<dyn Backend>,
     pub memory: Option<MemoryBackend>,
+    pub dynamo: Option<DynamoBackend>,
     /// Keeps the local store directory alive.
     pub _dir: Option<tempfile::TempDir>,
+    /// Keeps the DynamoDB server alive.
+    pub _server: Option<Dynoxide>,
 }
 
 impl Harness {
@@ -70,7 +148,31 @@ impl Harness {
         Harness {
             backend: Arc::new(memory.clone()),
             memory: Some(memory),
+            dynamo: None,
             _dir: None,
+            _server: None,
+        }
+    }
+
+    /// A fresh dynoxide server with the DonutDB table created.
+    pub async fn dynamodb() -> Harness {
+        Self::dynamodb_with(Vec::new()).await
+    }
+
+    /// Like `dynamodb`, with SDK interceptors (fault injection).
+    pub async fn dynamodb_with(interceptors: Vec<SharedInterceptor>) -> Harness {
+        let server = Dynoxide::start();
+        let options = dynamo_options(&server.endpoint, "donut-test");
+        create_table(&options).await.expect("create table");
+        let dynamo = DynamoBackend::connect(&options, interceptors)
+            .await
+            .expect("connect");
+        Harness {
+            backend: Arc::new(dynamo.clone()),
+            memory: None,
+            dynamo: Some(dynamo),
+            _dir: None,
+            _server: Some(server),
         }
     }
 
@@ -80,7 +182,9 @@ impl Harness {
         Harness {
             backend: Arc::new(backend),
             memory: None,
+            dynamo: None,
             _dir: Some(dir),
+            _server: None,
         }
     }
 
@@ -208,6 +312,14 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::util::Harness::local()).await
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::util::Harness::dynamodb().await).await
                 }
             )*
         }

@@ -9,6 +9,7 @@ mod lock;
 mod manifest;
 mod name;
 mod root;
+mod tombstone;
 
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{
@@ -17,6 +18,7 @@ pub use manifest::{
 };
 pub use name::{DbName, NameError, PageSizeError, validate_page_size};
 pub use root::{DbId, ROOT_MAGIC, Root, TreeRef};
+pub use tombstone::{TOMBSTONE_MAGIC, Tombstone};
 
 use sha2::{Digest, Sha256};
 

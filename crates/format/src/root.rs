@@ -57,7 +57,8 @@ pub struct Root {
 }
 
 impl Root {
-    /// The root of a new, empty database.
+    /// The root of a new, empty database: version 1, or the version after
+    /// the tombstone of a removed database of the same name.
     pub fn new_database(db_id: DbId, page_size: u32, commit_ms: u64, txn_id: u64) -> Root {
         Root {
             db_id,

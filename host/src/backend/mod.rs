@@ -8,6 +8,7 @@
 //! backend implements only these few calls, and the simulator can attack
 //! exactly them.
 
+pub mod dynamo;
 pub mod local;
 pub mod memory;
 

@@ -1,0 +1,868 @@
+//! The DynamoDB backend (`aws-sdk-dynamodb`). Item layout in
+//! `docs/format.md`, "DynamoDB backend".
+//!
+//! - meta items: `GetItem` (strongly consistent) and conditional `PutItem`
+//!   (`ConditionalCheckFailed` → conflict);
+//! - sectors: `BatchGetItem` (≤ 100 keys a request) and `BatchWriteItem`
+//!   (≤ 25 items a request), requests in parallel, unprocessed keys/items
+//!   retried with jittered backoff until a deadline; sector reads are
+//!   eventually consistent and a miss is re-read strongly consistent;
+//! - sector bytes are zstd-compressed when that makes them smaller (codec
+//!   attribute `c`); the storage layer verifies hashes over the plain bytes;
+//! - every request asks for consumed capacity; [`DynamoStats`] adds it up.
+
+use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType,
+    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
+    WriteRequest,
+};
+use donut_format::{DbId, DbName, Hash, hash, hash_hex};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+const HASH_KEY: &str = "hash_key";
+const RANGE_KEY: &str = "range_key";
+const ATTR_BODY: &str = "b";
+const ATTR_VERSION: &str = "v";
+const ATTR_CODEC: &str = "c";
+const ATTR_NAME: &str = "n";
+const CATALOG_KEY: &str = "catalog";
+
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const ZSTD_LEVEL: i32 = 3;
+
+/// DynamoDB's per-request limits.
+const BATCH_GET_MAX: usize = 100;
+const BATCH_WRITE_MAX: usize = 25;
+/// Requests of one batch call in flight at once.
+const REQUESTS_IN_FLIGHT: usize = 16;
+/// How long unprocessed keys/items are retried before `throttled`.
+const UNPROCESSED_DEADLINE: Duration = Duration::from_secs(30);
+/// Largest plain sector accepted on read (decompression bound).
+const SECTOR_PLAIN_MAX: usize = 400 * 1024;
+
+/// Where and how to reach the table.
+#[derive(Clone, Debug, Default)]
+pub struct DynamoOptions {
+    pub table: String,
+    pub region: Option<String>,
+    /// Overrides the endpoint (else `AWS_ENDPOINT_URL_DYNAMODB`,
+    /// `AWS_ENDPOINT_URL`, then AWS's own).
+    pub endpoint: Option<String>,
+    /// Fixed credentials (else the default chain; a loopback endpoint with
+    /// no `AWS_ACCESS_KEY_ID` uses dummy ones, as local servers accept any).
+    pub static_credentials: Option<(String, String)>,
+    /// Attempts per request for throttling and transient errors (SDK retry).
+    pub max_attempts: u32,
+}
+
+/// Requests, capacity and bytes, as DynamoDB billed them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DynamoStats {
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    pub read_capacity_units: f64,
+    pub write_capacity_units: f64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Unprocessed keys or items that had to be sent again.
+    pub unprocessed_retries: u64,
+}
+
+impl fmt::Display for DynamoStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.requests.values().sum();
+        writeln!(f, "DynamoDB requests: {total}")?;
+        for (op, n) in &self.requests {
+            writeln!(f, "  {op:<15} {n}")?;
+        }
+        writeln!(
+            f,
+            "  capacity:       {:.1} RCU, {:.1} WCU",
+            self.read_capacity_units, self.write_capacity_units
+        )?;
+        writeln!(
+            f,
+            "  bytes:          {} read, {} written",
+            self.bytes_read, self.bytes_written
+        )?;
+        write!(f, "  unprocessed:    {} re-sent", self.unprocessed_retries)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "no AWS region: pass --region, or set AWS_REGION (a local endpoint defaults to us-east-1)"
+    )]
+    NoRegion,
+    #[error(
+        "table {table:?} does not exist ({where_}); create it with `donut-host create-table --table {table}`"
+    )]
+    MissingTable { table: String, where_: String },
+    #[error(
+        "table {table:?} has the wrong key schema ({found}); DonutDB needs hash_key (S) as the partition key and range_key (N) as the sort key"
+    )]
+    WrongSchema { table: String, found: String },
+    #[error("table {table:?}: {detail}")]
+    Describe { table: String, detail: String },
+}
+
+#[derive(Clone)]
+pub struct DynamoBackend {
+    client: Client,
+    table: String,
+    where_: String,
+    stats: Arc<Mutex<DynamoStats>>,
+}
+
+fn is_loopback(endpoint: &str) -> bool {
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    matches!(host, "127.0.0.1" | "localhost" | "[")
+        || rest.starts_with("[::1]")
+        || host.starts_with("127.")
+}
+
+/// The SDK client for `options`, with extra interceptors (fault injection in
+/// tests, tracing in embedders).
+pub async fn client(
+    options: &DynamoOptions,
+    interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
+) -> Result<(Client, String), ConnectError> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &options.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &options.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let endpoint = options
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    let local = endpoint.as_deref().is_some_and(is_loopback);
+    let credentials = options.static_credentials.clone().or_else(|| {
+        (local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none())
+            .then(|| ("donutdb".to_string(), "donutdb".to_string()))
+    });
+    if let Some((key, secret)) = credentials {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            key, secret, None, None, "donutdb",
+        ));
+    }
+    let sdk_config = loader.load().await;
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+        .retry_config(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(options.max_attempts.max(1))
+                .with_initial_backoff(Duration::from_millis(25))
+                .with_max_backoff(Duration::from_secs(2)),
+        )
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if sdk_config.region().is_none() {
+        if local {
+            builder = builder.region(aws_config::Region::new("us-east-1"));
+        } else {
+            return Err(ConnectError::NoRegion);
+        }
+    }
+    for interceptor in interceptors {
+        builder = builder.interceptor(interceptor);
+    }
+    let config = builder.build();
+    let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+    let where_ = match &endpoint {
+        Some(e) => format!("region {region}, endpoint {e}"),
+        None => format!("region {region}"),
+    };
+    Ok((Client::from_conf(config), where_))
+}
+
+/// Creates the table DonutDB needs (on-demand billing) and waits until it is
+/// active.
+pub async fn create_table(options: &DynamoOptions) -> Result<(), ConnectError> {
+    let (client, where_) = client(options, Vec::new()).await?;
+    let table = options.table.clone();
+    let describe = |detail: String| ConnectError::Describe {
+        table: table.clone(),
+        detail,
+    };
+    let attribute = |name: &str, kind| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .map_err(|e| describe(e.to_string()))
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| describe(e.to_string()))
+    };
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attribute(HASH_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(RANGE_KEY, ScalarAttributeType::N)?)
+        .key_schema(key(HASH_KEY, KeyType::Hash)?)
+        .key_schema(key(RANGE_KEY, KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| describe(format!("creating ({where_}): {}", DisplayErrorContext(&e))))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = client
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .map_err(|e| describe(DisplayErrorContext(&e).to_string()))?;
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(describe("still not active after 120 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn meta_key(kind: MetaKind, name: &DbName) -> String {
+    match kind {
+        MetaKind::Root => format!("r/{name}"),
+        MetaKind::Lock => format!("l/{name}"),
+    }
+}
+
+fn sector_key(db: DbId, sector: &Hash) -> String {
+    format!("s/{}/{}", db.hex(), hash_hex(sector))
+}
+
+/// Catalog entries are items of one partition, sorted by a 63-bit hash of
+/// the name (a DynamoDB number key), so `ls` is a Query, not a Scan.
+fn catalog_range(name: &DbName) -> u64 {
+    let h = hash(name.as_str().as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) >> 1
+}
+
+fn key(hash_key: String, range: u64) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (HASH_KEY.to_string(), s(hash_key)),
+        (RANGE_KEY.to_string(), n(range)),
+    ])
+}
+
+fn number(item: &HashMap<String, AttributeValue>, attr: &str) -> Option<u64> {
+    item.get(attr)?.as_n().ok()?.parse().ok()
+}
+
+fn blob<'a>(item: &'a HashMap<String, AttributeValue>, attr: &str) -> Option<&'a [u8]> {
+    Some(item.get(attr)?.as_b().ok()?.as_ref())
+}
+
+fn encode_sector(bytes: &[u8]) -> (u8, Vec<u8>) {
+    match zstd::bulk::compress(bytes, ZSTD_LEVEL) {
+        Ok(packed) if packed.len() < bytes.len() => (CODEC_ZSTD, packed),
+        _ => (CODEC_RAW, bytes.to_vec()),
+    }
+}
+
+fn decode_sector(
+    item: &HashMap<String, AttributeValue>,
+    key: &str,
+) -> Result<Vec<u8>, BackendError> {
+    let corrupt = |what: &str| BackendError::Corrupt(format!("item {key}: {what}"));
+    let body = blob(item, ATTR_BODY).ok_or_else(|| corrupt("no body"))?;
+    match number(item, ATTR_CODEC).unwrap_or(CODEC_RAW as u64) {
+        c if c == CODEC_RAW as u64 => Ok(body.to_vec()),
+        c if c == CODEC_ZSTD as u64 => zstd::bulk::decompress(body, SECTOR_PLAIN_MAX)
+            .map_err(|e| corrupt(&format!("zstd: {e}"))),
+        c => Err(corrupt(&format!("unknown codec {c}"))),
+    }
+}
+
+impl DynamoBackend {
+    /// Connects and checks the table's key schema.
+    pub async fn connect(
+        options: &DynamoOptions,
+        interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
+    ) -> Result<DynamoBackend, ConnectError> {
+        let (client, where_) = client(options, interceptors).await?;
+        let table = options.table.clone();
+        let described = client.describe_table().table_name(&table).send().await;
+        let described = match described {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                return Err(ConnectError::MissingTable { table, where_ });
+            }
+            Err(e) => {
+                return Err(ConnectError::Describe {
+                    table,
+                    detail: format!("({where_}) {}", DisplayErrorContext(&e)),
+                });
+            }
+        };
+        let description = described.table().ok_or_else(|| ConnectError::Describe {
+            table: table.clone(),
+            detail: "DescribeTable returned no table".into(),
+        })?;
+        let types: HashMap<&str, &ScalarAttributeType> = description
+            .attribute_definitions()
+            .iter()
+            .map(|a| (a.attribute_name(), a.attribute_type()))
+            .collect();
+        let schema: Vec<(String, KeyType, Option<ScalarAttributeType>)> = description
+            .key_schema()
+            .iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().clone(),
+                    types.get(k.attribute_name()).map(|t| (*t).clone()),
+                )
+            })
+            .collect();
+        let expected = vec![
+            (
+                HASH_KEY.to_string(),
+                KeyType::Hash,
+                Some(ScalarAttributeType::S),
+            ),
+            (
+                RANGE_KEY.to_string(),
+                KeyType::Range,
+                Some(ScalarAttributeType::N),
+            ),
+        ];
+        if schema != expected {
+            let found = schema
+                .iter()
+                .map(|(name, kind, ty)| {
+                    format!(
+                        "{name} {} ({})",
+                        kind.as_str(),
+                        ty.as_ref().map_or("?", |t| t.as_str())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(ConnectError::WrongSchema { table, found });
+        }
+        Ok(DynamoBackend {
+            client,
+            table,
+            where_,
+            stats: Arc::new(Mutex::new(DynamoStats::default())),
+        })
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn stats(&self) -> DynamoStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn count<'a>(
+        &self,
+        op: &'static str,
+        capacity: impl IntoIterator<Item = &'a ConsumedCapacity>,
+    ) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *stats.requests.entry(op).or_default() += 1;
+        for c in capacity {
+            stats.read_capacity_units += c.read_capacity_units().unwrap_or(0.0);
+            stats.write_capacity_units += c.write_capacity_units().unwrap_or(0.0);
+            // Some servers report only the total.
+            if c.read_capacity_units().is_none() && c.write_capacity_units().is_none() {
+                let units = c.capacity_units().unwrap_or(0.0);
+                if op.starts_with("Get") || op.starts_with("BatchGet") || op == "Query" {
+                    stats.read_capacity_units += units;
+                } else {
+                    stats.write_capacity_units += units;
+                }
+            }
+        }
+    }
+
+    fn add_bytes(&self, read: usize, written: usize, retries: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.bytes_read += read as u64;
+        stats.bytes_written += written as u64;
+        stats.unprocessed_retries += retries as u64;
+    }
+
+    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
+        &self,
+        op: &str,
+        e: aws_sdk_dynamodb::error::SdkError<E, R>,
+    ) -> BackendError
+    where
+        R: fmt::Debug,
+    {
+        let message = format!(
+            "{op} on table {} ({}): {}",
+            self.table,
+            self.where_,
+            DisplayErrorContext(&e)
+        );
+        match e.code() {
+            Some(
+                "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded",
+            ) => BackendError::Throttled(message),
+            Some("ItemCollectionSizeLimitExceededException") => BackendError::TooLarge(message),
+            _ => BackendError::Unavailable(message),
+        }
+    }
+
+    /// Reads `keys` with BatchGetItem, in parallel requests, re-sending
+    /// unprocessed keys; returns the items found by hash key.
+    async fn batch_get(
+        &self,
+        keys: Vec<String>,
+        consistent: bool,
+    ) -> Result<HashMap<String, HashMap<String, AttributeValue>>, BackendError> {
+        let mut found = HashMap::new();
+        let mut pending: Vec<Vec<String>> =
+            keys.chunks(BATCH_GET_MAX).map(|c| c.to_vec()).collect();
+        let deadline = Instant::now() + UNPROCESSED_DEADLINE;
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let mut unprocessed: Vec<String> = Vec::new();
+            for wave in pending.chunks(REQUESTS_IN_FLIGHT) {
+                let mut requests = JoinSet::new();
+                for chunk in wave {
+                    let request = KeysAndAttributes::builder()
+                        .set_keys(Some(chunk.iter().map(|k| key(k.clone(), 0)).collect()))
+                        .consistent_read(consistent)
+                        .build()
+                        .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+                    let call = self
+                        .client
+                        .batch_get_item()
+                        .request_items(&self.table, request)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Total);
+                    requests.spawn(call.send());
+                }
+                while let Some(result) = requests.join_next().await {
+                    let out = result
+                        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+                        .map_err(|e| self.error("BatchGetItem", e))?;
+                    self.count("BatchGetItem", out.consumed_capacity());
+                    if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                        for item in items {
+                            if let Some(k) = item.get(HASH_KEY).and_then(|v| v.as_s().ok()) {
+                                let bytes = blob(item, ATTR_BODY).map_or(0, <[u8]>::len);
+                                self.add_bytes(bytes, 0, 0);
+                                found.insert(k.clone(), item.clone());
+                            }
+                        }
+                    }
+                    if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                        for k in rest.keys() {
+                            if let Some(k) = k.get(HASH_KEY).and_then(|v| v.as_s().ok()) {
+                                unprocessed.push(k.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            if unprocessed.is_empty() {
+                break;
+            }
+            self.add_bytes(0, 0, unprocessed.len());
+            if Instant::now() > deadline {
+                return Err(BackendError::Throttled(format!(
+                    "BatchGetItem on table {}: {} keys still unprocessed after {} s",
+                    self.table,
+                    unprocessed.len(),
+                    UNPROCESSED_DEADLINE.as_secs()
+                )));
+            }
+            backoff(attempt).await;
+            attempt += 1;
+            pending = unprocessed
+                .chunks(BATCH_GET_MAX)
+                .map(|c| c.to_vec())
+                .collect();
+        }
+        Ok(found)
+    }
+
+    async fn batch_write(
+        &self,
+        items: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<(), BackendError> {
+        let mut pending: Vec<Vec<WriteRequest>> = Vec::new();
+        let mut requests_of =
+            |items: Vec<HashMap<String, AttributeValue>>| -> Result<(), BackendError> {
+                let writes = items
+                    .into_iter()
+                    .map(|item| {
+                        Ok(WriteRequest::builder()
+                            .put_request(
+                                PutRequest::builder()
+                                    .set_item(Some(item))
+                                    .build()
+                                    .map_err(|e| BackendError::Unavailable(e.to_string()))?,
+                            )
+                            .build())
+                    })
+                    .collect::<Result<Vec<_>, BackendError>>()?;
+                pending.extend(writes.chunks(BATCH_WRITE_MAX).map(|c| c.to_vec()));
+                Ok(())
+            };
+        requests_of(items)?;
+        let deadline = Instant::now() + UNPROCESSED_DEADLINE;
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let mut unprocessed: Vec<WriteRequest> = Vec::new();
+            for wave in pending.chunks(REQUESTS_IN_FLIGHT) {
+                let mut requests = JoinSet::new();
+                for chunk in wave {
+                    let call = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, chunk.clone())
+                        .return_consumed_capacity(ReturnConsumedCapacity::Total);
+                    requests.spawn(call.send());
+                }
+                while let Some(result) = requests.join_next().await {
+                    let out = result
+                        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+                        .map_err(|e| self.error("BatchWriteItem", e))?;
+                    self.count("BatchWriteItem", out.consumed_capacity());
+                    if let Some(rest) = out.unprocessed_items().and_then(|u| u.get(&self.table)) {
+                        unprocessed.extend(rest.iter().cloned());
+                    }
+                }
+            }
+            if unprocessed.is_empty() {
+                break;
+            }
+            self.add_bytes(0, 0, unprocessed.len());
+            if Instant::now() > deadline {
+                return Err(BackendError::Throttled(format!(
+                    "BatchWriteItem on table {}: {} items still unprocessed after {} s",
+                    self.table,
+                    unprocessed.len(),
+                    UNPROCESSED_DEADLINE.as_secs()
+                )));
+            }
+            backoff(attempt).await;
+            attempt += 1;
+            pending = unprocessed
+                .chunks(BATCH_WRITE_MAX)
+                .map(|c| c.to_vec())
+                .collect();
+        }
+        Ok(())
+    }
+
+    async fn put_item(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        expected: Option<u64>,
+    ) -> Result<(), PutMetaError> {
+        let mut call = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        call = match expected {
+            None => call.condition_expression("attribute_not_exists(hash_key)"),
+            Some(version) => call
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", ATTR_VERSION)
+                .expression_attribute_values(":v", n(version)),
+        };
+        match call.send().await {
+            Ok(out) => {
+                self.count("PutItem", out.consumed_capacity());
+                Ok(())
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                self.count("PutItem", None);
+                Err(PutMetaError::Conflict)
+            }
+            Err(e) => Err(PutMetaError::Backend(self.error("PutItem", e))),
+        }
+    }
+}
+
+/// Jittered exponential backoff: 20 ms · 2^attempt, at most 1 s.
+async fn backoff(attempt: u32) {
+    let base_ms = (20u64 << attempt.min(6)).min(1000);
+    let mut jitter = [0u8; 2];
+    let _ = getrandom::fill(&mut jitter);
+    let ms = base_ms / 2 + (u16::from_le_bytes(jitter) as u64 % (base_ms / 2 + 1));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[async_trait]
+impl Backend for DynamoBackend {
+    fn describe(&self) -> String {
+        format!("DynamoDB table {} ({})", self.table, self.where_)
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        let k = meta_key(kind, name);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(k.clone(), 0)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e))?;
+        self.count("GetItem", out.consumed_capacity());
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let version = number(item, ATTR_VERSION)
+            .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no version")))?;
+        let body = blob(item, ATTR_BODY)
+            .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no body")))?
+            .to_vec();
+        self.add_bytes(body.len(), 0, 0);
+        Ok(Some(Meta { version, body }))
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        if kind == MetaKind::Root && expected.is_none() {
+            // A new database: its catalog entry first (idempotent), so `ls`
+            // finds every root; an entry whose root never came is skipped.
+            let mut entry = key(CATALOG_KEY.to_string(), catalog_range(name));
+            entry.insert(ATTR_NAME.to_string(), s(name.as_str()));
+            let out = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(entry))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| self.error("PutItem", e))?;
+            self.count("PutItem", out.consumed_capacity());
+        }
+        let mut item = key(meta_key(kind, name), 0);
+        item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        self.add_bytes(0, meta.body.len(), 0);
+        item.insert(
+            ATTR_BODY.to_string(),
+            AttributeValue::B(Blob::new(meta.body)),
+        );
+        self.put_item(item, expected).await
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        let mut names = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("hash_key = :c")
+                .expression_attribute_values(":c", s(CATALOG_KEY))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| self.error("Query", e))?;
+            self.count("Query", out.consumed_capacity());
+            for item in out.items() {
+                if let Some(name) = item.get(ATTR_NAME).and_then(|v| v.as_s().ok())
+                    && let Ok(name) = DbName::new(name)
+                {
+                    names.push(name);
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let keys: Vec<String> = names.iter().map(|n| meta_key(MetaKind::Root, n)).collect();
+        let found = self.batch_get(keys, true).await?;
+        let mut roots = Vec::new();
+        for name in names {
+            let k = meta_key(MetaKind::Root, &name);
+            if let Some(item) = found.get(&k) {
+                let version = number(item, ATTR_VERSION)
+                    .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no version")))?;
+                let body = blob(item, ATTR_BODY)
+                    .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no body")))?
+                    .to_vec();
+                roots.push((name, Meta { version, body }));
+            }
+        }
+        roots.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(roots)
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let keys: Vec<String> = hashes.iter().map(|h| sector_key(db, h)).collect();
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        let mut found = self.batch_get(unique.clone(), false).await?;
+        // A sector written just now may not have reached every replica yet:
+        // what is missing is read again, strongly consistent, before it is
+        // reported absent.
+        let missing: Vec<String> = unique
+            .into_iter()
+            .filter(|k| !found.contains_key(k))
+            .collect();
+        if !missing.is_empty() {
+            found.extend(self.batch_get(missing, true).await?);
+        }
+        keys.iter()
+            .map(|k| found.get(k).map(|item| decode_sector(item, k)).transpose())
+            .collect()
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut items = Vec::with_capacity(sectors.len());
+        let mut written = 0;
+        for (sector, bytes) in sectors {
+            if !seen.insert(*sector) {
+                continue; // BatchWriteItem refuses duplicate keys
+            }
+            let (codec, body) = encode_sector(bytes);
+            written += body.len();
+            let mut item = key(sector_key(db, sector), 0);
+            item.insert(ATTR_CODEC.to_string(), n(codec as u64));
+            item.insert(ATTR_BODY.to_string(), AttributeValue::B(Blob::new(body)));
+            items.push(item);
+        }
+        self.add_bytes(0, written, 0);
+        self.batch_write(items).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        // A full count needs a Scan; only tests and debugging ask for it.
+        let mut summary = StoredSummary::default();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| self.error("Scan", e))?;
+            self.count("Scan", out.consumed_capacity());
+            for item in out.items() {
+                let size: usize = item
+                    .iter()
+                    .map(|(k, v)| {
+                        k.len()
+                            + match v {
+                                AttributeValue::S(s) => s.len(),
+                                AttributeValue::N(n) => n.len(),
+                                AttributeValue::B(b) => b.as_ref().len(),
+                                _ => 8,
+                            }
+                    })
+                    .sum();
+                summary.items += 1;
+                summary.bytes += size as u64;
+                summary.largest_item_bytes = summary.largest_item_bytes.max(size as u64);
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints() {
+        assert!(is_loopback("http://127.0.0.1:8000"));
+        assert!(is_loopback("http://localhost:8000/"));
+        assert!(is_loopback("http://[::1]:8000"));
+        assert!(!is_loopback("https://dynamodb.us-east-1.amazonaws.com"));
+    }
+
+    #[test]
+    fn sectors_compress_only_when_smaller() {
+        let zeros = vec![0u8; 4096];
+        let (codec, body) = encode_sector(&zeros);
+        assert_eq!(codec, CODEC_ZSTD);
+        assert!(body.len() < 100);
+        let mut item = HashMap::new();
+        item.insert(ATTR_CODEC.to_string(), n(codec as u64));
+        item.insert(ATTR_BODY.to_string(), AttributeValue::B(Blob::new(body)));
+        assert_eq!(decode_sector(&item, "k").unwrap(), zeros);
+        let mut noise = vec![0u8; 4096];
+        getrandom::fill(&mut noise).unwrap();
+        let (codec, _) = encode_sector(&noise);
+        assert_eq!(codec, CODEC_RAW);
+    }
+
+    #[test]
+    fn catalog_range_fits_a_dynamodb_number() {
+        let name = DbName::new("app.db").unwrap();
+        assert!(catalog_range(&name) < 1 << 63);
+        assert_eq!(catalog_range(&name), catalog_range(&name));
+    }
+}

@@ -1,0 +1,293 @@
+//! `push` and `pull`: copy a whole SQLite file into a database as one new
+//! version, or a consistent snapshot of a database into a file. Both run on
+//! the host (no component), over any backend.
+
+use crate::backend::Backend;
+use crate::storage::{StorageError, Stored, new_root, read_root, read_stored, swap_root};
+use donut_format::{
+    Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, TreeRef,
+    ZERO_HASH, hash, hash_hex, validate_page_size, verify,
+};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Pages per storage call.
+const PAGES_PER_CALL: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a SQLite database: {detail}")]
+    NotSqlite { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "{0:?} changed while it was being pushed (another writer committed); nothing was changed, push again"
+    )]
+    Raced(DbName),
+}
+
+impl From<FormatError> for TransferError {
+    fn from(e: FormatError) -> Self {
+        TransferError::Corrupt(e.to_string())
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
+    move |source| TransferError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Page size and count of a SQLite file, from its header and length.
+fn sqlite_geometry(path: &Path, file: &mut std::fs::File) -> Result<(u32, u32), TransferError> {
+    let not = |detail: &str| TransferError::NotSqlite {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let len = file.metadata().map_err(io(path))?.len();
+    let mut header = [0u8; 100];
+    if len < 100 {
+        return Err(not("shorter than a SQLite header"));
+    }
+    file.read_exact(&mut header).map_err(io(path))?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(not("no SQLite header"));
+    }
+    let raw = u16::from_be_bytes([header[16], header[17]]) as u64;
+    let page_size = if raw == 1 { 65536 } else { raw };
+    let page_size = validate_page_size(page_size).map_err(|e| not(&e.to_string()))?;
+    if header[18] == 2 || header[19] == 2 {
+        return Err(not(
+            "it is in WAL mode; run `PRAGMA journal_mode=DELETE` on it first (which checkpoints it)",
+        ));
+    }
+    if len % page_size as u64 != 0 {
+        return Err(not(&format!(
+            "its size {len} is not a multiple of its page size {page_size}"
+        )));
+    }
+    let pages = len / page_size as u64;
+    if pages > PAGE_COUNT_MAX {
+        return Err(not("too many pages"));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    Ok((page_size, pages as u32))
+}
+
+/// Uploads `file` as the next version of `name` (creating the database if
+/// needed). Readers see the old version until the one root swap at the end.
+/// `progress(done, total)` is called in bytes.
+pub async fn push(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    path: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let (page_size, page_count) = sqlite_geometry(path, &mut file)?;
+    let (expected, base) = match read_stored(&*backend, name).await? {
+        Stored::Live(meta, root) => (Some(meta.version), root),
+        Stored::Absent | Stored::Removed(_) => new_root(&*backend, name, page_size).await?,
+    };
+    let total = page_count as u64 * page_size as u64;
+    let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
+    let mut buf = vec![0u8; page_size as usize * PAGES_PER_CALL];
+    let mut index = 0u32;
+    while index < page_count {
+        let n = (page_count - index).min(PAGES_PER_CALL as u32) as usize;
+        let chunk = &mut buf[..n * page_size as usize];
+        file.read_exact(chunk).map_err(io(path))?;
+        let mut sectors = Vec::with_capacity(n);
+        for page in chunk.chunks_exact(page_size as usize) {
+            let page_hash = if page.iter().all(|b| *b == 0) {
+                ZERO_HASH // reads as zeros; nothing to store
+            } else {
+                let h = hash(page);
+                sectors.push((h, page.to_vec()));
+                h
+            };
+            changes.insert(index, page_hash);
+            index += 1;
+        }
+        backend
+            .put_sectors(base.db_id, &sectors)
+            .await
+            .map_err(StorageError::from)?;
+        progress(index as u64 * page_size as u64, total);
+    }
+    // The manifest is built from scratch: nothing of the old one is needed.
+    let empty = Root {
+        page_count: 0,
+        tree: TreeRef::EMPTY,
+        overlay: Vec::new(),
+        ..base.clone()
+    };
+    let mut source = NoChunks;
+    let update = Manifest::new(&empty).update(&changes, page_count, &mut source)?;
+    let chunks: Vec<(Hash, Vec<u8>)> = update.new_chunks;
+    for batch in chunks.chunks(PAGES_PER_CALL) {
+        backend
+            .put_sectors(base.db_id, batch)
+            .await
+            .map_err(StorageError::from)?;
+    }
+    let root = Root {
+        db_id: base.db_id,
+        version: expected.map_or(base.version, |v| v + 1),
+        page_size,
+        page_count,
+        commit_ms: crate::storage::Clock::System.now_ms(),
+        txn_id: crate::storage::random_u64(),
+        tree: update.tree,
+        overlay: update.overlay,
+    };
+    match swap_root(&*backend, name, expected, &root).await {
+        Ok(()) => Ok(root),
+        Err(StorageError::Conflict) => Err(TransferError::Raced(name.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A chunk source for a manifest built from nothing.
+struct NoChunks;
+
+impl ChunkSource for NoChunks {
+    type Error = TransferError;
+    fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, TransferError> {
+        Err(TransferError::Corrupt(format!(
+            "a new manifest asked for {} old chunks",
+            hashes.len()
+        )))
+    }
+}
+
+/// Loads manifest chunks from a backend (blocking the current worker thread
+/// of a multi-threaded runtime, since the format's trait is synchronous).
+struct BackendChunks {
+    backend: Arc<dyn Backend>,
+    db: DbId,
+}
+
+impl ChunkSource for BackendChunks {
+    type Error = TransferError;
+    fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, TransferError> {
+        let found = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.backend.get_sectors(self.db, hashes))
+        })
+        .map_err(StorageError::from)?;
+        hashes
+            .iter()
+            .zip(found)
+            .map(|(h, bytes)| {
+                let bytes = bytes.ok_or_else(|| {
+                    TransferError::Corrupt(format!("manifest chunk {} is missing", hash_hex(h)))
+                })?;
+                verify(h, &bytes)?;
+                Ok(Arc::new(Chunk::decode(&bytes)?))
+            })
+            .collect()
+    }
+}
+
+/// Downloads the current version of `name` into `dest`: written to a
+/// temporary file beside it, synced, then renamed into place. On failure only
+/// the temporary file is touched (and removed).
+pub async fn pull(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    dest: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    let (_, root) = read_root(&*backend, name).await?;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pull".into());
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(|e| TransferError::Corrupt(e.to_string()))?;
+    let tmp = dir.join(format!(
+        ".{file_name}.donut-pull-{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let result = pull_into(&backend, &root, &tmp, &mut progress).await;
+    let result = result.and_then(|()| {
+        std::fs::rename(&tmp, dest).map_err(io(dest))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| root)
+}
+
+async fn pull_into(
+    backend: &Arc<dyn Backend>,
+    root: &Root,
+    tmp: &Path,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), TransferError> {
+    let mut out = std::fs::File::create(tmp).map_err(io(tmp))?;
+    let page_size = root.page_size as usize;
+    let total = root.file_size();
+    let mut source = BackendChunks {
+        backend: backend.clone(),
+        db: root.db_id,
+    };
+    let zeros = vec![0u8; page_size];
+    let mut start = 0u32;
+    while start < root.page_count {
+        let end = (start as u64 + PAGES_PER_CALL as u64).min(root.page_count as u64) as u32;
+        let indices: Vec<u32> = (start..end).collect();
+        let hashes = Manifest::new(root).lookup_many(&indices, &mut source)?;
+        let wanted: Vec<Hash> = hashes.iter().copied().filter(|h| *h != ZERO_HASH).collect();
+        let found = backend
+            .get_sectors(root.db_id, &wanted)
+            .await
+            .map_err(StorageError::from)?;
+        let mut pages = wanted.iter().zip(found);
+        for (index, page_hash) in indices.iter().zip(&hashes) {
+            if *page_hash == ZERO_HASH {
+                out.write_all(&zeros).map_err(io(tmp))?;
+                continue;
+            }
+            let (h, bytes) = pages.next().expect("one fetched sector per wanted hash");
+            let bytes = bytes.ok_or_else(|| {
+                TransferError::Corrupt(format!("page {} ({}) is missing", index + 1, hash_hex(h)))
+            })?;
+            verify(h, &bytes)?;
+            if bytes.len() != page_size {
+                return Err(TransferError::Corrupt(format!(
+                    "page {} is {} bytes, not {page_size}",
+                    index + 1,
+                    bytes.len()
+                )));
+            }
+            out.write_all(&bytes).map_err(io(tmp))?;
+        }
+        progress(end as u64 * page_size as u64, total);
+        start = end;
+    }
+    out.sync_all().map_err(io(tmp))?;
+    Ok(())
+}

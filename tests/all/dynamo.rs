@@ -1,0 +1,255 @@
+//! The DynamoDB backend against a real DynamoDB-compatible server
+//! (dynoxide), with faults injected between client and server.
+
+use crate::faults::Proxy;
+use crate::util::{Dynoxide, Harness, dynamo_options, stderr};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use donut_host::backend::dynamo::{ConnectError, DynamoBackend, create_table};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A harness whose backend talks to dynoxide through a fault proxy.
+async fn through_proxy() -> (Harness, Proxy) {
+    let server = Dynoxide::start();
+    create_table(&dynamo_options(&server.endpoint, "donut-test"))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&server.endpoint).await;
+    let dynamo = DynamoBackend::connect(&dynamo_options(&proxy.endpoint, "donut-test"), Vec::new())
+        .await
+        .unwrap();
+    let h = Harness {
+        backend: Arc::new(dynamo.clone()),
+        memory: None,
+        dynamo: Some(dynamo),
+        _dir: None,
+        _server: Some(server),
+    };
+    (h, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_requests_are_retried() {
+    let (h, proxy) = through_proxy().await;
+    h.create("t.db").await;
+    proxy.faults.throttle_next.store(3, Ordering::SeqCst);
+    h.sql_ok("t.db", "create table t(x); insert into t values (1), (2);")
+        .await;
+    assert_eq!(h.value("t.db", "select sum(x) from t").await, "3");
+    assert_eq!(proxy.faults.throttled.load(Ordering::SeqCst), 3);
+    h.assert_integrity("t.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_throttling_is_a_clear_error_and_changes_nothing() {
+    let (h, proxy) = through_proxy().await;
+    h.create("t.db").await;
+    h.sql_ok("t.db", "create table t(x); insert into t values (1);")
+        .await;
+    let version = h.version("t.db").await;
+    proxy.faults.throttle_next.store(u32::MAX, Ordering::SeqCst);
+    let out = h.sql("t.db", "insert into t values (2)").await;
+    proxy.faults.throttle_next.store(0, Ordering::SeqCst);
+    assert!(!out.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("throttled") && err.contains("donut-test"),
+        "{err}"
+    );
+    assert_eq!(h.version("t.db").await, version);
+    assert_eq!(h.value("t.db", "select count(*) from t").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unprocessed_keys_and_items_are_sent_again() {
+    let (h, proxy) = through_proxy().await;
+    h.create("u.db").await;
+    proxy.faults.unprocess_next.store(50, Ordering::SeqCst);
+    h.sql_ok(
+        "u.db",
+        "create table t(id integer primary key, v blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000)
+         insert into t(v) select randomblob(300) from c;",
+    )
+    .await;
+    // pull reads pages in batches of many keys.
+    let dir = tempfile::tempdir().unwrap();
+    let name = donut_format::DbName::new("u.db").unwrap();
+    donut_host::transfer::pull(
+        h.backend.clone(),
+        &name,
+        &dir.path().join("u.db"),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+    let stats = h.dynamo.as_ref().unwrap().stats();
+    assert!(proxy.faults.unprocessed.load(Ordering::SeqCst) >= 2);
+    assert!(stats.unprocessed_retries > 0, "{stats}");
+    assert_eq!(h.value("u.db", "select count(*) from t").await, "3000");
+    h.assert_integrity("u.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_item_is_an_error_naming_it() {
+    let h = Harness::dynamodb().await;
+    h.create("k.db").await;
+    h.sql_ok(
+        "k.db",
+        "create table t(v text); insert into t values ('secret');",
+    )
+    .await;
+    let name = donut_format::DbName::new("k.db").unwrap();
+    let (_, root) = donut_host::storage::read_root(&*h.backend, &name)
+        .await
+        .unwrap();
+    let client = h.dynamo.as_ref().unwrap().client();
+    let prefix = format!("s/{}/", root.db_id.hex());
+    let items = client
+        .scan()
+        .table_name("donut-test")
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .to_vec();
+    let mut corrupted = 0;
+    for item in items {
+        let key = item["hash_key"].as_s().unwrap().clone();
+        if key.starts_with(&prefix) {
+            client
+                .put_item()
+                .table_name("donut-test")
+                .item("hash_key", AttributeValue::S(key))
+                .item("range_key", AttributeValue::N("0".into()))
+                .item("c", AttributeValue::N("0".into()))
+                .item("b", AttributeValue::B(Blob::new(vec![0x42; 4096])))
+                .send()
+                .await
+                .unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted >= 2);
+    let out = h.sql("k.db", "select v from t").await;
+    assert!(!out.success(), "corrupt items were read as rows");
+    let err = stderr(&out);
+    assert!(err.contains("corrupt") && err.contains("sector"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_or_a_wrong_key_schema_is_refused() {
+    let server = Dynoxide::start();
+    let missing = DynamoBackend::connect(
+        &dynamo_options(&server.endpoint, "absent-table"),
+        Vec::new(),
+    )
+    .await;
+    let e = missing.err().expect("a missing table was accepted");
+    assert!(matches!(e, ConnectError::MissingTable { .. }), "{e}");
+    assert!(e.to_string().contains("create-table"), "{e}");
+
+    let options = dynamo_options(&server.endpoint, "wrong-schema");
+    let (client, _) = donut_host::backend::dynamo::client(&options, Vec::new())
+        .await
+        .unwrap();
+    client
+        .create_table()
+        .table_name("wrong-schema")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    let e = DynamoBackend::connect(&options, Vec::new())
+        .await
+        .err()
+        .expect("a wrong schema was accepted");
+    assert!(matches!(e, ConnectError::WrongSchema { .. }), "{e}");
+    assert!(e.to_string().contains("hash_key (S)"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_round_trip_byte_identical() {
+    let h = Harness::dynamodb().await;
+    h.create("src.db").await;
+    h.sql_ok(
+        "src.db",
+        "create table t(id integer primary key, v blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 5000)
+         insert into t(v) select randomblob(700) from c;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let name = |n: &str| donut_format::DbName::new(n).unwrap();
+    donut_host::transfer::pull(h.backend.clone(), &name("src.db"), &a, |_, _| {})
+        .await
+        .unwrap();
+    let pushed = donut_host::transfer::push(h.backend.clone(), &name("copy.db"), &a, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(pushed.version, 1);
+    donut_host::transfer::pull(h.backend.clone(), &name("copy.db"), &b, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(h.value("copy.db", "select count(*) from t").await, "5000");
+    h.assert_integrity("copy.db").await;
+    // Pushing again makes a new version of the same database.
+    let again = donut_host::transfer::push(h.backend.clone(), &name("copy.db"), &b, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(again.version, 2);
+    assert_eq!(again.db_id, pushed.db_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_database_is_gone_and_its_name_reusable() {
+    let h = Harness::dynamodb().await;
+    h.create("gone.db").await;
+    h.sql_ok("gone.db", "create table t(x); insert into t values (1);")
+        .await;
+    let name = donut_format::DbName::new("gone.db").unwrap();
+    let version = h.version("gone.db").await;
+    donut_host::storage::remove_database(&*h.backend, &name)
+        .await
+        .unwrap();
+    let out = h.sql("gone.db", "select 1").await;
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    let listed = h.backend.list_roots().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .all(|(_, m)| donut_format::Tombstone::is_tombstone(&m.body))
+    );
+    h.create("gone.db").await;
+    assert_eq!(
+        h.version("gone.db").await,
+        version + 2,
+        "versions never repeat"
+    );
+    assert_eq!(
+        h.value("gone.db", "select count(*) from sqlite_schema")
+            .await,
+        "0",
+        "the new database starts empty"
+    );
+}
