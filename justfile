@@ -39,6 +39,10 @@ test: build tools
     cargo test --release -p donut-format -p donut-host -p donut-tests
     {{guest_env}} cargo test --release -p donut-guest -p donut-sql
 
+# Conformance tests against AWS's DynamoDB Local (Java 17; jar from npm).
+test-dynamodb-local: build
+    bash scripts/with-dynamodb-local.sh cargo test --release -p donut-tests -- --ignored conformance
+
 # One integration test by name, e.g. `just test-one hundred_megabyte`.
 test-one NAME: build tools
     cargo test --release -p donut-tests -- {{NAME}}
@@ -54,4 +58,4 @@ lint: guest
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -- -D warnings
 
 # What CI runs (README line two, via .ci/run).
-ci: lint test
+ci: lint test test-dynamodb-local

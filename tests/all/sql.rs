@@ -14,7 +14,7 @@ backend_tests!(
     stale_writer_gets_busy_and_changes_nothing,
 );
 
-async fn create_insert_query_reopen(h: Harness) {
+pub(crate) async fn create_insert_query_reopen(h: Harness) {
     h.create("app.db").await;
     h.sql_ok(
         "app.db",
@@ -38,7 +38,7 @@ async fn create_insert_query_reopen(h: Harness) {
     h.assert_integrity("app.db").await;
 }
 
-async fn rollback_leaves_no_trace(h: Harness) {
+pub(crate) async fn rollback_leaves_no_trace(h: Harness) {
     h.create("r.db").await;
     h.sql_ok("r.db", "create table t(x); insert into t values (1);")
         .await;
@@ -63,7 +63,7 @@ async fn rollback_leaves_no_trace(h: Harness) {
     h.assert_integrity("r.db").await;
 }
 
-async fn ten_thousand_rows_in_one_transaction(h: Harness) {
+pub(crate) async fn ten_thousand_rows_in_one_transaction(h: Harness) {
     h.create("big.db").await;
     h.sql_ok("big.db", "create table t(id integer primary key, v text)")
         .await;
@@ -120,7 +120,7 @@ async fn hundred_megabyte_database_has_no_item_over_400_kb(h: Harness) {
     h.assert_integrity("huge.db").await;
 }
 
-async fn trap_mid_transaction_keeps_the_previous_commit(h: Harness) {
+pub(crate) async fn trap_mid_transaction_keeps_the_previous_commit(h: Harness) {
     h.create("t.db").await;
     h.sql_ok(
         "t.db",
@@ -142,7 +142,7 @@ async fn trap_mid_transaction_keeps_the_previous_commit(h: Harness) {
     h.assert_integrity("t.db").await;
 }
 
-async fn example_component_keeps_rows_across_runs(h: Harness) {
+pub(crate) async fn example_component_keeps_rows_across_runs(h: Harness) {
     let query = &components().query;
     let (first, _) = h
         .run_with(query, &["--db", "demo.db", "hello", "world"], "")
@@ -162,7 +162,7 @@ async fn example_component_keeps_rows_across_runs(h: Harness) {
     h.assert_integrity("demo.db").await;
 }
 
-async fn page_size_is_the_one_created_with(h: Harness) {
+pub(crate) async fn page_size_is_the_one_created_with(h: Harness) {
     for (db, size) in [("p512.db", 512), ("p64k.db", 65536)] {
         h.create_with_page_size(db, size).await;
         h.sql_ok(
@@ -175,7 +175,7 @@ async fn page_size_is_the_one_created_with(h: Harness) {
     }
 }
 
-async fn stale_writer_gets_busy_and_changes_nothing(h: Harness) {
+pub(crate) async fn stale_writer_gets_busy_and_changes_nothing(h: Harness) {
     h.create("c.db").await;
     h.sql_ok("c.db", "create table t(x); insert into t values (1);")
         .await;

@@ -162,7 +162,18 @@ impl Harness {
     /// Like `dynamodb`, with SDK interceptors (fault injection).
     pub async fn dynamodb_with(interceptors: Vec<SharedInterceptor>) -> Harness {
         let server = Dynoxide::start();
-        let options = dynamo_options(&server.endpoint, "donut-test");
+        let mut h = Self::on_endpoint(&server.endpoint, "donut-test", interceptors).await;
+        h._server = Some(server);
+        h
+    }
+
+    /// A new table on an already running DynamoDB-compatible server.
+    pub async fn on_endpoint(
+        endpoint: &str,
+        table: &str,
+        interceptors: Vec<SharedInterceptor>,
+    ) -> Harness {
+        let options = dynamo_options(endpoint, table);
         create_table(&options).await.expect("create table");
         let dynamo = DynamoBackend::connect(&options, interceptors)
             .await
@@ -172,7 +183,7 @@ impl Harness {
             memory: None,
             dynamo: Some(dynamo),
             _dir: None,
-            _server: Some(server),
+            _server: None,
         }
     }
 
