@@ -144,3 +144,47 @@ async fn a_corrupted_page_is_an_error_not_wrong_rows() {
     let err = stderr(&out);
     assert!(err.contains("corrupt") && err.contains("hash"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pull_leaves_the_destination_untouched() {
+    let h = Harness::memory();
+    h.create("p.db").await;
+    h.sql_ok(
+        "p.db",
+        "create table t(v blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
+         insert into t select randomblob(200) from c;",
+    )
+    .await;
+    let name = donut_format::DbName::new("p.db").unwrap();
+    let (_, root) = donut_host::storage::read_root(&*h.backend, &name)
+        .await
+        .unwrap();
+    let memory = h.memory.as_ref().unwrap();
+    let victim = memory.sector_hashes(root.db_id)[0];
+    memory.corrupt_sector(root.db_id, &victim, vec![1; 4096]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("keep.db");
+    std::fs::write(&dest, b"precious").unwrap();
+    let e = donut_host::transfer::pull(h.backend.clone(), &name, &dest, |_, _| {})
+        .await
+        .expect_err("pulled a corrupt database");
+    assert!(e.to_string().contains("hash"), "{e}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "the temporary file was removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_refuses_a_file_that_is_not_sqlite() {
+    let h = Harness::memory();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, vec![b'x'; 8192]).unwrap();
+    let name = donut_format::DbName::new("n.db").unwrap();
+    let e = donut_host::transfer::push(h.backend.clone(), &name, &file, |_, _| {})
+        .await
+        .expect_err("pushed a text file");
+    assert!(e.to_string().contains("not a SQLite database"), "{e}");
+    assert_eq!(h.summary().await.items, 0);
+}
