@@ -16,7 +16,7 @@ default:
 
 # Build the guest components: donut-sql (embedded in the host) and the example.
 guest:
-    {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-sql -p donut-example-query -p donut-test-guest -p donut-test-plain
+    {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-sql -p donut-example-query -p donut-test-guest -p donut-test-plain -p donut-bench-guest
     @ls -l {{guest_dir}}/*.wasm
 
 # Build the host (release) with the stock component inside.
@@ -51,11 +51,20 @@ test-one NAME: build tools
 dupes:
     duplicates --change
 
+# Benchmarks (see BENCHMARKS.md); e.g. `just bench --backend dynoxide`.
+bench *ARGS: build tools
+    cargo run --release -p donut-bench -- {{ARGS}}
+
+# A small run of every benchmark workload, so the harness cannot rot.
+bench-smoke: build tools
+    cargo run --release -p donut-bench -- --scale smoke --latency-ms 1
+    cargo run --release -p donut-bench -- --scale smoke --backend dynoxide
+
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest
     cargo fmt --all -- --check
-    cargo clippy --release -p donut-format -p donut-host -p donut-tests --all-targets -- -D warnings
-    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -- -D warnings
+    cargo clippy --release -p donut-format -p donut-host -p donut-tests -p donut-bench --all-targets -- -D warnings
+    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
 
 # What CI runs (README line two, via .ci/run).
-ci: lint test test-dynamodb-local
+ci: lint test test-dynamodb-local bench-smoke

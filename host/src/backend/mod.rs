@@ -11,6 +11,7 @@
 pub mod dynamo;
 pub mod local;
 pub mod memory;
+pub mod metered;
 
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
@@ -107,4 +108,46 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Items and bytes stored (all databases).
     async fn summary(&self) -> Result<StoredSummary, BackendError>;
+}
+
+/// A shared backend is a backend, so wrappers compose over `Arc<dyn Backend>`.
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        (**self).get_meta(kind, name).await
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        (**self).put_meta(kind, name, expected, meta).await
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        (**self).list_roots().await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        (**self).get_sectors(db, hashes).await
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        (**self).put_sectors(db, sectors).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        (**self).summary().await
+    }
 }

@@ -1,0 +1,177 @@
+//! Benchmark workloads, run inside the component so that only storage calls
+//! cross the boundary. `bench-guest WORKLOAD DB [ARGS]` prints one
+//! `lat <microseconds>` line per operation and `info <key> <value>` lines.
+//!
+//! - `fill DB ROWS BYTES`: table kv(id, v) with ROWS rows of BYTES random
+//!   bytes, in transactions of at most 32 MB;
+//! - `insert DB N`: N one-row autocommit inserts (W1);
+//! - `txn DB N ROWS`: N transactions of ROWS rows each (W2);
+//! - `point DB N MAXID`: N point selects by random primary key (W3);
+//! - `range DB N ROWS MAXID`: N range scans of ROWS rows (W4);
+//! - `count DB N`: N full `count(*)` scans (W5);
+//! - `accounts DB N`: N accounts of balance 1000;
+//! - `transfer DB N ACCOUNTS SEED`: N transfers between random accounts,
+//!   each retried until it commits (W6).
+
+use donut_guest::rusqlite::{self, Connection};
+use std::time::Instant;
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: i64) -> i64 {
+        // xorshift64*: deterministic per seed, good enough to pick keys.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as i64
+    }
+}
+
+fn arg(args: &[String], i: usize) -> i64 {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} must be a number"))
+}
+
+fn timed<T>(f: impl FnOnce() -> rusqlite::Result<T>) -> T {
+    let start = Instant::now();
+    let out = f().unwrap_or_else(|e| panic!("{e} ({:?})", donut_guest::last_storage_error()));
+    println!("lat {}", start.elapsed().as_micros());
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (workload, db) = (args[1].as_str(), args[2].as_str());
+    let conn: Connection = donut_guest::open_or_create(db, 4096).expect("open");
+    match workload {
+        "fill" => {
+            let (rows, bytes) = (arg(&args, 3), arg(&args, 4));
+            conn.execute_batch("create table if not exists kv(id integer primary key, v blob)")
+                .unwrap();
+            let per_txn = ((32i64 << 20) / bytes.max(1)).max(1);
+            let mut done = 0;
+            while done < rows {
+                let n = per_txn.min(rows - done);
+                conn.execute(
+                    "with recursive c(i) as (select 1 union all select i + 1 from c where i < ?1)
+                     insert into kv(v) select randomblob(?2) from c",
+                    [n, bytes],
+                )
+                .unwrap();
+                done += n;
+            }
+            let pages: i64 = conn
+                .query_row("pragma page_count", [], |r| r.get(0))
+                .unwrap();
+            println!("info pages {pages}");
+        }
+        "insert" => {
+            conn.execute_batch("create table if not exists log(id integer primary key, v text)")
+                .unwrap();
+            for i in 0..arg(&args, 3) {
+                timed(|| conn.execute("insert into log(v) values (?1)", [format!("row {i}")]));
+            }
+        }
+        "txn" => {
+            conn.execute_batch("create table if not exists log(id integer primary key, v text)")
+                .unwrap();
+            let rows = arg(&args, 4);
+            for _ in 0..arg(&args, 3) {
+                timed(|| {
+                    conn.execute_batch("begin")?;
+                    let mut stmt = conn.prepare_cached("insert into log(v) values (?1)")?;
+                    for i in 0..rows {
+                        stmt.execute([format!("row {i} of a batch")])?;
+                    }
+                    conn.execute_batch("commit")
+                });
+            }
+        }
+        "point" => {
+            let (n, max) = (arg(&args, 3), arg(&args, 4));
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n as u64);
+            for _ in 0..n {
+                let id = 1 + rng.below(max);
+                timed(|| {
+                    conn.query_row("select length(v) from kv where id = ?1", [id], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                });
+            }
+        }
+        "range" => {
+            let (n, rows, max) = (arg(&args, 3), arg(&args, 4), arg(&args, 5));
+            let mut rng = Rng(0x51ed_270b_a4b1_37c9 ^ n as u64);
+            for _ in 0..n {
+                let start = 1 + rng.below(max.saturating_sub(rows).max(1));
+                timed(|| {
+                    conn.query_row(
+                        "select count(*), sum(length(v)) from kv where id >= ?1 and id < ?1 + ?2",
+                        [start, rows],
+                        |r| r.get::<_, i64>(0),
+                    )
+                });
+            }
+        }
+        "count" => {
+            for _ in 0..arg(&args, 3) {
+                timed(|| conn.query_row("select count(*) from kv", [], |r| r.get::<_, i64>(0)));
+            }
+        }
+        "accounts" => {
+            conn.execute_batch(
+                "create table if not exists accounts(id integer primary key, balance integer not null)",
+            )
+            .unwrap();
+            conn.execute(
+                "with recursive c(i) as (select 1 union all select i + 1 from c where i < ?1)
+                 insert into accounts(balance) select 1000 from c",
+                [arg(&args, 3)],
+            )
+            .unwrap();
+        }
+        "transfer" => {
+            let (n, accounts, seed) = (arg(&args, 3), arg(&args, 4), arg(&args, 5));
+            let mut rng = Rng((seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut conflicts = 0i64;
+            for _ in 0..n {
+                let from = 1 + rng.below(accounts);
+                let to = 1 + rng.below(accounts);
+                let start = Instant::now();
+                loop {
+                    let attempt = (|| {
+                        conn.execute_batch("begin")?;
+                        conn.execute(
+                            "update accounts set balance = balance - 1 where id = ?1",
+                            [from],
+                        )?;
+                        conn.execute(
+                            "update accounts set balance = balance + 1 where id = ?1",
+                            [to],
+                        )?;
+                        conn.execute_batch("commit")
+                    })();
+                    match attempt {
+                        Ok(()) => break,
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+                        {
+                            conflicts += 1;
+                            let _ = conn.execute_batch("rollback");
+                        }
+                        Err(e) => panic!("transfer: {e}"),
+                    }
+                }
+                println!("lat {}", start.elapsed().as_micros());
+            }
+            let sum: i64 = conn
+                .query_row("select sum(balance) from accounts", [], |r| r.get(0))
+                .unwrap();
+            println!("info conflicts {conflicts}");
+            println!("info balance_sum {sum}");
+        }
+        other => panic!("unknown workload {other}"),
+    }
+}

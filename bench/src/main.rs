@@ -1,0 +1,513 @@
+//! `donut-bench`: DonutDB's workloads through the real guest component,
+//! reporting what DynamoDB costs: sequential round trips, requests by kind,
+//! capacity units as billed, bytes and latency.
+//!
+//! ```text
+//! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke] [--json FILE]
+//! ```
+//!
+//! `memory`: the in-memory store behind an injected per-call latency (an
+//! in-region DynamoDB round trip), billed by `Metered` as DynamoDB would.
+//! `dynoxide`: a real DynamoDB-compatible server on loopback through the
+//! DynamoDB backend, billed by the server's consumed-capacity answers.
+
+use anyhow::{Context, Result, bail};
+use donut_host::backend::Backend;
+use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
+use donut_host::backend::memory::MemoryBackend;
+use donut_host::backend::metered::{Latency, Meter, Metered};
+use donut_host::runtime::{Call, Program, Runtime, RuntimeOptions, Stdio};
+use donut_host::stats::{StatsSnapshot, StorageStats};
+use donut_host::{Grant, StorageCtx};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    backend: String,
+    latency_ms: u64,
+    smoke: bool,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        backend: "memory".into(),
+        latency_ms: 5,
+        smoke: false,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => args.backend = it.next().context("--backend needs a value")?,
+            "--latency-ms" => {
+                args.latency_ms = it.next().context("--latency-ms needs a value")?.parse()?
+            }
+            "--scale" => args.smoke = it.next().context("--scale needs a value")? == "smoke",
+            "--json" => args.json = Some(it.next().context("--json needs a path")?.into()),
+            other => bail!("unknown argument {other:?}; see the source's doc comment"),
+        }
+    }
+    Ok(args)
+}
+
+enum Store {
+    Memory(Arc<Metered<Latency<MemoryBackend>>>),
+    Dynamo(DynamoBackend, std::process::Child),
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Store::Dynamo(_, child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Store {
+    fn backend(&self) -> Arc<dyn Backend> {
+        match self {
+            Store::Memory(m) => m.clone(),
+            Store::Dynamo(d, _) => Arc::new(d.clone()),
+        }
+    }
+
+    fn meter(&self) -> Meter {
+        match self {
+            Store::Memory(m) => m.meter(),
+            Store::Dynamo(d, _) => {
+                let s = d.stats();
+                Meter {
+                    requests: s.requests,
+                    read_capacity_units: s.read_capacity_units,
+                    write_capacity_units: s.write_capacity_units,
+                    bytes_read: s.bytes_read,
+                    bytes_written: s.bytes_written,
+                }
+            }
+        }
+    }
+}
+
+async fn dynoxide() -> Result<Store> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let bin = target.join("tools/bin/dynoxide");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(&bin)
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log",
+            "quiet",
+        ])
+        .spawn()
+        .with_context(|| format!("starting {} (run `just tools`)", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("dynoxide did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let options = DynamoOptions {
+        table: "donut-bench".into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        static_credentials: Some(("bench".into(), "bench".into())),
+        max_attempts: 8,
+    };
+    create_table(&options).await?;
+    Ok(Store::Dynamo(
+        DynamoBackend::connect(&options, Vec::new()).await?,
+        child,
+    ))
+}
+
+struct Bench {
+    runtime: Runtime,
+    program: Program,
+    store: Store,
+}
+
+/// One call's results.
+struct Run {
+    latencies_us: Vec<u64>,
+    info: Vec<(String, String)>,
+    stats: StatsSnapshot,
+    wall: Duration,
+}
+
+impl Bench {
+    async fn call(&self, args: &[String]) -> Result<Run> {
+        let stats = Arc::new(StorageStats::default());
+        let storage = StorageCtx::new(self.store.backend(), Grant::all()).with_stats(stats.clone());
+        let argv = std::iter::once("bench-guest".to_string())
+            .chain(args.iter().cloned())
+            .collect();
+        let mut call = Call::new(argv, storage);
+        call.stdio = Stdio::Capture { stdin: Vec::new() };
+        let start = Instant::now();
+        let outcome = self.runtime.run(&self.program, call).await?;
+        let wall = start.elapsed();
+        if !outcome.success() {
+            bail!(
+                "bench-guest {args:?} failed: {}",
+                String::from_utf8_lossy(&outcome.stderr)
+            );
+        }
+        let mut run = Run {
+            latencies_us: Vec::new(),
+            info: Vec::new(),
+            stats: stats.snapshot(),
+            wall,
+        };
+        for line in String::from_utf8_lossy(&outcome.stdout).lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("lat"), Some(us), _) => run.latencies_us.push(us.parse()?),
+                (Some("info"), Some(k), Some(v)) => run.info.push((k.into(), v.into())),
+                _ => {}
+            }
+        }
+        Ok(run)
+    }
+}
+
+fn args(words: &[&dyn ToString]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at] as f64 / 1000.0
+}
+
+struct Row {
+    name: String,
+    ops: u64,
+    stats: StatsSnapshot,
+    meter: Meter,
+    latencies_us: Vec<u64>,
+    wall: Duration,
+    note: String,
+}
+
+impl Row {
+    fn per_op(&self, x: f64) -> f64 {
+        x / self.ops.max(1) as f64
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        json!({
+            "workload": self.name,
+            "ops": self.ops,
+            "round_trips_per_op": self.per_op(self.stats.round_trips() as f64),
+            "storage_calls": {
+                "read_root": self.stats.read_root,
+                "commit_root": self.stats.commit_root,
+                "get_sectors": self.stats.get_sectors_calls,
+                "put_sectors": self.stats.put_sectors_calls,
+            },
+            "requests_per_op": self.meter.requests.iter()
+                .map(|(k, v)| (k.to_string(), json!(self.per_op(*v as f64))))
+                .collect::<serde_json::Map<_, _>>(),
+            "rcu_per_op": self.per_op(self.meter.read_capacity_units),
+            "wcu_per_op": self.per_op(self.meter.write_capacity_units),
+            "bytes_read_per_op": self.per_op(self.meter.bytes_read as f64),
+            "bytes_written_per_op": self.per_op(self.meter.bytes_written as f64),
+            "p50_ms": percentile(&sorted, 0.5),
+            "p99_ms": percentile(&sorted, 0.99),
+            "wall_s": self.wall.as_secs_f64(),
+            "note": self.note,
+        })
+    }
+
+    fn markdown(&self) -> String {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let requests = self
+            .meter
+            .requests
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}", self.per_op(*v as f64)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "| {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+            self.name,
+            self.ops,
+            self.per_op(self.stats.round_trips() as f64),
+            requests,
+            self.per_op(self.meter.read_capacity_units),
+            self.per_op(self.meter.write_capacity_units),
+            self.per_op(self.meter.bytes_read as f64),
+            self.per_op(self.meter.bytes_written as f64),
+            percentile(&sorted, 0.5),
+            percentile(&sorted, 0.99),
+            self.note
+        )
+    }
+}
+
+impl Bench {
+    /// Runs `args` once as a measured workload of `ops` operations.
+    async fn measure(&self, name: &str, ops: u64, args: Vec<String>) -> Result<Row> {
+        let before = self.store.meter();
+        let run = self.call(&args).await?;
+        Ok(Row {
+            name: name.into(),
+            ops,
+            stats: run.stats,
+            meter: self.store.meter().since(&before),
+            latencies_us: run.latencies_us,
+            wall: run.wall,
+            note: run
+                .info
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let program = runtime.load_file(&target.join("wasm32-wasip2/guest/bench-guest.wasm"))?;
+    let latency = Duration::from_millis(args.latency_ms);
+    let store = match args.backend.as_str() {
+        "memory" => Store::Memory(Arc::new(Metered::new(Latency::new(
+            MemoryBackend::new(),
+            latency,
+        )))),
+        "dynoxide" => dynoxide().await?,
+        other => bail!("unknown backend {other:?}: memory or dynoxide"),
+    };
+    let bench = Bench {
+        runtime,
+        program,
+        store,
+    };
+    let s = args.smoke;
+    // (rows, bytes) of the point-select database (W3) and the count(*)
+    // table (W5); rows of the range-scan table (W4).
+    let (point_rows, point_bytes) = if s { (5_000, 3_900) } else { (262_144, 3_900) };
+    let (count_rows, count_bytes) = if s { (2_500, 3_900) } else { (25_600, 3_900) };
+    let range_rows: u64 = if s { 20_000 } else { 200_000 };
+    let scan: u64 = if s { 2_000 } else { 10_000 };
+    let n = |full: u64, smoke: u64| if s { smoke } else { full };
+
+    eprintln!(
+        "setting up (backend {}, scale {})...",
+        args.backend,
+        if s { "smoke" } else { "full" }
+    );
+    let setup = Instant::now();
+    bench
+        .call(&args_of(&["fill", "point.db"], &[point_rows, point_bytes]))
+        .await?;
+    bench
+        .call(&args_of(&["fill", "count.db"], &[count_rows, count_bytes]))
+        .await?;
+    bench
+        .call(&args_of(&["fill", "range.db"], &[range_rows, 100]))
+        .await?;
+    bench
+        .call(&args_of(&["accounts", "bank.db"], &[100]))
+        .await?;
+    eprintln!("setup took {:.1} s", setup.elapsed().as_secs_f64());
+
+    let mut rows = Vec::new();
+    rows.push(
+        bench
+            .measure(
+                "W1 one-row insert (autocommit)",
+                n(200, 20),
+                args_of(&["insert", "w1.db"], &[n(200, 20)]),
+            )
+            .await?,
+    );
+    rows.push(
+        bench
+            .measure(
+                "W2 1,000-row transaction",
+                n(20, 3),
+                args_of(&["txn", "w2.db"], &[n(20, 3), 1000]),
+            )
+            .await?,
+    );
+    rows.push(
+        bench
+            .measure(
+                "W3 point select, warm",
+                n(500, 50),
+                args_of(&["point", "point.db"], &[n(500, 50), point_rows]),
+            )
+            .await?,
+    );
+    // Cold: a new instance per select, so nothing is cached.
+    let cold_ops = n(30, 5);
+    let before = bench.store.meter();
+    let mut cold = Row {
+        name: "W3 point select, cold (new instance)".into(),
+        ops: cold_ops,
+        stats: StatsSnapshot::default(),
+        meter: Meter::default(),
+        latencies_us: Vec::new(),
+        wall: Duration::ZERO,
+        note: "includes open".into(),
+    };
+    for i in 0..cold_ops {
+        let run = bench
+            .call(&args_of(
+                &["point", "point.db"],
+                &[1, point_rows / cold_ops * i + 7],
+            ))
+            .await?;
+        cold.stats = add(&cold.stats, &run.stats);
+        cold.latencies_us.push(run.wall.as_micros() as u64);
+        cold.wall += run.wall;
+    }
+    cold.meter = bench.store.meter().since(&before);
+    rows.push(cold);
+    rows.push(
+        bench
+            .measure(
+                &format!("W4 range scan of {scan} rows"),
+                n(20, 5),
+                args_of(&["range", "range.db"], &[n(20, 5), scan, range_rows]),
+            )
+            .await?,
+    );
+    rows.push(
+        bench
+            .measure(
+                &format!(
+                    "W5 count(*) over {} MB",
+                    count_rows * count_bytes / 1_000_000
+                ),
+                n(3, 2),
+                args_of(&["count", "count.db"], &[n(3, 2)]),
+            )
+            .await?,
+    );
+
+    // W6: four clients at once, each retrying its transfers until they commit.
+    let per_client = n(50, 10);
+    let before = bench.store.meter();
+    let start = Instant::now();
+    let runs = futures_join(&bench, per_client).await?;
+    let wall = start.elapsed();
+    let mut w6 = Row {
+        name: "W6 4 clients, transfers".into(),
+        ops: per_client * 4,
+        stats: StatsSnapshot::default(),
+        meter: bench.store.meter().since(&before),
+        latencies_us: Vec::new(),
+        wall,
+        note: String::new(),
+    };
+    let mut conflicts = 0u64;
+    let mut sum = String::new();
+    for run in runs {
+        w6.stats = add(&w6.stats, &run.stats);
+        w6.latencies_us.extend(run.latencies_us);
+        for (k, v) in run.info {
+            match k.as_str() {
+                "conflicts" => conflicts += v.parse::<u64>()?,
+                "balance_sum" => sum = v,
+                _ => {}
+            }
+        }
+    }
+    if sum != "100000" {
+        bail!("W6 broke the bank: balances sum to {sum}, not 100000");
+    }
+    w6.note = format!(
+        "{:.1} commits/s, {conflicts} conflicts, sum {sum}",
+        w6.ops as f64 / wall.as_secs_f64()
+    );
+    rows.push(w6);
+
+    let title = match args.backend.as_str() {
+        "memory" => format!(
+            "in-memory store + {} ms per storage call, billed as DynamoDB",
+            args.latency_ms
+        ),
+        _ => "dynoxide on loopback through aws-sdk-dynamodb, billed by the server".to_string(),
+    };
+    println!("\n{title}\n");
+    println!(
+        "| workload | ops | round trips/op | requests/op | RCU/op | WCU/op | bytes read/op | bytes written/op | p50 ms | p99 ms | notes |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    for row in &rows {
+        println!("{}", row.markdown());
+    }
+    if let Some(path) = args.json {
+        let doc = json!({
+            "backend": args.backend,
+            "latency_ms": args.latency_ms,
+            "scale": if s { "smoke" } else { "full" },
+            "workloads": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn args_of(words: &[&str], numbers: &[u64]) -> Vec<String> {
+    let words: Vec<&dyn ToString> = words.iter().map(|w| w as &dyn ToString).collect();
+    let mut out = args(&words);
+    out.extend(numbers.iter().map(u64::to_string));
+    out
+}
+
+fn add(a: &StatsSnapshot, b: &StatsSnapshot) -> StatsSnapshot {
+    StatsSnapshot {
+        read_root: a.read_root + b.read_root,
+        commit_root: a.commit_root + b.commit_root,
+        commit_conflicts: a.commit_conflicts + b.commit_conflicts,
+        get_sectors_calls: a.get_sectors_calls + b.get_sectors_calls,
+        get_sectors_items: a.get_sectors_items + b.get_sectors_items,
+        get_sectors_bytes: a.get_sectors_bytes + b.get_sectors_bytes,
+        put_sectors_calls: a.put_sectors_calls + b.put_sectors_calls,
+        put_sectors_items: a.put_sectors_items + b.put_sectors_items,
+        put_sectors_bytes: a.put_sectors_bytes + b.put_sectors_bytes,
+        lock_calls: a.lock_calls + b.lock_calls,
+    }
+}
+
+async fn futures_join(bench: &Bench, per_client: u64) -> Result<Vec<Run>> {
+    let calls: Vec<Vec<String>> = (1..=4u64)
+        .map(|seed| args_of(&["transfer", "bank.db"], &[per_client, 100, seed]))
+        .collect();
+    let (a, b, c, d) = tokio::join!(
+        bench.call(&calls[0]),
+        bench.call(&calls[1]),
+        bench.call(&calls[2]),
+        bench.call(&calls[3])
+    );
+    Ok(vec![a?, b?, c?, d?])
+}

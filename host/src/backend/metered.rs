@@ -1,0 +1,285 @@
+//! Wrappers for benchmarks and simulation: [`Metered`] counts what a
+//! backend call would cost on DynamoDB (requests by kind, capacity units as
+//! billed, bytes), and [`Latency`] delays every call, modelling a remote
+//! store on top of the in-memory one.
+
+use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, Hash};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// DynamoDB's request limits, as the DynamoDB backend batches.
+const BATCH_GET_MAX: usize = 100;
+const BATCH_WRITE_MAX: usize = 25;
+/// Bytes of key and attribute names a sector item carries besides its body
+/// (`hash_key` "s/<32 hex>/<64 hex>", `range_key`, `c`, `b`).
+const SECTOR_ITEM_OVERHEAD: usize = 8 + 99 + 9 + 1 + 1 + 1 + 1;
+/// The same for a root or lock item (`r/NAME`, `v`, `b`).
+const META_ITEM_OVERHEAD: usize = 8 + 2 + 9 + 1 + 8 + 1;
+
+/// What a workload cost, as DynamoDB would bill it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Meter {
+    pub requests: BTreeMap<&'static str, u64>,
+    pub read_capacity_units: f64,
+    pub write_capacity_units: f64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl Meter {
+    pub fn total_requests(&self) -> u64 {
+        self.requests.values().sum()
+    }
+
+    pub fn since(&self, earlier: &Meter) -> Meter {
+        let mut requests = self.requests.clone();
+        for (op, n) in &earlier.requests {
+            *requests.entry(op).or_default() -= n;
+        }
+        requests.retain(|_, n| *n > 0);
+        Meter {
+            requests,
+            read_capacity_units: self.read_capacity_units - earlier.read_capacity_units,
+            write_capacity_units: self.write_capacity_units - earlier.write_capacity_units,
+            bytes_read: self.bytes_read - earlier.bytes_read,
+            bytes_written: self.bytes_written - earlier.bytes_written,
+        }
+    }
+}
+
+/// Read units: 4 KB each, halved for eventually consistent reads.
+fn read_units(item_bytes: usize, consistent: bool) -> f64 {
+    let units = item_bytes.div_ceil(4096).max(1) as f64;
+    if consistent { units } else { units / 2.0 }
+}
+
+/// Write units: 1 KB each.
+fn write_units(item_bytes: usize) -> f64 {
+    item_bytes.div_ceil(1024).max(1) as f64
+}
+
+/// Sector bytes as the DynamoDB backend would store them (zstd when smaller).
+fn stored_len(bytes: &[u8]) -> usize {
+    match zstd::bulk::compress(bytes, 3) {
+        Ok(packed) if packed.len() < bytes.len() => packed.len(),
+        _ => bytes.len(),
+    }
+}
+
+/// Counts DynamoDB-equivalent requests and capacity of every call.
+pub struct Metered<B> {
+    inner: B,
+    meter: Arc<Mutex<Meter>>,
+}
+
+impl<B: Backend> Metered<B> {
+    pub fn new(inner: B) -> Self {
+        Metered {
+            inner,
+            meter: Arc::new(Mutex::new(Meter::default())),
+        }
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.meter.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn add(
+        &self,
+        op: &'static str,
+        requests: u64,
+        rcu: f64,
+        wcu: f64,
+        read: usize,
+        written: usize,
+    ) {
+        let mut m = self.meter.lock().unwrap_or_else(|e| e.into_inner());
+        *m.requests.entry(op).or_default() += requests;
+        m.read_capacity_units += rcu;
+        m.write_capacity_units += wcu;
+        m.bytes_read += read as u64;
+        m.bytes_written += written as u64;
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Metered<B> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        let out = self.inner.get_meta(kind, name).await?;
+        let size = out.as_ref().map_or(0, |m| {
+            m.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
+        });
+        self.add("GetItem", 1, read_units(size, true), 0.0, size, 0);
+        Ok(out)
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
+        let out = self.inner.put_meta(kind, name, expected, meta).await;
+        // A failed condition is billed too.
+        self.add("PutItem", 1, 0.0, write_units(size), 0, size);
+        out
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        let out = self.inner.list_roots().await?;
+        let size: usize = out
+            .iter()
+            .map(|(n, m)| n.as_str().len() + m.body.len())
+            .sum();
+        self.add("Query", 1, read_units(size, true), 0.0, size, 0);
+        Ok(out)
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let out = self.inner.get_sectors(db, hashes).await?;
+        let mut rcu = 0.0;
+        let mut bytes = 0;
+        for sector in out.iter().flatten() {
+            let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
+            rcu += read_units(size, false);
+            bytes += size;
+        }
+        let requests = hashes.len().div_ceil(BATCH_GET_MAX) as u64;
+        self.add("BatchGetItem", requests, rcu, 0.0, bytes, 0);
+        Ok(out)
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        self.inner.put_sectors(db, sectors).await?;
+        let mut wcu = 0.0;
+        let mut bytes = 0;
+        for (_, sector) in sectors {
+            let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
+            wcu += write_units(size);
+            bytes += size;
+        }
+        let requests = sectors.len().div_ceil(BATCH_WRITE_MAX) as u64;
+        self.add("BatchWriteItem", requests, 0.0, wcu, 0, bytes);
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        self.inner.summary().await
+    }
+}
+
+/// Delays every call by a fixed latency: one round trip to a remote store
+/// (a batch call's requests run in parallel, so it costs one latency too).
+pub struct Latency<B> {
+    inner: B,
+    latency: Duration,
+}
+
+impl<B: Backend> Latency<B> {
+    pub fn new(inner: B, latency: Duration) -> Self {
+        Latency { inner, latency }
+    }
+
+    async fn wait(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Backend for Latency<B> {
+    fn describe(&self) -> String {
+        format!(
+            "{} (+{} ms a call)",
+            self.inner.describe(),
+            self.latency.as_millis()
+        )
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        self.wait().await;
+        self.inner.get_meta(kind, name).await
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.wait().await;
+        self.inner.put_meta(kind, name, expected, meta).await
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        self.wait().await;
+        self.inner.list_roots().await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.wait().await;
+        self.inner.get_sectors(db, hashes).await
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        self.wait().await;
+        self.inner.put_sectors(db, sectors).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        self.inner.summary().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[tokio::test]
+    async fn bills_like_dynamodb() {
+        let store = Metered::new(MemoryBackend::new());
+        let db = DbId([1; 16]);
+        let pages: Vec<(Hash, Vec<u8>)> = (0..30u8)
+            .map(|i| {
+                let mut page = vec![0u8; 4096];
+                getrandom::fill(&mut page).unwrap();
+                page[0] = i;
+                (donut_format::hash(&page), page)
+            })
+            .collect();
+        store.put_sectors(db, &pages).await.unwrap();
+        let m = store.meter();
+        assert_eq!(
+            m.requests["BatchWriteItem"], 2,
+            "30 items = 2 requests of ≤ 25"
+        );
+        // Random 4 KiB + ~120 B of key: 5 write units each.
+        assert_eq!(m.write_capacity_units, 150.0);
+        let hashes: Vec<Hash> = pages.iter().map(|p| p.0).collect();
+        store.get_sectors(db, &hashes).await.unwrap();
+        let m = store.meter();
+        assert_eq!(m.requests["BatchGetItem"], 1);
+        // 4,216 B = 2 read units each, halved for eventual consistency.
+        assert_eq!(m.read_capacity_units, 30.0);
+    }
+}
