@@ -11,9 +11,12 @@ pub struct StorageStats {
     /// Root compare-and-swaps attempted (including database creation).
     pub commit_root: AtomicU64,
     pub commit_conflicts: AtomicU64,
+    /// Calls that reached the backend (all-cached calls are not counted).
     pub get_sectors_calls: AtomicU64,
     pub get_sectors_items: AtomicU64,
     pub get_sectors_bytes: AtomicU64,
+    /// Sectors served by the host's shared cache.
+    pub sector_cache_hits: AtomicU64,
     pub put_sectors_calls: AtomicU64,
     pub put_sectors_items: AtomicU64,
     pub put_sectors_bytes: AtomicU64,
@@ -29,6 +32,7 @@ pub struct StatsSnapshot {
     pub get_sectors_calls: u64,
     pub get_sectors_items: u64,
     pub get_sectors_bytes: u64,
+    pub sector_cache_hits: u64,
     pub put_sectors_calls: u64,
     pub put_sectors_items: u64,
     pub put_sectors_bytes: u64,
@@ -45,6 +49,7 @@ impl StorageStats {
             get_sectors_calls: get(&self.get_sectors_calls),
             get_sectors_items: get(&self.get_sectors_items),
             get_sectors_bytes: get(&self.get_sectors_bytes),
+            sector_cache_hits: get(&self.sector_cache_hits),
             put_sectors_calls: get(&self.put_sectors_calls),
             put_sectors_items: get(&self.put_sectors_items),
             put_sectors_bytes: get(&self.put_sectors_bytes),
@@ -63,6 +68,23 @@ impl StatsSnapshot {
             + self.lock_calls
     }
 
+    /// Field-by-field sum, for adding up several calls.
+    pub fn plus(&self, other: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            read_root: self.read_root + other.read_root,
+            commit_root: self.commit_root + other.commit_root,
+            commit_conflicts: self.commit_conflicts + other.commit_conflicts,
+            get_sectors_calls: self.get_sectors_calls + other.get_sectors_calls,
+            get_sectors_items: self.get_sectors_items + other.get_sectors_items,
+            get_sectors_bytes: self.get_sectors_bytes + other.get_sectors_bytes,
+            sector_cache_hits: self.sector_cache_hits + other.sector_cache_hits,
+            put_sectors_calls: self.put_sectors_calls + other.put_sectors_calls,
+            put_sectors_items: self.put_sectors_items + other.put_sectors_items,
+            put_sectors_bytes: self.put_sectors_bytes + other.put_sectors_bytes,
+            lock_calls: self.lock_calls + other.lock_calls,
+        }
+    }
+
     pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
         StatsSnapshot {
             read_root: self.read_root - earlier.read_root,
@@ -71,6 +93,7 @@ impl StatsSnapshot {
             get_sectors_calls: self.get_sectors_calls - earlier.get_sectors_calls,
             get_sectors_items: self.get_sectors_items - earlier.get_sectors_items,
             get_sectors_bytes: self.get_sectors_bytes - earlier.get_sectors_bytes,
+            sector_cache_hits: self.sector_cache_hits - earlier.sector_cache_hits,
             put_sectors_calls: self.put_sectors_calls - earlier.put_sectors_calls,
             put_sectors_items: self.put_sectors_items - earlier.put_sectors_items,
             put_sectors_bytes: self.put_sectors_bytes - earlier.put_sectors_bytes,
@@ -90,8 +113,11 @@ impl fmt::Display for StatsSnapshot {
         )?;
         writeln!(
             f,
-            "  get-sectors: {} calls, {} sectors, {} bytes",
-            self.get_sectors_calls, self.get_sectors_items, self.get_sectors_bytes
+            "  get-sectors: {} calls, {} sectors, {} bytes ({} from the host cache)",
+            self.get_sectors_calls,
+            self.get_sectors_items,
+            self.get_sectors_bytes,
+            self.sector_cache_hits
         )?;
         writeln!(
             f,

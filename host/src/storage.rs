@@ -4,6 +4,7 @@
 
 use crate::backend::{Backend, BackendError, Meta, MetaKind, PutMetaError};
 use crate::stats::StorageStats;
+use donut_format::lru::Lru;
 use donut_format::{
     DbId, DbName, HASH_LEN, Hash, LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState, Root,
     Tombstone, hash_hex, validate_page_size, verify,
@@ -153,6 +154,26 @@ pub struct LockHandle {
     token: u64,
 }
 
+/// Sectors shared by every instance a host runs, keyed by (database id,
+/// hash): verified once, never stale, bounded by bytes.
+pub struct SectorCache {
+    lru: std::sync::Mutex<SectorLru>,
+}
+
+type SectorLru = Lru<(DbId, Hash), Arc<[u8]>>;
+
+impl SectorCache {
+    pub fn new(limit_bytes: usize) -> Arc<SectorCache> {
+        Arc::new(SectorCache {
+            lru: std::sync::Mutex::new(Lru::new(limit_bytes)),
+        })
+    }
+
+    fn lru(&self) -> std::sync::MutexGuard<'_, SectorLru> {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The per-instance storage state, owned by the store.
 pub struct StorageCtx {
     backend: Arc<dyn Backend>,
@@ -160,6 +181,7 @@ pub struct StorageCtx {
     clock: Clock,
     table: ResourceTable,
     stats: Arc<StorageStats>,
+    cache: Option<Arc<SectorCache>>,
 }
 
 impl StorageCtx {
@@ -170,7 +192,14 @@ impl StorageCtx {
             clock: Clock::System,
             table: ResourceTable::new(),
             stats: Arc::new(StorageStats::default()),
+            cache: None,
         }
+    }
+
+    /// Shares `cache` with the other instances that use it.
+    pub fn with_cache(mut self, cache: Arc<SectorCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -469,9 +498,30 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             .map(|h| to_hash(h))
             .collect::<Result<_, _>>()?;
         let (name, db_id) = self.db_id(&db).await?;
-        let found = self.backend.get_sectors(db_id, &hashes).await?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; hashes.len()];
+        let mut missing: Vec<usize> = Vec::new();
+        match &self.cache {
+            Some(cache) => {
+                let mut lru = cache.lru();
+                for (i, h) in hashes.iter().enumerate() {
+                    match lru.get(&(db_id, *h)) {
+                        Some(sector) => out[i] = Some(sector.to_vec()),
+                        None => missing.push(i),
+                    }
+                }
+            }
+            None => missing.extend(0..hashes.len()),
+        }
+        self.stats
+            .sector_cache_hits
+            .fetch_add((hashes.len() - missing.len()) as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let wanted: Vec<Hash> = missing.iter().map(|&i| hashes[i]).collect();
+        let found = self.backend.get_sectors(db_id, &wanted).await?;
         let mut bytes = 0;
-        for (hash, sector) in hashes.iter().zip(&found) {
+        for (hash, sector) in wanted.iter().zip(&found) {
             if let Some(sector) = sector {
                 bytes += sector.len();
                 verify(hash, sector).map_err(|e| {
@@ -483,14 +533,25 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
                 })?;
             }
         }
+        if let Some(cache) = &self.cache {
+            let mut lru = cache.lru();
+            for (hash, sector) in wanted.iter().zip(&found) {
+                if let Some(sector) = sector {
+                    lru.insert((db_id, *hash), sector.as_slice().into(), sector.len());
+                }
+            }
+        }
+        for (&i, sector) in missing.iter().zip(found) {
+            out[i] = sector;
+        }
         self.stats.get_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .get_sectors_items
-            .fetch_add(hashes.len() as u64, Ordering::Relaxed);
+            .fetch_add(wanted.len() as u64, Ordering::Relaxed);
         self.stats
             .get_sectors_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(found)
+        Ok(out)
     }
 
     async fn put_sectors(
@@ -525,6 +586,13 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         }
         let (_, db_id) = self.db_id(&db).await?;
         self.backend.put_sectors(db_id, &checked).await?;
+        if let Some(cache) = &self.cache {
+            // Pages just written are the likeliest next reads elsewhere.
+            let mut lru = cache.lru();
+            for (hash, bytes) in &checked {
+                lru.insert((db_id, *hash), bytes.as_slice().into(), bytes.len());
+            }
+        }
         self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .put_sectors_items

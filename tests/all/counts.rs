@@ -75,3 +75,48 @@ async fn reads_are_cached_across_transactions_in_an_instance() {
         "the second scan is all cache hits: {extra}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_scan_reads_ahead() {
+    let h = Harness::memory();
+    h.create("s.db").await;
+    h.sql_ok(
+        "s.db",
+        "create table t(id integer primary key, v blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000)
+         insert into t(v) select randomblob(3000) from c;",
+    )
+    .await;
+    let pages: u64 = h.value("s.db", "pragma page_count").await.parse().unwrap();
+    let (out, stats) = h.shell("s.db", "select count(*) from t;\n").await;
+    assert!(out.success());
+    assert!(pages >= 3000);
+    assert!(
+        stats.get_sectors_calls * 20 < pages,
+        "{pages} pages took {} fetches: {stats}",
+        stats.get_sectors_calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_host_sector_cache() {
+    let mut h = Harness::memory();
+    h.create("h.db").await;
+    h.sql_ok(
+        "h.db",
+        "create table t(id integer primary key, v text);
+         insert into t(v) values ('x'), ('y');",
+    )
+    .await;
+    h.cache = Some(donut_host::storage::SectorCache::new(64 << 20));
+    let query = "select v from t where id = 2;\n";
+    let (_, first) = h.shell("h.db", query).await;
+    let (out, second) = h.shell("h.db", query).await;
+    assert!(out.success());
+    assert!(first.get_sectors_calls > 0, "{first}");
+    assert_eq!(
+        second.get_sectors_calls, 0,
+        "a new instance, all from the host cache: {second}"
+    );
+    assert!(second.sector_cache_hits > 0);
+}

@@ -28,6 +28,7 @@ async fn through_proxy() -> (Harness, Proxy) {
         dynamo: Some(dynamo),
         _dir: None,
         _server: Some(server),
+        cache: None,
     };
     (h, proxy)
 }

@@ -6,6 +6,7 @@ use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::backend::{Backend, StoredSummary};
 use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};
 use donut_host::stats::{StatsSnapshot, StorageStats};
+use donut_host::storage::SectorCache;
 use donut_host::{Grant, LocalBackend, MemoryBackend, StorageCtx};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -140,6 +141,8 @@ pub struct Harness {
     pub _dir: Option<tempfile::TempDir>,
     /// Keeps the DynamoDB server alive.
     pub _server: Option<Dynoxide>,
+    /// A host-wide sector cache the calls share, if set.
+    pub cache: Option<Arc<SectorCache>>,
 }
 
 impl Harness {
@@ -151,6 +154,7 @@ impl Harness {
             dynamo: None,
             _dir: None,
             _server: None,
+            cache: None,
         }
     }
 
@@ -184,6 +188,7 @@ impl Harness {
             dynamo: Some(dynamo),
             _dir: None,
             _server: None,
+            cache: None,
         }
     }
 
@@ -196,6 +201,7 @@ impl Harness {
             dynamo: None,
             _dir: Some(dir),
             _server: None,
+            cache: None,
         }
     }
 
@@ -222,7 +228,11 @@ impl Harness {
         StatsSnapshot,
     ) {
         let stats = Arc::new(StorageStats::default());
-        let storage = StorageCtx::new(self.backend.clone(), Grant::all()).with_stats(stats.clone());
+        let mut storage =
+            StorageCtx::new(self.backend.clone(), Grant::all()).with_stats(stats.clone());
+        if let Some(cache) = &self.cache {
+            storage = storage.with_cache(cache.clone());
+        }
         let argv = std::iter::once(program.label().to_string())
             .chain(args.iter().map(|a| a.to_string()))
             .collect();

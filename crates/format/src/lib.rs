@@ -6,6 +6,7 @@
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
 mod lock;
+pub mod lru;
 mod manifest;
 mod name;
 mod root;

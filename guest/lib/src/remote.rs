@@ -19,7 +19,7 @@ use donut_format::{
 };
 use libsqlite3_sys as ffi;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -108,7 +108,7 @@ impl ChunkSource for Source<'_> {
     fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, Fail> {
         let db = self.root.db_id;
         let mut out: Vec<Option<Arc<Chunk>>> =
-            cache::with(|c| hashes.iter().map(|h| c.chunks.get(db, h)).collect());
+            cache::with(|c| hashes.iter().map(|h| c.chunks.get(&(db, *h))).collect());
         let missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
@@ -136,7 +136,7 @@ impl ChunkSource for Source<'_> {
                     )
                 })?;
                 let chunk = Arc::new(Chunk::decode(&bytes)?);
-                cache::with(|c| c.chunks.insert(db, hashes[i], chunk.clone(), bytes.len()));
+                cache::with(|c| c.chunks.insert((db, hashes[i]), chunk.clone(), bytes.len()));
                 out[i] = Some(chunk);
             }
         }
@@ -168,7 +168,14 @@ pub struct MainDb {
     /// transaction that starts within FRESH_ROOT_MS of that may use it
     /// instead of reading the root again (docs: ARCHITECTURE.md, "Reads").
     fresh_since: Option<std::time::Instant>,
+    /// Read-ahead state: the page index a sequential read would start at,
+    /// and how many reads in a row have been sequential.
+    next_sequential: u32,
+    streak: u32,
 }
+
+/// Most bytes one read-ahead fetches.
+const READ_AHEAD_BYTES: u64 = 2 << 20;
 
 /// How long the root read at open stands in for the first transaction's.
 const FRESH_ROOT_MS: u128 = 100;
@@ -204,6 +211,8 @@ impl MainDb {
             failed: false,
             unknown_outcomes: Vec::new(),
             fresh_since,
+            next_sequential: u32::MAX,
+            streak: 0,
         })
     }
 
@@ -265,9 +274,12 @@ impl MainDb {
         self.lock
     }
 
-    /// Resolves and fetches pages not in `pending`, through the caches.
-    fn fetch_pages(&self, indices: &[u32]) -> Result<Vec<Rc<[u8]>>, Fail> {
+    /// Resolves and fetches pages through the caches. With `ahead` > 0 and
+    /// any page missing, the `ahead` pages after the last one asked for are
+    /// fetched in the same call (read-ahead for sequential scans).
+    fn fetch_pages(&self, indices: &[u32], ahead: u32) -> Result<Vec<Rc<[u8]>>, Fail> {
         let snap = &self.snapshot;
+        let db = snap.db_id;
         let mut source = Source {
             name: &self.name,
             handle: &self.handle,
@@ -275,37 +287,62 @@ impl MainDb {
         };
         let hashes = Manifest::new(snap).lookup_many(indices, &mut source)?;
         let page_size = snap.page_size as usize;
-        let zeros: Rc<[u8]> = vec![0u8; page_size].into();
-        let mut out: Vec<Option<Rc<[u8]>>> = cache::with(|c| {
-            hashes
-                .iter()
-                .map(|h| {
-                    if *h == ZERO_HASH {
-                        Some(zeros.clone())
-                    } else {
-                        c.pages.get(snap.db_id, h)
+        let mut found: HashMap<Hash, Rc<[u8]>> = HashMap::new();
+        let mut missing: Vec<(Hash, u32)> = Vec::new();
+        let mut wanted: HashSet<Hash> = HashSet::new();
+        cache::with(|c| {
+            for (&h, &index) in hashes.iter().zip(indices) {
+                if h == ZERO_HASH || found.contains_key(&h) || wanted.contains(&h) {
+                    continue;
+                }
+                match c.pages.get(&(db, h)) {
+                    Some(page) => {
+                        found.insert(h, page);
                     }
-                })
-                .collect()
+                    None => {
+                        wanted.insert(h);
+                        missing.push((h, index));
+                    }
+                }
+            }
         });
-        let mut missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
-        missing.dedup_by_key(|i| hashes[*i]);
+        if !missing.is_empty() && ahead > 0 {
+            let after = indices.iter().max().map_or(0, |i| i + 1);
+            let extra: Vec<u32> = (after..snap.page_count.min(after.saturating_add(ahead)))
+                .filter(|i| !self.pending.contains_key(i))
+                .collect();
+            let extra_hashes = Manifest::new(snap).lookup_many(&extra, &mut source)?;
+            cache::with(|c| {
+                for (h, index) in extra_hashes.into_iter().zip(extra) {
+                    if h != ZERO_HASH && !wanted.contains(&h) && !c.pages.contains(&(db, h)) {
+                        wanted.insert(h);
+                        missing.push((h, index));
+                    }
+                }
+            });
+        }
         if !missing.is_empty() {
-            let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
+            let keys: Vec<Vec<u8>> = missing.iter().map(|(h, _)| h.to_vec()).collect();
             let fetched = self.handle.get_sectors(&keys).map_err(|e| {
                 Fail::new(
                     ffi::SQLITE_IOERR_READ,
                     format!("reading pages of {:?}: {}", self.name, describe(&e)),
                 )
             })?;
-            for (&i, bytes) in missing.iter().zip(fetched) {
+            if fetched.len() != keys.len() {
+                return Err(Fail::new(
+                    ffi::SQLITE_IOERR_READ,
+                    "storage returned the wrong number of sectors".into(),
+                ));
+            }
+            for ((h, index), bytes) in missing.iter().zip(fetched) {
+                let page_no = *index as u64 + 1;
                 let bytes = bytes.ok_or_else(|| {
                     Fail::new(
                         ffi::SQLITE_IOERR_CORRUPTFS,
                         format!(
-                            "corrupt: page {} ({}) of {:?} is missing",
-                            indices[i] as u64 + 1,
-                            hash_hex(&hashes[i]),
+                            "corrupt: page {page_no} ({}) of {:?} is missing",
+                            hash_hex(h),
                             self.name
                         ),
                     )
@@ -314,42 +351,28 @@ impl MainDb {
                     return Err(Fail::new(
                         ffi::SQLITE_IOERR_CORRUPTFS,
                         format!(
-                            "corrupt: page {} of {:?} is {} bytes, not {page_size}",
-                            indices[i] as u64 + 1,
+                            "corrupt: page {page_no} of {:?} is {} bytes, not {page_size}",
                             self.name,
                             bytes.len()
                         ),
                     ));
                 }
                 let page: Rc<[u8]> = bytes.into();
-                cache::with(|c| {
-                    c.pages
-                        .insert(snap.db_id, hashes[i], page.clone(), page_size)
-                });
-                out[i] = Some(page);
+                cache::with(|c| c.pages.insert((db, *h), page.clone(), page_size));
+                found.insert(*h, page);
             }
         }
-        // Duplicates of a fetched hash were skipped above; fill them now.
-        for i in 0..out.len() {
-            if out[i].is_none() {
-                out[i] = cache::with(|c| c.pages.get(snap.db_id, &hashes[i]));
-            }
-        }
-        out.into_iter()
-            .enumerate()
-            .map(|(i, page)| {
-                page.ok_or_else(|| {
-                    Fail::new(
-                        ffi::SQLITE_IOERR_READ,
-                        format!(
-                            "page {} of {:?} vanished from cache",
-                            indices[i] + 1,
-                            self.name
-                        ),
-                    )
-                })
+        let zeros: Rc<[u8]> = vec![0u8; page_size].into();
+        Ok(hashes
+            .iter()
+            .map(|h| {
+                if *h == ZERO_HASH {
+                    zeros.clone()
+                } else {
+                    found[h].clone()
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Reads `buf.len()` bytes at `offset`; false if it read past the end
@@ -363,6 +386,21 @@ impl MainDb {
         let end = offset + buf.len() as u64;
         let first = offset / page_size;
         let last = (end.min(size).max(offset + 1) - 1) / page_size;
+        // Sequential access (each read starting where the last ended) grows
+        // a read-ahead window, so a scan costs a round trip per window, not
+        // per page.
+        if first as u32 == self.next_sequential {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            self.streak = 0;
+        }
+        self.next_sequential = last as u32 + 1;
+        let max_ahead = (READ_AHEAD_BYTES / page_size) as u32;
+        let ahead = if self.streak >= 2 {
+            self.streak.saturating_mul(8).min(max_ahead)
+        } else {
+            0
+        };
         let wanted: Vec<u32> = (first..=last)
             .filter(|&i| i * page_size < size && !self.pending.contains_key(&(i as u32)))
             .map(|i| i as u32)
@@ -373,7 +411,7 @@ impl MainDb {
             wanted
                 .iter()
                 .copied()
-                .zip(self.fetch_pages(&wanted)?)
+                .zip(self.fetch_pages(&wanted, ahead)?)
                 .collect()
         };
         buf.fill(0);
@@ -610,7 +648,7 @@ impl MainDb {
         cache::with(|c| {
             for (page_hash, bytes) in pages {
                 let len = bytes.len();
-                c.pages.insert(db, page_hash, bytes, len);
+                c.pages.insert((db, page_hash), bytes, len);
             }
         });
     }
