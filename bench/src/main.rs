@@ -3,7 +3,8 @@
 //! capacity units as billed, bytes and latency.
 //!
 //! ```text
-//! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke] [--json FILE]
+//! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
+//!             [--two-request-commit] [--json FILE]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -30,6 +31,7 @@ struct Args {
     latency_ms: u64,
     smoke: bool,
     json: Option<PathBuf>,
+    two_request_commit: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -38,6 +40,7 @@ fn parse_args() -> Result<Args> {
         latency_ms: 5,
         smoke: false,
         json: None,
+        two_request_commit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -48,6 +51,7 @@ fn parse_args() -> Result<Args> {
             }
             "--scale" => args.smoke = it.next().context("--scale needs a value")? == "smoke",
             "--json" => args.json = Some(it.next().context("--json needs a path")?.into()),
+            "--two-request-commit" => args.two_request_commit = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -93,7 +97,7 @@ impl Store {
     }
 }
 
-async fn dynoxide() -> Result<Store> {
+async fn dynoxide(one_request: bool) -> Result<Store> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"));
@@ -126,6 +130,7 @@ async fn dynoxide() -> Result<Store> {
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         static_credentials: Some(("bench".into(), "bench".into())),
         max_attempts: 8,
+        one_request_commit: one_request,
     };
     create_table(&options).await?;
     Ok(Store::Dynamo(
@@ -318,11 +323,11 @@ async fn main() -> Result<()> {
     let program = runtime.load_file(&target.join("wasm32-wasip2/guest/bench-guest.wasm"))?;
     let latency = Duration::from_millis(args.latency_ms);
     let store = match args.backend.as_str() {
-        "memory" => Store::Memory(Arc::new(Metered::new(Latency::new(
-            MemoryBackend::new(),
-            latency,
-        )))),
-        "dynoxide" => dynoxide().await?,
+        "memory" => Store::Memory(Arc::new(Metered::new(
+            Latency::new(MemoryBackend::new(), latency, !args.two_request_commit),
+            !args.two_request_commit,
+        ))),
+        "dynoxide" => dynoxide(!args.two_request_commit).await?,
         other => bail!("unknown backend {other:?}: memory or dynoxide"),
     };
     let bench = Bench {
@@ -508,6 +513,7 @@ async fn main() -> Result<()> {
             "backend": args.backend,
             "latency_ms": args.latency_ms,
             "scale": if s { "smoke" } else { "full" },
+            "one_request_commit": !args.two_request_commit,
             "workloads": rows.iter().map(Row::json).collect::<Vec<_>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;

@@ -43,6 +43,11 @@ struct Cli {
     #[arg(long, global = true)]
     stats: bool,
 
+    /// Commit with BatchWriteItem then PutItem even when one
+    /// TransactWriteItems would do (half the write units, one more round trip).
+    #[arg(long, global = true)]
+    two_request_commit: bool,
+
     /// Memory limit of a component instance, in MiB.
     #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
     memory_mb: usize,
@@ -170,6 +175,7 @@ fn dynamo_options(cli: &Cli, table: &str) -> DynamoOptions {
         endpoint: cli.endpoint.clone(),
         static_credentials: None,
         max_attempts: 8,
+        one_request_commit: !cli.two_request_commit,
     }
 }
 

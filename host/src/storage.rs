@@ -362,7 +362,56 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
     }
 }
 
+/// Checks sectors a guest hands over: count, sizes, and that each hashes to
+/// its key (a guest cannot store a sector under a false hash).
+fn check_sectors(sectors: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(Hash, Vec<u8>)>, StorageError> {
+    if sectors.len() > SECTORS_PER_CALL_MAX {
+        return Err(StorageError::TooLarge(format!(
+            "{} sectors in one call; the limit is {SECTORS_PER_CALL_MAX}",
+            sectors.len()
+        )));
+    }
+    let total: usize = sectors.iter().map(|s| s.1.len()).sum();
+    if total > PUT_CALL_BYTES_MAX {
+        return Err(StorageError::TooLarge(format!(
+            "{total} bytes in one call; the limit is {PUT_CALL_BYTES_MAX}"
+        )));
+    }
+    let mut checked = Vec::with_capacity(sectors.len());
+    for (hash, bytes) in sectors {
+        let hash = to_hash(&hash)?;
+        if bytes.len() > SECTOR_BYTES_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "sector {} is {} bytes; the limit is {SECTOR_BYTES_MAX}",
+                hash_hex(&hash),
+                bytes.len()
+            )));
+        }
+        verify(&hash, &bytes).map_err(|e| StorageError::Invalid(e.to_string()))?;
+        checked.push((hash, bytes));
+    }
+    Ok(checked)
+}
+
 impl StorageCtx {
+    /// Counts stored sectors and keeps them in the host cache: pages just
+    /// written are the likeliest next reads elsewhere.
+    fn stored(&self, db_id: DbId, sectors: &[(Hash, Vec<u8>)]) {
+        let bytes: usize = sectors.iter().map(|s| s.1.len()).sum();
+        self.stats
+            .put_sectors_items
+            .fetch_add(sectors.len() as u64, Ordering::Relaxed);
+        self.stats
+            .put_sectors_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(cache) = &self.cache {
+            let mut lru = cache.lru();
+            for (hash, bytes) in sectors {
+                lru.insert((db_id, *hash), bytes.as_slice().into(), bytes.len());
+            }
+        }
+    }
+
     async fn db_id(
         &mut self,
         db: &Resource<DatabaseHandle>,
@@ -559,47 +608,11 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         db: Resource<DatabaseHandle>,
         sectors: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StorageError> {
-        if sectors.len() > SECTORS_PER_CALL_MAX {
-            return Err(StorageError::TooLarge(format!(
-                "{} sectors in one call; the limit is {SECTORS_PER_CALL_MAX}",
-                sectors.len()
-            )));
-        }
-        let total: usize = sectors.iter().map(|s| s.1.len()).sum();
-        if total > PUT_CALL_BYTES_MAX {
-            return Err(StorageError::TooLarge(format!(
-                "{total} bytes in one call; the limit is {PUT_CALL_BYTES_MAX}"
-            )));
-        }
-        let mut checked = Vec::with_capacity(sectors.len());
-        for (hash, bytes) in sectors {
-            let hash = to_hash(&hash)?;
-            if bytes.len() > SECTOR_BYTES_MAX {
-                return Err(StorageError::TooLarge(format!(
-                    "sector {} is {} bytes; the limit is {SECTOR_BYTES_MAX}",
-                    hash_hex(&hash),
-                    bytes.len()
-                )));
-            }
-            verify(&hash, &bytes).map_err(|e| StorageError::Invalid(e.to_string()))?;
-            checked.push((hash, bytes));
-        }
+        let checked = check_sectors(sectors)?;
         let (_, db_id) = self.db_id(&db).await?;
         self.backend.put_sectors(db_id, &checked).await?;
-        if let Some(cache) = &self.cache {
-            // Pages just written are the likeliest next reads elsewhere.
-            let mut lru = cache.lru();
-            for (hash, bytes) in &checked {
-                lru.insert((db_id, *hash), bytes.as_slice().into(), bytes.len());
-            }
-        }
         self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .put_sectors_items
-            .fetch_add(checked.len() as u64, Ordering::Relaxed);
-        self.stats
-            .put_sectors_bytes
-            .fetch_add(total as u64, Ordering::Relaxed);
+        self.stored(db_id, &checked);
         Ok(())
     }
 
@@ -609,7 +622,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         expected_version: u64,
         body: Vec<u8>,
         fence: Option<Resource<LockHandle>>,
+        sectors: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<u64, StorageError> {
+        let sectors = check_sectors(sectors)?;
         let (name, db_id) = self.db_id(&db).await?;
         let root =
             Root::decode(&body).map_err(|e| StorageError::Invalid(format!("new root: {e}")))?;
@@ -654,10 +669,13 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         };
         match self
             .backend
-            .put_meta(MetaKind::Root, &name, Some(expected_version), meta)
+            .commit(&name, db_id, Some(expected_version), meta, &sectors)
             .await
         {
-            Ok(()) => Ok(root.version),
+            Ok(()) => {
+                self.stored(db_id, &sectors);
+                Ok(root.version)
+            }
             Err(PutMetaError::Conflict) => {
                 self.stats.commit_conflicts.fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::Conflict)

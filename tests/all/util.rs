@@ -129,6 +129,7 @@ pub fn dynamo_options(endpoint: &str, table: &str) -> DynamoOptions {
         endpoint: Some(endpoint.to_string()),
         static_credentials: Some(("donutdb".into(), "donutdb".into())),
         max_attempts: 4,
+        one_request_commit: true,
     }
 }
 

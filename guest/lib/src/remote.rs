@@ -26,6 +26,10 @@ use std::sync::Arc;
 /// Most bytes one `put-sectors` call carries; a larger commit is sent in
 /// several calls (all before the root swap).
 const PUT_CALL_BYTES: usize = 8 << 20;
+/// A commit whose sectors fit these goes out in the `commit-root` call
+/// itself (the host's one-request limits: 99 sectors, 3 MiB).
+const ONE_CALL_SECTORS: usize = 99;
+const ONE_CALL_BYTES: usize = 3 << 20;
 
 /// A failed VFS operation: the SQLite result code, and the words for
 /// [`crate::last_storage_error`].
@@ -585,8 +589,20 @@ impl MainDb {
             overlay: update.overlay,
         };
         let body = root.encode();
-        self.put_sectors(&sectors, io_code)?;
-        match self.handle.commit_root(snap.version, &body, None) {
+        // A small commit hands its sectors over with the root: one round
+        // trip (the host uses one request where the backend can). A large
+        // one stores them first.
+        let bytes: usize = sectors.iter().map(|s| s.1.len()).sum();
+        let with_root = if sectors.len() <= ONE_CALL_SECTORS && bytes <= ONE_CALL_BYTES {
+            std::mem::take(&mut sectors)
+        } else {
+            self.put_sectors(&sectors, io_code)?;
+            Vec::new()
+        };
+        match self
+            .handle
+            .commit_root(snap.version, &body, None, &with_root)
+        {
             Ok(version) => {
                 if version != root.version {
                     return Err(Fail::new(

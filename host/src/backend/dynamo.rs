@@ -15,11 +15,12 @@ use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType,
-    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
-    WriteRequest,
+    KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
+    TransactWriteItem, WriteRequest,
 };
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
@@ -63,6 +64,10 @@ pub struct DynamoOptions {
     pub static_credentials: Option<(String, String)>,
     /// Attempts per request for throttling and transient errors (SDK retry).
     pub max_attempts: u32,
+    /// Commit with one TransactWriteItems (sectors + conditional root) when
+    /// the commit fits its limits: one round trip instead of two, at twice
+    /// the write units for those items.
+    pub one_request_commit: bool,
 }
 
 /// Requests, capacity and bytes, as DynamoDB billed them.
@@ -121,6 +126,7 @@ pub struct DynamoBackend {
     client: Client,
     table: String,
     where_: String,
+    one_request_commit: bool,
     stats: Arc<Mutex<DynamoStats>>,
 }
 
@@ -287,6 +293,15 @@ fn blob<'a>(item: &'a HashMap<String, AttributeValue>, attr: &str) -> Option<&'a
     Some(item.get(attr)?.as_b().ok()?.as_ref())
 }
 
+fn sector_item(db: DbId, sector: &Hash, bytes: &[u8]) -> (HashMap<String, AttributeValue>, usize) {
+    let (codec, body) = encode_sector(bytes);
+    let len = body.len();
+    let mut item = key(sector_key(db, sector), 0);
+    item.insert(ATTR_CODEC.to_string(), n(codec as u64));
+    item.insert(ATTR_BODY.to_string(), AttributeValue::B(Blob::new(body)));
+    (item, len)
+}
+
 fn encode_sector(bytes: &[u8]) -> (u8, Vec<u8>) {
     match zstd::bulk::compress(bytes, ZSTD_LEVEL) {
         Ok(packed) if packed.len() < bytes.len() => (CODEC_ZSTD, packed),
@@ -379,6 +394,7 @@ impl DynamoBackend {
             client,
             table,
             where_,
+            one_request_commit: options.one_request_commit,
             stats: Arc::new(Mutex::new(DynamoStats::default())),
         })
     }
@@ -778,15 +794,95 @@ impl Backend for DynamoBackend {
             if !seen.insert(*sector) {
                 continue; // BatchWriteItem refuses duplicate keys
             }
-            let (codec, body) = encode_sector(bytes);
-            written += body.len();
-            let mut item = key(sector_key(db, sector), 0);
-            item.insert(ATTR_CODEC.to_string(), n(codec as u64));
-            item.insert(ATTR_BODY.to_string(), AttributeValue::B(Blob::new(body)));
+            let (item, len) = sector_item(db, sector, bytes);
+            written += len;
             items.push(item);
         }
         self.add_bytes(0, written, 0);
         self.batch_write(items).await
+    }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+    ) -> Result<(), PutMetaError> {
+        if !self.one_request_commit || sectors.is_empty() || !super::fits_one_request(sectors) {
+            if !sectors.is_empty() {
+                self.put_sectors(db, sectors).await?;
+            }
+            return self.put_meta(MetaKind::Root, name, expected, meta).await;
+        }
+        let build = |e: aws_sdk_dynamodb::error::BuildError| {
+            PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut items = Vec::with_capacity(sectors.len() + 1);
+        let mut written = meta.body.len();
+        for (sector, bytes) in sectors {
+            if !seen.insert(*sector) {
+                continue; // a transaction refuses two writes of one key
+            }
+            let (item, len) = sector_item(db, sector, bytes);
+            written += len;
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let mut root = key(meta_key(MetaKind::Root, name), 0);
+        root.insert(ATTR_VERSION.to_string(), n(meta.version));
+        root.insert(
+            ATTR_BODY.to_string(),
+            AttributeValue::B(Blob::new(meta.body)),
+        );
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(root));
+        put = match expected {
+            None => put.condition_expression("attribute_not_exists(hash_key)"),
+            Some(version) => put
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", ATTR_VERSION)
+                .expression_attribute_values(":v", n(version)),
+        };
+        items.push(
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build)?)
+                .build(),
+        );
+        self.add_bytes(0, written, 0);
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                self.count("TransactWriteItems", out.consumed_capacity());
+                Ok(())
+            }
+            Err(e) => {
+                self.count("TransactWriteItems", None);
+                let conflict = matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(t))
+                        if t.cancellation_reasons()
+                            .iter()
+                            .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                if conflict {
+                    Err(PutMetaError::Conflict)
+                } else {
+                    Err(PutMetaError::Backend(self.error("TransactWriteItems", e)))
+                }
+            }
+        }
     }
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {

@@ -73,13 +73,17 @@ fn stored_len(bytes: &[u8]) -> usize {
 pub struct Metered<B> {
     inner: B,
     meter: Arc<Mutex<Meter>>,
+    /// Bill commits that fit as one TransactWriteItems (as the DynamoDB
+    /// backend sends them by default).
+    one_request_commit: bool,
 }
 
 impl<B: Backend> Metered<B> {
-    pub fn new(inner: B) -> Self {
+    pub fn new(inner: B, one_request_commit: bool) -> Self {
         Metered {
             inner,
             meter: Arc::new(Mutex::new(Meter::default())),
+            one_request_commit,
         }
     }
 
@@ -179,18 +183,52 @@ impl<B: Backend> Backend for Metered<B> {
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         self.inner.summary().await
     }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+    ) -> Result<(), PutMetaError> {
+        if !self.one_request_commit || sectors.is_empty() || !super::fits_one_request(sectors) {
+            if !sectors.is_empty() {
+                self.put_sectors(db, sectors).await?;
+            }
+            return self.put_meta(MetaKind::Root, name, expected, meta).await;
+        }
+        // Transactional writes cost twice the write units.
+        let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
+        let mut wcu = 2.0 * write_units(root_size);
+        let mut bytes = root_size;
+        for (_, sector) in sectors {
+            let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
+            wcu += 2.0 * write_units(size);
+            bytes += size;
+        }
+        let out = self.inner.commit(name, db, expected, meta, sectors).await;
+        self.add("TransactWriteItems", 1, 0.0, wcu, 0, bytes);
+        out
+    }
 }
 
 /// Delays every call by a fixed latency: one round trip to a remote store
-/// (a batch call's requests run in parallel, so it costs one latency too).
+/// (a batch call's requests run in parallel, so it costs one latency too;
+/// so does a commit that fits one request, if `one_request_commit`).
 pub struct Latency<B> {
     inner: B,
     latency: Duration,
+    one_request_commit: bool,
 }
 
 impl<B: Backend> Latency<B> {
-    pub fn new(inner: B, latency: Duration) -> Self {
-        Latency { inner, latency }
+    pub fn new(inner: B, latency: Duration, one_request_commit: bool) -> Self {
+        Latency {
+            inner,
+            latency,
+            one_request_commit,
+        }
     }
 
     async fn wait(&self) {
@@ -248,6 +286,24 @@ impl<B: Backend> Backend for Latency<B> {
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         self.inner.summary().await
     }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+    ) -> Result<(), PutMetaError> {
+        if self.one_request_commit && super::fits_one_request(sectors) {
+            self.wait().await;
+            return self.inner.commit(name, db, expected, meta, sectors).await;
+        }
+        if !sectors.is_empty() {
+            self.put_sectors(db, sectors).await?;
+        }
+        self.put_meta(MetaKind::Root, name, expected, meta).await
+    }
 }
 
 #[cfg(test)]
@@ -257,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn bills_like_dynamodb() {
-        let store = Metered::new(MemoryBackend::new());
+        let store = Metered::new(MemoryBackend::new(), true);
         let db = DbId([1; 16]);
         let pages: Vec<(Hash, Vec<u8>)> = (0..30u8)
             .map(|i| {

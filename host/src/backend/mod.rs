@@ -108,6 +108,36 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Items and bytes stored (all databases).
     async fn summary(&self) -> Result<StoredSummary, BackendError>;
+
+    /// A commit: stores `sectors`, then swaps the root of `name` from
+    /// `expected` to `meta`. A backend that can do both in one request
+    /// overrides this.
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+    ) -> Result<(), PutMetaError> {
+        if !sectors.is_empty() {
+            self.put_sectors(db, sectors).await?;
+        }
+        self.put_meta(MetaKind::Root, name, expected, meta).await
+    }
+}
+
+/// Most sectors a one-request commit carries (DynamoDB's TransactWriteItems
+/// takes 100 items, one of them the root).
+pub const ONE_REQUEST_SECTORS_MAX: usize = 99;
+/// Most bytes a one-request commit carries (TransactWriteItems: 4 MB, with
+/// room for keys).
+pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;
+
+/// Does a commit of `sectors` fit in one request?
+pub fn fits_one_request(sectors: &[(Hash, Vec<u8>)]) -> bool {
+    sectors.len() <= ONE_REQUEST_SECTORS_MAX
+        && sectors.iter().map(|s| s.1.len()).sum::<usize>() <= ONE_REQUEST_BYTES_MAX
 }
 
 /// A shared backend is a backend, so wrappers compose over `Arc<dyn Backend>`.
@@ -149,5 +179,16 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         (**self).summary().await
+    }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+    ) -> Result<(), PutMetaError> {
+        (**self).commit(name, db, expected, meta, sectors).await
     }
 }
