@@ -323,10 +323,11 @@ async fn main() -> Result<()> {
     let program = runtime.load_file(&target.join("wasm32-wasip2/guest/bench-guest.wasm"))?;
     let latency = Duration::from_millis(args.latency_ms);
     let store = match args.backend.as_str() {
-        "memory" => Store::Memory(Arc::new(Metered::new(
-            Latency::new(MemoryBackend::new(), latency, !args.two_request_commit),
+        "memory" => Store::Memory(Arc::new(Metered::new(Latency::new(
+            MemoryBackend::new(),
+            latency,
             !args.two_request_commit,
-        ))),
+        )))),
         "dynoxide" => dynoxide(!args.two_request_commit).await?,
         other => bail!("unknown backend {other:?}: memory or dynoxide"),
     };

@@ -663,6 +663,11 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             }
         }
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
+        if !sectors.is_empty() && !self.backend.commits_in_one_request(&sectors) {
+            // The backend stores them in a request of its own first: one
+            // more round trip.
+            self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let meta = Meta {
             version: root.version,
             body,

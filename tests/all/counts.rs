@@ -2,9 +2,10 @@
 
 use crate::util::{Harness, components};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_row_insert_is_one_root_swap_and_one_batched_write() {
-    let h = Harness::memory();
+/// A one-row autocommit insert: one root compare-and-swap; its pages
+/// travel together — in the swap's own request where the backend has one
+/// (DynamoDB's TransactWriteItems), else in one batch before it.
+async fn one_row_insert(h: Harness, expected_put_calls: u64) {
     h.create("w.db").await;
     h.sql_ok("w.db", "create table t(id integer primary key, v text)")
         .await;
@@ -20,16 +21,23 @@ async fn one_row_insert_is_one_root_swap_and_one_batched_write() {
         stats.commit_root, 1,
         "exactly one compare-and-swap: {stats}"
     );
-    assert_eq!(
-        stats.put_sectors_calls, 0,
-        "a small commit's pages travel with the root swap: {stats}"
-    );
+    assert_eq!(stats.put_sectors_calls, expected_put_calls, "{stats}");
     assert!(
         stats.put_sectors_items >= 2,
         "page 1 and the table's leaf travel together: {stats}"
     );
     assert_eq!(stats.commit_conflicts, 0);
     h.assert_integrity("w.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_insert_is_one_root_swap_and_one_batched_write() {
+    one_row_insert(Harness::memory(), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_insert_on_dynamodb_is_one_request() {
+    one_row_insert(Harness::dynamodb().await, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -465,6 +465,27 @@ impl DynamoBackend {
         }
     }
 
+    /// Counts `count` unprocessed keys or items about to be sent again, and
+    /// waits (jittered backoff) unless the deadline passed.
+    async fn before_resending(
+        &self,
+        op: &str,
+        count: usize,
+        deadline: Instant,
+        attempt: u32,
+    ) -> Result<(), BackendError> {
+        self.add_bytes(0, 0, count);
+        if Instant::now() > deadline {
+            return Err(BackendError::Throttled(format!(
+                "{op} on table {}: {count} keys or items still unprocessed after {} s",
+                self.table,
+                UNPROCESSED_DEADLINE.as_secs()
+            )));
+        }
+        backoff(attempt).await;
+        Ok(())
+    }
+
     /// Reads `keys` with BatchGetItem, in parallel requests, re-sending
     /// unprocessed keys; returns the items found by hash key.
     async fn batch_get(
@@ -520,16 +541,8 @@ impl DynamoBackend {
             if unprocessed.is_empty() {
                 break;
             }
-            self.add_bytes(0, 0, unprocessed.len());
-            if Instant::now() > deadline {
-                return Err(BackendError::Throttled(format!(
-                    "BatchGetItem on table {}: {} keys still unprocessed after {} s",
-                    self.table,
-                    unprocessed.len(),
-                    UNPROCESSED_DEADLINE.as_secs()
-                )));
-            }
-            backoff(attempt).await;
+            self.before_resending("BatchGetItem", unprocessed.len(), deadline, attempt)
+                .await?;
             attempt += 1;
             pending = unprocessed
                 .chunks(BATCH_GET_MAX)
@@ -590,16 +603,8 @@ impl DynamoBackend {
             if unprocessed.is_empty() {
                 break;
             }
-            self.add_bytes(0, 0, unprocessed.len());
-            if Instant::now() > deadline {
-                return Err(BackendError::Throttled(format!(
-                    "BatchWriteItem on table {}: {} items still unprocessed after {} s",
-                    self.table,
-                    unprocessed.len(),
-                    UNPROCESSED_DEADLINE.as_secs()
-                )));
-            }
-            backoff(attempt).await;
+            self.before_resending("BatchWriteItem", unprocessed.len(), deadline, attempt)
+                .await?;
             attempt += 1;
             pending = unprocessed
                 .chunks(BATCH_WRITE_MAX)
@@ -802,6 +807,10 @@ impl Backend for DynamoBackend {
         self.batch_write(items).await
     }
 
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
+    }
+
     async fn commit(
         &self,
         name: &DbName,
@@ -810,11 +819,8 @@ impl Backend for DynamoBackend {
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
     ) -> Result<(), PutMetaError> {
-        if !self.one_request_commit || sectors.is_empty() || !super::fits_one_request(sectors) {
-            if !sectors.is_empty() {
-                self.put_sectors(db, sectors).await?;
-            }
-            return self.put_meta(MetaKind::Root, name, expected, meta).await;
+        if !self.commits_in_one_request(sectors) {
+            return super::commit_in_two(self, name, db, expected, meta, sectors).await;
         }
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             PutMetaError::Backend(BackendError::Unavailable(e.to_string()))

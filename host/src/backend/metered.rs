@@ -70,20 +70,18 @@ fn stored_len(bytes: &[u8]) -> usize {
 }
 
 /// Counts DynamoDB-equivalent requests and capacity of every call.
+/// A commit the inner backend sends as one request is billed as one
+/// TransactWriteItems (twice the write units), as DynamoDB bills it.
 pub struct Metered<B> {
     inner: B,
     meter: Arc<Mutex<Meter>>,
-    /// Bill commits that fit as one TransactWriteItems (as the DynamoDB
-    /// backend sends them by default).
-    one_request_commit: bool,
 }
 
 impl<B: Backend> Metered<B> {
-    pub fn new(inner: B, one_request_commit: bool) -> Self {
+    pub fn new(inner: B) -> Self {
         Metered {
             inner,
             meter: Arc::new(Mutex::new(Meter::default())),
-            one_request_commit,
         }
     }
 
@@ -184,6 +182,10 @@ impl<B: Backend> Backend for Metered<B> {
         self.inner.summary().await
     }
 
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        self.inner.commits_in_one_request(sectors)
+    }
+
     async fn commit(
         &self,
         name: &DbName,
@@ -192,11 +194,8 @@ impl<B: Backend> Backend for Metered<B> {
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
     ) -> Result<(), PutMetaError> {
-        if !self.one_request_commit || sectors.is_empty() || !super::fits_one_request(sectors) {
-            if !sectors.is_empty() {
-                self.put_sectors(db, sectors).await?;
-            }
-            return self.put_meta(MetaKind::Root, name, expected, meta).await;
+        if !self.inner.commits_in_one_request(sectors) {
+            return super::commit_in_two(self, name, db, expected, meta, sectors).await;
         }
         // Transactional writes cost twice the write units.
         let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
@@ -287,6 +286,10 @@ impl<B: Backend> Backend for Latency<B> {
         self.inner.summary().await
     }
 
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
+    }
+
     async fn commit(
         &self,
         name: &DbName,
@@ -295,14 +298,11 @@ impl<B: Backend> Backend for Latency<B> {
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
     ) -> Result<(), PutMetaError> {
-        if self.one_request_commit && super::fits_one_request(sectors) {
+        if self.commits_in_one_request(sectors) {
             self.wait().await;
             return self.inner.commit(name, db, expected, meta, sectors).await;
         }
-        if !sectors.is_empty() {
-            self.put_sectors(db, sectors).await?;
-        }
-        self.put_meta(MetaKind::Root, name, expected, meta).await
+        super::commit_in_two(self, name, db, expected, meta, sectors).await
     }
 }
 
@@ -313,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn bills_like_dynamodb() {
-        let store = Metered::new(MemoryBackend::new(), true);
+        let store = Metered::new(MemoryBackend::new());
         let db = DbId([1; 16]);
         let pages: Vec<(Hash, Vec<u8>)> = (0..30u8)
             .map(|i| {

@@ -109,9 +109,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Items and bytes stored (all databases).
     async fn summary(&self) -> Result<StoredSummary, BackendError>;
 
+    /// Would `commit` send these sectors and the root in one request?
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        let _ = sectors;
+        false
+    }
+
     /// A commit: stores `sectors`, then swaps the root of `name` from
     /// `expected` to `meta`. A backend that can do both in one request
-    /// overrides this.
+    /// overrides this (and `commits_in_one_request`).
     async fn commit(
         &self,
         name: &DbName,
@@ -120,11 +126,23 @@ pub trait Backend: Send + Sync + 'static {
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
     ) -> Result<(), PutMetaError> {
-        if !sectors.is_empty() {
-            self.put_sectors(db, sectors).await?;
-        }
-        self.put_meta(MetaKind::Root, name, expected, meta).await
+        commit_in_two(self, name, db, expected, meta, sectors).await
     }
+}
+
+/// A commit as two requests: the sectors, then the root swap.
+pub async fn commit_in_two<B: Backend + ?Sized>(
+    backend: &B,
+    name: &DbName,
+    db: DbId,
+    expected: Option<u64>,
+    meta: Meta,
+    sectors: &[(Hash, Vec<u8>)],
+) -> Result<(), PutMetaError> {
+    if !sectors.is_empty() {
+        backend.put_sectors(db, sectors).await?;
+    }
+    backend.put_meta(MetaKind::Root, name, expected, meta).await
 }
 
 /// Most sectors a one-request commit carries (DynamoDB's TransactWriteItems
@@ -179,6 +197,10 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         (**self).summary().await
+    }
+
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        (**self).commits_in_one_request(sectors)
     }
 
     async fn commit(
