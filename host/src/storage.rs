@@ -817,3 +817,123 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     Client::add_to_linker::<T, wasmtime::component::HasSelf<StorageCtx>>(linker, get)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::donut::storage::storage::{HostDatabase, HostLock};
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
+        Resource::new_borrow(r.rep())
+    }
+
+    async fn ctx_with_db(clock: Clock) -> (StorageCtx, Resource<DatabaseHandle>) {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let mut ctx = StorageCtx::new(backend, Grant::all()).with_clock(clock);
+        let db = HostDatabase::create(&mut ctx, "l.db".into(), 4096)
+            .await
+            .unwrap();
+        (ctx, db)
+    }
+
+    #[tokio::test]
+    async fn leases_exclude_expire_and_fence() {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let (mut ctx, db) = ctx_with_db(Clock::Manual(now.clone())).await;
+        let first = HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000)
+            .await
+            .unwrap();
+        let token = HostLock::token(&mut ctx, borrow(&first)).await.unwrap();
+        // A second exclusive holder must wait.
+        let second =
+            HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000).await;
+        assert!(matches!(second, Err(StorageError::Busy(_))));
+        // Renewing keeps it; after expiry another holder takes over with a
+        // larger token, and the first can neither renew nor commit.
+        now.fetch_add(4_000, Ordering::SeqCst);
+        HostLock::renew(&mut ctx, borrow(&first), 5_000)
+            .await
+            .unwrap();
+        now.fetch_add(6_000, Ordering::SeqCst);
+        let taker = HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000)
+            .await
+            .unwrap();
+        assert!(HostLock::token(&mut ctx, borrow(&taker)).await.unwrap() > token);
+        assert!(matches!(
+            HostLock::renew(&mut ctx, borrow(&first), 5_000).await,
+            Err(StorageError::Busy(_))
+        ));
+        let root = HostDatabase::read_root(&mut ctx, borrow(&db))
+            .await
+            .unwrap();
+        let mut next = Root::decode(&root.body).unwrap();
+        next.version += 1;
+        let fenced = HostDatabase::commit_root(
+            &mut ctx,
+            borrow(&db),
+            root.version,
+            next.encode(),
+            Some(borrow(&first)),
+            Vec::new(),
+        )
+        .await;
+        assert!(
+            matches!(fenced, Err(StorageError::Busy(_))),
+            "a lapsed lease committed"
+        );
+        // The current holder commits; releasing frees the lock.
+        HostDatabase::commit_root(
+            &mut ctx,
+            borrow(&db),
+            root.version,
+            next.encode(),
+            Some(borrow(&taker)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+        HostLock::release(&mut ctx, borrow(&taker)).await.unwrap();
+        HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Shared, 1_000)
+            .await
+            .unwrap();
+        HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Shared, 1_000)
+            .await
+            .unwrap();
+        let exclusive =
+            HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 1_000).await;
+        assert!(
+            matches!(exclusive, Err(StorageError::Busy(_))),
+            "shared holders exclude writers"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_cannot_store_a_sector_under_a_false_hash() {
+        let (mut ctx, db) = ctx_with_db(Clock::System).await;
+        let bytes = vec![7u8; 4096];
+        let wrong = donut_format::hash(b"something else").to_vec();
+        let out = HostDatabase::put_sectors(&mut ctx, borrow(&db), vec![(wrong, bytes)]).await;
+        assert!(matches!(out, Err(StorageError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn grants_and_names_are_checked_before_storage() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let only = Grant::only([DbName::new("mine.db").unwrap()], false);
+        let mut ctx = StorageCtx::new(backend.clone(), only);
+        assert!(matches!(
+            HostDatabase::open(&mut ctx, "theirs.db".into()).await,
+            Err(StorageError::Denied(_))
+        ));
+        assert!(matches!(
+            HostDatabase::create(&mut ctx, "mine.db".into(), 4096).await,
+            Err(StorageError::Denied(_))
+        ));
+        assert!(matches!(
+            HostDatabase::open(&mut ctx, "../x".into()).await,
+            Err(StorageError::Denied(_))
+        ));
+        assert_eq!(backend.summary().await.unwrap().items, 0);
+    }
+}
