@@ -503,7 +503,7 @@ async fn main() -> Result<()> {
     };
     println!("\n{title}\n");
     println!(
-        "| workload | ops | round trips/op | requests/op | RCU/op | WCU/op | bytes read/op | bytes written/op | p50 ms | p99 ms | notes |"
+        "| workload | ops | sequential round trips/op | requests/op | RCU/op | WCU/op | bytes read/op | bytes written/op | p50 ms | p99 ms | notes |"
     );
     println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
     for row in &rows {
