@@ -52,6 +52,10 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
     memory_mb: usize,
 
+    /// Stop a component that runs longer than this many seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    time_limit_secs: Option<f64>,
+
     /// Do not cache compiled components.
     #[arg(long, global = true)]
     no_cache: bool,
@@ -148,6 +152,7 @@ struct Env {
     dynamo: Option<DynamoBackend>,
     stats: Arc<StorageStats>,
     memory_limit_bytes: usize,
+    time_limit: Option<std::time::Duration>,
 }
 
 impl Env {
@@ -163,6 +168,7 @@ impl Env {
     ) -> Result<i32> {
         let mut call = Call::new(args, self.storage(grant));
         call.memory_limit_bytes = self.memory_limit_bytes;
+        call.time_limit = self.time_limit;
         let outcome = self.runtime.run(program, call).await?;
         Ok(outcome.exit_code)
     }
@@ -233,6 +239,10 @@ async fn main_async(cli: Cli) -> Result<i32> {
         dynamo,
         stats: Arc::new(StorageStats::default()),
         memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
+        time_limit: cli
+            .time_limit_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64),
     };
     let code = match cli.command {
         Command::Run {

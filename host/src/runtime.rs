@@ -5,8 +5,9 @@
 use crate::storage::{self, StorageCtx};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -52,7 +53,56 @@ pub enum RunError {
     Instantiate { label: String, detail: String },
     #[error("{label} trapped: {detail}")]
     Trap { label: String, detail: String },
+    #[error("{label} ran past its time limit of {limit:?} and was stopped")]
+    TimeLimit { label: String, limit: Duration },
+    #[error(
+        "{label} tried to use more than its memory limit of {limit_bytes} bytes and was stopped"
+    )]
+    MemoryLimit { label: String, limit_bytes: usize },
 }
+
+/// How often the engine's epoch advances: the granularity of time limits.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The trap a guest gets when it asks for memory past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {0} bytes exceeded")]
+struct MemoryLimitExceeded(usize);
+
+/// Per-call limits on linear memory and tables.
+struct Limiter {
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(MemoryLimitExceeded(self.memory_bytes).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENTS_MAX)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+}
+
+/// Most elements in one table of a guest.
+const TABLE_ELEMENTS_MAX: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -86,7 +136,7 @@ pub struct HostState {
     wasi: WasiCtx,
     wasi_table: ResourceTable,
     storage: StorageCtx,
-    limits: StoreLimits,
+    limits: Limiter,
 }
 
 impl WasiView for HostState {
@@ -132,6 +182,9 @@ pub struct Call {
     pub storage: StorageCtx,
     pub stdio: Stdio,
     pub memory_limit_bytes: usize,
+    /// Wall-clock budget of the guest's own execution (granularity 10 ms);
+    /// `None`: no limit.
+    pub time_limit: Option<Duration>,
 }
 
 impl Call {
@@ -141,6 +194,7 @@ impl Call {
             storage,
             stdio: Stdio::Inherit,
             memory_limit_bytes: MEMORY_LIMIT_BYTES_DEFAULT,
+            time_limit: None,
         }
     }
 }
@@ -163,7 +217,21 @@ impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // Time limits: the guest checks the engine's epoch at loop heads and
+        // function entries; a thread advances it every EPOCH_TICK.
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("donut-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("starting the epoch thread: {e}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -293,13 +361,23 @@ impl Runtime {
             wasi: wasi.build(),
             wasi_table: ResourceTable::new(),
             storage: call.storage,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(call.memory_limit_bytes)
-                .instances(16)
-                .build(),
+            limits: Limiter {
+                memory_bytes: call.memory_limit_bytes,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        match call.time_limit {
+            Some(limit) => {
+                let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            // "Never": far enough that current + this cannot overflow.
+            None => store.set_epoch_deadline(u64::MAX / 2),
+        }
+        let memory_limit_bytes = call.memory_limit_bytes;
+        let time_limit = call.time_limit;
         let label = program.label.clone();
         let command = program
             .pre
@@ -313,15 +391,25 @@ impl Runtime {
         let exit_code = match result {
             Ok(Ok(())) => 0,
             Ok(Err(())) => 1,
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => exit.0,
-                None => {
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    exit.0
+                } else if e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+                    return Err(RunError::MemoryLimit {
+                        label,
+                        limit_bytes: memory_limit_bytes,
+                    });
+                } else if let (Some(wasmtime::Trap::Interrupt), Some(limit)) =
+                    (e.downcast_ref::<wasmtime::Trap>(), time_limit)
+                {
+                    return Err(RunError::TimeLimit { label, limit });
+                } else {
                     return Err(RunError::Trap {
                         label,
                         detail: format!("{e:?}"),
                     });
                 }
-            },
+            }
         };
         let (stdout, stderr) = match captured {
             Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),

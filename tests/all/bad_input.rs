@@ -188,3 +188,41 @@ async fn push_refuses_a_file_that_is_not_sqlite() {
     assert!(e.to_string().contains("not a SQLite database"), "{e}");
     assert_eq!(h.summary().await.items, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_guest_is_stopped_at_its_time_limit() {
+    let mut h = Harness::memory();
+    h.create("r.db").await;
+    h.sql_ok("r.db", "create table t(x); insert into t values (1);")
+        .await;
+    let version = h.version("r.db").await;
+    h.time_limit = Some(std::time::Duration::from_millis(300));
+    let (result, _) = h
+        .try_run_with(&components().test_guest, &["spin", "r.db"], "")
+        .await;
+    let e = result.expect_err("a runaway guest finished");
+    assert!(
+        matches!(e, donut_host::runtime::RunError::TimeLimit { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("time limit"), "{e}");
+    h.time_limit = None;
+    assert_eq!(h.version("r.db").await, version);
+    h.assert_integrity("r.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_over_its_memory_limit_is_stopped() {
+    let mut h = Harness::memory();
+    h.create("m.db").await;
+    h.memory_limit_bytes = 128 << 20;
+    let (result, _) = h
+        .try_run_with(&components().test_guest, &["hog", "m.db"], "")
+        .await;
+    let e = result.expect_err("a memory hog finished");
+    assert!(
+        matches!(e, donut_host::runtime::RunError::MemoryLimit { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("memory limit"), "{e}");
+}

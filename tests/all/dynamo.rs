@@ -29,6 +29,8 @@ async fn through_proxy() -> (Harness, Proxy) {
         _dir: None,
         _server: Some(server),
         cache: None,
+        memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
+        time_limit: None,
     };
     (h, proxy)
 }

@@ -144,6 +144,9 @@ pub struct Harness {
     pub _server: Option<Dynoxide>,
     /// A host-wide sector cache the calls share, if set.
     pub cache: Option<Arc<SectorCache>>,
+    /// Limits of every call.
+    pub memory_limit_bytes: usize,
+    pub time_limit: Option<std::time::Duration>,
 }
 
 impl Harness {
@@ -156,6 +159,8 @@ impl Harness {
             _dir: None,
             _server: None,
             cache: None,
+            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
+            time_limit: None,
         }
     }
 
@@ -190,6 +195,8 @@ impl Harness {
             _dir: None,
             _server: None,
             cache: None,
+            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
+            time_limit: None,
         }
     }
 
@@ -203,6 +210,8 @@ impl Harness {
             _dir: Some(dir),
             _server: None,
             cache: None,
+            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
+            time_limit: None,
         }
     }
 
@@ -241,6 +250,8 @@ impl Harness {
         call.stdio = Stdio::Capture {
             stdin: stdin.as_bytes().to_vec(),
         };
+        call.memory_limit_bytes = self.memory_limit_bytes;
+        call.time_limit = self.time_limit;
         let outcome = components().runtime.run(program, call).await;
         (outcome, stats.snapshot())
     }

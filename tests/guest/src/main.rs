@@ -1,7 +1,8 @@
 //! Test component. `test-guest MODE DB [N]`:
 //! - `trap-in-transaction DB N`: inserts N rows in a transaction, then traps
 //!   before committing;
-//! - `count DB`: prints `select count(*) from t`.
+//! - `count DB`: prints `select count(*) from t`;
+//! - `spin DB`: loops forever; `hog DB`: allocates without end.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -49,6 +50,20 @@ fn main() {
                 .query_row("select group_concat(x) from t", [], |r| r.get(0))
                 .expect("read");
             println!("rows: {rows}");
+        }
+        "spin" => {
+            // A runaway guest: never returns.
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "hog" => {
+            // Asks for memory until something stops it.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 16 << 20]);
+            }
         }
         "count" => {
             let count: i64 = conn
