@@ -67,4 +67,4 @@ lint: guest
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
 
 # What CI runs (README line two, via .ci/run).
-ci: lint test test-dynamodb-local bench-smoke
+ci: lint bench-smoke test-dynamodb-local test

@@ -82,32 +82,7 @@ async fn conformance_missing_table_and_wrong_schema() {
         "{err}"
     );
 
-    let options = crate::util::dynamo_options(&endpoint(), "conformance-wrong");
-    let (client, _) = donut_host::backend::dynamo::client(&options, Vec::new())
-        .await
-        .unwrap();
-    use aws_sdk_dynamodb::types::*;
-    client
-        .create_table()
-        .table_name("conformance-wrong")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("hash_key")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("hash_key")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    crate::util::create_wrong_schema_table(&endpoint(), "conformance-wrong", "hash_key").await;
     let out = host("conformance-wrong", &["ls"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

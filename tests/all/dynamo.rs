@@ -4,10 +4,7 @@
 use crate::faults::Proxy;
 use crate::util::{Dynoxide, Harness, dynamo_options, stderr};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use donut_host::backend::dynamo::{ConnectError, DynamoBackend, create_table};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -157,30 +154,7 @@ async fn a_missing_table_or_a_wrong_key_schema_is_refused() {
     assert!(e.to_string().contains("create-table"), "{e}");
 
     let options = dynamo_options(&server.endpoint, "wrong-schema");
-    let (client, _) = donut_host::backend::dynamo::client(&options, Vec::new())
-        .await
-        .unwrap();
-    client
-        .create_table()
-        .table_name("wrong-schema")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    crate::util::create_wrong_schema_table(&server.endpoint, "wrong-schema", "id").await;
     let e = DynamoBackend::connect(&options, Vec::new())
         .await
         .err()

@@ -358,3 +358,36 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// Creates `table` with a key schema DonutDB must refuse: partition key
+/// `key_name` (S) only, no sort key.
+pub async fn create_wrong_schema_table(endpoint: &str, table: &str, key_name: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let options = dynamo_options(endpoint, table);
+    let (client, _) = donut_host::backend::dynamo::client(&options, Vec::new())
+        .await
+        .expect("client");
+    client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key_name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key_name)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the wrong table");
+}
