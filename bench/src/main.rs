@@ -160,8 +160,16 @@ impl Bench {
         self.call_with(args, true).await
     }
 
+    async fn call_stdin(&self, args: &[String], stdin: &str) -> Result<Run> {
+        self.call_full(args, true, stdin).await
+    }
+
     /// `shared_cache`: false runs as a new process would, with nothing cached.
     async fn call_with(&self, args: &[String], shared_cache: bool) -> Result<Run> {
+        self.call_full(args, shared_cache, "").await
+    }
+
+    async fn call_full(&self, args: &[String], shared_cache: bool, stdin: &str) -> Result<Run> {
         let stats = Arc::new(StorageStats::default());
         let mut storage =
             StorageCtx::new(self.store.backend(), Grant::all()).with_stats(stats.clone());
@@ -172,7 +180,9 @@ impl Bench {
             .chain(args.iter().cloned())
             .collect();
         let mut call = Call::new(argv, storage);
-        call.stdio = Stdio::Capture { stdin: Vec::new() };
+        call.stdio = Stdio::Capture {
+            stdin: stdin.as_bytes().to_vec(),
+        };
         let start = Instant::now();
         let outcome = self.runtime.run(&self.program, call).await?;
         let wall = start.elapsed();
@@ -316,11 +326,8 @@ impl Bench {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
     let runtime = Runtime::new(RuntimeOptions::default())?;
-    let program = runtime.load_file(&target.join("wasm32-wasip2/guest/bench-guest.wasm"))?;
+    let program = runtime.load_file(&bench_component())?;
     let latency = Duration::from_millis(args.latency_ms);
     let store = match args.backend.as_str() {
         "memory" => Store::Memory(Arc::new(Metered::new(Latency::new(
@@ -494,6 +501,7 @@ async fn main() -> Result<()> {
     );
     rows.push(w6);
 
+    let engine = engine_overhead(s).await?;
     let title = match args.backend.as_str() {
         "memory" => format!(
             "in-memory store + {} ms per storage call, billed as DynamoDB",
@@ -509,6 +517,7 @@ async fn main() -> Result<()> {
     for row in &rows {
         println!("{}", row.markdown());
     }
+    println!("\n{engine}");
     if let Some(path) = args.json {
         let doc = json!({
             "backend": args.backend,
@@ -516,6 +525,7 @@ async fn main() -> Result<()> {
             "scale": if s { "smoke" } else { "full" },
             "one_request_commit": !args.two_request_commit,
             "workloads": rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "engine_overhead": engine.json(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
         eprintln!("wrote {}", path.display());
@@ -545,4 +555,158 @@ async fn futures_join(bench: &Bench, per_client: u64) -> Result<Vec<Run>> {
         bench.call(&calls[3])
     );
     Ok(vec![a?, b?, c?, d?])
+}
+
+/// The engine-overhead comparison: one SQL script on native rusqlite
+/// (in-memory database) and in the guest on a zero-latency in-memory store,
+/// plus what a call itself costs.
+struct Engine {
+    native_ms: f64,
+    guest_ms: f64,
+    rows: u64,
+    call_us_p50: f64,
+    call_us_p99: f64,
+}
+
+impl Engine {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "native_ms": self.native_ms,
+            "guest_ms": self.guest_ms,
+            "ratio": self.guest_ms / self.native_ms,
+            "rows": self.rows,
+            "call_us_p50": self.call_us_p50,
+            "call_us_p99": self.call_us_p99,
+        })
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "engine overhead (same SQL script, {} rows stepped):",
+            self.rows
+        )?;
+        writeln!(
+            f,
+            "  native rusqlite, in-memory database: {:.1} ms",
+            self.native_ms
+        )?;
+        writeln!(
+            f,
+            "  guest in wasmtime, in-memory store:  {:.1} ms ({:.2}x)",
+            self.guest_ms,
+            self.guest_ms / self.native_ms
+        )?;
+        write!(
+            f,
+            "  a call (new store + instantiate + run + exit): p50 {:.0} us, p99 {:.0} us",
+            self.call_us_p50, self.call_us_p99
+        )
+    }
+}
+
+fn engine_script(smoke: bool) -> String {
+    let rows = if smoke { 2_000 } else { 20_000 };
+    let lookups = if smoke { 200 } else { 2_000 };
+    let mut script = format!(
+        "create table a(id integer primary key, k integer, v text);
+         create index a_k on a(k);
+         create table b(id integer primary key, a_id integer, w real);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
+         insert into a(k, v) select (i * 7919) % {rows}, 'value ' || i from c;
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
+         insert into b(a_id, w) select 1 + (i * 31) % {rows}, i * 0.5 from c;\n"
+    );
+    for k in 0..lookups {
+        script.push_str(&format!("select count(*) from a where k = {};\n", k * 7));
+    }
+    script.push_str("select count(*) from a where v like '%99%';\n");
+    script.push_str("select count(*), sum(w) from a join b on b.a_id = a.id where a.k < 5000;\n");
+    script
+}
+
+fn run_native(script: &str) -> Result<(f64, u64)> {
+    use rusqlite::fallible_iterator::FallibleIterator as _;
+    let conn = rusqlite::Connection::open_in_memory()?;
+    let start = Instant::now();
+    let mut rows = 0u64;
+    let mut batch = rusqlite::Batch::new(&conn, script);
+    while let Some(mut stmt) = batch.next()? {
+        let mut cursor = stmt.raw_query();
+        while cursor.next()?.is_some() {
+            rows += 1;
+        }
+    }
+    Ok((start.elapsed().as_secs_f64() * 1000.0, rows))
+}
+
+fn bench_component() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("wasm32-wasip2/guest/bench-guest.wasm")
+}
+
+async fn engine_overhead(smoke: bool) -> Result<Engine> {
+    let script = engine_script(smoke);
+    // Best of three each, so a busy moment of the machine does not decide.
+    let mut native_ms = f64::MAX;
+    let mut native_rows = 0;
+    for _ in 0..3 {
+        let (ms, rows) = run_native(&script)?;
+        native_ms = native_ms.min(ms);
+        native_rows = rows;
+    }
+    // A program belongs to the engine that compiled it: load it again.
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let program = runtime.load_file(&bench_component())?;
+    let zero = Bench {
+        runtime,
+        program,
+        store: Store::Memory(Arc::new(Metered::new(Latency::new(
+            MemoryBackend::new(),
+            Duration::ZERO,
+            true,
+        )))),
+        cache: SectorCache::new(256 << 20),
+    };
+    let mut guest_ms = f64::MAX;
+    let mut guest_rows = 0;
+    for i in 0..3 {
+        let run = zero
+            .call_stdin(
+                &args_of(&["engine", &format!("engine{i}.db")], &[]),
+                &script,
+            )
+            .await?;
+        let us = run.latencies_us.first().copied().unwrap_or(0);
+        guest_ms = guest_ms.min(us as f64 / 1000.0);
+        for (k, v) in run.info {
+            if k == "rows" {
+                guest_rows = v.parse()?;
+            }
+        }
+    }
+    if guest_rows != native_rows {
+        bail!("the guest stepped {guest_rows} rows, native {native_rows}");
+    }
+    let mut calls = Vec::new();
+    for _ in 0..if smoke { 20 } else { 200 } {
+        calls.push(
+            zero.call(&args_of(&["noop", "x.db"], &[]))
+                .await?
+                .wall
+                .as_micros() as u64,
+        );
+    }
+    calls.sort_unstable();
+    Ok(Engine {
+        native_ms,
+        guest_ms,
+        rows: native_rows,
+        call_us_p50: percentile(&calls, 0.5) * 1000.0,
+        call_us_p99: percentile(&calls, 0.99) * 1000.0,
+    })
 }

@@ -11,8 +11,11 @@
 //! - `count DB N`: N full `count(*)` scans (W5);
 //! - `accounts DB N`: N accounts of balance 1000;
 //! - `transfer DB N ACCOUNTS SEED`: N transfers between random accounts,
-//!   each retried until it commits (W6).
+//!   each retried until it commits (W6);
+//! - `engine DB`: runs the SQL script on stdin (engine overhead);
+//! - `noop DB`: returns at once (the cost of a call).
 
+use donut_guest::rusqlite::fallible_iterator::FallibleIterator as _;
 use donut_guest::rusqlite::{self, Connection};
 use std::time::Instant;
 
@@ -44,6 +47,9 @@ fn timed<T>(f: impl FnOnce() -> rusqlite::Result<T>) -> T {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (workload, db) = (args[1].as_str(), args[2].as_str());
+    if workload == "noop" {
+        return; // instantiate-and-return: what a call costs the host
+    }
     let conn: Connection = donut_guest::open_or_create(db, 4096).expect("open");
     match workload {
         "fill" => {
@@ -171,6 +177,23 @@ fn main() {
                 .unwrap();
             println!("info conflicts {conflicts}");
             println!("info balance_sum {sum}");
+        }
+        "engine" => {
+            // The SQL script on stdin, every statement stepped to the end:
+            // donut-bench runs the same script natively to compare.
+            let mut script = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut script).unwrap();
+            let start = Instant::now();
+            let mut rows = 0u64;
+            let mut batch = rusqlite::Batch::new(&conn, &script);
+            while let Some(mut stmt) = batch.next().unwrap() {
+                let mut cursor = stmt.raw_query();
+                while cursor.next().unwrap().is_some() {
+                    rows += 1;
+                }
+            }
+            println!("lat {}", start.elapsed().as_micros());
+            println!("info rows {rows}");
         }
         other => panic!("unknown workload {other}"),
     }
