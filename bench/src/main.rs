@@ -210,10 +210,6 @@ impl Bench {
     }
 }
 
-fn args(words: &[&dyn ToString]) -> Vec<String> {
-    words.iter().map(|w| w.to_string()).collect()
-}
-
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -431,7 +427,7 @@ async fn main() -> Result<()> {
                     shared_cache,
                 )
                 .await?;
-            row.stats = add(&row.stats, &run.stats);
+            row.stats = row.stats.plus(&run.stats);
             row.latencies_us.push(run.wall.as_micros() as u64);
             row.wall += run.wall;
         }
@@ -482,7 +478,7 @@ async fn main() -> Result<()> {
     let mut conflicts = 0u64;
     let mut sum = String::new();
     for run in runs {
-        w6.stats = add(&w6.stats, &run.stats);
+        w6.stats = w6.stats.plus(&run.stats);
         w6.latencies_us.extend(run.latencies_us);
         for (k, v) in run.info {
             match k.as_str() {
@@ -502,12 +498,19 @@ async fn main() -> Result<()> {
     rows.push(w6);
 
     let engine = engine_overhead(s).await?;
+    let commit = if args.two_request_commit {
+        "commits: BatchWriteItem, then PutItem"
+    } else {
+        "commits: one TransactWriteItems when they fit"
+    };
     let title = match args.backend.as_str() {
         "memory" => format!(
-            "in-memory store + {} ms per storage call, billed as DynamoDB",
+            "in-memory store + {} ms per storage call, billed as DynamoDB; {commit}",
             args.latency_ms
         ),
-        _ => "dynoxide on loopback through aws-sdk-dynamodb, billed by the server".to_string(),
+        _ => {
+            format!("dynoxide on loopback through aws-sdk-dynamodb, billed by the server; {commit}")
+        }
     };
     println!("\n{title}\n");
     println!(
@@ -534,14 +537,8 @@ async fn main() -> Result<()> {
 }
 
 fn args_of(words: &[&str], numbers: &[u64]) -> Vec<String> {
-    let words: Vec<&dyn ToString> = words.iter().map(|w| w as &dyn ToString).collect();
-    let mut out = args(&words);
-    out.extend(numbers.iter().map(u64::to_string));
-    out
-}
-
-fn add(a: &StatsSnapshot, b: &StatsSnapshot) -> StatsSnapshot {
-    a.plus(b)
+    let words = words.iter().map(|w| w.to_string());
+    words.chain(numbers.iter().map(u64::to_string)).collect()
 }
 
 async fn futures_join(bench: &Bench, per_client: u64) -> Result<Vec<Run>> {

@@ -132,15 +132,9 @@ impl LocalBackend {
             dir,
             index: Mutex::new(Index::default()),
         };
-        inner.refresh().map_err(|e| match e {
-            BackendError::Unavailable(m) | BackendError::Corrupt(m) => OpenLocalError::Io {
-                path: inner.dir.clone(),
-                source: io::Error::other(m),
-            },
-            other => OpenLocalError::Io {
-                path: inner.dir.clone(),
-                source: io::Error::other(other.to_string()),
-            },
+        inner.refresh().map_err(|e| OpenLocalError::Io {
+            path: inner.dir.clone(),
+            source: io::Error::other(e.to_string()),
         })?;
         Ok(LocalBackend {
             inner: Arc::new(inner),
