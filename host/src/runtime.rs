@@ -9,7 +9,8 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The stock SQL component (guest/sql), built into the host.
@@ -174,6 +175,70 @@ pub enum Stdio {
     Inherit,
     /// Given stdin bytes; stdout and stderr captured into the [`Outcome`].
     Capture { stdin: Vec<u8> },
+    /// Given stdin bytes; stdout and stderr written to pipes the caller
+    /// keeps clones of, so what a guest wrote survives its call being
+    /// dropped (the simulator kills guests that way).
+    Pipes {
+        stdin: Vec<u8>,
+        stdout: MemoryOutputPipe,
+        stderr: MemoryOutputPipe,
+    },
+}
+
+/// A guest's view of time and chance, made reproducible: WASI's wall and
+/// monotonic clocks read `clock_ms`, and its random sources are a sequence
+/// drawn from `seed`. The simulator replays a run from its seed this way.
+#[derive(Clone)]
+pub struct Determinism {
+    pub seed: u64,
+    pub clock_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+struct VirtualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl VirtualClock {
+    fn ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for VirtualClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.ms())
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for VirtualClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.ms().saturating_mul(1_000_000)
+    }
+}
+
+/// Bytes of the repeating random sequence a deterministic guest draws from
+/// (a prime, so u64 draws do not repeat soon).
+const DETERMINISTIC_RANDOM_BYTES: usize = 65_537;
+
+fn seeded_bytes(seed: u64) -> Vec<u8> {
+    // SplitMix64: small, and every seed gives a different sequence.
+    let mut state = seed;
+    let mut out = Vec::with_capacity(DETERMINISTIC_RANDOM_BYTES + 8);
+    while out.len() < DETERMINISTIC_RANDOM_BYTES {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(DETERMINISTIC_RANDOM_BYTES);
+    out
 }
 
 pub struct Call {
@@ -185,6 +250,8 @@ pub struct Call {
     /// Wall-clock budget of the guest's own execution (granularity 10 ms);
     /// `None`: no limit.
     pub time_limit: Option<Duration>,
+    /// Virtual clocks and seeded randomness; `None`: the real ones.
+    pub determinism: Option<Determinism>,
 }
 
 impl Call {
@@ -195,6 +262,7 @@ impl Call {
             stdio: Stdio::Inherit,
             memory_limit_bytes: MEMORY_LIMIT_BYTES_DEFAULT,
             time_limit: None,
+            determinism: None,
         }
     }
 }
@@ -356,7 +424,25 @@ impl Runtime {
                     .stderr(stderr.clone());
                 Some((stdout, stderr))
             }
+            Stdio::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                wasi.stdin(MemoryInputPipe::new(stdin))
+                    .stdout(stdout)
+                    .stderr(stderr);
+                None
+            }
         };
+        if let Some(determinism) = &call.determinism {
+            let bytes = seeded_bytes(determinism.seed);
+            wasi.wall_clock(VirtualClock(determinism.clock_ms.clone()))
+                .monotonic_clock(VirtualClock(determinism.clock_ms.clone()))
+                .secure_random(wasmtime_wasi::Deterministic::new(bytes.clone()))
+                .insecure_random(wasmtime_wasi::Deterministic::new(bytes))
+                .insecure_random_seed(determinism.seed as u128);
+        }
         let state = HostState {
             wasi: wasi.build(),
             wasi_table: ResourceTable::new(),

@@ -2,7 +2,7 @@
 //! [`Backend`], with the instance's grant, name validation, hash checks,
 //! limits and request counters.
 
-use crate::backend::{Backend, BackendError, Meta, MetaKind, PutMetaError};
+use crate::backend::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError};
 use crate::stats::StorageStats;
 use donut_format::lru::Lru;
 use donut_format::{
@@ -126,6 +126,9 @@ pub enum Clock {
     #[default]
     System,
     Manual(Arc<AtomicU64>),
+    /// A manual clock read with a fixed skew, as a host whose clock runs
+    /// ahead (positive) or behind: the simulator gives each client one.
+    Skewed(Arc<AtomicU64>, i64),
 }
 
 impl Clock {
@@ -136,6 +139,7 @@ impl Clock {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             Clock::Manual(ms) => ms.load(Ordering::SeqCst),
+            Clock::Skewed(ms, skew_ms) => ms.load(Ordering::SeqCst).saturating_add_signed(*skew_ms),
         }
     }
 }
@@ -147,11 +151,48 @@ pub struct DatabaseHandle {
     db_id: Option<DbId>,
 }
 
-/// A lease held by a guest.
-pub struct LockHandle {
+/// A lease held by a guest: what the host knows of it. Shared between the
+/// guest's handle and the task that renews it, behind an async mutex so a
+/// renewal never changes the fence under a commit in flight.
+struct Lease {
     name: DbName,
     owner: u64,
     token: u64,
+    exclusive: bool,
+    lease_ms: u32,
+    /// The lock item's version as this holder last wrote it: the fence.
+    lock_version: u64,
+    /// When the lease lapses by this host's clock.
+    expires_ms: u64,
+    /// Released, lost, or its handle dropped: nothing renews it any more.
+    ended: bool,
+}
+
+type SharedLease = Arc<tokio::sync::Mutex<Lease>>;
+
+pub struct LockHandle {
+    lease: SharedLease,
+    /// The background renewal, if one runs.
+    renewer: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for LockHandle {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// How a held lease is kept alive while its guest runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaseRenewal {
+    /// A task on the current tokio runtime renews every third of the lease.
+    #[default]
+    Background,
+    /// Renewed when the guest makes a storage call and a third of the lease
+    /// has passed (deterministic: for the simulator, which runs no tasks).
+    OnCall,
 }
 
 /// Sectors shared by every instance a host runs, keyed by (database id,
@@ -182,6 +223,9 @@ pub struct StorageCtx {
     table: ResourceTable,
     stats: Arc<StorageStats>,
     cache: Option<Arc<SectorCache>>,
+    renewal: LeaseRenewal,
+    /// Leases this instance holds, for on-call renewal.
+    leases: Vec<std::sync::Weak<tokio::sync::Mutex<Lease>>>,
 }
 
 impl StorageCtx {
@@ -193,7 +237,14 @@ impl StorageCtx {
             table: ResourceTable::new(),
             stats: Arc::new(StorageStats::default()),
             cache: None,
+            renewal: LeaseRenewal::default(),
+            leases: Vec::new(),
         }
+    }
+
+    pub fn with_lease_renewal(mut self, renewal: LeaseRenewal) -> Self {
+        self.renewal = renewal;
+        self
     }
 
     /// Shares `cache` with the other instances that use it.
@@ -290,7 +341,8 @@ pub async fn swap_root(
     };
     match backend.put_meta(MetaKind::Root, name, expected, meta).await {
         Ok(()) => Ok(()),
-        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
+        // `put_meta` has no fence: `Fenced` cannot come back from it.
+        Err(PutMetaError::Conflict | PutMetaError::Fenced) => Err(StorageError::Conflict),
         Err(PutMetaError::Backend(e)) => Err(e.into()),
     }
 }
@@ -357,7 +409,8 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
         .await
     {
         Ok(()) => Ok(tombstone.version),
-        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
+        // `put_meta` has no fence: `Fenced` cannot come back from it.
+        Err(PutMetaError::Conflict | PutMetaError::Fenced) => Err(StorageError::Conflict),
         Err(PutMetaError::Backend(e)) => Err(e.into()),
     }
 }
@@ -412,6 +465,23 @@ impl StorageCtx {
         }
     }
 
+    /// On-call renewal: renews each held lease past a third of its length.
+    async fn renew_due_leases(&mut self) {
+        if self.renewal != LeaseRenewal::OnCall {
+            return;
+        }
+        self.leases.retain(|l| l.strong_count() > 0);
+        let leases: Vec<SharedLease> = self.leases.iter().filter_map(|l| l.upgrade()).collect();
+        for lease in leases {
+            let mut held = lease.lock().await;
+            let now = self.clock.now_ms();
+            let due = held.expires_ms.saturating_sub(held.lease_ms as u64 * 2 / 3);
+            if !held.ended && now >= due {
+                let _ = renew_lease(&*self.backend, &self.clock, &mut held).await;
+            }
+        }
+    }
+
     async fn db_id(
         &mut self,
         db: &Resource<DatabaseHandle>,
@@ -444,28 +514,95 @@ async fn lock_state(
 
 /// Applies `change` to the lock item of `name` by compare-and-swap,
 /// re-reading on conflict a bounded number of times.
+/// Returns `change`'s output and the version written.
 async fn update_lock<T>(
     backend: &dyn Backend,
     clock: &Clock,
     name: &DbName,
     mut change: impl FnMut(LockState, u64) -> Result<(LockState, T), StorageError>,
-) -> Result<T, StorageError> {
+) -> Result<(T, u64), StorageError> {
     for _ in 0..LOCK_CAS_ATTEMPTS {
         let (version, state) = lock_state(backend, name).await?;
         let (next, out) = change(state, clock.now_ms())?;
+        let written = version.map_or(1, |v| v + 1);
         let meta = Meta {
-            version: version.map_or(1, |v| v + 1),
+            version: written,
             body: next.encode(),
         };
         match backend.put_meta(MetaKind::Lock, name, version, meta).await {
-            Ok(()) => return Ok(out),
-            Err(PutMetaError::Conflict) => continue,
+            Ok(()) => return Ok((out, written)),
+            Err(PutMetaError::Conflict | PutMetaError::Fenced) => continue,
             Err(PutMetaError::Backend(e)) => return Err(e.into()),
         }
     }
     Err(StorageError::Busy(format!(
         "the lock of {name:?} is contended"
     )))
+}
+
+/// Extends `lease` by its length from now; marks it ended if it was lost.
+async fn renew_lease(
+    backend: &dyn Backend,
+    clock: &Clock,
+    lease: &mut Lease,
+) -> Result<(), StorageError> {
+    if lease.ended {
+        return Err(StorageError::Busy(format!(
+            "the lease on {:?} was released or lost",
+            lease.name
+        )));
+    }
+    let (owner, token, lease_ms, name) = (lease.owner, lease.token, lease.lease_ms, &lease.name);
+    let result = update_lock(backend, clock, name, |mut state, now| {
+        let mine = state
+            .holders
+            .iter_mut()
+            .find(|h| h.owner == owner && h.expires_ms > now);
+        match mine {
+            Some(holder) if state.token >= token => {
+                holder.expires_ms = now + lease_ms as u64;
+                Ok((state, now + lease_ms as u64))
+            }
+            _ => Err(StorageError::Busy(format!(
+                "the lease on {name:?} was lost"
+            ))),
+        }
+    })
+    .await;
+    match result {
+        Ok((expires_ms, version)) => {
+            lease.expires_ms = expires_ms;
+            lease.lock_version = version;
+            Ok(())
+        }
+        Err(e) => {
+            if matches!(e, StorageError::Busy(_)) {
+                lease.ended = true;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Renews `lease` every third of its length until it ends or the task is
+/// aborted (its handle dropped).
+async fn renew_in_background(backend: Arc<dyn Backend>, clock: Clock, lease: SharedLease) {
+    loop {
+        let lease_ms = lease.lock().await.lease_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(
+            (lease_ms / 3).max(1) as u64
+        ))
+        .await;
+        let mut held = lease.lock().await;
+        if held.ended {
+            return;
+        }
+        // A failed renewal (backend down) is retried next round; a lost
+        // lease ends the loop. Either way a commit re-checks the fence.
+        if renew_lease(&*backend, &clock, &mut held).await.is_err() && held.ended {
+            return;
+        }
+    }
 }
 
 impl donut::storage::types::Host for StorageCtx {
@@ -641,27 +778,37 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
                 db_id.hex()
             )));
         }
-        if let Some(fence) = fence {
-            // The lease must still be held. This check and the swap below are
-            // two steps; a backend with transactions makes them one.
-            let (lock_name, owner, token) = {
-                let lock = self.table.get(&fence)?;
-                (lock.name.clone(), lock.owner, lock.token)
-            };
-            if lock_name != name {
-                return Err(StorageError::Invalid(format!(
-                    "fence is a lease on {lock_name:?}, not {name:?}"
-                )));
+        self.renew_due_leases().await;
+        // A fenced commit holds its lease's mutex until the swap is done, so
+        // no renewal moves the lock item (the fence) under it.
+        let fence_lease = match fence {
+            Some(fence) => Some(self.table.get(&fence)?.lease.clone()),
+            None => None,
+        };
+        let fence_guard = match &fence_lease {
+            Some(lease) => Some(lease.lock().await),
+            None => None,
+        };
+        let fence = match &fence_guard {
+            None => None,
+            Some(lease) => {
+                if lease.name != name || !lease.exclusive {
+                    return Err(StorageError::Invalid(format!(
+                        "a commit to {name:?} can only be fenced by an exclusive lease on it"
+                    )));
+                }
+                // By this host's clock the lease must have time left; the
+                // backend then checks that nobody wrote the lock item since.
+                if lease.ended || self.clock.now_ms() >= lease.expires_ms {
+                    return Err(StorageError::Busy(format!(
+                        "the lease on {name:?} lapsed; the commit is refused"
+                    )));
+                }
+                Some(Fence {
+                    lock_version: lease.lock_version,
+                })
             }
-            let (_, state) = lock_state(&*self.backend.clone(), &name).await?;
-            let now = self.clock.now_ms();
-            let held = state.token == token && state.live_holders(now).any(|h| h.owner == owner);
-            if !held {
-                return Err(StorageError::Busy(format!(
-                    "the lease on {name:?} lapsed; the commit is refused"
-                )));
-            }
-        }
+        };
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
         if !sectors.is_empty() && !self.backend.commits_in_one_request(&sectors) {
             // The backend stores them in a request of its own first: one
@@ -672,11 +819,12 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             version: root.version,
             body,
         };
-        match self
+        let outcome = self
             .backend
-            .commit(&name, db_id, Some(expected_version), meta, &sectors)
-            .await
-        {
+            .commit(&name, db_id, Some(expected_version), meta, &sectors, fence)
+            .await;
+        drop(fence_guard);
+        match outcome {
             Ok(()) => {
                 self.stored(db_id, &sectors);
                 Ok(root.version)
@@ -684,6 +832,14 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             Err(PutMetaError::Conflict) => {
                 self.stats.commit_conflicts.fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::Conflict)
+            }
+            Err(PutMetaError::Fenced) => {
+                if let Some(lease) = &fence_lease {
+                    lease.lock().await.ended = true;
+                }
+                Err(StorageError::Busy(format!(
+                    "the lease on {name:?} was taken over; the commit is refused"
+                )))
             }
             Err(PutMetaError::Backend(e)) => Err(e.into()),
         }
@@ -704,43 +860,64 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let owner = random_u64();
         let exclusive = matches!(mode, WitLockMode::Exclusive);
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
+        self.renew_due_leases().await;
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        let token = update_lock(&*backend, &clock, &name, |state, now| {
-            let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
-            let blocked = if exclusive {
-                !live.is_empty()
-            } else {
-                state.mode == LockMode::Exclusive && !live.is_empty()
-            };
-            if blocked || live.len() >= LOCK_HOLDERS_MAX {
-                let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
-                return Err(StorageError::Busy(format!(
-                    "the lock of {name:?} is held for another {} ms",
-                    until.saturating_sub(now)
-                )));
-            }
-            let mut holders = live;
-            holders.push(LockHolder {
-                owner,
-                expires_ms: now + lease_ms as u64,
-            });
-            let token = state.token + 1;
-            let mode = if exclusive {
-                LockMode::Exclusive
-            } else {
-                LockMode::Shared
-            };
-            Ok((
-                LockState {
-                    token,
-                    mode,
-                    holders,
-                },
-                token,
-            ))
-        })
-        .await?;
-        Ok(self.table.push(LockHandle { name, owner, token })?)
+        let ((token, expires_ms), lock_version) =
+            update_lock(&*backend, &clock, &name, |state, now| {
+                let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
+                let blocked = if exclusive {
+                    !live.is_empty()
+                } else {
+                    state.mode == LockMode::Exclusive && !live.is_empty()
+                };
+                if blocked || live.len() >= LOCK_HOLDERS_MAX {
+                    let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
+                    return Err(StorageError::Busy(format!(
+                        "the lock of {name:?} is held for another {} ms",
+                        until.saturating_sub(now)
+                    )));
+                }
+                let mut holders = live;
+                holders.push(LockHolder {
+                    owner,
+                    expires_ms: now + lease_ms as u64,
+                });
+                let token = state.token + 1;
+                let mode = if exclusive {
+                    LockMode::Exclusive
+                } else {
+                    LockMode::Shared
+                };
+                Ok((
+                    LockState {
+                        token,
+                        mode,
+                        holders,
+                    },
+                    (token, now + lease_ms as u64),
+                ))
+            })
+            .await?;
+        let lease = Arc::new(tokio::sync::Mutex::new(Lease {
+            name,
+            owner,
+            token,
+            exclusive,
+            lease_ms,
+            lock_version,
+            expires_ms,
+            ended: false,
+        }));
+        let renewer = match (self.renewal, tokio::runtime::Handle::try_current()) {
+            (LeaseRenewal::Background, Ok(runtime)) => Some(
+                runtime
+                    .spawn(renew_in_background(backend, clock, lease.clone()))
+                    .abort_handle(),
+            ),
+            _ => None,
+        };
+        self.leases.push(Arc::downgrade(&lease));
+        Ok(self.table.push(LockHandle { lease, renewer })?)
     }
 
     async fn drop(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<()> {
@@ -751,7 +928,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
 
 impl donut::storage::storage::HostLock for StorageCtx {
     async fn token(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
-        Ok(self.table.get(&lock)?.token)
+        let lease = self.table.get(&lock)?.lease.clone();
+        let token = lease.lock().await.token;
+        Ok(token)
     }
 
     async fn renew(
@@ -764,47 +943,34 @@ impl donut::storage::storage::HostLock for StorageCtx {
                 "lease of {lease_ms} ms; it must be 1..={LEASE_MS_MAX}"
             )));
         }
-        let (name, owner, token) = {
-            let lock = self.table.get(&lock)?;
-            (lock.name.clone(), lock.owner, lock.token)
-        };
+        let lease = self.table.get(&lock)?.lease.clone();
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
-        let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        update_lock(&*backend, &clock, &name, |mut state, now| {
-            let mine = state
-                .holders
-                .iter_mut()
-                .find(|h| h.owner == owner && h.expires_ms > now);
-            match mine {
-                Some(holder) if state.token >= token => {
-                    holder.expires_ms = now + lease_ms as u64;
-                    Ok((state, ()))
-                }
-                _ => Err(StorageError::Busy(format!(
-                    "the lease on {name:?} was lost"
-                ))),
-            }
-        })
-        .await
+        let mut held = lease.lock().await;
+        held.lease_ms = lease_ms;
+        renew_lease(&*self.backend, &self.clock, &mut held).await
     }
 
     async fn release(&mut self, lock: Resource<LockHandle>) -> Result<(), StorageError> {
-        let (name, owner) = {
-            let lock = self.table.get(&lock)?;
-            (lock.name.clone(), lock.owner)
-        };
+        let lease = self.table.get(&lock)?.lease.clone();
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
+        let mut held = lease.lock().await;
+        if held.ended {
+            return Ok(());
+        }
+        let owner = held.owner;
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        update_lock(&*backend, &clock, &name, |mut state, _| {
+        update_lock(&*backend, &clock, &held.name, |mut state, _| {
             state.holders.retain(|h| h.owner != owner);
             Ok((state, ()))
         })
-        .await
+        .await?;
+        held.ended = true;
+        Ok(())
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {
         // Dropping without release leaves the lease to expire: a crashed
-        // holder behaves the same way.
+        // holder behaves the same way. The renewal stops with the handle.
         self.table.delete(lock)?;
         Ok(())
     }

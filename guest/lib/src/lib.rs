@@ -18,6 +18,33 @@ mod memfs;
 mod remote;
 mod vfs;
 
+pub use remote::{LEASE_MS_DEFAULT, LEASE_MS_MAX, Writer};
+
+/// Deliberate bugs for the simulator's mutation checks: compiled only with
+/// the `planted-bugs` feature (test components), off until switched on.
+#[cfg(feature = "planted-bugs")]
+pub mod planted {
+    use std::cell::Cell;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Bug {
+        /// Reads go to the latest root, not the transaction's snapshot.
+        UnpinnedReads,
+    }
+
+    thread_local! {
+        static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
+    }
+
+    pub fn plant(bug: Bug) {
+        ACTIVE.with(|a| a.set(Some(bug)));
+    }
+
+    pub(crate) fn active(bug: Bug) -> bool {
+        ACTIVE.with(|a| a.get() == Some(bug))
+    }
+}
+
 #[allow(clippy::all, missing_docs)]
 mod bindings {
     wit_bindgen::generate!({

@@ -9,8 +9,8 @@
 //! stores the new pages and manifest chunks, then swaps the root from the
 //! pinned version to the next. That swap is the only commit point.
 
-use crate::bindings::donut::storage::storage::Database;
-use crate::bindings::donut::storage::types::{Error as StorageError, Root as WitRoot};
+use crate::bindings::donut::storage::storage::{Database, Lock};
+use crate::bindings::donut::storage::types::{Error as StorageError, LockMode, Root as WitRoot};
 use crate::cache;
 use crate::error::{describe, set_last};
 use donut_format::{
@@ -36,12 +36,17 @@ const ONE_CALL_BYTES: usize = 3 << 20;
 #[derive(Debug)]
 pub struct Fail {
     pub code: i32,
+    /// A commit whose outcome is unknown: it may have landed.
+    pub unknown: bool,
 }
 
 impl Fail {
     fn new(code: i32, message: String) -> Fail {
         set_last(message);
-        Fail { code }
+        Fail {
+            code,
+            unknown: false,
+        }
     }
 }
 
@@ -148,6 +153,23 @@ impl ChunkSource for Source<'_> {
     }
 }
 
+/// How a connection's write transactions are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// No lock: the root compare-and-swap at commit decides; the loser gets
+    /// SQLITE_BUSY_SNAPSHOT and retries.
+    Optimistic,
+    /// An exclusive lease on the database's lock item from the first write
+    /// (RESERVED) to the end of the transaction; the commit is fenced by it.
+    Lease,
+}
+
+/// Default lease length: long enough for a large commit, short enough that
+/// a crashed holder's writers resume soon.
+pub const LEASE_MS_DEFAULT: u32 = 10_000;
+/// Longest lease the host grants.
+pub const LEASE_MS_MAX: u32 = 600_000;
+
 pub struct MainDb {
     name: String,
     handle: Database,
@@ -166,8 +188,9 @@ pub struct MainDb {
     /// A commit failed: SQLite will roll back by rewriting old pages, which
     /// must not reach storage. Cleared when the lock drops.
     failed: bool,
-    /// Txn ids of commits in this lock period whose outcome is unknown.
-    unknown_outcomes: Vec<u64>,
+    /// The last commit's outcome is unknown (it may have landed): SQLite's
+    /// journal retry of it must fail, not write a second version.
+    refuse_retry: bool,
     /// When `crate::connect` read the snapshot, if it did: a first read
     /// transaction that starts within FRESH_ROOT_MS of that may use it
     /// instead of reading the root again (docs: ARCHITECTURE.md, "Reads").
@@ -176,6 +199,10 @@ pub struct MainDb {
     /// and how many reads in a row have been sequential.
     next_sequential: u32,
     streak: u32,
+    writer: Writer,
+    lease_ms: u32,
+    /// The lease held from RESERVED to the end of a write transaction.
+    lease: Option<Lock>,
 }
 
 /// Most bytes one read-ahead fetches.
@@ -213,11 +240,86 @@ impl MainDb {
             new_page_size: None,
             in_batch: false,
             failed: false,
-            unknown_outcomes: Vec::new(),
+            refuse_retry: false,
             fresh_since,
             next_sequential: u32::MAX,
             streak: 0,
+            writer: Writer::Optimistic,
+            lease_ms: LEASE_MS_DEFAULT,
+            lease: None,
         })
+    }
+
+    pub fn writer(&self) -> Writer {
+        self.writer
+    }
+
+    pub fn lease_ms(&self) -> u32 {
+        self.lease_ms
+    }
+
+    /// Chooses the writer mode of the transactions that follow.
+    pub fn set_writer(&mut self, writer: Writer) -> Result<(), String> {
+        if self.lock >= ffi::SQLITE_LOCK_RESERVED {
+            return Err("the writer mode cannot change inside a write transaction".into());
+        }
+        self.writer = writer;
+        Ok(())
+    }
+
+    /// Sets the length of the leases lease-mode writers take.
+    pub fn set_lease_ms(&mut self, lease_ms: u32) -> Result<(), String> {
+        if !(1..=LEASE_MS_MAX).contains(&lease_ms) {
+            return Err(format!(
+                "a lease of {lease_ms} ms; it must be 1..={LEASE_MS_MAX}"
+            ));
+        }
+        self.lease_ms = lease_ms;
+        Ok(())
+    }
+
+    /// Lease mode, on the way to RESERVED: takes the lease, then checks that
+    /// the snapshot is still the latest root (a write on an older snapshot
+    /// could only fail at commit: SQLITE_BUSY_SNAPSHOT now, which SQLite
+    /// retries through its busy handler if the transaction read nothing).
+    fn take_lease(&mut self) -> Result<(), Fail> {
+        assert!(self.lease.is_none(), "a lease is already held");
+        let lock = match self.handle.acquire(LockMode::Exclusive, self.lease_ms) {
+            Ok(lock) => lock,
+            Err(StorageError::Busy(m)) => {
+                return Err(Fail::new(
+                    ffi::SQLITE_BUSY,
+                    format!("the write lease on {:?} is held: {m}", self.name),
+                ));
+            }
+            Err(e) => return Err(storage_fail(&self.name, "lock", e, ffi::SQLITE_IOERR_LOCK)),
+        };
+        let current = match read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_LOCK) {
+            Ok(root) => root,
+            Err(fail) => {
+                let _ = lock.release();
+                return Err(fail);
+            }
+        };
+        if current.version != self.snapshot.version {
+            let _ = lock.release();
+            return Err(Fail::new(
+                ffi::SQLITE_BUSY_SNAPSHOT,
+                format!(
+                    "another writer committed to {:?} since this transaction began; retry it",
+                    self.name
+                ),
+            ));
+        }
+        self.lease = Some(lock);
+        Ok(())
+    }
+
+    fn drop_lease(&mut self) {
+        if let Some(lock) = self.lease.take() {
+            // If this fails the lease simply expires.
+            let _ = lock.release();
+        }
     }
 
     fn page_size(&self) -> u32 {
@@ -256,8 +358,14 @@ impl MainDb {
             }
             self.discard_changes();
         }
-        // Writers are optimistic: RESERVED and EXCLUSIVE cost nothing; the
-        // root swap at commit decides.
+        // Optimistic writers: RESERVED and EXCLUSIVE cost nothing; the root
+        // swap at commit decides. Lease writers take the lease first.
+        if self.writer == Writer::Lease
+            && self.lock < ffi::SQLITE_LOCK_RESERVED
+            && level >= ffi::SQLITE_LOCK_RESERVED
+        {
+            self.take_lease()?;
+        }
         self.lock = self.lock.max(level);
         Ok(())
     }
@@ -269,7 +377,8 @@ impl MainDb {
             self.discard_changes();
             self.in_batch = false;
             self.failed = false;
-            self.unknown_outcomes.clear();
+            self.refuse_retry = false;
+            self.drop_lease();
         }
         self.lock = level.min(self.lock);
     }
@@ -385,6 +494,14 @@ impl MainDb {
         if buf.is_empty() {
             return Ok(true);
         }
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::Bug::UnpinnedReads)
+            && self.lock == ffi::SQLITE_LOCK_SHARED
+            && !self.has_changes()
+        {
+            // Planted bug: read the latest root instead of the snapshot.
+            self.snapshot = Rc::new(read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_READ)?);
+        }
         let page_size = self.page_size() as u64;
         let size = self.file_size();
         let end = offset + buf.len() as u64;
@@ -494,6 +611,16 @@ impl MainDb {
     }
 
     pub fn sync(&mut self) -> Result<(), Fail> {
+        if self.refuse_retry {
+            self.refuse_retry = false;
+            return Err(Fail::new(
+                ffi::SQLITE_IOERR_FSYNC,
+                format!(
+                    "commit to {:?}: the outcome is unknown (it may have landed); not retried",
+                    self.name
+                ),
+            ));
+        }
         // The rollback-journal path commits here: SQLite syncs the database
         // once all of the transaction's pages are written.
         if !self.in_batch && !self.failed && self.has_changes() {
@@ -528,8 +655,19 @@ impl MainDb {
         let result = self.try_commit(io_code);
         match &result {
             Ok(()) => {}
-            // An I/O failure inside a batch makes SQLite retry through its
-            // journal, which rewrites the pages and syncs: a second attempt.
+            // Unknown: SQLite must not retry. Its journal retry would write
+            // page 1 with a change counter one higher than the attempt that
+            // may have landed, and its page cache would then pass for a
+            // later version written by someone else (found by the
+            // simulator). So the retry's sync fails (`refuse_retry`) and
+            // SQLite rolls back its cache.
+            Err(fail) if fail.unknown => {
+                self.failed = true;
+                self.refuse_retry = io_code == ffi::SQLITE_IOERR_COMMIT_ATOMIC;
+            }
+            // Nothing landed: an I/O failure inside a batch makes SQLite
+            // retry through its journal (rewrite the pages and sync): a
+            // second attempt, on the same snapshot.
             Err(fail)
                 if io_code == ffi::SQLITE_IOERR_COMMIT_ATOMIC
                     && fail.code & 0xff == ffi::SQLITE_IOERR => {}
@@ -599,12 +737,17 @@ impl MainDb {
             self.put_sectors(&sectors, io_code)?;
             Vec::new()
         };
-        match self
-            .handle
-            .commit_root(snap.version, &body, None, &with_root)
-        {
-            Ok(version) => {
-                if version != root.version {
+        // The root swap. An "unavailable" answer leaves the outcome unknown:
+        // the same swap (same body, same txn id) is sent again, which either
+        // lands or meets a root that tells whether the first one did.
+        let mut attempt = 1;
+        loop {
+            let outcome =
+                self.handle
+                    .commit_root(snap.version, &body, self.lease.as_ref(), &with_root);
+            match outcome {
+                Ok(version) if version == root.version => break,
+                Ok(version) => {
                     return Err(Fail::new(
                         ffi::SQLITE_IOERR,
                         format!(
@@ -613,25 +756,31 @@ impl MainDb {
                         ),
                     ));
                 }
-            }
-            Err(StorageError::Conflict) if !self.unknown_outcomes.is_empty() => {
-                // An earlier attempt of this transaction may have landed.
-                let current = read_root(&self.name, &self.handle, io_code)?;
-                let landed = current.version == snap.version + 1
-                    && self.unknown_outcomes.contains(&current.txn_id);
-                if !landed {
-                    return Err(conflict(&self.name));
+                Err(StorageError::Conflict) if attempt == 1 => return Err(conflict(&self.name)),
+                Err(StorageError::Conflict) => {
+                    // Did an earlier attempt land? Only the root at our
+                    // version + 1 can tell; once replaced, nobody can.
+                    let current = read_root(&self.name, &self.handle, io_code)
+                        .map_err(|_| unknown(&self.name, io_code, "the root could not be read"))?;
+                    if current.version == root.version && current.txn_id == txn_id {
+                        self.snapshot = Rc::new(current);
+                        self.cache_pages(new_pages);
+                        return Ok(());
+                    }
+                    if current.version == root.version {
+                        return Err(conflict(&self.name));
+                    }
+                    return Err(unknown(
+                        &self.name,
+                        io_code,
+                        &format!("the database moved on to version {}", current.version),
+                    ));
                 }
-                self.snapshot = Rc::new(current);
-                self.cache_pages(new_pages);
-                return Ok(());
-            }
-            Err(StorageError::Conflict) => return Err(conflict(&self.name)),
-            Err(e) => {
-                if matches!(e, StorageError::Unavailable(_)) {
-                    self.unknown_outcomes.push(txn_id);
+                Err(StorageError::Unavailable(_)) if attempt < COMMIT_ATTEMPTS => attempt += 1,
+                Err(e) if attempt > 1 => {
+                    return Err(unknown(&self.name, io_code, &describe(&e)));
                 }
-                return Err(storage_fail(&self.name, "commit", e, io_code));
+                Err(e) => return Err(storage_fail(&self.name, "commit", e, io_code)),
             }
         }
         self.snapshot = Rc::new(root);
@@ -668,6 +817,20 @@ impl MainDb {
             }
         });
     }
+}
+
+/// How many times a root swap whose outcome is unknown is sent.
+const COMMIT_ATTEMPTS: u32 = 3;
+
+fn unknown(name: &str, io_code: i32, why: &str) -> Fail {
+    let mut fail = Fail::new(
+        io_code,
+        format!(
+            "commit to {name:?}: the outcome is unknown ({why}); it may or may not have landed"
+        ),
+    );
+    fail.unknown = true;
+    fail
 }
 
 fn conflict(name: &str) -> Fail {

@@ -6,7 +6,7 @@
 
 use crate::error::set_last;
 use crate::memfs;
-use crate::remote::MainDb;
+use crate::remote::{MainDb, Writer};
 use libsqlite3_sys as ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Once;
@@ -393,6 +393,36 @@ fn refused_pragma(name: &str, value: Option<&str>) -> Option<String> {
     }
 }
 
+/// `PRAGMA donut_writer [= optimistic | lease]` and `PRAGMA donut_lease_ms
+/// [= N]`: the connection's writer mode (ARCHITECTURE.md, "Concurrency").
+/// `None` if `name` is another pragma; the answer is the current setting.
+fn writer_pragma(
+    db: &mut MainDb,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<String, String>> {
+    let name = name.to_ascii_lowercase();
+    let value = value.map(|v| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase());
+    let set = match (name.as_str(), value.as_deref()) {
+        ("donut_writer" | "donut_lease_ms", None) => Ok(()),
+        ("donut_writer", Some("optimistic")) => db.set_writer(Writer::Optimistic),
+        ("donut_writer", Some("lease")) => db.set_writer(Writer::Lease),
+        ("donut_writer", Some(other)) => Err(format!(
+            "donut_writer is optimistic or lease, not {other:?}"
+        )),
+        ("donut_lease_ms", Some(ms)) => match ms.parse::<u32>() {
+            Ok(ms) => db.set_lease_ms(ms),
+            Err(_) => Err(format!("donut_lease_ms is a number of ms, not {ms:?}")),
+        },
+        _ => return None,
+    };
+    Some(set.map(|()| match (name.as_str(), db.writer()) {
+        ("donut_writer", Writer::Optimistic) => "optimistic".to_string(),
+        ("donut_writer", Writer::Lease) => "lease".to_string(),
+        _ => db.lease_ms().to_string(),
+    }))
+}
+
 unsafe extern "C" fn x_file_control(
     file: *mut ffi::sqlite3_file,
     op: c_int,
@@ -418,6 +448,18 @@ unsafe extern "C" fn x_file_control(
             // arg: char*[3] = { error message out, pragma name, value or NULL }
             let args = arg as *mut *mut c_char;
             let (name, value) = unsafe { (c_str(*args.add(1)), c_str(*args.add(2))) };
+            if let Some(name) = name
+                && let Some(answer) = writer_pragma(db, name, value)
+            {
+                let (code, text) = match answer {
+                    Ok(text) => (ffi::SQLITE_OK, text),
+                    Err(message) => (ffi::SQLITE_ERROR, message),
+                };
+                let text = std::ffi::CString::new(text).unwrap_or_default();
+                // SAFETY: SQLite frees the result with sqlite3_free.
+                unsafe { *args = ffi::sqlite3_mprintf(c"%s".as_ptr(), text.as_ptr()) };
+                return code;
+            }
             let Some(message) = name.and_then(|n| refused_pragma(n, value)) else {
                 return ffi::SQLITE_NOTFOUND;
             };

@@ -11,16 +11,16 @@
 //!   attribute `c`); the storage layer verifies hashes over the plain bytes;
 //! - every request asks for consumed capacity; [`DynamoStats`] adds it up.
 
-use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, KeySchemaElement, KeyType,
-    KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, TableStatus,
-    TransactWriteItem, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
+    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
+    ScalarAttributeType, TableStatus, TransactWriteItem, WriteRequest,
 };
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
@@ -818,17 +818,39 @@ impl Backend for DynamoBackend {
         expected: Option<u64>,
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
-        if !self.commits_in_one_request(sectors) {
-            return super::commit_in_two(self, name, db, expected, meta, sectors).await;
+        let one_request = self.commits_in_one_request(sectors);
+        if !one_request && fence.is_none() {
+            return super::commit_in_two(self, name, db, expected, meta, sectors, None).await;
         }
+        // A fenced commit always swaps its root in a transaction, with a
+        // ConditionCheck on the lock item: the fence and the swap are one
+        // step. Sectors that do not fit go first, in batches.
+        let in_transaction = if one_request {
+            sectors
+        } else {
+            self.put_sectors(db, sectors).await?;
+            &[]
+        };
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
         };
         let mut seen = std::collections::HashSet::new();
-        let mut items = Vec::with_capacity(sectors.len() + 1);
+        let mut items = Vec::with_capacity(in_transaction.len() + 2);
+        if let Some(fence) = fence {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(meta_key(MetaKind::Lock, name), 0)))
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", ATTR_VERSION)
+                .expression_attribute_values(":v", n(fence.lock_version))
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
         let mut written = meta.body.len();
-        for (sector, bytes) in sectors {
+        for (sector, bytes) in in_transaction {
             if !seen.insert(*sector) {
                 continue; // a transaction refuses two writes of one key
             }
@@ -875,14 +897,18 @@ impl Backend for DynamoBackend {
             }
             Err(e) => {
                 self.count("TransactWriteItems", None);
-                let conflict = matches!(
-                    e.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(t))
-                        if t.cancellation_reasons()
-                            .iter()
-                            .any(|r| r.code() == Some("ConditionalCheckFailed"))
-                );
-                if conflict {
+                let failed: Vec<bool> = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                // Reasons come in item order: the fence's check is first.
+                if fence.is_some() && failed.first() == Some(&true) {
+                    Err(PutMetaError::Fenced)
+                } else if failed.contains(&true) {
                     Err(PutMetaError::Conflict)
                 } else {
                     Err(PutMetaError::Backend(self.error("TransactWriteItems", e)))

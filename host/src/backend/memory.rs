@@ -1,7 +1,7 @@
 //! The in-memory backend: deterministic, shared by every instance that holds
 //! it, and the base of simulation tests. Nothing survives the process.
 
-use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +112,38 @@ impl Backend for MemoryBackend {
                 .entry((db, *hash))
                 .or_insert_with(|| bytes.as_slice().into());
         }
+        Ok(())
+    }
+
+    /// One step under the store's lock: the fence, the root's version and
+    /// the sectors are checked and written together.
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
+    ) -> Result<(), PutMetaError> {
+        let mut state = self.state();
+        if let Some(fence) = fence {
+            let lock = state.meta.get(&(MetaKind::Lock, name.clone()));
+            if lock.map(|m| m.version) != Some(fence.lock_version) {
+                return Err(PutMetaError::Fenced);
+            }
+        }
+        let key = (MetaKind::Root, name.clone());
+        if state.meta.get(&key).map(|m| m.version) != expected {
+            return Err(PutMetaError::Conflict);
+        }
+        for (hash, bytes) in sectors {
+            state
+                .sectors
+                .entry((db, *hash))
+                .or_insert_with(|| bytes.as_slice().into());
+        }
+        state.meta.insert(key, meta);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! billed, bytes), and [`Latency`] delays every call, modelling a remote
 //! store on top of the in-memory one.
 
-use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::BTreeMap;
@@ -193,20 +193,28 @@ impl<B: Backend> Backend for Metered<B> {
         expected: Option<u64>,
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
         if !self.inner.commits_in_one_request(sectors) {
-            return super::commit_in_two(self, name, db, expected, meta, sectors).await;
+            return super::commit_in_two(self, name, db, expected, meta, sectors, fence).await;
         }
         // Transactional writes cost twice the write units.
         let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
         let mut wcu = 2.0 * write_units(root_size);
+        if fence.is_some() {
+            // The lock item's ConditionCheck is billed like a write of it.
+            wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.as_str().len() + 64);
+        }
         let mut bytes = root_size;
         for (_, sector) in sectors {
             let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
             wcu += 2.0 * write_units(size);
             bytes += size;
         }
-        let out = self.inner.commit(name, db, expected, meta, sectors).await;
+        let out = self
+            .inner
+            .commit(name, db, expected, meta, sectors, fence)
+            .await;
         self.add("TransactWriteItems", 1, 0.0, wcu, 0, bytes);
         out
     }
@@ -297,12 +305,16 @@ impl<B: Backend> Backend for Latency<B> {
         expected: Option<u64>,
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
         if self.commits_in_one_request(sectors) {
             self.wait().await;
-            return self.inner.commit(name, db, expected, meta, sectors).await;
+            return self
+                .inner
+                .commit(name, db, expected, meta, sectors, fence)
+                .await;
         }
-        super::commit_in_two(self, name, db, expected, meta, sectors).await
+        super::commit_in_two(self, name, db, expected, meta, sectors, fence).await
     }
 }
 

@@ -57,11 +57,25 @@ pub enum BackendError {
     Corrupt(String),
 }
 
+/// A commit's fence: the version of the database's lock item that the
+/// committing lease holder last wrote. Anyone who takes the lease over (or
+/// renews, or releases it) writes a new version, so "the lock item is still
+/// at this version" means "the lease is still mine". Checked with the root
+/// swap, atomically where the backend can (DynamoDB: a ConditionCheck in the
+/// same TransactWriteItems).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub lock_version: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PutMetaError {
     /// The item's version was not the expected one.
     #[error("conflict: the item changed")]
     Conflict,
+    /// The commit's fence failed: its lease was taken over or lapsed.
+    #[error("the lease fencing this commit was lost")]
+    Fenced,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -116,8 +130,10 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// A commit: stores `sectors`, then swaps the root of `name` from
-    /// `expected` to `meta`. A backend that can do both in one request
-    /// overrides this (and `commits_in_one_request`).
+    /// `expected` to `meta` (if `fence`, only while the lock item is at its
+    /// version). A backend that can do this in one request, or check the
+    /// fence atomically with the swap, overrides it (and
+    /// `commits_in_one_request`).
     async fn commit(
         &self,
         name: &DbName,
@@ -125,12 +141,16 @@ pub trait Backend: Send + Sync + 'static {
         expected: Option<u64>,
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
-        commit_in_two(self, name, db, expected, meta, sectors).await
+        commit_in_two(self, name, db, expected, meta, sectors, fence).await
     }
 }
 
-/// A commit as two requests: the sectors, then the root swap.
+/// A commit as two requests: the sectors, then the root swap. A fence is
+/// checked by reading the lock item between them: a separate step, so a
+/// takeover in between is caught only by the root's own compare-and-swap
+/// (which every commit has). Backends with transactions do better.
 pub async fn commit_in_two<B: Backend + ?Sized>(
     backend: &B,
     name: &DbName,
@@ -138,9 +158,16 @@ pub async fn commit_in_two<B: Backend + ?Sized>(
     expected: Option<u64>,
     meta: Meta,
     sectors: &[(Hash, Vec<u8>)],
+    fence: Option<Fence>,
 ) -> Result<(), PutMetaError> {
     if !sectors.is_empty() {
         backend.put_sectors(db, sectors).await?;
+    }
+    if let Some(fence) = fence {
+        let lock = backend.get_meta(MetaKind::Lock, name).await?;
+        if lock.map(|m| m.version) != Some(fence.lock_version) {
+            return Err(PutMetaError::Fenced);
+        }
     }
     backend.put_meta(MetaKind::Root, name, expected, meta).await
 }
@@ -210,7 +237,10 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         expected: Option<u64>,
         meta: Meta,
         sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
-        (**self).commit(name, db, expected, meta, sectors).await
+        (**self)
+            .commit(name, db, expected, meta, sectors, fence)
+            .await
     }
 }

@@ -2,7 +2,10 @@
 //! - `trap-in-transaction DB N`: inserts N rows in a transaction, then traps
 //!   before committing;
 //! - `count DB`: prints `select count(*) from t`;
-//! - `spin DB`: loops forever; `hog DB`: allocates without end.
+//! - `spin DB`: loops forever; `hog DB`: allocates without end;
+//! - `sim-setup`, `sim`, `sim-final`: the simulator's client (`sim.rs`).
+
+mod sim;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -13,6 +16,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    match mode {
+        "sim-setup" => return sim::setup(db),
+        "sim" => return sim::client(db, &args),
+        "sim-final" => return sim::final_state(db),
+        _ => {}
+    }
     let n: i64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let mut conn = donut_guest::open(db).expect("open");
     match mode {

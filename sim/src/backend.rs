@@ -1,0 +1,310 @@
+//! The storage boundary the simulator attacks: every backend call of every
+//! client waits for the scheduler's turn, and the scheduler decides what
+//! happens to it (proceed, fail before or after applying, apply partly,
+//! kill the caller).
+
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, Hash};
+use donut_host::MemoryBackend;
+use donut_host::backend::{
+    Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+/// What the scheduler lets a storage call do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Runs as asked.
+    Proceed,
+    /// Refused as throttled (nothing applied), as DynamoDB does past the
+    /// SDK's retries.
+    Throttle,
+    /// Fails before reaching the store: nothing applied, outcome unknown to
+    /// the caller.
+    FailBefore,
+    /// Applied, but the caller hears "unavailable" (a timeout, a lost
+    /// reply): the ambiguous outcome. On a root swap: the lost CAS reply.
+    FailAfter,
+    /// A batch write applied in part, then "unavailable".
+    Partial,
+    /// Applied, then the caller's whole guest is killed before it hears.
+    KillAfter,
+}
+
+/// A deliberately planted bug in the storage layer (mutation checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBug {
+    /// The root swap ignores its expected version: a last-writer-wins
+    /// commit with no condition.
+    UnconditionalCommit,
+}
+
+/// The scheduler's side of the boundary, shared by every client's backend.
+#[derive(Default)]
+pub struct Turns {
+    /// Calls waiting for their turn: client → what it asks.
+    pub pending: BTreeMap<usize, String>,
+    /// Decisions handed out, not yet picked up.
+    pub granted: BTreeMap<usize, Decision>,
+    /// Clients whose guest must die now (KillAfter happened).
+    pub killed: BTreeSet<usize>,
+}
+
+pub type SharedTurns = Arc<Mutex<Turns>>;
+
+pub fn lock(turns: &SharedTurns) -> MutexGuard<'_, Turns> {
+    turns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits until the scheduler grants `client` a decision.
+struct Turn {
+    turns: SharedTurns,
+    client: usize,
+    op: Option<String>,
+}
+
+impl Future for Turn {
+    type Output = Decision;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Decision> {
+        let this = &mut *self;
+        let mut turns = lock(&this.turns);
+        if let Some(decision) = turns.granted.remove(&this.client) {
+            assert!(
+                !turns.pending.contains_key(&this.client),
+                "a granted call is still pending"
+            );
+            return Poll::Ready(decision);
+        }
+        if let Some(op) = this.op.take() {
+            let previous = turns.pending.insert(this.client, op);
+            assert!(
+                previous.is_none(),
+                "client {} has two storage calls in flight",
+                this.client
+            );
+        }
+        // The simulator polls by hand after each grant: no waker needed.
+        Poll::Pending
+    }
+}
+
+/// One client's view of the shared in-memory store.
+pub struct SimBackend {
+    pub client: usize,
+    pub turns: SharedTurns,
+    pub store: MemoryBackend,
+    /// Commits go in one request (sectors and root together), as DynamoDB's
+    /// TransactWriteItems; otherwise sectors first, then the root.
+    pub one_request: bool,
+    pub bug: Option<StoreBug>,
+}
+
+impl SimBackend {
+    async fn turn(&self, op: String) -> Decision {
+        Turn {
+            turns: self.turns.clone(),
+            client: self.client,
+            op: Some(op),
+        }
+        .await
+    }
+
+    /// After a KillAfter: the guest dies here, never hearing back.
+    async fn die<T>(&self) -> T {
+        lock(&self.turns).killed.insert(self.client);
+        std::future::pending().await
+    }
+
+    fn unavailable(what: &str) -> BackendError {
+        BackendError::Unavailable(format!("simulated: {what} timed out"))
+    }
+
+    fn throttled(what: &str) -> BackendError {
+        BackendError::Throttled(format!("simulated: {what} throttled"))
+    }
+
+    /// The planted bug: the expected version becomes whatever is current.
+    async fn expected_root(&self, name: &DbName, expected: Option<u64>) -> Option<u64> {
+        match self.bug {
+            Some(StoreBug::UnconditionalCommit) => self
+                .store
+                .get_meta(MetaKind::Root, name)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m.version)
+                .or(expected),
+            None => expected,
+        }
+    }
+
+    /// The root swap (and fence), with no sectors: one step.
+    async fn swap_root(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
+    ) -> Result<(), PutMetaError> {
+        let what = if sectors.is_empty() {
+            format!("swap root v{}", meta.version)
+        } else {
+            format!("commit v{} +{} sectors", meta.version, sectors.len())
+        };
+        let what = if fence.is_some() {
+            format!("{what} fenced")
+        } else {
+            what
+        };
+        let decision = self.turn(what.clone()).await;
+        let apply = || async {
+            let expected = self.expected_root(name, expected).await;
+            self.store
+                .commit(name, db, expected, meta, sectors, fence)
+                .await
+        };
+        match decision {
+            Decision::Throttle => Err(Self::throttled(&what).into()),
+            Decision::FailBefore => Err(Self::unavailable(&what).into()),
+            Decision::Proceed => apply().await,
+            Decision::FailAfter | Decision::Partial => {
+                apply().await?;
+                Err(Self::unavailable(&what).into())
+            }
+            Decision::KillAfter => {
+                let _ = apply().await;
+                self.die().await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for SimBackend {
+    fn describe(&self) -> String {
+        "simulated store".to_string()
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        let what = format!("get {}", kind.as_str());
+        match self.turn(what.clone()).await {
+            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
+                Err(Self::unavailable(&what))
+            }
+            Decision::Proceed => self.store.get_meta(kind, name).await,
+            Decision::KillAfter => self.die().await,
+        }
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let what = format!("put {} v{}", kind.as_str(), meta.version);
+        let decision = self.turn(what.clone()).await;
+        let apply = || async {
+            let expected = match kind {
+                MetaKind::Root => self.expected_root(name, expected).await,
+                MetaKind::Lock => expected,
+            };
+            self.store.put_meta(kind, name, expected, meta).await
+        };
+        match decision {
+            Decision::Throttle => Err(Self::throttled(&what).into()),
+            Decision::FailBefore => Err(Self::unavailable(&what).into()),
+            Decision::Proceed => apply().await,
+            Decision::FailAfter | Decision::Partial => {
+                apply().await?;
+                Err(Self::unavailable(&what).into())
+            }
+            Decision::KillAfter => {
+                let _ = apply().await;
+                self.die().await
+            }
+        }
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        self.store.list_roots().await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let what = format!("get {} sectors", hashes.len());
+        match self.turn(what.clone()).await {
+            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
+                Err(Self::unavailable(&what))
+            }
+            Decision::Proceed => self.store.get_sectors(db, hashes).await,
+            Decision::KillAfter => self.die().await,
+        }
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        let what = format!("put {} sectors", sectors.len());
+        match self.turn(what.clone()).await {
+            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::FailBefore => Err(Self::unavailable(&what)),
+            Decision::Proceed => self.store.put_sectors(db, sectors).await,
+            Decision::FailAfter => {
+                self.store.put_sectors(db, sectors).await?;
+                Err(Self::unavailable(&what))
+            }
+            Decision::Partial => {
+                self.store
+                    .put_sectors(db, &sectors[..sectors.len() / 2])
+                    .await?;
+                Err(Self::unavailable(&what))
+            }
+            Decision::KillAfter => {
+                let _ = self.store.put_sectors(db, sectors).await;
+                self.die().await
+            }
+        }
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        self.store.summary().await
+    }
+
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
+        self.one_request && donut_host::backend::fits_one_request(sectors)
+    }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: DbId,
+        expected: Option<u64>,
+        meta: Meta,
+        sectors: &[(Hash, Vec<u8>)],
+        fence: Option<Fence>,
+    ) -> Result<(), PutMetaError> {
+        if self.commits_in_one_request(sectors) {
+            return self
+                .swap_root(name, db, expected, meta, sectors, fence)
+                .await;
+        }
+        // Two steps: a crash between them leaves sectors no root references
+        // (harmless, content-addressed) and the old root in place.
+        if !sectors.is_empty() {
+            self.put_sectors(db, sectors).await?;
+        }
+        self.swap_root(name, db, expected, meta, &[], fence).await
+    }
+}

@@ -1,0 +1,678 @@
+//! One simulated run: clients (real guest components in wasmtime) on one
+//! in-memory store, every storage call scheduled by a seeded random choice,
+//! faults injected at the storage boundary, a virtual clock. Everything
+//! that could differ between two runs of a seed — the interleaving, the
+//! faults, time, the guests' randomness — comes from the seed.
+
+use crate::backend::{Decision, SharedTurns, SimBackend, StoreBug, lock};
+use crate::check::{self, History, OpRecord, Status};
+use donut_host::runtime::{
+    Call, Determinism, MemoryOutputPipe, Outcome, Program, RunError, Runtime, Stdio,
+};
+use donut_host::storage::{Clock, LeaseRenewal, SectorCache};
+use donut_host::{Grant, MemoryBackend, StorageCtx};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+
+/// The database every client of a run shares.
+const DB: &str = "sim.db";
+/// Most storage calls one run may schedule: a run that needs more is stuck.
+const STEPS_MAX: u64 = 200_000;
+/// Most times one client is restarted after being killed.
+const RESTARTS_MAX: u32 = 6;
+/// Most whole-host crashes in one run.
+const HOST_CRASHES_MAX: u32 = 2;
+/// Memory of one guest instance.
+const GUEST_MEMORY_BYTES: usize = 256 << 20;
+/// Bytes of the host's shared sector cache.
+const SECTOR_CACHE_BYTES: usize = 8 << 20;
+
+/// A deliberately planted bug: the mutation checks turn one on and expect
+/// the simulator to find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bug {
+    /// The root swap commits without its condition.
+    UnconditionalCommit,
+    /// A reader reads the latest root's pages instead of its snapshot's.
+    UnpinnedReads,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Operations per client.
+    pub ops: u64,
+    /// Injected faults (kills, crashes, errors); off: interleaving only.
+    pub faults: bool,
+    pub bug: Option<Bug>,
+}
+
+/// What one run did and found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub config: String,
+    /// Storage calls scheduled.
+    pub steps: u64,
+    /// Client operations (transactions) that reached an outcome.
+    pub ops: u64,
+    pub committed: u64,
+    pub kills: u32,
+    pub host_crashes: u32,
+    pub faults: u64,
+    /// SHA-256 of the trace: equal for two runs of one seed.
+    pub trace_hash: String,
+    pub trace: Vec<String>,
+    /// What the clients printed, line by line, prefixed with the client.
+    pub output: Vec<String>,
+    pub anomalies: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self, options: &Options) -> String {
+        let mut command = format!("just sim --seed {} --ops {}", self.seed, options.ops);
+        if !options.faults {
+            command.push_str(" --no-faults");
+        }
+        if let Some(bug) = options.bug {
+            command.push_str(&format!(
+                " --bug {}",
+                clap::ValueEnum::to_possible_value(&bug)
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        command
+    }
+}
+
+/// SplitMix64: the run's one source of chance.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.next() % n
+    }
+
+    /// True with probability `per_mille`/1000.
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// The engine and the test component, loaded once for many runs.
+pub struct Sim {
+    runtime: Runtime,
+    program: Program,
+}
+
+impl Sim {
+    pub fn new() -> anyhow::Result<Sim> {
+        use anyhow::Context as _;
+        let dir = PathBuf::from(env!("DONUT_GUEST_DIR"));
+        let runtime = Runtime::new(donut_host::runtime::RuntimeOptions {
+            cache_dir: Some(PathBuf::from(env!("DONUT_TEST_CACHE"))),
+        })?;
+        let path = dir.join("test-guest.wasm");
+        let program = runtime
+            .load_file(&path)
+            .with_context(|| format!("loading {} (build it with `just guest`)", path.display()))?;
+        Ok(Sim { runtime, program })
+    }
+}
+
+type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, RunError>> + 'a>>;
+
+/// One client: its running guest (if any) and what it printed.
+struct Client<'a> {
+    id: usize,
+    writer: &'static str,
+    skew_ms: i64,
+    incarnation: u32,
+    restarts: u32,
+    ops_left: u64,
+    running: Option<CallFuture<'a>>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    /// Set when a grant was handed out: poll it next.
+    runnable: bool,
+}
+
+/// How a run is set up, drawn from its seed.
+struct Config {
+    clients: usize,
+    one_request: bool,
+    lease_ms: u64,
+    /// Per mille per scheduled call.
+    throttle: u64,
+    fail_before: u64,
+    fail_after: u64,
+    partial: u64,
+    kill_before: u64,
+    kill_after: u64,
+    host_crash: u64,
+    pause: u64,
+}
+
+impl Config {
+    fn draw(rng: &mut Rng, faults: bool) -> Config {
+        let rate = |rng: &mut Rng, max: u64| if faults { rng.below(max + 1) } else { 0 };
+        Config {
+            clients: 2 + rng.below(3) as usize,
+            one_request: rng.below(2) == 0,
+            lease_ms: 100 + rng.below(400),
+            throttle: rate(rng, 20),
+            fail_before: rate(rng, 20),
+            fail_after: rate(rng, 20),
+            partial: rate(rng, 20),
+            kill_before: rate(rng, 4),
+            kill_after: rate(rng, 4),
+            host_crash: rate(rng, 1),
+            pause: rate(rng, 5),
+        }
+    }
+}
+
+/// Polls a future that needs nothing but polling (no storage turns).
+fn run_now<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000_000 {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("a setup or final call never finished");
+}
+
+impl Sim {
+    /// Runs one guest call straight on the store, no scheduler, no faults.
+    fn direct(&self, store: &MemoryBackend, args: &[&str], clock: &Arc<AtomicU64>) -> Outcome {
+        let storage = StorageCtx::new(Arc::new(store.clone()), Grant::all())
+            .with_clock(Clock::Manual(clock.clone()))
+            .with_lease_renewal(LeaseRenewal::OnCall);
+        let mut call = Call::new(
+            std::iter::once("test-guest")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect(),
+            storage,
+        );
+        call.stdio = Stdio::Capture { stdin: Vec::new() };
+        call.memory_limit_bytes = GUEST_MEMORY_BYTES;
+        call.determinism = Some(Determinism {
+            seed: 0,
+            clock_ms: clock.clone(),
+        });
+        match run_now(self.runtime.run(&self.program, call)) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome {
+                exit_code: -1,
+                stdout: Vec::new(),
+                stderr: e.to_string().into_bytes(),
+            },
+        }
+    }
+
+    pub fn run(&self, options: &Options) -> Report {
+        let mut rng = Rng(options.seed);
+        let config = Config::draw(&mut rng, options.faults);
+        let store = MemoryBackend::new();
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let turns = SharedTurns::default();
+        let mut report = Report {
+            seed: options.seed,
+            config: String::new(),
+            steps: 0,
+            ops: 0,
+            committed: 0,
+            kills: 0,
+            host_crashes: 0,
+            faults: 0,
+            trace_hash: String::new(),
+            trace: Vec::new(),
+            output: Vec::new(),
+            anomalies: Vec::new(),
+        };
+        let setup = self.direct(&store, &["sim-setup", DB], &clock);
+        if !setup.success() {
+            report.anomalies.push(format!(
+                "setup failed: {}",
+                String::from_utf8_lossy(&setup.stderr)
+            ));
+            return report;
+        }
+        let mut clients: Vec<Client> = (0..config.clients)
+            .map(|id| {
+                let writer = match rng.below(3) {
+                    0 => "lease",
+                    _ => "optimistic",
+                };
+                let skew = config.lease_ms as i64 / 4;
+                Client {
+                    id,
+                    writer,
+                    skew_ms: rng.below(2 * skew as u64 + 1) as i64 - skew,
+                    incarnation: 0,
+                    restarts: 0,
+                    ops_left: options.ops,
+                    running: None,
+                    stdout: MemoryOutputPipe::new(1 << 20),
+                    stderr: MemoryOutputPipe::new(1 << 20),
+                    runnable: false,
+                }
+            })
+            .collect();
+        report.config = format!(
+            "{} clients ({}), {} commits, lease {} ms, faults ‰ throttle {} before {} after {} partial {} kill {}/{} crash {} pause {}{}",
+            config.clients,
+            clients
+                .iter()
+                .map(|c| format!("{}{:+}ms", c.writer, c.skew_ms))
+                .collect::<Vec<_>>()
+                .join(" "),
+            if config.one_request {
+                "one-request"
+            } else {
+                "two-request"
+            },
+            config.lease_ms,
+            config.throttle,
+            config.fail_before,
+            config.fail_after,
+            config.partial,
+            config.kill_before,
+            config.kill_after,
+            config.host_crash,
+            config.pause,
+            match options.bug {
+                Some(bug) => format!(", planted bug {bug:?}"),
+                None => String::new(),
+            }
+        );
+        let store_bug = match options.bug {
+            Some(Bug::UnconditionalCommit) => Some(StoreBug::UnconditionalCommit),
+            _ => None,
+        };
+        let guest_bug = match options.bug {
+            Some(Bug::UnpinnedReads) => "unpinned-reads",
+            _ => "none",
+        };
+        let mut cache = SectorCache::new(SECTOR_CACHE_BYTES);
+        let mut history = History::default();
+        let mut trace: Vec<String> = Vec::new();
+
+        loop {
+            // Start clients that have work and no guest.
+            for client in clients.iter_mut() {
+                if client.running.is_none()
+                    && client.ops_left > 0
+                    && client.restarts <= RESTARTS_MAX
+                {
+                    client.running = Some(self.start_client(
+                        client,
+                        &store,
+                        &turns,
+                        &cache,
+                        &clock,
+                        &config,
+                        store_bug,
+                        guest_bug,
+                        options.seed,
+                    ));
+                    client.runnable = true;
+                }
+            }
+            // Let each runnable guest go until its next storage call.
+            for client in clients.iter_mut() {
+                if !client.runnable {
+                    continue;
+                }
+                client.runnable = false;
+                let Some(running) = client.running.as_mut() else {
+                    continue;
+                };
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(result) = running.as_mut().poll(&mut cx) {
+                    client.running = None;
+                    let ended = end_incarnation(client, &mut history, false);
+                    // A guest that could not open the database (an injected
+                    // fault at open) says so and exits: restart it. (WASI
+                    // exit codes other than 0 arrive as 1.)
+                    let stdout = client.stdout.contents();
+                    let fatal = String::from_utf8_lossy(&stdout)
+                        .lines()
+                        .last()
+                        .is_some_and(|l| l.starts_with("{\"fatal\"") && !check::says_corrupt(l));
+                    let gave_up = matches!(&result, Ok(o) if o.exit_code != 0) && fatal;
+                    match result {
+                        Ok(outcome) if outcome.exit_code == 0 => {}
+                        Ok(_) if gave_up => client.restarts += 1,
+                        Ok(outcome) => {
+                            let stdout = client.stdout.contents();
+                            let stdout = String::from_utf8_lossy(&stdout);
+                            let tail: Vec<&str> = stdout.lines().rev().take(3).collect();
+                            report.anomalies.push(format!(
+                                "client {} exited with {}: {} (last output: {tail:?})",
+                                client.id,
+                                outcome.exit_code,
+                                String::from_utf8_lossy(&client.stderr.contents())
+                            ))
+                        }
+                        Err(e) => report.anomalies.push(format!(
+                            "client {} failed: {e}; stderr: {}",
+                            client.id,
+                            String::from_utf8_lossy(&client.stderr.contents())
+                        )),
+                    }
+                    client.ops_left = client.ops_left.saturating_sub(ended);
+                    if !gave_up {
+                        client.ops_left = 0;
+                    }
+                }
+            }
+            // Guests killed after their call applied die now.
+            let killed: Vec<usize> = std::mem::take(&mut lock(&turns).killed)
+                .into_iter()
+                .collect();
+            for id in killed {
+                self.kill(&mut clients[id], &turns, &mut history);
+                report.kills += 1;
+            }
+            let live = clients.iter().filter(|c| c.running.is_some()).count();
+            if live == 0 {
+                if clients
+                    .iter()
+                    .all(|c| c.ops_left == 0 || c.restarts > RESTARTS_MAX)
+                {
+                    break;
+                }
+                continue;
+            }
+            let pending: Vec<(usize, String)> = lock(&turns)
+                .pending
+                .iter()
+                .map(|(c, op)| (*c, op.clone()))
+                .collect();
+            assert_eq!(
+                pending.len(),
+                live,
+                "every live guest waits on exactly one storage call"
+            );
+            report.steps += 1;
+            if report.steps > STEPS_MAX {
+                report
+                    .anomalies
+                    .push(format!("no progress after {STEPS_MAX} storage calls"));
+                break;
+            }
+            let (id, op) = pending[rng.below(pending.len() as u64) as usize].clone();
+            let advance = rng.below(4);
+            let pause = rng.chance(config.pause);
+            let advance = if pause {
+                advance + config.lease_ms * 3 / 2
+            } else {
+                advance
+            };
+            let now = clock.fetch_add(advance, Ordering::SeqCst) + advance;
+            let writes =
+                op.starts_with("put") || op.starts_with("commit") || op.starts_with("swap");
+            let action = if report.host_crashes < HOST_CRASHES_MAX && rng.chance(config.host_crash)
+            {
+                "host-crash"
+            } else if rng.chance(config.kill_before) {
+                "kill-before"
+            } else if rng.chance(config.kill_after) {
+                "kill-after"
+            } else if rng.chance(config.throttle) {
+                "throttle"
+            } else if rng.chance(config.fail_before) {
+                "fail-before"
+            } else if writes && rng.chance(config.fail_after) {
+                "fail-after"
+            } else if writes && op.contains("sectors") && rng.chance(config.partial) {
+                "partial"
+            } else {
+                "proceed"
+            };
+            trace.push(format!(
+                "{} t={now}{} c{id}.{} {op}: {action} (after {})",
+                report.steps,
+                if pause { " pause" } else { "" },
+                clients[id].incarnation,
+                last_line(&clients[id].stdout)
+            ));
+            if action != "proceed" {
+                report.faults += 1;
+            }
+            match action {
+                "host-crash" => {
+                    // Every guest and the host's memory (its sector cache)
+                    // are gone; the store remains.
+                    report.host_crashes += 1;
+                    for client in clients.iter_mut() {
+                        if client.running.is_some() {
+                            self.kill(client, &turns, &mut history);
+                        }
+                    }
+                    cache = SectorCache::new(SECTOR_CACHE_BYTES);
+                }
+                "kill-before" => {
+                    self.kill(&mut clients[id], &turns, &mut history);
+                    report.kills += 1;
+                }
+                _ => {
+                    let decision = match action {
+                        "kill-after" => Decision::KillAfter,
+                        "throttle" => Decision::Throttle,
+                        "fail-before" => Decision::FailBefore,
+                        "fail-after" => Decision::FailAfter,
+                        "partial" => Decision::Partial,
+                        _ => Decision::Proceed,
+                    };
+                    let mut t = lock(&turns);
+                    t.pending.remove(&id);
+                    t.granted.insert(id, decision);
+                    clients[id].runnable = true;
+                }
+            }
+        }
+        for client in clients.iter_mut() {
+            assert!(client.running.is_none());
+        }
+        // The state the run left, read with no faults.
+        let final_out = self.direct(&store, &["sim-final", DB], &clock);
+        let final_line = String::from_utf8_lossy(&final_out.stdout).to_string();
+        if !final_out.success() {
+            report.anomalies.push(format!(
+                "reading the final state failed: {final_line} {}",
+                String::from_utf8_lossy(&final_out.stderr)
+            ));
+        } else {
+            match serde_json::from_str::<serde_json::Value>(final_line.trim()) {
+                Ok(v) => history.final_state = v.get("final").cloned(),
+                Err(e) => report
+                    .anomalies
+                    .push(format!("final state unreadable ({e}): {final_line}")),
+            }
+        }
+        report.ops = history.ops.len() as u64;
+        report.committed = history
+            .ops
+            .iter()
+            .filter(|o| o.status == Status::Ok)
+            .count() as u64;
+        report.anomalies.extend(check::check(&history));
+        report.output = std::mem::take(&mut history.output);
+        report.trace_hash =
+            donut_format::hash_hex(&donut_format::hash(trace.join("\n").as_bytes()));
+        report.trace = trace;
+        report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_client<'a>(
+        &'a self,
+        client: &mut Client<'a>,
+        store: &MemoryBackend,
+        turns: &SharedTurns,
+        cache: &Arc<SectorCache>,
+        clock: &Arc<AtomicU64>,
+        config: &Config,
+        bug: Option<StoreBug>,
+        guest_bug: &str,
+        seed: u64,
+    ) -> CallFuture<'a> {
+        client.incarnation += 1;
+        client.stdout = MemoryOutputPipe::new(4 << 20);
+        client.stderr = MemoryOutputPipe::new(1 << 20);
+        let backend = SimBackend {
+            client: client.id,
+            turns: turns.clone(),
+            store: store.clone(),
+            one_request: config.one_request,
+            bug,
+        };
+        let storage = StorageCtx::new(Arc::new(backend), Grant::all())
+            .with_clock(Clock::Skewed(clock.clone(), client.skew_ms))
+            .with_lease_renewal(LeaseRenewal::OnCall)
+            .with_cache(cache.clone());
+        // Values a client writes are unique across clients and incarnations.
+        let id_base = (client.id as u64 * 100 + client.incarnation as u64) * 1_000_000;
+        let guest_seed = seed
+            .wrapping_mul(31)
+            .wrapping_add(client.id as u64 * 1009 + client.incarnation as u64);
+        let args: Vec<String> = [
+            "test-guest".to_string(),
+            "sim".into(),
+            DB.into(),
+            client.id.to_string(),
+            id_base.to_string(),
+            client.ops_left.to_string(),
+            guest_seed.to_string(),
+            client.writer.into(),
+            guest_bug.into(),
+            config.lease_ms.to_string(),
+        ]
+        .into();
+        let mut call = Call::new(args, storage);
+        call.stdio = Stdio::Pipes {
+            stdin: Vec::new(),
+            stdout: client.stdout.clone(),
+            stderr: client.stderr.clone(),
+        };
+        call.memory_limit_bytes = GUEST_MEMORY_BYTES;
+        call.determinism = Some(Determinism {
+            seed: guest_seed,
+            clock_ms: clock.clone(),
+        });
+        Box::pin(self.runtime.run(&self.program, call))
+    }
+
+    /// Drops a client's guest wherever it is (its store, instance and open
+    /// handles go with it) and records what it had printed.
+    fn kill(&self, client: &mut Client<'_>, turns: &SharedTurns, history: &mut History) {
+        client.running = None;
+        client.runnable = false;
+        {
+            let mut t = lock(turns);
+            t.pending.remove(&client.id);
+            t.granted.remove(&client.id);
+            t.killed.remove(&client.id);
+        }
+        let ended = end_incarnation(client, history, true);
+        client.ops_left = client.ops_left.saturating_sub(ended);
+        client.restarts += 1;
+    }
+}
+
+/// The start of the last line a client printed: where it is in its work.
+fn last_line(stdout: &MemoryOutputPipe) -> String {
+    let out = stdout.contents();
+    let text = String::from_utf8_lossy(&out);
+    text.lines().last().unwrap_or("").chars().take(24).collect()
+}
+
+/// Parses what an incarnation printed into the history; returns how many
+/// operations it got to (finished or cut off).
+fn end_incarnation(client: &Client<'_>, history: &mut History, killed: bool) -> u64 {
+    let out = client.stdout.contents();
+    let text = String::from_utf8_lossy(&out);
+    history.output.extend(
+        text.lines()
+            .map(|l| format!("c{}.{} {l}", client.id, client.incarnation)),
+    );
+    let mut count = 0;
+    let mut open: Option<OpRecord> = None;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            history.anomalies.push(format!(
+                "client {} printed a line that is not JSON: {line}",
+                client.id
+            ));
+            continue;
+        };
+        if let Some(op) = v.get("p").and_then(|p| p.as_u64()) {
+            if let Some(previous) = open.take() {
+                history.anomalies.push(format!(
+                    "client {}: op {} has no outcome line",
+                    client.id, previous.op
+                ));
+            }
+            open = Some(OpRecord {
+                client: client.id,
+                op,
+                body: v,
+                status: Status::Unknown,
+                error: None,
+            });
+        } else if let Some(op) = v.get("d").and_then(|d| d.as_u64()) {
+            count += 1;
+            let status = match v.get("st").and_then(|s| s.as_str()) {
+                Some("ok") => Status::Ok,
+                Some("fail") => Status::Fail,
+                _ => Status::Unknown,
+            };
+            let error = v.get("err").and_then(|e| e.as_str()).map(String::from);
+            match open.take() {
+                Some(mut record) if record.op == op => {
+                    record.status = status;
+                    record.error = error;
+                    history.ops.push(record);
+                }
+                Some(record) => history.anomalies.push(format!(
+                    "client {}: outcome of op {op} while op {} was open",
+                    client.id, record.op
+                )),
+                // Failed before it got to its commit: nothing to check
+                // beyond the error itself.
+                None => history.failed_early.push((client.id, op, error)),
+            }
+        }
+    }
+    if let Some(record) = open {
+        // Cut off between "about to commit" and the outcome: unknown.
+        assert!(killed || record.status == Status::Unknown);
+        count += 1;
+        history.ops.push(record);
+    }
+    count
+}
