@@ -38,7 +38,7 @@ tools:
 
 # Every test: unit and integration, all backends.
 test: build tools
-    cargo test --release -p donut-format -p donut-host -p donut-tests
+    cargo test --release -p donut-format -p donut-host -p donut-tests -p donut-sim
     {{guest_env}} cargo test --release -p donut-guest -p donut-sql
 
 # Conformance tests against AWS's DynamoDB Local (Java 17; jar from npm).
@@ -48,6 +48,11 @@ test-dynamodb-local: build
 # One integration test by name, e.g. `just test-one hundred_megabyte`.
 test-one NAME: build tools
     cargo test --release -p donut-tests -- {{NAME}}
+
+# The deterministic simulator (ARCHITECTURE.md, "The simulator"), e.g.
+# `just sim --seeds 10000 --ops 30`, `just sim --seed 42 --ops 20 --trace`.
+sim *ARGS: guest
+    cargo run --release -p donut-sim -- {{ARGS}}
 
 # Lists code written twice in the change (the tool library's `duplicates`).
 dupes:
@@ -65,8 +70,12 @@ bench-smoke: build tools
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest
     cargo fmt --all -- --check
-    cargo clippy --release -p donut-format -p donut-host -p donut-tests -p donut-bench --all-targets -- -D warnings
+    cargo clippy --release -p donut-format -p donut-host -p donut-tests -p donut-bench -p donut-sim --all-targets -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
+    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-test-guest -- -D warnings
 
 # What CI runs (README line two, via .ci/run).
-ci: lint bench-smoke test-dynamodb-local test
+ci: lint bench-smoke test-dynamodb-local test sim-ci
+
+# The simulator's CI budget: 250 seeds with faults (it prints its totals).
+sim-ci: (sim "--seeds" "250" "--ops" "30")

@@ -21,6 +21,9 @@ pub struct StorageStats {
     pub put_sectors_items: AtomicU64,
     pub put_sectors_bytes: AtomicU64,
     pub lock_calls: AtomicU64,
+    /// Leases renewed by the host (in the background or on a call), not
+    /// counted as the guest's round trips.
+    pub lease_renewals: AtomicU64,
 }
 
 /// A copy of [`StorageStats`] at one moment; subtract two to get a delta.
@@ -37,6 +40,7 @@ pub struct StatsSnapshot {
     pub put_sectors_items: u64,
     pub put_sectors_bytes: u64,
     pub lock_calls: u64,
+    pub lease_renewals: u64,
 }
 
 impl StorageStats {
@@ -54,6 +58,7 @@ impl StorageStats {
             put_sectors_items: get(&self.put_sectors_items),
             put_sectors_bytes: get(&self.put_sectors_bytes),
             lock_calls: get(&self.lock_calls),
+            lease_renewals: get(&self.lease_renewals),
         }
     }
 }
@@ -82,6 +87,7 @@ impl StatsSnapshot {
             put_sectors_items: self.put_sectors_items + other.put_sectors_items,
             put_sectors_bytes: self.put_sectors_bytes + other.put_sectors_bytes,
             lock_calls: self.lock_calls + other.lock_calls,
+            lease_renewals: self.lease_renewals + other.lease_renewals,
         }
     }
 
@@ -98,6 +104,7 @@ impl StatsSnapshot {
             put_sectors_items: self.put_sectors_items - earlier.put_sectors_items,
             put_sectors_bytes: self.put_sectors_bytes - earlier.put_sectors_bytes,
             lock_calls: self.lock_calls - earlier.lock_calls,
+            lease_renewals: self.lease_renewals - earlier.lease_renewals,
         }
     }
 }

@@ -477,6 +477,7 @@ impl StorageCtx {
             let now = self.clock.now_ms();
             let due = held.expires_ms.saturating_sub(held.lease_ms as u64 * 2 / 3);
             if !held.ended && now >= due {
+                self.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
                 let _ = renew_lease(&*self.backend, &self.clock, &mut held).await;
             }
         }
@@ -586,7 +587,12 @@ async fn renew_lease(
 
 /// Renews `lease` every third of its length until it ends or the task is
 /// aborted (its handle dropped).
-async fn renew_in_background(backend: Arc<dyn Backend>, clock: Clock, lease: SharedLease) {
+async fn renew_in_background(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    lease: SharedLease,
+    stats: Arc<StorageStats>,
+) {
     loop {
         let lease_ms = lease.lock().await.lease_ms;
         tokio::time::sleep(std::time::Duration::from_millis(
@@ -599,6 +605,7 @@ async fn renew_in_background(backend: Arc<dyn Backend>, clock: Clock, lease: Sha
         }
         // A failed renewal (backend down) is retried next round; a lost
         // lease ends the loop. Either way a commit re-checks the fence.
+        stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
         if renew_lease(&*backend, &clock, &mut held).await.is_err() && held.ended {
             return;
         }
@@ -911,7 +918,12 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let renewer = match (self.renewal, tokio::runtime::Handle::try_current()) {
             (LeaseRenewal::Background, Ok(runtime)) => Some(
                 runtime
-                    .spawn(renew_in_background(backend, clock, lease.clone()))
+                    .spawn(renew_in_background(
+                        backend,
+                        clock,
+                        lease.clone(),
+                        self.stats.clone(),
+                    ))
                     .abort_handle(),
             ),
             _ => None,

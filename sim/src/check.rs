@@ -361,6 +361,9 @@ fn check_lists(history: &History, fin: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// A dependency: (to transaction, kind: "ww", "wr" or "rw").
+type Edge = (usize, &'static str);
+
 /// A cycle in the dependency graph, as (transaction, edge kind to the next).
 fn find_cycle(
     nodes: usize,
@@ -380,7 +383,7 @@ fn find_cycle(
             continue;
         }
         // Stack of (node, its edges as a list, next edge index).
-        let mut stack: Vec<(usize, Vec<(usize, &'static str)>, usize)> = Vec::new();
+        let mut stack: Vec<(usize, Vec<Edge>, usize)> = Vec::new();
         colour[start] = Colour::Grey;
         stack.push((
             start,

@@ -2,7 +2,7 @@
 //! (dynoxide), with faults injected between client and server.
 
 use crate::faults::Proxy;
-use crate::util::{Dynoxide, Harness, dynamo_options, stderr};
+use crate::util::{Dynoxide, Harness, components, dynamo_options, stderr, stdout};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use donut_host::backend::dynamo::{ConnectError, DynamoBackend, create_table};
@@ -229,4 +229,251 @@ async fn removed_database_is_gone_and_its_name_reusable() {
         "0",
         "the new database starts empty"
     );
+}
+
+/// Four clients move money between eight accounts at once; every transfer
+/// is retried until it commits and leaves a ledger row.
+async fn four_clients_transfer(writer: &str) {
+    const TRANSFERS: i64 = 15;
+    let h = Harness::dynamodb().await;
+    h.create("bank.db").await;
+    h.sql_ok(
+        "bank.db",
+        "create table accounts(id integer primary key, balance integer not null);
+         create table ledger(id integer primary key);
+         insert into accounts select value, 100 from (
+           with recursive n(value) as (select 0 union all select value + 1 from n where value < 7)
+           select value from n);",
+    )
+    .await;
+    let n = TRANSFERS.to_string();
+    let runs = (0..4).map(|client| {
+        let (h, n, client) = (&h, n.clone(), client.to_string());
+        async move {
+            h.run_with(
+                &components().test_guest,
+                &["transfers", "bank.db", &n, writer, &client],
+                "",
+            )
+            .await
+        }
+    });
+    let outcomes = futures_join_all(runs).await;
+    let mut attempts = 0;
+    for (out, _) in &outcomes {
+        let text = stdout(out);
+        assert!(out.success(), "{text} {}", stderr(out));
+        assert!(text.contains(&format!("committed {TRANSFERS}")), "{text}");
+        attempts += text
+            .split_whitespace()
+            .last()
+            .and_then(|a| a.parse::<i64>().ok())
+            .expect("attempts");
+    }
+    // Nothing lost, nothing doubled: every acknowledged transfer is there
+    // once, and money was only moved.
+    assert_eq!(
+        h.value("bank.db", "select sum(balance) from accounts")
+            .await,
+        "800"
+    );
+    assert_eq!(
+        h.value("bank.db", "select count(*) from ledger").await,
+        (4 * TRANSFERS).to_string()
+    );
+    h.assert_integrity("bank.db").await;
+    eprintln!(
+        "{writer}: {} transfers in {attempts} attempts",
+        4 * TRANSFERS
+    );
+}
+
+/// Polls futures together on this task (no spawn: they borrow the harness).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => *output = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("finished")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_optimistic_writers_lose_nothing() {
+    four_clients_transfer("optimistic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_lease_writers_lose_nothing() {
+    four_clients_transfer("lease").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lease_holder_is_taken_over_after_expiry() {
+    let h = Harness::dynamodb().await;
+    h.create("lease.db").await;
+    h.sql_ok("lease.db", "create table t(x text)").await;
+    let (died, _) = h
+        .try_run_with(
+            &components().test_guest,
+            &["die-holding-lease", "lease.db", "3000"],
+            "",
+        )
+        .await;
+    assert!(died.is_err(), "the holder was meant to die");
+    // The dead holder's lease still stands: a writer that will not wait
+    // is refused...
+    let (refused, _) = h
+        .run_with(
+            &components().test_guest,
+            &["lease-write", "lease.db", "0", "early"],
+            "",
+        )
+        .await;
+    let refused = stdout(&refused);
+    assert!(refused.contains("database is locked"), "{refused}");
+    assert!(refused.contains("lease"), "{refused}");
+    // ...and one that waits (busy_timeout) takes it over once it expires.
+    let (taken, _) = h
+        .run_with(
+            &components().test_guest,
+            &["lease-write", "lease.db", "20000", "successor"],
+            "",
+        )
+        .await;
+    assert_eq!(stdout(&taken).trim(), "lease-write: ok");
+    assert_eq!(
+        h.value("lease.db", "select group_concat(x) from t").await,
+        "successor",
+        "nothing of the dead holder's transaction is visible"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_renews_a_lease_held_longer_than_its_length() {
+    let h = Harness::dynamodb().await;
+    h.create("renew.db").await;
+    h.sql_ok("renew.db", "create table t(x text)").await;
+    // A 1 s lease held for 2.5 s: renewed in the background meanwhile, so
+    // the fenced commit still holds it.
+    let (out, stats) = h
+        .run_with(
+            &components().test_guest,
+            &["lease-write", "renew.db", "0", "slow", "2500"],
+            "",
+        )
+        .await;
+    assert_eq!(stdout(&out).trim(), "lease-write: ok");
+    assert!(stats.lease_renewals >= 1, "no renewal: {stats:?}");
+    assert_eq!(h.value("renew.db", "select x from t").await, "slow");
+}
+
+/// The fence and the root swap are one TransactWriteItems: a stale fence
+/// refuses the commit, whether the sectors travel with the root or before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_commit_is_refused_once_the_lock_item_moved() {
+    use donut_host::backend::{Backend, Fence, Meta, MetaKind, PutMetaError};
+    let h = Harness::dynamodb().await;
+    let backend = h.dynamo.clone().expect("dynamo");
+    let name = donut_format::DbName::new("fence.db").unwrap();
+    let root = donut_host::storage::create_database(&backend, &name, 4096)
+        .await
+        .expect("create");
+    let lock = |version: u64| Meta {
+        version,
+        body: donut_format::LockState::unlocked(version).encode(),
+    };
+    backend
+        .put_meta(MetaKind::Lock, &name, None, lock(1))
+        .await
+        .unwrap();
+    let small: Vec<(donut_format::Hash, Vec<u8>)> = vec![(donut_format::hash(b"p"), b"p".to_vec())];
+    let large: Vec<(donut_format::Hash, Vec<u8>)> = (0..120u32)
+        .map(|i| {
+            let page = i.to_le_bytes().repeat(100);
+            (donut_format::hash(&page), page)
+        })
+        .collect();
+    let mut version = root.version;
+    for sectors in [&small, &large] {
+        let next = |v: u64| {
+            let mut r = root.clone();
+            r.version = v + 1;
+            Meta {
+                version: v + 1,
+                body: r.encode(),
+            }
+        };
+        // Someone took the lease over: the lock item moved on.
+        let current_lock = backend
+            .get_meta(MetaKind::Lock, &name)
+            .await
+            .unwrap()
+            .unwrap();
+        backend
+            .put_meta(
+                MetaKind::Lock,
+                &name,
+                Some(current_lock.version),
+                lock(current_lock.version + 1),
+            )
+            .await
+            .unwrap();
+        let stale = Fence {
+            lock_version: current_lock.version,
+        };
+        let refused = backend
+            .commit(
+                &name,
+                root.db_id,
+                Some(version),
+                next(version),
+                sectors,
+                Some(stale),
+            )
+            .await;
+        assert_eq!(
+            refused,
+            Err(PutMetaError::Fenced),
+            "{} sectors",
+            sectors.len()
+        );
+        assert_eq!(
+            h.version("fence.db").await,
+            version,
+            "nothing of it is visible"
+        );
+        let held = Fence {
+            lock_version: current_lock.version + 1,
+        };
+        backend
+            .commit(
+                &name,
+                root.db_id,
+                Some(version),
+                next(version),
+                sectors,
+                Some(held),
+            )
+            .await
+            .expect("the holder commits");
+        version += 1;
+        assert_eq!(h.version("fence.db").await, version);
+    }
 }

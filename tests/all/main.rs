@@ -7,5 +7,6 @@ mod conformance;
 mod counts;
 mod dynamo;
 mod faults;
+mod sim;
 mod sql;
 mod util;

@@ -391,3 +391,87 @@ pub async fn create_wrong_schema_table(endpoint: &str, table: &str, key_name: &s
         .await
         .expect("create the wrong table");
 }
+
+/// Makes the next `n` commits land but answer "unavailable": the ambiguous
+/// outcome of a request whose reply was lost.
+pub struct AmbiguousCommits<B> {
+    pub inner: B,
+    pub next: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl<B: Backend> Backend for AmbiguousCommits<B> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn get_meta(
+        &self,
+        kind: donut_host::backend::MetaKind,
+        name: &DbName,
+    ) -> Result<Option<donut_host::backend::Meta>, donut_host::backend::BackendError> {
+        self.inner.get_meta(kind, name).await
+    }
+
+    async fn put_meta(
+        &self,
+        kind: donut_host::backend::MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: donut_host::backend::Meta,
+    ) -> Result<(), donut_host::backend::PutMetaError> {
+        self.inner.put_meta(kind, name, expected, meta).await
+    }
+
+    async fn list_roots(
+        &self,
+    ) -> Result<Vec<(DbName, donut_host::backend::Meta)>, donut_host::backend::BackendError> {
+        self.inner.list_roots().await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: donut_format::DbId,
+        hashes: &[donut_format::Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, donut_host::backend::BackendError> {
+        self.inner.get_sectors(db, hashes).await
+    }
+
+    async fn put_sectors(
+        &self,
+        db: donut_format::DbId,
+        sectors: &[(donut_format::Hash, Vec<u8>)],
+    ) -> Result<(), donut_host::backend::BackendError> {
+        self.inner.put_sectors(db, sectors).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, donut_host::backend::BackendError> {
+        self.inner.summary().await
+    }
+
+    async fn commit(
+        &self,
+        name: &DbName,
+        db: donut_format::DbId,
+        expected: Option<u64>,
+        meta: donut_host::backend::Meta,
+        sectors: &[(donut_format::Hash, Vec<u8>)],
+        fence: Option<donut_host::backend::Fence>,
+    ) -> Result<(), donut_host::backend::PutMetaError> {
+        use std::sync::atomic::Ordering;
+        let ambiguous = self
+            .next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.inner
+            .commit(name, db, expected, meta, sectors, fence)
+            .await?;
+        if ambiguous {
+            return Err(donut_host::backend::BackendError::Unavailable(
+                "injected: the reply was lost".into(),
+            )
+            .into());
+        }
+        Ok(())
+    }
+}

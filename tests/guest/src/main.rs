@@ -74,6 +74,112 @@ fn main() {
                 hoard.push(vec![1u8; 16 << 20]);
             }
         }
+        "two-writers" => {
+            // A writes, B writes, A reads: A must see B's row. (The host
+            // may make A's commit ambiguous: applied, but "unavailable".)
+            let b = donut_guest::open(db).expect("open b");
+            let a_result = conn.execute("insert into t values ('a')", []);
+            println!(
+                "a-insert: {}",
+                if a_result.is_ok() { "ok" } else { "failed" }
+            );
+            b.execute("insert into t values ('b')", [])
+                .expect("b commits");
+            let rows: String = conn
+                .query_row(
+                    "select group_concat(x, ',') from (select x from t order by x)",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("a reads");
+            println!("a-reads: {rows}");
+        }
+        "transfers" => {
+            // `transfers DB N WRITER CLIENT`: N transfers, each retried until
+            // it commits, each with a ledger row; prints what it committed.
+            let writer = args.get(4).map(String::as_str).unwrap_or("optimistic");
+            let client: i64 = args.get(5).and_then(|c| c.parse().ok()).unwrap_or(0);
+            conn.busy_timeout(std::time::Duration::from_secs(30))
+                .expect("busy timeout");
+            conn.pragma_update(None, "donut_writer", writer)
+                .expect("writer mode");
+            // A lease writer takes the lease first and then reads: no
+            // conflicts. An optimistic one reads first and may lose.
+            let begin = if writer == "lease" {
+                "begin immediate"
+            } else {
+                "begin"
+            };
+            let mut attempts = 0;
+            for i in 0..n {
+                let from = (client + i) % 8;
+                let to = (from + 1 + i % 7) % 8;
+                donut_guest::retry(1000, || {
+                    attempts += 1;
+                    conn.execute_batch(begin)?;
+                    let done = (|| {
+                        conn.execute(
+                            "update accounts set balance = balance - 1 where id = ?1",
+                            [from],
+                        )?;
+                        conn.execute(
+                            "update accounts set balance = balance + 1 where id = ?1",
+                            [to],
+                        )?;
+                        conn.execute(
+                            "insert into ledger(id) values (?1)",
+                            [client * 1_000_000 + i],
+                        )?;
+                        conn.execute_batch("commit")
+                    })();
+                    if done.is_err() {
+                        let _ = conn.execute_batch("rollback");
+                    }
+                    done
+                })
+                .expect("transfer");
+            }
+            println!("committed {n} attempts {attempts}");
+        }
+        "die-holding-lease" => {
+            // Takes the write lease, writes, and dies before committing.
+            let lease_ms = args.get(3).map(String::as_str).unwrap_or("3000");
+            conn.pragma_update(None, "donut_lease_ms", lease_ms)
+                .expect("lease ms");
+            conn.pragma_update(None, "donut_writer", "lease")
+                .expect("writer mode");
+            conn.execute_batch("begin immediate; insert into t values ('doomed')")
+                .expect("lease taken");
+            std::process::abort();
+        }
+        "lease-write" => {
+            // `lease-write DB BUSY_MS VALUE [HOLD_MS]`: one lease-mode insert
+            // that waits up to BUSY_MS for the lease and holds its
+            // transaction open HOLD_MS before committing.
+            let busy_ms: u64 = args.get(3).and_then(|b| b.parse().ok()).unwrap_or(0);
+            let value = args.get(4).map(String::as_str).unwrap_or("x");
+            let hold_ms: u64 = args.get(5).and_then(|h| h.parse().ok()).unwrap_or(0);
+            conn.busy_timeout(std::time::Duration::from_millis(busy_ms))
+                .expect("busy timeout");
+            conn.pragma_update(None, "donut_lease_ms", "1000")
+                .expect("lease ms");
+            conn.pragma_update(None, "donut_writer", "lease")
+                .expect("writer mode");
+            let result = conn
+                .execute_batch("begin immediate")
+                .and_then(|()| conn.execute("insert into t values (?1)", [value]))
+                .and_then(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(hold_ms));
+                    conn.execute_batch("commit")
+                });
+            match result {
+                Ok(()) => println!("lease-write: ok"),
+                Err(e) => println!(
+                    "lease-write: {e} ({})",
+                    donut_guest::last_storage_error().unwrap_or_default()
+                ),
+            }
+        }
         "count" => {
             let count: i64 = conn
                 .query_row("select count(*) from t", [], |r| r.get(0))
