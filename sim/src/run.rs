@@ -170,6 +170,8 @@ struct Config {
     kill_after: u64,
     host_crash: u64,
     pause: u64,
+    /// A lease holder stalls between its lease check and its commit.
+    stall: u64,
 }
 
 impl Config {
@@ -187,6 +189,7 @@ impl Config {
             kill_after: rate(rng, 4),
             host_crash: rate(rng, 1),
             pause: rate(rng, 5),
+            stall: rate(rng, 300),
         }
     }
 }
@@ -282,7 +285,7 @@ impl Sim {
             })
             .collect();
         report.config = format!(
-            "{} clients ({}), {} commits, lease {} ms, faults ‰ throttle {} before {} after {} partial {} kill {}/{} crash {} pause {}{}",
+            "{} clients ({}), {} commits, lease {} ms, faults ‰ throttle {} before {} after {} partial {} kill {}/{} crash {} pause {} stall {}{}",
             config.clients,
             clients
                 .iter()
@@ -303,6 +306,7 @@ impl Sim {
             config.kill_after,
             config.host_crash,
             config.pause,
+            config.stall,
             match options.bug {
                 Some(bug) => format!(", planted bug {bug:?}"),
                 None => String::new(),
@@ -319,6 +323,8 @@ impl Sim {
         let mut cache = SectorCache::new(SECTOR_CACHE_BYTES);
         let mut history = History::default();
         let mut trace: Vec<String> = Vec::new();
+        // Clients held back by a stall, until a step.
+        let mut stalled: std::collections::BTreeMap<usize, u64> = Default::default();
 
         loop {
             // Start clients that have work and no guest.
@@ -424,7 +430,29 @@ impl Sim {
                     .push(format!("no progress after {STEPS_MAX} storage calls"));
                 break;
             }
-            let (id, op) = pending[rng.below(pending.len() as u64) as usize].clone();
+            // A stalled client waits while others run (unless all are).
+            let ready: Vec<&(usize, String)> = pending
+                .iter()
+                .filter(|(c, _)| stalled.get(c).is_none_or(|&until| until <= report.steps))
+                .collect();
+            let ready = if ready.is_empty() {
+                pending.iter().collect()
+            } else {
+                ready
+            };
+            let (id, op) = ready[rng.below(ready.len() as u64) as usize].clone();
+            if op.ends_with("fenced") && !stalled.contains_key(&id) && rng.chance(config.stall) {
+                // The holder checked its lease and then stalled (a pause
+                // between the check and the request): past the lease's end,
+                // while the others may take it over. The fence must refuse
+                // its commit then.
+                stalled.insert(id, report.steps + 40);
+                let jump = config.lease_ms + 1 + rng.below(config.lease_ms / 2);
+                let now = clock.fetch_add(jump, Ordering::SeqCst) + jump;
+                trace.push(format!("{} t={now} c{id} {op}: stalled", report.steps));
+                report.faults += 1;
+                continue;
+            }
             let advance = rng.below(4);
             let pause = rng.chance(config.pause);
             let advance = if pause {
