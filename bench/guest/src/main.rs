@@ -13,6 +13,7 @@
 //! - `transfer DB N ACCOUNTS SEED`: N transfers between random accounts,
 //!   each retried until it commits (W6);
 //! - `engine DB`: runs the SQL script on stdin (engine overhead);
+//! - `engine-memdb DB`: the same on SQLite's in-memory VFS (no DonutDB);
 //! - `noop DB`: returns at once (the cost of a call).
 
 use donut_guest::rusqlite::fallible_iterator::FallibleIterator as _;
@@ -50,7 +51,19 @@ fn main() {
     if workload == "noop" {
         return; // instantiate-and-return: what a call costs the host
     }
-    let conn: Connection = donut_guest::open_or_create(db, 4096).expect("open");
+    let conn: Connection = if workload == "engine-memdb" {
+        // SQLite's own in-memory VFS inside the guest: what SQLite costs in
+        // wasm with no DonutDB storage underneath.
+        Connection::open_with_flags(
+            format!("file:/{db}?vfs=memdb"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .expect("open memdb")
+    } else {
+        donut_guest::open_or_create(db, 4096).expect("open")
+    };
     match workload {
         "fill" => {
             let (rows, bytes) = (arg(&args, 3), arg(&args, 4));
@@ -178,7 +191,7 @@ fn main() {
             println!("info conflicts {conflicts}");
             println!("info balance_sum {sum}");
         }
-        "engine" => {
+        "engine" | "engine-memdb" => {
             // The SQL script on stdin, every statement stepped to the end:
             // donut-bench runs the same script natively to compare.
             let mut script = String::new();
