@@ -630,7 +630,21 @@ impl donut::storage::types::Host for StorageCtx {
     }
 }
 
-impl donut::storage::storage::Host for StorageCtx {}
+impl donut::storage::storage::Host for StorageCtx {
+    async fn hash_all(&mut self, items: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StorageError> {
+        let total: usize = items.iter().map(Vec::len).sum();
+        if items.len() > SECTORS_PER_CALL_MAX || total > PUT_CALL_BYTES_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "{} items, {total} bytes to hash in one call; the limits are {SECTORS_PER_CALL_MAX} and {PUT_CALL_BYTES_MAX}",
+                items.len()
+            )));
+        }
+        Ok(items
+            .iter()
+            .map(|item| donut_format::hash(item).to_vec())
+            .collect())
+    }
+}
 
 impl donut::storage::storage::HostDatabase for StorageCtx {
     async fn open(&mut self, name: String) -> Result<Resource<DatabaseHandle>, StorageError> {
@@ -1084,6 +1098,22 @@ mod tests {
             matches!(exclusive, Err(StorageError::Busy(_))),
             "shared holders exclude writers"
         );
+    }
+
+    #[tokio::test]
+    async fn hash_all_hashes_natively_within_the_call_limits() {
+        use super::donut::storage::storage::Host;
+        let (mut ctx, _db) = ctx_with_db(Clock::System).await;
+        let hashes = Host::hash_all(&mut ctx, vec![b"a".to_vec(), Vec::new()])
+            .await
+            .unwrap();
+        assert_eq!(hashes[0], donut_format::hash(b"a").to_vec());
+        assert_eq!(hashes[1], donut_format::hash(b"").to_vec());
+        let too_many = vec![Vec::new(); SECTORS_PER_CALL_MAX + 1];
+        assert!(matches!(
+            Host::hash_all(&mut ctx, too_many).await,
+            Err(StorageError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]
