@@ -332,7 +332,9 @@ async fn a_dead_lease_holder_is_taken_over_after_expiry() {
     let (died, _) = h
         .try_run_with(
             &components().test_guest,
-            &["die-holding-lease", "lease.db", "3000"],
+            // Long enough that the refusal below cannot miss it on a busy
+            // machine; the successor then waits for it.
+            &["die-holding-lease", "lease.db", "8000"],
             "",
         )
         .await;
@@ -353,7 +355,7 @@ async fn a_dead_lease_holder_is_taken_over_after_expiry() {
     let (taken, _) = h
         .run_with(
             &components().test_guest,
-            &["lease-write", "lease.db", "20000", "successor"],
+            &["lease-write", "lease.db", "60000", "successor"],
             "",
         )
         .await;
