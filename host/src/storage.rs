@@ -2,7 +2,7 @@
 //! [`Backend`], with the instance's grant, name validation, hash checks,
 //! limits and request counters.
 
-use crate::backend::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError};
+use crate::backend::{Backend, BackendError, Commit, Fence, Meta, MetaKind, PutMetaError};
 use crate::stats::StorageStats;
 use donut_format::lru::Lru;
 use donut_format::{
@@ -842,7 +842,16 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         };
         let outcome = self
             .backend
-            .commit(&name, db_id, Some(expected_version), meta, &sectors, fence)
+            .commit(
+                Commit {
+                    name: &name,
+                    db: db_id,
+                    expected: Some(expected_version),
+                    sectors: &sectors,
+                    fence,
+                },
+                meta,
+            )
             .await;
         drop(fence_guard);
         match outcome {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use donut_host::MemoryBackend;
 use donut_host::backend::{
-    Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary,
+    Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -128,6 +128,45 @@ impl SimBackend {
         BackendError::Throttled(format!("simulated: {what} throttled"))
     }
 
+    /// A read, as the scheduler decides: it happens, or fails (nothing to
+    /// apply), or its guest dies after it.
+    async fn read<T>(
+        &self,
+        what: String,
+        read: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        match self.turn(what.clone()).await {
+            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
+                Err(Self::unavailable(&what))
+            }
+            Decision::Proceed => read.await,
+            Decision::KillAfter => self.die().await,
+        }
+    }
+
+    /// A meta write, as the scheduler decides: refused before, applied,
+    /// applied with its reply lost, or applied and then its guest killed.
+    async fn write(
+        &self,
+        what: String,
+        apply: impl Future<Output = Result<(), PutMetaError>>,
+    ) -> Result<(), PutMetaError> {
+        match self.turn(what.clone()).await {
+            Decision::Throttle => Err(Self::throttled(&what).into()),
+            Decision::FailBefore => Err(Self::unavailable(&what).into()),
+            Decision::Proceed => apply.await,
+            Decision::FailAfter | Decision::Partial => {
+                apply.await?;
+                Err(Self::unavailable(&what).into())
+            }
+            Decision::KillAfter => {
+                let _ = apply.await;
+                self.die().await
+            }
+        }
+    }
+
     /// The planted bug: the expected version becomes whatever is current.
     async fn expected_root(&self, name: &DbName, expected: Option<u64>) -> Option<u64> {
         match self.bug {
@@ -144,45 +183,23 @@ impl SimBackend {
     }
 
     /// The root swap (and fence), with no sectors: one step.
-    async fn swap_root(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
-        let what = if sectors.is_empty() {
+    async fn swap_root(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        let what = if commit.sectors.is_empty() {
             format!("swap root v{}", meta.version)
         } else {
-            format!("commit v{} +{} sectors", meta.version, sectors.len())
+            format!("commit v{} +{} sectors", meta.version, commit.sectors.len())
         };
-        let what = if fence.is_some() {
+        let what = if commit.fence.is_some() {
             format!("{what} fenced")
         } else {
             what
         };
-        let decision = self.turn(what.clone()).await;
-        let apply = || async {
-            let expected = self.expected_root(name, expected).await;
-            self.store
-                .commit(name, db, expected, meta, sectors, fence)
-                .await
-        };
-        match decision {
-            Decision::Throttle => Err(Self::throttled(&what).into()),
-            Decision::FailBefore => Err(Self::unavailable(&what).into()),
-            Decision::Proceed => apply().await,
-            Decision::FailAfter | Decision::Partial => {
-                apply().await?;
-                Err(Self::unavailable(&what).into())
-            }
-            Decision::KillAfter => {
-                let _ = apply().await;
-                self.die().await
-            }
-        }
+        self.write(what, async move {
+            let mut commit = commit;
+            commit.expected = self.expected_root(commit.name, commit.expected).await;
+            self.store.commit(commit, meta).await
+        })
+        .await
     }
 }
 
@@ -194,14 +211,7 @@ impl Backend for SimBackend {
 
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let what = format!("get {}", kind.as_str());
-        match self.turn(what.clone()).await {
-            Decision::Throttle => Err(Self::throttled(&what)),
-            Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
-                Err(Self::unavailable(&what))
-            }
-            Decision::Proceed => self.store.get_meta(kind, name).await,
-            Decision::KillAfter => self.die().await,
-        }
+        self.read(what, self.store.get_meta(kind, name)).await
     }
 
     async fn put_meta(
@@ -212,27 +222,14 @@ impl Backend for SimBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let what = format!("put {} v{}", kind.as_str(), meta.version);
-        let decision = self.turn(what.clone()).await;
-        let apply = || async {
+        self.write(what, async {
             let expected = match kind {
                 MetaKind::Root => self.expected_root(name, expected).await,
                 MetaKind::Lock => expected,
             };
             self.store.put_meta(kind, name, expected, meta).await
-        };
-        match decision {
-            Decision::Throttle => Err(Self::throttled(&what).into()),
-            Decision::FailBefore => Err(Self::unavailable(&what).into()),
-            Decision::Proceed => apply().await,
-            Decision::FailAfter | Decision::Partial => {
-                apply().await?;
-                Err(Self::unavailable(&what).into())
-            }
-            Decision::KillAfter => {
-                let _ = apply().await;
-                self.die().await
-            }
-        }
+        })
+        .await
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
@@ -245,14 +242,7 @@ impl Backend for SimBackend {
         hashes: &[Hash],
     ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let what = format!("get {} sectors", hashes.len());
-        match self.turn(what.clone()).await {
-            Decision::Throttle => Err(Self::throttled(&what)),
-            Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
-                Err(Self::unavailable(&what))
-            }
-            Decision::Proceed => self.store.get_sectors(db, hashes).await,
-            Decision::KillAfter => self.die().await,
-        }
+        self.read(what, self.store.get_sectors(db, hashes)).await
     }
 
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
@@ -286,25 +276,17 @@ impl Backend for SimBackend {
         self.one_request && donut_host::backend::fits_one_request(sectors)
     }
 
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
-        if self.commits_in_one_request(sectors) {
-            return self
-                .swap_root(name, db, expected, meta, sectors, fence)
-                .await;
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        if self.commits_in_one_request(commit.sectors) {
+            return self.swap_root(commit, meta).await;
         }
         // Two steps: a crash between them leaves sectors no root references
         // (harmless, content-addressed) and the old root in place.
-        if !sectors.is_empty() {
-            self.put_sectors(db, sectors).await?;
+        if !commit.sectors.is_empty() {
+            self.put_sectors(commit.db, commit.sectors).await?;
         }
-        self.swap_root(name, db, expected, meta, &[], fence).await
+        let mut root_only = commit;
+        root_only.sectors = &[];
+        self.swap_root(root_only, meta).await
     }
 }

@@ -35,7 +35,15 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sim = Sim::new().context("starting the simulator")?;
+    // Where `just` builds: $CARGO_TARGET_DIR (the justfile exports it).
+    let target = std::path::PathBuf::from(
+        std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()),
+    );
+    let sim = Sim::new(
+        &target.join("wasm32-wasip2/guest"),
+        Some(target.join("test-component-cache")),
+    )
+    .context("starting the simulator")?;
     let seeds: Vec<u64> = match args.seed {
         Some(seed) => vec![seed],
         None => (args.first_seed..args.first_seed + args.seeds).collect(),

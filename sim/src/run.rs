@@ -12,7 +12,7 @@ use donut_host::runtime::{
 use donut_host::storage::{Clock, LeaseRenewal, SectorCache};
 use donut_host::{Grant, MemoryBackend, StorageCtx};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,13 +125,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new() -> anyhow::Result<Sim> {
+    /// Loads `test-guest.wasm` from `guest_dir` (built by `just guest`),
+    /// caching its compiled code in `cache_dir`.
+    pub fn new(guest_dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Sim> {
         use anyhow::Context as _;
-        let dir = PathBuf::from(env!("DONUT_GUEST_DIR"));
-        let runtime = Runtime::new(donut_host::runtime::RuntimeOptions {
-            cache_dir: Some(PathBuf::from(env!("DONUT_TEST_CACHE"))),
-        })?;
-        let path = dir.join("test-guest.wasm");
+        let runtime = Runtime::new(donut_host::runtime::RuntimeOptions { cache_dir })?;
+        let path = guest_dir.join("test-guest.wasm");
         let program = runtime
             .load_file(&path)
             .with_context(|| format!("loading {} (build it with `just guest`)", path.display()))?;

@@ -324,11 +324,17 @@ async fn four_lease_writers_lose_nothing() {
     four_clients_transfer("lease").await;
 }
 
+/// A dynoxide harness with database `db` holding an empty `t(x text)`.
+async fn with_table_t(db: &str) -> Harness {
+    let h = Harness::dynamodb().await;
+    h.create(db).await;
+    h.sql_ok(db, "create table t(x text)").await;
+    h
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lease_holder_is_taken_over_after_expiry() {
-    let h = Harness::dynamodb().await;
-    h.create("lease.db").await;
-    h.sql_ok("lease.db", "create table t(x text)").await;
+    let h = with_table_t("lease.db").await;
     let (died, _) = h
         .try_run_with(
             &components().test_guest,
@@ -369,9 +375,7 @@ async fn a_dead_lease_holder_is_taken_over_after_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_renews_a_lease_held_longer_than_its_length() {
-    let h = Harness::dynamodb().await;
-    h.create("renew.db").await;
-    h.sql_ok("renew.db", "create table t(x text)").await;
+    let h = with_table_t("renew.db").await;
     // A 1 s lease held for 2.5 s: renewed in the background meanwhile, so
     // the fenced commit still holds it.
     let (out, stats) = h
@@ -390,7 +394,7 @@ async fn the_host_renews_a_lease_held_longer_than_its_length() {
 /// refuses the commit, whether the sectors travel with the root or before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_commit_is_refused_once_the_lock_item_moved() {
-    use donut_host::backend::{Backend, Fence, Meta, MetaKind, PutMetaError};
+    use donut_host::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError};
     let h = Harness::dynamodb().await;
     let backend = h.dynamo.clone().expect("dynamo");
     let name = donut_format::DbName::new("fence.db").unwrap();
@@ -437,19 +441,17 @@ async fn a_fenced_commit_is_refused_once_the_lock_item_moved() {
             )
             .await
             .unwrap();
+        let commit = |sectors, fence| Commit {
+            name: &name,
+            db: root.db_id,
+            expected: Some(version),
+            sectors,
+            fence: Some(fence),
+        };
         let stale = Fence {
             lock_version: current_lock.version,
         };
-        let refused = backend
-            .commit(
-                &name,
-                root.db_id,
-                Some(version),
-                next(version),
-                sectors,
-                Some(stale),
-            )
-            .await;
+        let refused = backend.commit(commit(sectors, stale), next(version)).await;
         assert_eq!(
             refused,
             Err(PutMetaError::Fenced),
@@ -465,14 +467,7 @@ async fn a_fenced_commit_is_refused_once_the_lock_item_moved() {
             lock_version: current_lock.version + 1,
         };
         backend
-            .commit(
-                &name,
-                root.db_id,
-                Some(version),
-                next(version),
-                sectors,
-                Some(held),
-            )
+            .commit(commit(sectors, held), next(version))
             .await
             .expect("the holder commits");
         version += 1;

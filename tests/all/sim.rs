@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 
 fn sim() -> &'static Sim {
     static SIM: OnceLock<Sim> = OnceLock::new();
-    SIM.get_or_init(|| Sim::new().expect("simulator"))
+    SIM.get_or_init(|| {
+        let cache = std::path::PathBuf::from(env!("DONUT_TEST_CACHE"));
+        Sim::new(std::path::Path::new(env!("DONUT_GUEST_DIR")), Some(cache)).expect("simulator")
+    })
 }
 
 fn options(seed: u64, bug: Option<Bug>) -> Options {

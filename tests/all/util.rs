@@ -451,21 +451,15 @@ impl<B: Backend> Backend for AmbiguousCommits<B> {
 
     async fn commit(
         &self,
-        name: &DbName,
-        db: donut_format::DbId,
-        expected: Option<u64>,
+        commit: donut_host::backend::Commit<'_>,
         meta: donut_host::backend::Meta,
-        sectors: &[(donut_format::Hash, Vec<u8>)],
-        fence: Option<donut_host::backend::Fence>,
     ) -> Result<(), donut_host::backend::PutMetaError> {
         use std::sync::atomic::Ordering;
         let ambiguous = self
             .next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        self.inner
-            .commit(name, db, expected, meta, sectors, fence)
-            .await?;
+        self.inner.commit(commit, meta).await?;
         if ambiguous {
             return Err(donut_host::backend::BackendError::Unavailable(
                 "injected: the reply was lost".into(),

@@ -11,7 +11,7 @@
 //!   attribute `c`); the storage layer verifies hashes over the plain bytes;
 //! - every request asks for consumed capacity; [`DynamoStats`] adds it up.
 
-use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -811,18 +811,17 @@ impl Backend for DynamoBackend {
         self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
     }
 
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        let Commit {
+            name,
+            db,
+            expected,
+            sectors,
+            fence,
+        } = commit;
         let one_request = self.commits_in_one_request(sectors);
         if !one_request && fence.is_none() {
-            return super::commit_in_two(self, name, db, expected, meta, sectors, None).await;
+            return super::commit_in_two(self, commit, meta).await;
         }
         // A fenced commit always swaps its root in a transaction, with a
         // ConditionCheck on the lock item: the fence and the swap are one

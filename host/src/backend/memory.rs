@@ -1,7 +1,7 @@
 //! The in-memory backend: deterministic, shared by every instance that holds
 //! it, and the base of simulation tests. Nothing survives the process.
 
-use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::{BTreeMap, HashMap};
@@ -117,15 +117,14 @@ impl Backend for MemoryBackend {
 
     /// One step under the store's lock: the fence, the root's version and
     /// the sectors are checked and written together.
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        let Commit {
+            name,
+            db,
+            expected,
+            sectors,
+            fence,
+        } = commit;
         let mut state = self.state();
         if let Some(fence) = fence {
             let lock = state.meta.get(&(MetaKind::Lock, name.clone()));

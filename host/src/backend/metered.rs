@@ -3,7 +3,7 @@
 //! billed, bytes), and [`Latency`] delays every call, modelling a remote
 //! store on top of the in-memory one.
 
-use super::{Backend, BackendError, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::BTreeMap;
@@ -186,17 +186,15 @@ impl<B: Backend> Backend for Metered<B> {
         self.inner.commits_in_one_request(sectors)
     }
 
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        let Commit {
+            name,
+            sectors,
+            fence,
+            ..
+        } = commit;
         if !self.inner.commits_in_one_request(sectors) {
-            return super::commit_in_two(self, name, db, expected, meta, sectors, fence).await;
+            return super::commit_in_two(self, commit, meta).await;
         }
         // Transactional writes cost twice the write units.
         let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
@@ -211,10 +209,7 @@ impl<B: Backend> Backend for Metered<B> {
             wcu += 2.0 * write_units(size);
             bytes += size;
         }
-        let out = self
-            .inner
-            .commit(name, db, expected, meta, sectors, fence)
-            .await;
+        let out = self.inner.commit(commit, meta).await;
         self.add("TransactWriteItems", 1, 0.0, wcu, 0, bytes);
         out
     }
@@ -298,23 +293,12 @@ impl<B: Backend> Backend for Latency<B> {
         self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
     }
 
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
-        if self.commits_in_one_request(sectors) {
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        if self.commits_in_one_request(commit.sectors) {
             self.wait().await;
-            return self
-                .inner
-                .commit(name, db, expected, meta, sectors, fence)
-                .await;
+            return self.inner.commit(commit, meta).await;
         }
-        super::commit_in_two(self, name, db, expected, meta, sectors, fence).await
+        super::commit_in_two(self, commit, meta).await
     }
 }
 

@@ -68,6 +68,19 @@ pub struct Fence {
     pub lock_version: u64,
 }
 
+/// A commit as a backend receives it (the new root travels beside it).
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    pub name: &'a DbName,
+    pub db: DbId,
+    /// The root version it replaces; `None`: the name has no root.
+    pub expected: Option<u64>,
+    /// Sectors the new root needs that are not stored yet.
+    pub sectors: &'a [(Hash, Vec<u8>)],
+    /// Only while the lease is still held (see [`Fence`]).
+    pub fence: Option<Fence>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PutMetaError {
     /// The item's version was not the expected one.
@@ -134,16 +147,8 @@ pub trait Backend: Send + Sync + 'static {
     /// version). A backend that can do this in one request, or check the
     /// fence atomically with the swap, overrides it (and
     /// `commits_in_one_request`).
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
-        commit_in_two(self, name, db, expected, meta, sectors, fence).await
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        commit_in_two(self, commit, meta).await
     }
 }
 
@@ -153,13 +158,16 @@ pub trait Backend: Send + Sync + 'static {
 /// (which every commit has). Backends with transactions do better.
 pub async fn commit_in_two<B: Backend + ?Sized>(
     backend: &B,
-    name: &DbName,
-    db: DbId,
-    expected: Option<u64>,
+    commit: Commit<'_>,
     meta: Meta,
-    sectors: &[(Hash, Vec<u8>)],
-    fence: Option<Fence>,
 ) -> Result<(), PutMetaError> {
+    let Commit {
+        name,
+        db,
+        expected,
+        sectors,
+        fence,
+    } = commit;
     if !sectors.is_empty() {
         backend.put_sectors(db, sectors).await?;
     }
@@ -230,17 +238,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         (**self).commits_in_one_request(sectors)
     }
 
-    async fn commit(
-        &self,
-        name: &DbName,
-        db: DbId,
-        expected: Option<u64>,
-        meta: Meta,
-        sectors: &[(Hash, Vec<u8>)],
-        fence: Option<Fence>,
-    ) -> Result<(), PutMetaError> {
-        (**self)
-            .commit(name, db, expected, meta, sectors, fence)
-            .await
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        (**self).commit(commit, meta).await
     }
 }
