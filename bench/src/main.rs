@@ -472,42 +472,11 @@ async fn main() -> Result<()> {
             .await?,
     );
 
-    // W6: four clients at once, each retrying its transfers until they commit.
-    let per_client = n(50, 10);
-    let before = bench.store.meter();
-    let start = Instant::now();
-    let runs = futures_join(&bench, per_client).await?;
-    let wall = start.elapsed();
-    let mut w6 = Row {
-        name: "W6 4 clients, transfers".into(),
-        ops: per_client * 4,
-        stats: StatsSnapshot::default(),
-        meter: bench.store.meter().since(&before),
-        latencies_us: Vec::new(),
-        wall,
-        note: String::new(),
-    };
-    let mut conflicts = 0u64;
-    let mut sum = String::new();
-    for run in runs {
-        w6.stats = w6.stats.plus(&run.stats);
-        w6.latencies_us.extend(run.latencies_us);
-        for (k, v) in run.info {
-            match k.as_str() {
-                "conflicts" => conflicts += v.parse::<u64>()?,
-                "balance_sum" => sum = v,
-                _ => {}
-            }
-        }
+    // W6: four clients at once, each retrying its transfers until they commit;
+    // optimistic writers, then lease writers.
+    for writer in ["optimistic", "lease"] {
+        rows.push(w6(&bench, n(50, 10), writer).await?);
     }
-    if sum != "100000" {
-        bail!("W6 broke the bank: balances sum to {sum}, not 100000");
-    }
-    w6.note = format!(
-        "{:.1} commits/s, {conflicts} conflicts, sum {sum}",
-        w6.ops as f64 / wall.as_secs_f64()
-    );
-    rows.push(w6);
 
     let engine = engine_overhead(s).await?;
     let commit = if args.two_request_commit {
@@ -553,9 +522,51 @@ fn args_of(words: &[&str], numbers: &[u64]) -> Vec<String> {
     words.chain(numbers.iter().map(u64::to_string)).collect()
 }
 
-async fn futures_join(bench: &Bench, per_client: u64) -> Result<Vec<Run>> {
+/// W6 with `writer` ("optimistic" or "lease") writers.
+async fn w6(bench: &Bench, per_client: u64, writer: &str) -> Result<Row> {
+    let before = bench.store.meter();
+    let start = Instant::now();
+    let runs = futures_join(bench, per_client, writer).await?;
+    let wall = start.elapsed();
+    let mut row = Row {
+        name: format!("W6 4 clients, transfers, {writer} writers"),
+        ops: per_client * 4,
+        stats: StatsSnapshot::default(),
+        meter: bench.store.meter().since(&before),
+        latencies_us: Vec::new(),
+        wall,
+        note: String::new(),
+    };
+    let mut conflicts = 0u64;
+    let mut sum = String::new();
+    for run in runs {
+        row.stats = row.stats.plus(&run.stats);
+        row.latencies_us.extend(run.latencies_us);
+        for (k, v) in run.info {
+            match k.as_str() {
+                "conflicts" => conflicts += v.parse::<u64>()?,
+                "balance_sum" => sum = v,
+                _ => {}
+            }
+        }
+    }
+    if sum != "100000" {
+        bail!("W6 broke the bank: balances sum to {sum}, not 100000");
+    }
+    row.note = format!(
+        "{:.1} commits/s, {conflicts} conflicts, sum {sum}",
+        row.ops as f64 / wall.as_secs_f64()
+    );
+    Ok(row)
+}
+
+async fn futures_join(bench: &Bench, per_client: u64, writer: &str) -> Result<Vec<Run>> {
     let calls: Vec<Vec<String>> = (1..=4u64)
-        .map(|seed| args_of(&["transfer", "bank.db"], &[per_client, 100, seed]))
+        .map(|seed| {
+            let mut args = args_of(&["transfer", "bank.db"], &[per_client, 100, seed]);
+            args.push(writer.to_string());
+            args
+        })
         .collect();
     let (a, b, c, d) = tokio::join!(
         bench.call(&calls[0]),

@@ -10,8 +10,8 @@
 //! - `range DB N ROWS MAXID`: N range scans of ROWS rows (W4);
 //! - `count DB N`: N full `count(*)` scans (W5);
 //! - `accounts DB N`: N accounts of balance 1000;
-//! - `transfer DB N ACCOUNTS SEED`: N transfers between random accounts,
-//!   each retried until it commits (W6);
+//! - `transfer DB N ACCOUNTS SEED [lease]`: N transfers between random
+//!   accounts, each retried until it commits (W6); `lease`: lease writers;
 //! - `engine DB`: runs the SQL script on stdin (engine overhead);
 //! - `engine-memdb DB`: the same on SQLite's in-memory VFS (no DonutDB);
 //! - `noop DB`: returns at once (the cost of a call).
@@ -153,6 +153,15 @@ fn main() {
         }
         "transfer" => {
             let (n, accounts, seed) = (arg(&args, 3), arg(&args, 4), arg(&args, 5));
+            // Lease writers take the lease first (BEGIN IMMEDIATE) and wait
+            // for it; optimistic ones race and retry.
+            let lease = args.get(6).is_some_and(|w| w == "lease");
+            if lease {
+                conn.busy_timeout(std::time::Duration::from_secs(60))
+                    .unwrap();
+                conn.pragma_update(None, "donut_writer", "lease").unwrap();
+            }
+            let begin = if lease { "begin immediate" } else { "begin" };
             let mut rng = Rng((seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut conflicts = 0i64;
             for _ in 0..n {
@@ -161,7 +170,7 @@ fn main() {
                 let start = Instant::now();
                 loop {
                     let attempt = (|| {
-                        conn.execute_batch("begin")?;
+                        conn.execute_batch(begin)?;
                         conn.execute(
                             "update accounts set balance = balance - 1 where id = ?1",
                             [from],
