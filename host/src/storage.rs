@@ -164,6 +164,9 @@ struct Lease {
     lock_version: u64,
     /// When the lease lapses by this host's clock.
     expires_ms: u64,
+    /// The lock item's state as this holder last wrote it (at
+    /// `lock_version`): the next renewal or release starts from it.
+    state: LockState,
     /// Released, lost, or its handle dropped: nothing renews it any more.
     ended: bool,
 }
@@ -226,6 +229,8 @@ pub struct StorageCtx {
     renewal: LeaseRenewal,
     /// Leases this instance holds, for on-call renewal.
     leases: Vec<std::sync::Weak<tokio::sync::Mutex<Lease>>>,
+    /// Lock items as this instance last wrote them (version, state).
+    known_locks: std::collections::HashMap<DbName, (u64, LockState)>,
 }
 
 impl StorageCtx {
@@ -239,6 +244,7 @@ impl StorageCtx {
             cache: None,
             renewal: LeaseRenewal::default(),
             leases: Vec::new(),
+            known_locks: std::collections::HashMap::new(),
         }
     }
 
@@ -515,23 +521,37 @@ async fn lock_state(
 
 /// Applies `change` to the lock item of `name` by compare-and-swap,
 /// re-reading on conflict a bounded number of times.
-/// Returns `change`'s output and the version written.
+/// `known`: the lock item as this host last wrote it, if it did; tried
+/// first without reading (one request instead of two when nobody wrote it
+/// since — the compare-and-swap tells). Returns `change`'s output, the
+/// version written and the state written.
 async fn update_lock<T>(
     backend: &dyn Backend,
     clock: &Clock,
     name: &DbName,
+    known: Option<(u64, LockState)>,
     mut change: impl FnMut(LockState, u64) -> Result<(LockState, T), StorageError>,
-) -> Result<(T, u64), StorageError> {
+) -> Result<(T, u64, LockState), StorageError> {
+    let mut guess = known;
     for _ in 0..LOCK_CAS_ATTEMPTS {
-        let (version, state) = lock_state(backend, name).await?;
-        let (next, out) = change(state, clock.now_ms())?;
+        let guessed = guess.is_some();
+        let (version, state) = match guess.take() {
+            Some((version, state)) => (Some(version), state),
+            None => lock_state(backend, name).await?,
+        };
+        let (next, out) = match change(state, clock.now_ms()) {
+            Ok(changed) => changed,
+            // A refusal based on a guess is checked against the real item.
+            Err(_) if guessed => continue,
+            Err(e) => return Err(e),
+        };
         let written = version.map_or(1, |v| v + 1);
         let meta = Meta {
             version: written,
             body: next.encode(),
         };
         match backend.put_meta(MetaKind::Lock, name, version, meta).await {
-            Ok(()) => return Ok((out, written)),
+            Ok(()) => return Ok((out, written, next)),
             Err(PutMetaError::Conflict | PutMetaError::Fenced) => continue,
             Err(PutMetaError::Backend(e)) => return Err(e.into()),
         }
@@ -554,7 +574,8 @@ async fn renew_lease(
         )));
     }
     let (owner, token, lease_ms, name) = (lease.owner, lease.token, lease.lease_ms, &lease.name);
-    let result = update_lock(backend, clock, name, |mut state, now| {
+    let known = Some((lease.lock_version, lease.state.clone()));
+    let result = update_lock(backend, clock, name, known, |mut state, now| {
         let mine = state
             .holders
             .iter_mut()
@@ -571,9 +592,10 @@ async fn renew_lease(
     })
     .await;
     match result {
-        Ok((expires_ms, version)) => {
+        Ok((expires_ms, version, state)) => {
             lease.expires_ms = expires_ms;
             lease.lock_version = version;
+            lease.state = state;
             Ok(())
         }
         Err(e) => {
@@ -892,8 +914,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
         self.renew_due_leases().await;
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        let ((token, expires_ms), lock_version) =
-            update_lock(&*backend, &clock, &name, |state, now| {
+        let known = self.known_locks.get(&name).cloned();
+        let ((token, expires_ms), lock_version, state) =
+            update_lock(&*backend, &clock, &name, known, |state, now| {
                 let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
                 let blocked = if exclusive {
                     !live.is_empty()
@@ -928,6 +951,8 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
                 ))
             })
             .await?;
+        self.known_locks
+            .insert(name.clone(), (lock_version, state.clone()));
         let lease = Arc::new(tokio::sync::Mutex::new(Lease {
             name,
             owner,
@@ -936,6 +961,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             lease_ms,
             lock_version,
             expires_ms,
+            state,
             ended: false,
         }));
         let renewer = match (self.renewal, tokio::runtime::Handle::try_current()) {
@@ -994,12 +1020,15 @@ impl donut::storage::storage::HostLock for StorageCtx {
         }
         let owner = held.owner;
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
-        update_lock(&*backend, &clock, &held.name, |mut state, _| {
-            state.holders.retain(|h| h.owner != owner);
-            Ok((state, ()))
-        })
-        .await?;
+        let known = Some((held.lock_version, held.state.clone()));
+        let ((), version, state) =
+            update_lock(&*backend, &clock, &held.name, known, |mut state, _| {
+                state.holders.retain(|h| h.owner != owner);
+                Ok((state, ()))
+            })
+            .await?;
         held.ended = true;
+        self.known_locks.insert(held.name.clone(), (version, state));
         Ok(())
     }
 
@@ -1107,6 +1136,32 @@ mod tests {
             matches!(exclusive, Err(StorageError::Busy(_))),
             "shared holders exclude writers"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_this_host_released_is_taken_again_in_one_request() {
+        use crate::backend::metered::Metered;
+        let store = Arc::new(Metered::new(MemoryBackend::new()));
+        let mut ctx =
+            StorageCtx::new(store.clone(), Grant::all()).with_lease_renewal(LeaseRenewal::OnCall);
+        let db = HostDatabase::create(&mut ctx, "l.db".into(), 4096)
+            .await
+            .unwrap();
+        let first = HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000)
+            .await
+            .unwrap();
+        let before = store.meter();
+        HostLock::release(&mut ctx, borrow(&first)).await.unwrap();
+        let again = HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000)
+            .await
+            .unwrap();
+        HostLock::renew(&mut ctx, borrow(&again), 5_000)
+            .await
+            .unwrap();
+        let spent = store.meter().since(&before);
+        // Release, acquire and renew: one conditional put each, no reads.
+        assert_eq!(spent.requests.get("PutItem"), Some(&3), "{spent:?}");
+        assert_eq!(spent.requests.get("GetItem"), None, "{spent:?}");
     }
 
     #[tokio::test]
