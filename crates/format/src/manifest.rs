@@ -16,6 +16,9 @@ pub const FANOUT: usize = 256;
 pub const MAX_DEPTH: u8 = 4;
 /// Largest overlay a root carries (≈ 1.2 KiB of root).
 pub const OVERLAY_MAX: usize = 32;
+/// Most interior chunks a lookup fetches beyond the ones it needs: the
+/// children of the upper levels it passes through, when that few.
+pub const SIBLINGS_PREFETCH_MAX: usize = 16;
 
 const CHUNK_HEADER_LEN: usize = 4;
 const KIND_LEAF: u8 = 1;
@@ -192,11 +195,14 @@ impl<'a> Manifest<'a> {
                 pending.push((pos, index, root.tree.top));
             }
         }
+        // Interior chunks fetched along with the ones asked for (see below).
+        let mut siblings: Vec<Hash> = Vec::new();
         for level in (1..=root.tree.depth).rev() {
             if pending.is_empty() {
                 break;
             }
             let mut wanted: Vec<Hash> = pending.iter().map(|p| p.2).collect();
+            wanted.append(&mut siblings);
             wanted.sort_unstable();
             wanted.dedup();
             let chunks = source.load(&wanted)?;
@@ -221,6 +227,22 @@ impl<'a> Manifest<'a> {
                         detail: format!("found level {} where {level} belongs", chunk.level),
                     }
                     .into());
+                }
+            }
+            // The upper levels are few and every lookup passes through them:
+            // when the next level is interior too, its chunks under the
+            // parents just loaded come in the same request as the ones
+            // needed now (a few at most), so later lookups find them cached.
+            if level > 2 {
+                let mut all: Vec<Hash> = by_hash
+                    .values()
+                    .flat_map(|chunk| chunk.entries.iter().copied())
+                    .filter(|h| *h != ZERO_HASH)
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                if all.len() <= SIBLINGS_PREFETCH_MAX {
+                    siblings = all;
                 }
             }
         }
@@ -424,6 +446,63 @@ mod tests {
             };
             assert_eq!(got, want, "page index {index}");
         }
+    }
+
+    /// Caches what it loaded, as the guest's source does, and records the
+    /// misses of each load.
+    struct Cached {
+        inner: Store,
+        cache: HashMap<Hash, Arc<Chunk>>,
+        misses: Vec<Vec<Hash>>,
+    }
+
+    impl ChunkSource for Cached {
+        type Error = FormatError;
+        fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, FormatError> {
+            let missing: Vec<Hash> = hashes
+                .iter()
+                .copied()
+                .filter(|h| !self.cache.contains_key(h))
+                .collect();
+            if !missing.is_empty() {
+                for (h, chunk) in missing.iter().zip(self.inner.load(&missing)?) {
+                    self.cache.insert(*h, chunk);
+                }
+                self.misses.push(missing);
+            }
+            Ok(hashes.iter().map(|h| self.cache[h].clone()).collect())
+        }
+    }
+
+    #[test]
+    fn upper_interior_chunks_come_with_the_first_lookup() {
+        // Depth 3: four level-2 chunks under the top.
+        let mut store = Store::default();
+        let root = Root::new_database(DbId([1; 16]), 4096, 0, 0);
+        let far = [0u32, 70_000, 140_000, 200_000];
+        let changes: BTreeMap<u32, Hash> = far
+            .iter()
+            .flat_map(|&i| (i..i + 20).map(|j| (j, page_hash(j, 1))))
+            .collect();
+        let root = commit(&root, &mut store, &changes, 200_020);
+        assert_eq!(root.tree.depth, 3);
+        let mut source = Cached {
+            inner: store,
+            cache: HashMap::new(),
+            misses: Vec::new(),
+        };
+        let got = Manifest::new(&root).lookup_many(&[0], &mut source).unwrap();
+        assert_eq!(got, vec![page_hash(0, 1)]);
+        // top; all four level-2 chunks together; one leaf chunk.
+        let sizes: Vec<usize> = source.misses.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 4, 1]);
+        // A page under another level-2 chunk now costs only its leaf chunk.
+        source.misses.clear();
+        let got = Manifest::new(&root)
+            .lookup_many(&[140_005], &mut source)
+            .unwrap();
+        assert_eq!(got, vec![page_hash(140_005, 1)]);
+        assert_eq!(source.misses.len(), 1, "{:?}", source.misses);
     }
 
     #[test]
