@@ -7,6 +7,7 @@ mod conformance;
 mod counts;
 mod dynamo;
 mod faults;
+mod fence;
 mod sim;
 mod sql;
 mod util;

@@ -10,7 +10,7 @@
 //!   immutable; an in-memory index of them is built at open and refreshed
 //!   when a sector is missing (another process may have written it).
 
-use super::{Backend, BackendError, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, HASH_LEN, Hash, hash, hash_hex};
 use std::collections::{HashMap, HashSet};
@@ -324,12 +324,16 @@ impl Inner {
             .ok_or_else(|| BackendError::Corrupt(format!("{} is damaged", path.display())))
     }
 
+    /// Compare-and-swap of a meta item under the store's lock; with a
+    /// `fence`, the lock item must also be at its version (checked under the
+    /// same lock, so the two are one step).
     fn put_meta(
         &self,
         kind: MetaKind,
         name: &DbName,
         expected: Option<u64>,
         meta: Meta,
+        fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
         let lock_path = self.dir.join("meta.lock");
         let lock = OpenOptions::new()
@@ -340,6 +344,13 @@ impl Inner {
             .map_err(|e| unavailable("opening", &lock_path, e))?;
         lock.lock()
             .map_err(|e| unavailable("locking", &lock_path, e))?;
+        if let Some(fence) = fence {
+            let lock_item = self.meta_path(MetaKind::Lock, name);
+            let at = self.read_meta_file(&lock_item)?.map(|(_, m)| m.version);
+            if at != Some(fence.lock_version) {
+                return Err(PutMetaError::Fenced);
+            }
+        }
         let path = self.meta_path(kind, name);
         let current = self.read_meta_file(&path)?.map(|(_, m)| m.version);
         if current != expected {
@@ -405,7 +416,7 @@ impl Backend for LocalBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let name = name.clone();
-        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta))
+        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, None))
             .await?
     }
 
@@ -440,6 +451,16 @@ impl Backend for LocalBackend {
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         let sectors = sectors.to_vec();
         self.blocking(move |inner| inner.put_sectors(db, &sectors))
+            .await?
+    }
+
+    /// Sectors first, then the root swap with its fence under one lock.
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        if !commit.sectors.is_empty() {
+            self.put_sectors(commit.db, commit.sectors).await?;
+        }
+        let (name, expected, fence) = (commit.name.clone(), commit.expected, commit.fence);
+        self.blocking(move |inner| inner.put_meta(MetaKind::Root, &name, expected, meta, fence))
             .await?
     }
 
