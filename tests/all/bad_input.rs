@@ -161,8 +161,11 @@ async fn a_failed_pull_leaves_the_destination_untouched() {
         .await
         .unwrap();
     let memory = h.memory.as_ref().unwrap();
-    let victim = memory.sector_hashes(root.db_id)[0];
-    memory.corrupt_sector(root.db_id, &victim, vec![1; 4096]);
+    // Every sector: one picked at random may be garbage no root references
+    // (a superseded page or chunk), which a pull rightly never reads.
+    for victim in memory.sector_hashes(root.db_id) {
+        memory.corrupt_sector(root.db_id, &victim, vec![1; 4096]);
+    }
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("keep.db");
     std::fs::write(&dest, b"precious").unwrap();

@@ -819,19 +819,14 @@ impl Backend for DynamoBackend {
             sectors,
             fence,
         } = commit;
-        let one_request = self.commits_in_one_request(sectors);
-        if !one_request && fence.is_none() {
+        let Some((ahead, in_transaction)) =
+            super::transaction_plan(self.commits_in_one_request(sectors), &commit)
+        else {
             return super::commit_in_two(self, commit, meta).await;
-        }
-        // A fenced commit always swaps its root in a transaction, with a
-        // ConditionCheck on the lock item: the fence and the swap are one
-        // step. Sectors that do not fit go first, in batches.
-        let in_transaction = if one_request {
-            sectors
-        } else {
-            self.put_sectors(db, sectors).await?;
-            &[]
         };
+        if !ahead.is_empty() {
+            self.put_sectors(db, ahead).await?;
+        }
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
         };

@@ -187,29 +187,30 @@ impl<B: Backend> Backend for Metered<B> {
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        let Commit {
-            name,
-            sectors,
-            fence,
-            ..
-        } = commit;
-        if !self.inner.commits_in_one_request(sectors) {
+        let one_request = self.inner.commits_in_one_request(commit.sectors);
+        let Some((ahead, inside)) = super::transaction_plan(one_request, &commit) else {
             return super::commit_in_two(self, commit, meta).await;
+        };
+        if !ahead.is_empty() {
+            self.put_sectors(commit.db, ahead).await?; // billed as BatchWriteItem
         }
+        let name = commit.name.as_str();
         // Transactional writes cost twice the write units.
-        let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
+        let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.len();
         let mut wcu = 2.0 * write_units(root_size);
-        if fence.is_some() {
+        if commit.fence.is_some() {
             // The lock item's ConditionCheck is billed like a write of it.
-            wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.as_str().len() + 64);
+            wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.len() + 64);
         }
         let mut bytes = root_size;
-        for (_, sector) in sectors {
+        for (_, sector) in inside {
             let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
             wcu += 2.0 * write_units(size);
             bytes += size;
         }
-        let out = self.inner.commit(commit, meta).await;
+        let mut transaction = commit;
+        transaction.sectors = inside;
+        let out = self.inner.commit(transaction, meta).await;
         self.add("TransactWriteItems", 1, 0.0, wcu, 0, bytes);
         out
     }
@@ -294,11 +295,17 @@ impl<B: Backend> Backend for Latency<B> {
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        if self.commits_in_one_request(commit.sectors) {
-            self.wait().await;
-            return self.inner.commit(commit, meta).await;
+        let one_request = self.commits_in_one_request(commit.sectors);
+        let Some((ahead, inside)) = super::transaction_plan(one_request, &commit) else {
+            return super::commit_in_two(self, commit, meta).await;
+        };
+        if !ahead.is_empty() {
+            self.put_sectors(commit.db, ahead).await?;
         }
-        super::commit_in_two(self, commit, meta).await
+        self.wait().await;
+        let mut transaction = commit;
+        transaction.sectors = inside;
+        self.inner.commit(transaction, meta).await
     }
 }
 
@@ -333,5 +340,47 @@ mod tests {
         assert_eq!(m.requests["BatchGetItem"], 1);
         // 4,216 B = 2 read units each, halved for eventual consistency.
         assert_eq!(m.read_capacity_units, 30.0);
+    }
+
+    /// A fenced commit whose sectors do not travel with the root is billed
+    /// as DynamoDB runs it: the sectors in a batch, then one transaction
+    /// (root put + lock check) — not a lock read and a plain put.
+    #[tokio::test]
+    async fn a_fenced_two_request_commit_is_one_transaction() {
+        use crate::backend::Fence;
+        let store = Metered::new(MemoryBackend::new());
+        let name = DbName::new("f.db").unwrap();
+        let meta = |version: u64| Meta {
+            version,
+            body: vec![version as u8; 100],
+        };
+        store
+            .put_meta(MetaKind::Root, &name, None, meta(1))
+            .await
+            .unwrap();
+        store
+            .put_meta(MetaKind::Lock, &name, None, meta(1))
+            .await
+            .unwrap();
+        let page = vec![5u8; 4096];
+        let sectors = vec![(donut_format::hash(&page), page)];
+        let before = store.meter();
+        let commit = Commit {
+            name: &name,
+            db: DbId([1; 16]),
+            expected: Some(1),
+            sectors: &sectors,
+            fence: Some(Fence { lock_version: 1 }),
+        };
+        store.commit(commit, meta(2)).await.unwrap();
+        let spent = store.meter().since(&before);
+        assert_eq!(spent.requests.get("BatchWriteItem"), Some(&1), "{spent:?}");
+        assert_eq!(
+            spent.requests.get("TransactWriteItems"),
+            Some(&1),
+            "{spent:?}"
+        );
+        assert_eq!(spent.requests.get("GetItem"), None, "{spent:?}");
+        assert_eq!(spent.requests.get("PutItem"), None, "{spent:?}");
     }
 }

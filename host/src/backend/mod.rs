@@ -180,6 +180,26 @@ pub async fn commit_in_two<B: Backend + ?Sized>(
     backend.put_meta(MetaKind::Root, name, expected, meta).await
 }
 
+/// Sectors as (hash, bytes), borrowed.
+pub type Sectors<'a> = &'a [(Hash, Vec<u8>)];
+
+/// How a commit travels on a backend with transactions (DynamoDB, and the
+/// wrappers that model it). `None`: the sectors, then a conditional put
+/// ([`commit_in_two`]). `Some((ahead, inside))`: `ahead` stored first in
+/// batches, then one transaction of `inside`, the root and the fence's
+/// condition check — a fenced commit always swaps its root that way, so the
+/// fence and the swap are one step.
+pub fn transaction_plan<'a>(
+    one_request: bool,
+    commit: &Commit<'a>,
+) -> Option<(Sectors<'a>, Sectors<'a>)> {
+    match (one_request, commit.fence) {
+        (true, _) => Some((&[], commit.sectors)),
+        (false, Some(_)) => Some((commit.sectors, &[])),
+        (false, None) => None,
+    }
+}
+
 /// Most sectors a one-request commit carries (DynamoDB's TransactWriteItems
 /// takes 100 items, one of them the root).
 pub const ONE_REQUEST_SECTORS_MAX: usize = 99;
