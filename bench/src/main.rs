@@ -394,6 +394,18 @@ async fn main() -> Result<()> {
     rows.push(
         bench
             .measure(
+                "W1 one-row insert, exclusive writer",
+                n(200, 20),
+                args_of(&["insert", "w1x.db"], &[n(200, 20)])
+                    .into_iter()
+                    .chain(["exclusive".to_string()])
+                    .collect(),
+            )
+            .await?,
+    );
+    rows.push(
+        bench
+            .measure(
                 "W2 1,000-row transaction",
                 n(20, 3),
                 args_of(&["txn", "w2.db"], &[n(20, 3), 1000]),

@@ -335,22 +335,141 @@ pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Ro
 }
 
 /// Swaps the root of `name` from `expected` (None: absent) to `root`.
+/// `lease_required`: the root at `expected` requires the lease (an
+/// exclusive writer's claim, ARCHITECTURE.md "Exclusive writers"): the swap
+/// then takes a lease of the host's own and is fenced by it.
 pub async fn swap_root(
     backend: &dyn Backend,
     name: &DbName,
     expected: Option<u64>,
+    lease_required: bool,
     root: &Root,
 ) -> Result<(), StorageError> {
     let meta = Meta {
         version: root.version,
         body: root.encode(),
     };
-    match backend.put_meta(MetaKind::Root, name, expected, meta).await {
+    swap_meta(backend, name, root.db_id, expected, lease_required, meta).await
+}
+
+/// `swap_root` for any root item body (a root or a tombstone).
+async fn swap_meta(
+    backend: &dyn Backend,
+    name: &DbName,
+    db: DbId,
+    expected: Option<u64>,
+    lease_required: bool,
+    meta: Meta,
+) -> Result<(), StorageError> {
+    let lease = match lease_required {
+        true => Some(HostLease::take(backend, name).await?),
+        false => None,
+    };
+    let commit = Commit {
+        name,
+        db,
+        expected,
+        sectors: &[],
+        fence: lease.as_ref().map(|l| Fence {
+            lock_version: l.lock_version,
+        }),
+    };
+    let result = match backend.commit(commit, meta).await {
         Ok(()) => Ok(()),
-        // `put_meta` has no fence: `Fenced` cannot come back from it.
-        Err(PutMetaError::Conflict | PutMetaError::Fenced) => Err(StorageError::Conflict),
+        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
+        Err(PutMetaError::Fenced) => Err(StorageError::Busy(format!(
+            "the lease on {name:?} was taken over; nothing was changed"
+        ))),
         Err(PutMetaError::Backend(e)) => Err(e.into()),
+    };
+    if let Some(lease) = lease {
+        // If this fails the lease simply expires.
+        let _ = lease.release(backend, name).await;
     }
+    result
+}
+
+/// How long a host operation (push, rm) holds a lease it takes.
+const HOST_LEASE_MS: u32 = 60_000;
+
+/// An exclusive lease a host operation takes on a database whose root
+/// requires it; released right after the swap.
+struct HostLease {
+    owner: u64,
+    lock_version: u64,
+    state: LockState,
+}
+
+impl HostLease {
+    async fn take(backend: &dyn Backend, name: &DbName) -> Result<HostLease, StorageError> {
+        let owner = random_u64();
+        let ((), lock_version, state) =
+            update_lock(backend, &Clock::System, name, None, |state, now| {
+                let state = with_holder(state, now, name, owner, true, HOST_LEASE_MS)?;
+                Ok((state, ()))
+            })
+            .await
+            .map_err(|e| match e {
+                StorageError::Busy(m) => StorageError::Busy(format!(
+                    "{name:?} has an exclusive writer: {m}; try again once it closes"
+                )),
+                e => e,
+            })?;
+        Ok(HostLease {
+            owner,
+            lock_version,
+            state,
+        })
+    }
+
+    async fn release(self, backend: &dyn Backend, name: &DbName) -> Result<(), StorageError> {
+        let known = Some((self.lock_version, self.state));
+        update_lock(backend, &Clock::System, name, known, |mut state, _| {
+            state.holders.retain(|h| h.owner != self.owner);
+            Ok((state, ()))
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// `state` with `owner` added as a holder of a lease of `lease_ms` from
+/// `now`, or `busy` if the lease cannot be shared with its live holders.
+fn with_holder(
+    state: LockState,
+    now: u64,
+    name: &DbName,
+    owner: u64,
+    exclusive: bool,
+    lease_ms: u32,
+) -> Result<LockState, StorageError> {
+    let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
+    let blocked = if exclusive {
+        !live.is_empty()
+    } else {
+        state.mode == LockMode::Exclusive && !live.is_empty()
+    };
+    if blocked || live.len() >= LOCK_HOLDERS_MAX {
+        let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
+        return Err(StorageError::Busy(format!(
+            "the lock of {name:?} is held for another {} ms",
+            until.saturating_sub(now)
+        )));
+    }
+    let mut holders = live;
+    holders.push(LockHolder {
+        owner,
+        expires_ms: now + lease_ms as u64,
+    });
+    Ok(LockState {
+        token: state.token + 1,
+        mode: if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        },
+        holders,
+    })
 }
 
 /// A fresh root for `name`: a new id, the version after whatever the name
@@ -387,7 +506,7 @@ pub async fn create_database(
     page_size: u32,
 ) -> Result<Root, StorageError> {
     let (expected, root) = new_root(backend, name, page_size).await?;
-    match swap_root(backend, name, expected, &root).await {
+    match swap_root(backend, name, expected, false, &root).await {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {name:?} already exists in the {}",
@@ -401,7 +520,7 @@ pub async fn create_database(
 /// next version), so no reader or writer sees it from then on. Its sectors
 /// stay until `gc`.
 pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64, StorageError> {
-    let (meta, _) = read_root(backend, name).await?;
+    let (meta, root) = read_root(backend, name).await?;
     let tombstone = Tombstone {
         version: meta.version + 1,
         removed_ms: Clock::System.now_ms(),
@@ -410,15 +529,16 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
         version: tombstone.version,
         body: tombstone.encode(),
     };
-    match backend
-        .put_meta(MetaKind::Root, name, Some(meta.version), next)
-        .await
-    {
-        Ok(()) => Ok(tombstone.version),
-        // `put_meta` has no fence: `Fenced` cannot come back from it.
-        Err(PutMetaError::Conflict | PutMetaError::Fenced) => Err(StorageError::Conflict),
-        Err(PutMetaError::Backend(e)) => Err(e.into()),
-    }
+    swap_meta(
+        backend,
+        name,
+        root.db_id,
+        Some(meta.version),
+        root.lease_required,
+        next,
+    )
+    .await?;
+    Ok(tombstone.version)
 }
 
 /// Checks sectors a guest hands over: count, sizes, and that each hashes to
@@ -917,38 +1037,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let known = self.known_locks.get(&name).cloned();
         let ((token, expires_ms), lock_version, state) =
             update_lock(&*backend, &clock, &name, known, |state, now| {
-                let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
-                let blocked = if exclusive {
-                    !live.is_empty()
-                } else {
-                    state.mode == LockMode::Exclusive && !live.is_empty()
-                };
-                if blocked || live.len() >= LOCK_HOLDERS_MAX {
-                    let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
-                    return Err(StorageError::Busy(format!(
-                        "the lock of {name:?} is held for another {} ms",
-                        until.saturating_sub(now)
-                    )));
-                }
-                let mut holders = live;
-                holders.push(LockHolder {
-                    owner,
-                    expires_ms: now + lease_ms as u64,
-                });
-                let token = state.token + 1;
-                let mode = if exclusive {
-                    LockMode::Exclusive
-                } else {
-                    LockMode::Shared
-                };
-                Ok((
-                    LockState {
-                        token,
-                        mode,
-                        holders,
-                    },
-                    (token, now + lease_ms as u64),
-                ))
+                let state = with_holder(state, now, &name, owner, exclusive, lease_ms)?;
+                let token = state.token;
+                Ok((state, (token, now + lease_ms as u64)))
             })
             .await?;
         self.known_locks
@@ -1030,6 +1121,17 @@ impl donut::storage::storage::HostLock for StorageCtx {
         held.ended = true;
         self.known_locks.insert(held.name.clone(), (version, state));
         Ok(())
+    }
+
+    async fn remaining_ms(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
+        self.renew_due_leases().await;
+        let lease = self.table.get(&lock)?.lease.clone();
+        let held = lease.lock().await;
+        Ok(if held.ended {
+            0
+        } else {
+            held.expires_ms.saturating_sub(self.clock.now_ms())
+        })
     }
 
     async fn drop(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<()> {

@@ -96,6 +96,8 @@ pub async fn push(
 ) -> Result<Root, TransferError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let (page_size, page_count) = sqlite_geometry(path, &mut file)?;
+    // An exclusive writer's root makes the swap take the lease: a claimed
+    // snapshot must stay the latest root while its lease lasts.
     let (expected, base) = match read_stored(&*backend, name).await? {
         Stored::Live(meta, root) => (Some(meta.version), root),
         Stored::Absent | Stored::Removed(_) => new_root(&*backend, name, page_size).await?,
@@ -151,8 +153,9 @@ pub async fn push(
         txn_id: crate::storage::random_u64(),
         tree: update.tree,
         overlay: update.overlay,
+        lease_required: false,
     };
-    match swap_root(&*backend, name, expected, &root).await {
+    match swap_root(&*backend, name, expected, base.lease_required, &root).await {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(TransferError::Raced(name.clone())),
         Err(e) => Err(e.into()),

@@ -264,8 +264,9 @@ impl Sim {
         }
         let mut clients: Vec<Client> = (0..config.clients)
             .map(|id| {
-                let writer = match rng.below(3) {
+                let writer = match rng.below(4) {
                     0 => "lease",
+                    1 => "exclusive",
                     _ => "optimistic",
                 };
                 let skew = config.lease_ms as i64 / 4;

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod counts;
 mod dynamo;
+mod exclusive;
 mod faults;
 mod fence;
 mod sim;

@@ -4,7 +4,8 @@
 //!
 //! - `fill DB ROWS BYTES`: table kv(id, v) with ROWS rows of BYTES random
 //!   bytes, in transactions of at most 32 MB;
-//! - `insert DB N`: N one-row autocommit inserts (W1);
+//! - `insert DB N [exclusive]`: N one-row autocommit inserts (W1);
+//!   `exclusive`: by an exclusive writer;
 //! - `txn DB N ROWS`: N transactions of ROWS rows each (W2);
 //! - `point DB N MAXID`: N point selects by random primary key (W3);
 //! - `range DB N ROWS MAXID`: N range scans of ROWS rows (W4);
@@ -89,6 +90,11 @@ fn main() {
         "insert" => {
             conn.execute_batch("create table if not exists log(id integer primary key, v text)")
                 .unwrap();
+            if args.get(4).is_some_and(|w| w == "exclusive") {
+                // The lease for the connection's life: no root reads.
+                conn.pragma_update(None, "donut_writer", "exclusive")
+                    .unwrap();
+            }
             for i in 0..arg(&args, 3) {
                 timed(|| conn.execute("insert into log(v) values (?1)", [format!("row {i}")]));
             }

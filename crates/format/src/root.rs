@@ -54,7 +54,16 @@ pub struct Root {
     /// Recent page → hash entries not yet merged into the tree; they take
     /// precedence over it. Sorted by page index, unique, at most OVERLAY_MAX.
     pub overlay: Vec<(u32, Hash)>,
+    /// Set by an exclusive writer (`PRAGMA donut_writer = exclusive`): every
+    /// writer that starts from this root must hold the database's lease to
+    /// commit, so its holder may skip root reads while the lease lasts.
+    pub lease_required: bool,
 }
+
+/// `flags` bit: `Root::lease_required`.
+const FLAG_LEASE_REQUIRED: u16 = 1;
+/// Every flag bit this version knows; a root with others is refused.
+const FLAGS_KNOWN: u16 = FLAG_LEASE_REQUIRED;
 
 impl Root {
     /// The root of a new, empty database: version 1, or the version after
@@ -69,6 +78,7 @@ impl Root {
             txn_id,
             tree: TreeRef::EMPTY,
             overlay: Vec::new(),
+            lease_required: false,
         }
     }
 
@@ -82,7 +92,12 @@ impl Root {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&ROOT_MAGIC);
         out.extend_from_slice(&ROOT_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes()); // flags
+        let flags = if self.lease_required {
+            FLAG_LEASE_REQUIRED
+        } else {
+            0
+        };
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&self.db_id.0);
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.page_size.to_le_bytes());
@@ -123,6 +138,7 @@ impl Root {
                 version: format_version,
             });
         }
+        let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
         let overlay_len = u16::from_le_bytes([bytes[96], bytes[97]]) as usize;
         let need = HEADER_LEN + overlay_len * ENTRY_LEN + CHECKSUM_LEN;
         if bytes.len() != need {
@@ -163,7 +179,14 @@ impl Root {
                 top,
             },
             overlay,
+            lease_required: flags & FLAG_LEASE_REQUIRED != 0,
         };
+        if flags & !FLAGS_KNOWN != 0 {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("unknown flags {flags:#06x}"),
+            });
+        }
         root.check_invariants()
             .map_err(|detail| FormatError::Invalid { what: WHAT, detail })?;
         Ok(root)
@@ -219,7 +242,25 @@ mod tests {
                 top: [3; 32],
             },
             overlay: vec![(0, [1; 32]), (17, [2; 32])],
+            lease_required: false,
         }
+    }
+
+    #[test]
+    fn lease_required_round_trips_and_unknown_flags_are_refused() {
+        let mut root = sample();
+        root.lease_required = true;
+        let bytes = root.encode();
+        assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 1);
+        assert_eq!(Root::decode(&bytes).unwrap(), root);
+        // A flag this version does not know, under a valid checksum.
+        let mut unknown = bytes.clone();
+        unknown[10] = 0b10;
+        let body_len = unknown.len() - CHECKSUM_LEN;
+        let checksum = Sha256::digest(&unknown[..body_len]);
+        unknown[body_len..].copy_from_slice(&checksum[..CHECKSUM_LEN]);
+        let err = Root::decode(&unknown).unwrap_err().to_string();
+        assert!(err.contains("unknown flags"), "{err}");
     }
 
     #[test]

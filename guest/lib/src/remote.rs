@@ -162,6 +162,12 @@ pub enum Writer {
     /// An exclusive lease on the database's lock item from the first write
     /// (RESERVED) to the end of the transaction; the commit is fenced by it.
     Lease,
+    /// The lease from the first write until the connection closes, and
+    /// roots that require it of every writer: while the lease lasts nobody
+    /// else can commit, so transactions start without reading the root and
+    /// an autocommit write is one request (ARCHITECTURE.md, "Exclusive
+    /// writers").
+    Exclusive,
 }
 
 /// Default lease length: long enough for a large commit, short enough that
@@ -201,8 +207,13 @@ pub struct MainDb {
     streak: u32,
     writer: Writer,
     lease_ms: u32,
-    /// The lease held from RESERVED to the end of a write transaction.
+    /// The lease held from RESERVED to the end of a write transaction (to
+    /// the connection's end for an exclusive writer).
     lease: Option<Lock>,
+    /// Exclusive writers: `lease` has been held without a gap since a root
+    /// requiring it was current (read under it, or written by us), so the
+    /// snapshot is the latest root for as long as the lease lasts.
+    claimed: bool,
 }
 
 /// Most bytes one read-ahead fetches.
@@ -247,6 +258,7 @@ impl MainDb {
             writer: Writer::Optimistic,
             lease_ms: LEASE_MS_DEFAULT,
             lease: None,
+            claimed: false,
         })
     }
 
@@ -262,6 +274,9 @@ impl MainDb {
     pub fn set_writer(&mut self, writer: Writer) -> Result<(), String> {
         if self.lock >= ffi::SQLITE_LOCK_RESERVED {
             return Err("the writer mode cannot change inside a write transaction".into());
+        }
+        if writer != Writer::Exclusive {
+            self.drop_lease();
         }
         self.writer = writer;
         Ok(())
@@ -283,7 +298,18 @@ impl MainDb {
     /// could only fail at commit: SQLITE_BUSY_SNAPSHOT now, which SQLite
     /// retries through its busy handler if the transaction read nothing).
     fn take_lease(&mut self) -> Result<(), Fail> {
-        assert!(self.lease.is_none(), "a lease is already held");
+        if self.claimed {
+            return Ok(()); // the snapshot is the latest root
+        }
+        if self.lease.is_some() {
+            // An exclusive writer's lease, held since before this snapshot
+            // but not claimed: the root may have moved under it.
+            let current = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_LOCK)?;
+            if current.version != self.snapshot.version {
+                return Err(moved(&self.name));
+            }
+            return Ok(());
+        }
         let lock = match self.handle.acquire(LockMode::Exclusive, self.lease_ms) {
             Ok(lock) => lock,
             Err(StorageError::Busy(m)) => {
@@ -302,20 +328,52 @@ impl MainDb {
             }
         };
         if current.version != self.snapshot.version {
-            let _ = lock.release();
-            return Err(Fail::new(
-                ffi::SQLITE_BUSY_SNAPSHOT,
-                format!(
-                    "another writer committed to {:?} since this transaction began; retry it",
-                    self.name
-                ),
-            ));
+            // An exclusive writer keeps the lease: its next transaction
+            // starts from the root it reads under it.
+            if self.writer == Writer::Exclusive {
+                self.lease = Some(lock);
+            } else {
+                let _ = lock.release();
+            }
+            return Err(moved(&self.name));
         }
+        self.claimed = self.writer == Writer::Exclusive && current.lease_required;
         self.lease = Some(lock);
         Ok(())
     }
 
+    /// Whether an exclusive writer's claim still vouches for its snapshot:
+    /// its lease has at least half its length left by the host's clock, so
+    /// a writer whose clock runs up to half a lease ahead still cannot have
+    /// taken it over (ARCHITECTURE.md, "Clock assumption").
+    fn claim_holds(&mut self) -> bool {
+        let holds = self.claimed
+            && self
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.remaining_ms() >= (self.lease_ms / 2).max(1) as u64);
+        if !holds {
+            self.claimed = false;
+        }
+        holds
+    }
+
+    /// After a root read: an exclusive writer whose lease still holds
+    /// claims it again if the root requires the lease; a lost lease goes.
+    fn reclaim(&mut self) {
+        if self.writer != Writer::Exclusive {
+            return;
+        }
+        if self.lease.as_ref().is_some_and(|l| l.remaining_ms() == 0) {
+            // Lost or lapsed: dropping the handle is enough (nothing to release).
+            self.lease = None;
+        }
+        self.claimed = self.snapshot.lease_required && self.lease.is_some();
+        self.claim_holds();
+    }
+
     fn drop_lease(&mut self) {
+        self.claimed = false;
         if let Some(lock) = self.lease.take() {
             // If this fails the lease simply expires.
             let _ = lock.release();
@@ -352,15 +410,19 @@ impl MainDb {
                 .fresh_since
                 .take()
                 .is_some_and(|at| at.elapsed().as_millis() < FRESH_ROOT_MS);
-            if !fresh {
+            // An exclusive writer's claim makes its snapshot the latest.
+            if !fresh && !self.claim_holds() {
                 let root = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_RDLOCK)?;
                 self.snapshot = Rc::new(root);
+                self.reclaim();
             }
             self.discard_changes();
         }
         // Optimistic writers: RESERVED and EXCLUSIVE cost nothing; the root
-        // swap at commit decides. Lease writers take the lease first.
-        if self.writer == Writer::Lease
+        // swap at commit decides — unless the snapshot requires the lease
+        // (an exclusive writer wrote it). Lease writers take the lease first.
+        let needs_lease = self.writer != Writer::Optimistic || self.snapshot.lease_required;
+        if needs_lease
             && self.lock < ffi::SQLITE_LOCK_RESERVED
             && level >= ffi::SQLITE_LOCK_RESERVED
         {
@@ -378,7 +440,9 @@ impl MainDb {
             self.in_batch = false;
             self.failed = false;
             self.refuse_retry = false;
-            self.drop_lease();
+            if self.writer != Writer::Exclusive {
+                self.drop_lease();
+            }
         }
         self.lock = level.min(self.lock);
     }
@@ -653,6 +717,9 @@ impl MainDb {
             "commit without a write lock"
         );
         let result = self.try_commit(io_code);
+        if result.is_err() {
+            self.claimed = false; // the next transaction reads the root
+        }
         match &result {
             Ok(()) => {}
             // Unknown: SQLite must not retry. Its journal retry would write
@@ -726,7 +793,12 @@ impl MainDb {
             txn_id,
             tree: update.tree,
             overlay: update.overlay,
+            lease_required: self.writer == Writer::Exclusive,
         };
+        assert!(
+            !root.lease_required || self.lease.is_some(),
+            "an exclusive writer commits under its lease"
+        );
         let body = root.encode();
         // A small commit hands its sectors over with the root: one round
         // trip (the host uses one request where the backend can). A large
@@ -764,6 +836,7 @@ impl MainDb {
                     let current = read_root(&self.name, &self.handle, io_code)
                         .map_err(|_| unknown(&self.name, io_code, "the root could not be read"))?;
                     if current.version == root.version && current.txn_id == txn_id {
+                        self.claimed = current.lease_required;
                         self.snapshot = Rc::new(current);
                         self.cache_pages(new_pages);
                         return Ok(());
@@ -784,6 +857,9 @@ impl MainDb {
                 Err(e) => return Err(storage_fail(&self.name, "commit", e, io_code)),
             }
         }
+        // A commit fenced by our lease that makes the lease required: no one
+        // else can commit after it while the lease lasts.
+        self.claimed = root.lease_required;
         self.snapshot = Rc::new(root);
         self.cache_pages(new_pages);
         Ok(())
@@ -863,6 +939,21 @@ impl MainDb {
 
 /// How many times a root swap whose outcome is unknown is sent.
 const COMMIT_ATTEMPTS: u32 = 3;
+
+impl Drop for MainDb {
+    fn drop(&mut self) {
+        // An exclusive writer's lease ends with its connection.
+        self.drop_lease();
+    }
+}
+
+/// The root moved since the snapshot a write transaction started from.
+fn moved(name: &str) -> Fail {
+    Fail::new(
+        ffi::SQLITE_BUSY_SNAPSHOT,
+        format!("another writer committed to {name:?} since this transaction began; retry it"),
+    )
+}
 
 fn unknown(name: &str, io_code: i32, why: &str) -> Fail {
     let mut fail = Fail::new(

@@ -383,7 +383,7 @@ fn refused_pragma(name: &str, value: Option<&str>) -> Option<String> {
                 .into(),
         ),
         ("locking_mode", "exclusive") => Some(
-            "DonutDB does not support locking_mode=EXCLUSIVE: a connection must see other writers' commits"
+            "DonutDB does not support locking_mode=EXCLUSIVE: a connection must see other writers' commits; PRAGMA donut_writer=exclusive keeps the write lease instead"
                 .into(),
         ),
         ("synchronous", "off" | "0") => Some(
@@ -407,8 +407,9 @@ fn writer_pragma(
         ("donut_writer" | "donut_lease_ms", None) => Ok(()),
         ("donut_writer", Some("optimistic")) => db.set_writer(Writer::Optimistic),
         ("donut_writer", Some("lease")) => db.set_writer(Writer::Lease),
+        ("donut_writer", Some("exclusive")) => db.set_writer(Writer::Exclusive),
         ("donut_writer", Some(other)) => Err(format!(
-            "donut_writer is optimistic or lease, not {other:?}"
+            "donut_writer is optimistic, lease or exclusive, not {other:?}"
         )),
         ("donut_lease_ms", Some(ms)) => match ms.parse::<u32>() {
             Ok(ms) => db.set_lease_ms(ms),
@@ -419,6 +420,7 @@ fn writer_pragma(
     Some(set.map(|()| match (name.as_str(), db.writer()) {
         ("donut_writer", Writer::Optimistic) => "optimistic".to_string(),
         ("donut_writer", Writer::Lease) => "lease".to_string(),
+        ("donut_writer", Writer::Exclusive) => "exclusive".to_string(),
         _ => db.lease_ms().to_string(),
     }))
 }

@@ -3,6 +3,7 @@
 //!   before committing;
 //! - `count DB`: prints `select count(*) from t`;
 //! - `spin DB`: loops forever; `hog DB`: allocates without end;
+//! - `exclusive DB`: an exclusive writer and an optimistic one side by side;
 //! - `sim-setup`, `sim`, `sim-final`: the simulator's client (`sim.rs`).
 
 mod sim;
@@ -179,6 +180,42 @@ fn main() {
                     donut_guest::last_storage_error().unwrap_or_default()
                 ),
             }
+        }
+        "exclusive" => {
+            // An exclusive writer and an optimistic one (busy at once, no
+            // waiting) on the same database, in one instance.
+            let rows = |c: &donut_guest::rusqlite::Connection| -> String {
+                c.query_row(
+                    "select group_concat(x, ',') from (select x from t order by x)",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("read")
+            };
+            let write = |c: &donut_guest::rusqlite::Connection, value: &str| match c
+                .execute("insert into t values (?1)", [value])
+            {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!(
+                    "{e} ({})",
+                    donut_guest::last_storage_error().unwrap_or_default()
+                ),
+            };
+            conn.pragma_update(None, "donut_writer", "exclusive")
+                .expect("writer mode");
+            println!("exclusive-1: {}", write(&conn, "e1"));
+            let other = donut_guest::open(db).expect("open other");
+            other
+                .busy_timeout(std::time::Duration::ZERO)
+                .expect("busy timeout");
+            println!("other-write: {}", write(&other, "o1"));
+            println!("other-reads: {}", rows(&other));
+            println!("exclusive-2: {}", write(&conn, "e2"));
+            println!("exclusive-reads: {}", rows(&conn));
+            drop(conn); // closing the connection ends the lease
+            println!("other-write-after-close: {}", write(&other, "o2"));
+            println!("final: {}", rows(&other));
+            return;
         }
         "count" => {
             let count: i64 = conn
