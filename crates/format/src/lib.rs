@@ -14,8 +14,8 @@ mod tombstone;
 
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{
-    Chunk, ChunkKind, ChunkSource, FANOUT, MAX_DEPTH, Manifest, ManifestUpdate, NewSector,
-    OVERLAY_MAX,
+    Chunk, ChunkKind, ChunkSource, FANOUT, HEAD_PAGES, MAX_DEPTH, Manifest, ManifestUpdate,
+    NewSector, OVERLAY_MAX,
 };
 pub use name::{DbName, NameError, PageSizeError, validate_page_size};
 pub use root::{DbId, ROOT_MAGIC, Root, TreeRef};

@@ -19,6 +19,11 @@ pub const OVERLAY_MAX: usize = 32;
 /// Most interior chunks a lookup fetches beyond the ones it needs: the
 /// children of the upper levels it passes through, when that few.
 pub const SIBLINGS_PREFETCH_MAX: usize = 16;
+/// The file's first pages: page 1 and, in most schemas, the root pages of
+/// the first tables and indexes. Their entries stay in the root's overlay
+/// once written, so a reader with nothing cached knows their hashes from
+/// the root alone and fetches them in one request (docs/format.md).
+pub const HEAD_PAGES: u32 = 8;
 
 const CHUNK_HEADER_LEN: usize = 4;
 const KIND_LEAF: u8 = 1;
@@ -278,21 +283,33 @@ impl<'a> Manifest<'a> {
                 new_chunks: Vec::new(),
             });
         }
-        let (tree, new_chunks) = update_tree(root.tree, &merged, source)?;
+        let (tree, new_chunks, head) = update_tree(root.tree, &merged, source)?;
+        // The head pages stay in the overlay (their entries are now in the
+        // tree as well): all of them when the merge rewrote the first leaf,
+        // else those the overlay had.
+        let head_count = HEAD_PAGES.min(new_page_count);
+        let overlay = match head {
+            Some(head) => (0..head_count).zip(head).collect(),
+            None => merged.range(..head_count).map(|(&i, &h)| (i, h)).collect(),
+        };
         Ok(ManifestUpdate {
             tree,
-            overlay: Vec::new(),
+            overlay,
             new_chunks,
         })
     }
 }
+
+/// What `update_tree` returns: the new tree, its new chunks, and the
+/// entries of the head pages if the first leaf was rewritten.
+type TreeUpdate = (TreeRef, Vec<NewSector>, Option<Vec<Hash>>);
 
 /// Rewrites the chunks on the paths to `changes` (non-empty), bottom-up.
 fn update_tree<S: ChunkSource>(
     tree: TreeRef,
     changes: &BTreeMap<u32, Hash>,
     source: &mut S,
-) -> Result<(TreeRef, Vec<NewSector>), S::Error> {
+) -> Result<TreeUpdate, S::Error> {
     let max_index = *changes.keys().next_back().expect("changes not empty") as u64;
     let depth = tree.depth.max(depth_for(max_index + 1));
     // Modified nodes by (level, node number); a level-L node covers
@@ -355,6 +372,9 @@ fn update_tree<S: ChunkSource>(
             .expect("leaf loaded for every change");
         leaf.entries[index as usize % FANOUT] = hash;
     }
+    let head = nodes
+        .get(&(1, 0))
+        .map(|leaf| (0..HEAD_PAGES as usize).map(|i| leaf.entry(i)).collect());
     let mut new_chunks = Vec::new();
     let mut top = ZERO_HASH;
     for level in 1..=depth {
@@ -385,7 +405,7 @@ fn update_tree<S: ChunkSource>(
     }
     new_chunks.sort_by_key(|c| c.0);
     new_chunks.dedup_by(|a, b| a.0 == b.0);
-    Ok((TreeRef { depth, top }, new_chunks))
+    Ok((TreeRef { depth, top }, new_chunks, head))
 }
 
 #[cfg(test)]
@@ -475,6 +495,44 @@ mod tests {
     }
 
     #[test]
+    fn head_pages_stay_in_the_overlay() {
+        let mut store = Store::default();
+        let root = Root::new_database(DbId([1; 16]), 4096, 0, 0);
+        // A first commit large enough to go to the tree: the head pages'
+        // entries are in the overlay as well.
+        let changes: BTreeMap<u32, Hash> = (0..100).map(|i| (i, page_hash(i, 1))).collect();
+        let root = commit(&root, &mut store, &changes, 100);
+        let head: Vec<(u32, Hash)> = (0..HEAD_PAGES).map(|i| (i, page_hash(i, 1))).collect();
+        assert_eq!(root.overlay, head);
+        // Later commits change page 1 and others; the head stays, up to
+        // date, through overlay merges into the tree.
+        let mut root = root;
+        for generation in 2..40u32 {
+            let changes: BTreeMap<u32, Hash> = [0, 20 + generation]
+                .iter()
+                .map(|&i| (i, page_hash(i, generation)))
+                .collect();
+            root = commit(&root, &mut store, &changes, 100);
+            let head_now: Vec<u32> = root
+                .overlay
+                .iter()
+                .map(|e| e.0)
+                .filter(|&i| i < HEAD_PAGES)
+                .collect();
+            assert_eq!(
+                head_now,
+                (0..HEAD_PAGES).collect::<Vec<_>>(),
+                "{generation}"
+            );
+            let got = Manifest::new(&root).lookup_many(&[0], &mut store).unwrap();
+            assert_eq!(got, vec![page_hash(0, generation)]);
+        }
+        // A file shorter than the head keeps only the pages it has.
+        let root = commit(&root, &mut store, &BTreeMap::new(), 3);
+        assert!(root.overlay.iter().all(|e| e.0 < 3), "{:?}", root.overlay);
+    }
+
+    #[test]
     fn upper_interior_chunks_come_with_the_first_lookup() {
         // Depth 3: four level-2 chunks under the top.
         let mut store = Store::default();
@@ -491,8 +549,10 @@ mod tests {
             cache: HashMap::new(),
             misses: Vec::new(),
         };
-        let got = Manifest::new(&root).lookup_many(&[0], &mut source).unwrap();
-        assert_eq!(got, vec![page_hash(0, 1)]);
+        let got = Manifest::new(&root)
+            .lookup_many(&[10], &mut source)
+            .unwrap();
+        assert_eq!(got, vec![page_hash(10, 1)]);
         // top; all four level-2 chunks together; one leaf chunk.
         let sizes: Vec<usize> = source.misses.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 4, 1]);

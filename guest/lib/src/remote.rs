@@ -14,8 +14,8 @@ use crate::bindings::donut::storage::types::{Error as StorageError, LockMode, Ro
 use crate::cache;
 use crate::error::{describe, set_last};
 use donut_format::{
-    Chunk, ChunkSource, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, ZERO_HASH, hash_hex,
-    validate_page_size,
+    Chunk, ChunkSource, DbId, FormatError, HEAD_PAGES, Hash, Manifest, PAGE_COUNT_MAX, Root,
+    ZERO_HASH, hash_hex, validate_page_size,
 };
 use libsqlite3_sys as ffi;
 use std::cell::RefCell;
@@ -103,6 +103,22 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// Decodes a fetched manifest chunk into the instance cache.
+fn cache_chunk(name: &str, db: DbId, h: &Hash, bytes: Option<Vec<u8>>) -> Result<Arc<Chunk>, Fail> {
+    let bytes = bytes.ok_or_else(|| {
+        Fail::new(
+            ffi::SQLITE_IOERR_CORRUPTFS,
+            format!(
+                "corrupt: manifest chunk {} of {name:?} is missing",
+                hash_hex(h)
+            ),
+        )
+    })?;
+    let chunk = Arc::new(Chunk::decode(&bytes)?);
+    cache::with(|c| c.chunks.insert((db, *h), chunk.clone(), bytes.len()));
+    Ok(chunk)
+}
+
 /// Loads manifest chunks through the instance cache, fetching every miss of
 /// one tree level in one `get-sectors` call.
 struct Source<'a> {
@@ -134,19 +150,7 @@ impl ChunkSource for Source<'_> {
                 ));
             }
             for (&i, bytes) in missing.iter().zip(fetched) {
-                let bytes = bytes.ok_or_else(|| {
-                    Fail::new(
-                        ffi::SQLITE_IOERR_CORRUPTFS,
-                        format!(
-                            "corrupt: manifest chunk {} of {:?} is missing",
-                            hash_hex(&hashes[i]),
-                            self.name
-                        ),
-                    )
-                })?;
-                let chunk = Arc::new(Chunk::decode(&bytes)?);
-                cache::with(|c| c.chunks.insert((db, hashes[i]), chunk.clone(), bytes.len()));
-                out[i] = Some(chunk);
+                out[i] = Some(cache_chunk(self.name, db, &hashes[i], bytes)?);
             }
         }
         Ok(out.into_iter().map(|c| c.expect("filled")).collect())
@@ -498,9 +502,33 @@ impl MainDb {
                 }
             });
         }
+        // Page 1 missing: a reader with a cold cache, or one whose page 1
+        // another writer changed. The head pages (whose hashes the root
+        // carries: in most schemas the first tables' and indexes' root
+        // pages) and the manifest's top chunk come in the same request, so
+        // the B-tree descents that follow start from cache.
+        let mut chunks_wanted: Vec<Hash> = Vec::new();
+        if missing.iter().any(|&(_, index)| index == 0) {
+            cache::with(|c| {
+                for &(index, h) in snap.overlay.iter().take_while(|e| e.0 < HEAD_PAGES) {
+                    if h != ZERO_HASH && !wanted.contains(&h) && !c.pages.contains(&(db, h)) {
+                        wanted.insert(h);
+                        missing.push((h, index));
+                    }
+                }
+                let top = snap.tree.top;
+                if top != ZERO_HASH && !c.chunks.contains(&(db, top)) {
+                    chunks_wanted.push(top);
+                }
+            });
+        }
         if !missing.is_empty() {
-            let keys: Vec<Vec<u8>> = missing.iter().map(|(h, _)| h.to_vec()).collect();
-            let fetched = self.handle.get_sectors(&keys).map_err(|e| {
+            let keys: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|(h, _)| h.to_vec())
+                .chain(chunks_wanted.iter().map(|h| h.to_vec()))
+                .collect();
+            let mut fetched = self.handle.get_sectors(&keys).map_err(|e| {
                 Fail::new(
                     ffi::SQLITE_IOERR_READ,
                     format!("reading pages of {:?}: {}", self.name, describe(&e)),
@@ -511,6 +539,10 @@ impl MainDb {
                     ffi::SQLITE_IOERR_READ,
                     "storage returned the wrong number of sectors".into(),
                 ));
+            }
+            let chunk_bytes = fetched.split_off(missing.len());
+            for (h, bytes) in chunks_wanted.iter().zip(chunk_bytes) {
+                cache_chunk(&self.name, db, h, bytes)?;
             }
             for ((h, index), bytes) in missing.iter().zip(fetched) {
                 let page_no = *index as u64 + 1;
