@@ -598,6 +598,9 @@ struct Engine {
     /// The same script in the guest on SQLite's own in-memory VFS: SQLite
     /// compiled to wasm, without DonutDB's storage.
     guest_memdb_ms: f64,
+    /// Both again in a runtime without time limits (no epoch checks).
+    unlimited_ms: f64,
+    unlimited_memdb_ms: f64,
     rows: u64,
     call_us_p50: f64,
     call_us_p99: f64,
@@ -611,6 +614,9 @@ impl Engine {
             "ratio": self.guest_ms / self.native_ms,
             "guest_memdb_ms": self.guest_memdb_ms,
             "wasm_ratio": self.guest_memdb_ms / self.native_ms,
+            "unlimited_ms": self.unlimited_ms,
+            "unlimited_ratio": self.unlimited_ms / self.native_ms,
+            "unlimited_memdb_ms": self.unlimited_memdb_ms,
             "rows": self.rows,
             "call_us_p50": self.call_us_p50,
             "call_us_p99": self.call_us_p99,
@@ -641,6 +647,14 @@ impl std::fmt::Display for Engine {
             "  guest in wasmtime, DonutDB on the in-memory store: {:.1} ms ({:.2}x)",
             self.guest_ms,
             self.guest_ms / self.native_ms
+        )?;
+        writeln!(
+            f,
+            "  the same two without time-limit checks:          {:.1} ms ({:.2}x), {:.1} ms ({:.2}x)",
+            self.unlimited_memdb_ms,
+            self.unlimited_memdb_ms / self.native_ms,
+            self.unlimited_ms,
+            self.unlimited_ms / self.native_ms
         )?;
         write!(
             f,
@@ -709,8 +723,45 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
         native_ms = native_ms.min(ms);
         native_rows = rows;
     }
+    let (guest_ms, guest_memdb_ms, zero) = guest_engine(&script, native_rows, true).await?;
+    // The same without epoch checks compiled in (a runtime that never
+    // limits time, like the CLI without --time-limit-secs).
+    let (unlimited_ms, unlimited_memdb_ms, _) = guest_engine(&script, native_rows, false).await?;
+    let mut calls = Vec::new();
+    for _ in 0..if smoke { 20 } else { 200 } {
+        calls.push(
+            zero.call(&args_of(&["noop", "x.db"], &[]))
+                .await?
+                .wall
+                .as_micros() as u64,
+        );
+    }
+    calls.sort_unstable();
+    Ok(Engine {
+        native_ms,
+        guest_ms,
+        guest_memdb_ms,
+        unlimited_ms,
+        unlimited_memdb_ms,
+        rows: native_rows,
+        call_us_p50: percentile(&calls, 0.5) * 1000.0,
+        call_us_p99: percentile(&calls, 0.99) * 1000.0,
+    })
+}
+
+/// Best of three runs of `script` in the guest, through DonutDB and on
+/// SQLite's memdb VFS, in a runtime with or without time limits; and the
+/// bench it used.
+async fn guest_engine(
+    script: &str,
+    native_rows: u64,
+    time_limits: bool,
+) -> Result<(f64, f64, Bench)> {
     // A program belongs to the engine that compiled it: load it again.
-    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let runtime = Runtime::new(RuntimeOptions {
+        time_limits,
+        ..RuntimeOptions::default()
+    })?;
     let program = runtime.load_file(&bench_component())?;
     let zero = Bench {
         runtime,
@@ -726,10 +777,7 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
             ("engine-memdb", &mut guest_memdb_ms),
         ] {
             let run = zero
-                .call_stdin(
-                    &args_of(&[workload, &format!("engine{i}.db")], &[]),
-                    &script,
-                )
+                .call_stdin(&args_of(&[workload, &format!("engine{i}.db")], &[]), script)
                 .await?;
             let us = run.latencies_us.first().copied().unwrap_or(0);
             *best = best.min(us as f64 / 1000.0);
@@ -745,22 +793,5 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
             }
         }
     }
-    let mut calls = Vec::new();
-    for _ in 0..if smoke { 20 } else { 200 } {
-        calls.push(
-            zero.call(&args_of(&["noop", "x.db"], &[]))
-                .await?
-                .wall
-                .as_micros() as u64,
-        );
-    }
-    calls.sort_unstable();
-    Ok(Engine {
-        native_ms,
-        guest_ms,
-        guest_memdb_ms,
-        rows: native_rows,
-        call_us_p50: percentile(&calls, 0.5) * 1000.0,
-        call_us_p99: percentile(&calls, 0.99) * 1000.0,
-    })
+    Ok((guest_ms, guest_memdb_ms, zero))
 }

@@ -226,12 +226,18 @@ async fn main_async(cli: Cli) -> Result<i32> {
             (Arc::new(local), None)
         }
     };
+    let time_limit = cli
+        .time_limit_secs
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64);
     let options = RuntimeOptions {
         cache_dir: if cli.no_cache {
             None
         } else {
             donut_host::runtime::default_cache_dir()
         },
+        // Epoch checks cost ~15% of guest CPU: only when a limit is asked for.
+        time_limits: time_limit.is_some(),
     };
     let env = Env {
         runtime: Runtime::new(options)?,
@@ -239,10 +245,7 @@ async fn main_async(cli: Cli) -> Result<i32> {
         dynamo,
         stats: Arc::new(StorageStats::default()),
         memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
-        time_limit: cli
-            .time_limit_secs
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(std::time::Duration::from_secs_f64),
+        time_limit,
     };
     let code = match cli.command {
         Command::Run {

@@ -57,6 +57,10 @@ pub enum RunError {
     #[error("{label} ran past its time limit of {limit:?} and was stopped")]
     TimeLimit { label: String, limit: Duration },
     #[error(
+        "{label}: a time limit was asked for, but this runtime was built without time limits (RuntimeOptions::time_limits)"
+    )]
+    NoTimeLimits { label: String },
+    #[error(
         "{label} tried to use more than its memory limit of {limit_bytes} bytes and was stopped"
     )]
     MemoryLimit { label: String, limit_bytes: usize },
@@ -114,12 +118,19 @@ pub enum RuntimeError {
 pub struct RuntimeOptions {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Whether calls may have time limits. They need guests compiled with
+    /// epoch checks at every loop head and function entry, which cost
+    /// ~15% of a guest's CPU time (BENCHMARKS.md, "Engine overhead"); a
+    /// runtime that never limits time (a user's own one-shot CLI call)
+    /// can go without. A service running others' code must keep them.
+    pub time_limits: bool,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             cache_dir: default_cache_dir(),
+            time_limits: true,
         }
     }
 }
@@ -153,6 +164,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
+    /// `RuntimeOptions::time_limits`.
+    time_limits: bool,
 }
 
 /// A component ready to instantiate many times.
@@ -287,19 +300,21 @@ impl Runtime {
         config.wasm_component_model(true);
         // Time limits: the guest checks the engine's epoch at loop heads and
         // function entries; a thread advances it every EPOCH_TICK.
-        config.epoch_interruption(true);
+        config.epoch_interruption(options.time_limits);
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("donut-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .map_err(|e| RuntimeError::Engine(format!("starting the epoch thread: {e}")))?;
+        if options.time_limits {
+            std::thread::Builder::new()
+                .name("donut-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("starting the epoch thread: {e}")))?;
+        }
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -309,6 +324,7 @@ impl Runtime {
             engine,
             linker,
             cache_dir: options.cache_dir,
+            time_limits: options.time_limits,
         })
     }
 
@@ -454,6 +470,13 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         match call.time_limit {
+            Some(_) if !self.time_limits => {
+                return Err(RunError::NoTimeLimits {
+                    label: program.label.clone(),
+                });
+            }
+            // Without epoch checks compiled in there is no deadline to set.
+            None if !self.time_limits => {}
             Some(limit) => {
                 let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
                 store.set_epoch_deadline(ticks);

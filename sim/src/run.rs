@@ -129,7 +129,10 @@ impl Sim {
     /// caching its compiled code in `cache_dir`.
     pub fn new(guest_dir: &Path, cache_dir: Option<PathBuf>) -> anyhow::Result<Sim> {
         use anyhow::Context as _;
-        let runtime = Runtime::new(donut_host::runtime::RuntimeOptions { cache_dir })?;
+        let runtime = Runtime::new(donut_host::runtime::RuntimeOptions {
+            cache_dir,
+            time_limits: true,
+        })?;
         let path = guest_dir.join("test-guest.wasm");
         let program = runtime
             .load_file(&path)

@@ -229,3 +229,29 @@ async fn a_guest_over_its_memory_limit_is_stopped() {
     );
     assert!(e.to_string().contains("memory limit"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_limit_on_a_runtime_without_time_limits_is_refused() {
+    use donut_host::runtime::{Call, RunError, Runtime, RuntimeOptions};
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: None,
+        time_limits: false,
+    })
+    .expect("runtime");
+    let program = runtime
+        .load_file(&guest_path("test-guest.wasm"))
+        .expect("load");
+    let h = Harness::memory();
+    let storage = donut_host::StorageCtx::new(h.backend.clone(), donut_host::Grant::all());
+    let mut call = Call::new(
+        vec!["test-guest".into(), "spin".into(), "r.db".into()],
+        storage,
+    );
+    call.time_limit = Some(std::time::Duration::from_millis(300));
+    let e = runtime
+        .run(&program, call)
+        .await
+        .expect_err("a time limit nobody enforces was accepted");
+    assert!(matches!(e, RunError::NoTimeLimits { .. }), "{e}");
+    assert!(e.to_string().contains("without time limits"), "{e}");
+}

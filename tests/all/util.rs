@@ -44,6 +44,7 @@ pub fn components() -> &'static Components {
     COMPONENTS.get_or_init(|| {
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: Some(PathBuf::from(env!("DONUT_TEST_CACHE"))),
+            time_limits: true,
         })
         .expect("runtime");
         let load = |file: &str| runtime.load_file(&guest_path(file)).expect(file);

@@ -1014,12 +1014,34 @@ fn storage_fail(name: &str, op: &str, e: StorageError, io_code: i32) -> Fail {
     Fail::new(code, format!("{op} {name:?}: {}", describe(&e)))
 }
 
+thread_local! {
+    /// The last root decoded per database, with its stored bytes: a root
+    /// that did not change since (most transactions' case) is not decoded
+    /// and checksummed again — SHA-256 in wasm is what a read transaction
+    /// would otherwise spend most of its CPU on.
+    static DECODED: RefCell<HashMap<String, (WitRoot, Root)>> = RefCell::new(HashMap::new());
+}
+
 fn read_root(name: &str, handle: &Database, io_code: i32) -> Result<Root, Fail> {
     let stored = handle
         .read_root()
         .map_err(|e| storage_fail(name, "read root of", e, io_code))?;
-    decode_root(name, &stored)
-        .map_err(|detail| Fail::new(ffi::SQLITE_IOERR_CORRUPTFS, format!("corrupt: {detail}")))
+    let known = DECODED.with(|d| {
+        d.borrow()
+            .get(name)
+            .filter(|(bytes, _)| bytes.version == stored.version && bytes.body == stored.body)
+            .map(|(_, root)| root.clone())
+    });
+    if let Some(root) = known {
+        return Ok(root);
+    }
+    let root = decode_root(name, &stored)
+        .map_err(|detail| Fail::new(ffi::SQLITE_IOERR_CORRUPTFS, format!("corrupt: {detail}")))?;
+    DECODED.with(|d| {
+        d.borrow_mut()
+            .insert(name.to_string(), (stored, root.clone()))
+    });
+    Ok(root)
 }
 
 #[cfg(test)]
