@@ -199,9 +199,12 @@ pub enum LeaseRenewal {
 }
 
 /// Sectors shared by every instance a host runs, keyed by (database id,
-/// hash): verified once, never stale, bounded by bytes.
+/// hash): verified once, never stale, bounded by bytes. Beside them, the
+/// newest root version of each database the host's instances have read or
+/// committed ([`Versions`]).
 pub struct SectorCache {
     lru: std::sync::Mutex<SectorLru>,
+    versions: Versions,
 }
 
 type SectorLru = Lru<(DbId, Hash), Arc<[u8]>>;
@@ -210,11 +213,38 @@ impl SectorCache {
     pub fn new(limit_bytes: usize) -> Arc<SectorCache> {
         Arc::new(SectorCache {
             lru: std::sync::Mutex::new(Lru::new(limit_bytes)),
+            versions: Versions::default(),
         })
     }
 
     fn lru(&self) -> std::sync::MutexGuard<'_, SectorLru> {
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Most databases whose newest version [`Versions`] remembers.
+const VERSIONS_MAX: usize = 100_000;
+
+/// The newest root version seen of each database (by id): lets a guest tell
+/// whether a root it read a moment ago is still the newest this host knows
+/// (`database.newest-version-seen`). Forgetting is safe: it only makes the
+/// guest read the root again.
+#[derive(Default)]
+pub struct Versions(std::sync::Mutex<std::collections::HashMap<DbId, u64>>);
+
+impl Versions {
+    fn saw(&self, db: DbId, version: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERSIONS_MAX && !map.contains_key(&db) {
+            map.clear();
+        }
+        let newest = map.entry(db).or_insert(0);
+        *newest = (*newest).max(version);
+    }
+
+    fn newest(&self, db: DbId) -> u64 {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&db).copied().unwrap_or(0)
     }
 }
 
@@ -231,6 +261,8 @@ pub struct StorageCtx {
     leases: Vec<std::sync::Weak<tokio::sync::Mutex<Lease>>>,
     /// Lock items as this instance last wrote them (version, state).
     known_locks: std::collections::HashMap<DbName, (u64, LockState)>,
+    /// Newest root versions this instance saw, when no cache is shared.
+    versions: Versions,
 }
 
 impl StorageCtx {
@@ -245,6 +277,16 @@ impl StorageCtx {
             renewal: LeaseRenewal::default(),
             leases: Vec::new(),
             known_locks: std::collections::HashMap::new(),
+            versions: Versions::default(),
+        }
+    }
+
+    /// The host-wide version memory if a cache is shared, else this
+    /// instance's own.
+    fn versions(&self) -> &Versions {
+        match &self.cache {
+            Some(cache) => &cache.versions,
+            None => &self.versions,
         }
     }
 
@@ -821,6 +863,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let name = self.table.get(&db)?.name.clone();
         self.stats.read_root.fetch_add(1, Ordering::Relaxed);
         let (meta, root) = read_root(&*self.backend, &name).await?;
+        self.versions().saw(root.db_id, meta.version);
         // The first root read binds the handle to that database id; a root
         // with another id means the name was removed and created again.
         let handle = self.table.get_mut(&db)?;
@@ -999,6 +1042,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         match outcome {
             Ok(()) => {
                 self.stored(db_id, &sectors);
+                self.versions().saw(db_id, root.version);
                 Ok(root.version)
             }
             Err(PutMetaError::Conflict) => {
@@ -1070,6 +1114,13 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         };
         self.leases.push(Arc::downgrade(&lease));
         Ok(self.table.push(LockHandle { lease, renewer })?)
+    }
+
+    async fn newest_version_seen(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<u64> {
+        Ok(match self.table.get(&db)?.db_id {
+            Some(db_id) => self.versions().newest(db_id),
+            None => 0,
+        })
     }
 
     async fn drop(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<()> {

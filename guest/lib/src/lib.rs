@@ -143,5 +143,11 @@ fn connect(
         conn.pragma_update(None, "page_size", page_size)
             .map_err(|e| Error::sqlite(name, e))?;
     }
+    // The schema is loaded now, on the root just read, rather than by the
+    // first statement's `prepare` in a read transaction of its own that
+    // would cost the statement a second root read (a one-shot query: one
+    // root read, not two). A corrupt schema is an error of `open`.
+    remote::loading_schema(|| conn.prepare("select 1 from sqlite_schema").map(drop))
+        .map_err(|e| Error::sqlite(name, e))?;
     Ok(conn)
 }

@@ -65,6 +65,21 @@ pub fn prime(name: &str, handle: Database, root: Root) {
     PRIMED.with(|p| p.borrow_mut().insert(name.to_string(), (handle, root)));
 }
 
+thread_local! {
+    /// Set while `crate::connect` has SQLite load the schema.
+    static LOADING_SCHEMA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `load` (`crate::connect`'s schema load) as part of opening: its
+/// read transaction uses the root read at open and leaves it for the
+/// connection's first transaction, which may still use it (see `lock`).
+pub fn loading_schema<T>(load: impl FnOnce() -> T) -> T {
+    LOADING_SCHEMA.with(|l| l.set(true));
+    let out = load();
+    LOADING_SCHEMA.with(|l| l.set(false));
+    out
+}
+
 pub fn decode_root(name: &str, stored: &WitRoot) -> Result<Root, String> {
     let root = Root::decode(&stored.body).map_err(|e| e.to_string())?;
     if root.version != stored.version {
@@ -409,11 +424,18 @@ impl MainDb {
         if self.lock == ffi::SQLITE_LOCK_NONE && level >= ffi::SQLITE_LOCK_SHARED {
             // A read transaction starts: pin the current root (the one read
             // at open, if this is the first; it is as current as a fresh one
-            // to a caller who just opened the database).
-            let fresh = self
-                .fresh_since
-                .take()
-                .is_some_and(|at| at.elapsed().as_millis() < FRESH_ROOT_MS);
+            // to a caller who just opened the database). Opening's own
+            // schema load uses it without using it up.
+            let fresh_since = if LOADING_SCHEMA.with(|l| l.get()) {
+                self.fresh_since
+            } else {
+                self.fresh_since.take()
+            };
+            // Never once the host has seen a newer version (one of its
+            // instances committed it, or read it): what a program did on
+            // this host must be visible to what it does next.
+            let fresh = fresh_since.is_some_and(|at| at.elapsed().as_millis() < FRESH_ROOT_MS)
+                && self.handle.newest_version_seen() <= self.snapshot.version;
             // An exclusive writer's claim makes its snapshot the latest.
             if !fresh && !self.claim_holds() {
                 let root = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_RDLOCK)?;
