@@ -407,16 +407,24 @@ async fn swap_meta(
         true => Some(HostLease::take(backend, name).await?),
         false => None,
     };
-    let commit = Commit {
-        name,
-        db,
-        expected,
-        sectors: &[],
-        fence: lease.as_ref().map(|l| Fence {
-            lock_version: l.lock_version,
-        }),
+    // Unfenced, a plain conditional put: a one-request backend would make
+    // `commit` a transaction, at twice the write units.
+    let outcome = match &lease {
+        None => backend.put_meta(MetaKind::Root, name, expected, meta).await,
+        Some(lease) => {
+            let commit = Commit {
+                name,
+                db,
+                expected,
+                sectors: &[],
+                fence: Some(Fence {
+                    lock_version: lease.lock_version,
+                }),
+            };
+            backend.commit(commit, meta).await
+        }
     };
-    let result = match backend.commit(commit, meta).await {
+    let result = match outcome {
         Ok(()) => Ok(()),
         Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
         Err(PutMetaError::Fenced) => Err(StorageError::Busy(format!(

@@ -199,3 +199,23 @@ async fn a_connection_opened_before_a_commit_sees_it_in_its_first_statement() {
     assert!(out.contains("a-insert: ok"), "{out}");
     assert!(out.contains("a-reads: a,b"), "{out}");
 }
+
+/// Broke when host root swaps went through `Backend::commit` even without a
+/// fence: on DynamoDB creating a database became a TransactWriteItems (two
+/// write units) instead of one conditional PutItem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_and_removing_a_database_are_plain_conditional_puts() {
+    let h = Harness::dynamodb().await;
+    let dynamo = h.dynamo.clone().expect("dynamodb harness");
+    let before = dynamo.stats().requests;
+    h.create("p.db").await;
+    let name = donut_format::DbName::new("p.db").unwrap();
+    donut_host::storage::remove_database(&*h.backend, &name)
+        .await
+        .expect("rm");
+    let after = dynamo.stats().requests;
+    let sent = |kind: &str| after.get(kind).unwrap_or(&0) - before.get(kind).unwrap_or(&0);
+    assert_eq!(sent("TransactWriteItems"), 0, "{after:?}");
+    // The catalog entry (for `ls`) and the root; then the tombstone.
+    assert_eq!(sent("PutItem"), 3, "{after:?}");
+}
