@@ -9,7 +9,10 @@
 //! - the list-append history is serializable, Elle-style: every read of a
 //!   list is a prefix of the list's final order (so the order of appends is
 //!   known), and the write-write, write-read and read-write dependencies
-//!   between committed transactions that this order implies have no cycle.
+//!   between committed transactions that this order implies have no cycle;
+//! - and in real time: a list-append transaction that began after another's
+//!   commit was acknowledged (by the one virtual clock) reads its appends —
+//!   no stale snapshot (the open's root, an exclusive writer's claim).
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -40,6 +43,8 @@ pub struct OpRecord {
     pub body: Value,
     pub status: Status,
     pub error: Option<String>,
+    /// Virtual time at or after the commit's acknowledgement (`t1`).
+    pub acked_ms: Option<u64>,
 }
 
 impl OpRecord {
@@ -221,6 +226,37 @@ fn mops(op: &OpRecord) -> Vec<Mop> {
     out
 }
 
+/// Every read of a transaction that began (`t0`) after a commit was
+/// acknowledged (`t1 < t0`) contains that commit's appends to its key.
+fn check_real_time(txns: &[(&OpRecord, Vec<Mop>)], out: &mut Vec<String>) {
+    for (reader, reads) in txns {
+        let Some(t0) = reader.body.get("t0").and_then(|t| t.as_u64()) else {
+            continue;
+        };
+        for (writer, writes) in txns {
+            let Some(t1) = writer.acked_ms else { continue };
+            if writer.status != Status::Ok || t1 >= t0 {
+                continue;
+            }
+            for m in reads {
+                let Mop::Read(key, seen) = m else { continue };
+                for w in writes {
+                    if let Mop::Append(k, v) = w
+                        && k == key
+                        && !seen.contains(v)
+                    {
+                        out.push(format!(
+                            "{} began at {t0} ms and read list {key} without {v}, which {} appended and had acknowledged at {t1} ms: a stale snapshot",
+                            reader.name(),
+                            writer.name()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn check_lists(history: &History, fin: &Value, out: &mut Vec<String>) {
     let finals: Vec<Vec<i64>> = fin
         .get("lists")
@@ -298,6 +334,7 @@ fn check_lists(history: &History, fin: &Value, out: &mut Vec<String>) {
             }
         }
     }
+    check_real_time(&txns, out);
     // Reads: each must be a prefix of its key's final order, once the
     // transaction's own appends (always last: higher rowids) are removed.
     let mut edges: BTreeMap<usize, BTreeSet<(usize, &'static str)>> = BTreeMap::new();
@@ -440,7 +477,27 @@ mod tests {
             body: json!({"p": op, "k": "la", "mops": mops}),
             status,
             error: None,
+            acked_ms: None,
         }
+    }
+
+    #[test]
+    fn a_read_that_began_after_an_acknowledged_commit_must_see_it() {
+        // 1 appended 10 and was acknowledged at 5 ms; 2 began at 7 ms and
+        // read the list empty: serializable (2 before 1), but stale.
+        let mut first = la(1, Status::Ok, json!([["a", 0, 10]]));
+        first.acked_ms = Some(5);
+        let mut second = la(2, Status::Ok, json!([["r", 0, []]]));
+        second.body["t0"] = json!(7);
+        let h = history(vec![first.clone(), second.clone()], json!([[10]]));
+        let found = check(&h).join("\n");
+        assert!(found.contains("stale snapshot"), "{found}");
+        // Begun at the same ms as the acknowledgement: no order to check.
+        second.body["t0"] = json!(5);
+        assert_eq!(
+            check(&history(vec![first, second], json!([[10]]))),
+            Vec::<String>::new()
+        );
     }
 
     fn history(ops: Vec<OpRecord>, lists: Value) -> History {

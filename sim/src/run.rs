@@ -39,6 +39,8 @@ pub enum Bug {
     UnconditionalCommit,
     /// A reader reads the latest root's pages instead of its snapshot's.
     UnpinnedReads,
+    /// An exclusive writer skips root reads on a lapsed lease.
+    TrustedClaims,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +323,7 @@ impl Sim {
         };
         let guest_bug = match options.bug {
             Some(Bug::UnpinnedReads) => "unpinned-reads",
+            Some(Bug::TrustedClaims) => "trusted-claims",
             _ => "none",
         };
         let mut cache = SectorCache::new(SECTOR_CACHE_BYTES);
@@ -673,6 +676,7 @@ fn end_incarnation(client: &Client<'_>, history: &mut History) -> u64 {
                 body: v,
                 status: Status::Unknown,
                 error: None,
+                acked_ms: None,
             });
         } else if let Some(op) = v.get("d").and_then(|d| d.as_u64()) {
             count += 1;
@@ -686,6 +690,7 @@ fn end_incarnation(client: &Client<'_>, history: &mut History) -> u64 {
                 Some(mut record) if record.op == op => {
                     record.status = status;
                     record.error = error;
+                    record.acked_ms = v.get("t1").and_then(|t| t.as_u64());
                     history.ops.push(record);
                 }
                 Some(record) => history.anomalies.push(format!(

@@ -114,3 +114,19 @@ async fn an_ambiguous_commit_does_not_leave_a_stale_page_cache() {
     assert!(out.contains("a-reads: a,b"), "{out}");
     assert_eq!(h.value("amb.db", "select count(*) from t").await, "2");
 }
+
+/// Found by the simulator (seed 1211): `open` loaded the schema while the
+/// connection still had rusqlite's default busy timeout; a throttled root
+/// read there sent SQLite's busy handler to sleep — in the simulator, whose
+/// clocks are virtual, a host panic; anywhere, a wait nobody asked for.
+#[test]
+fn a_throttled_schema_load_at_open_does_not_wait_in_the_busy_handler() {
+    let options = Options {
+        seed: 1211,
+        ops: 8,
+        faults: true,
+        bug: None,
+    };
+    let report = sim().run(&options);
+    assert!(report.ok(), "{}", describe(&report, &options));
+}

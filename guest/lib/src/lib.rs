@@ -30,6 +30,9 @@ pub mod planted {
     pub enum Bug {
         /// Reads go to the latest root, not the transaction's snapshot.
         UnpinnedReads,
+        /// An exclusive writer trusts its claim however little of its
+        /// lease is left.
+        TrustedClaims,
     }
 
     thread_local! {
@@ -61,6 +64,10 @@ use rusqlite::{Connection, OpenFlags};
 
 /// Name the VFS is registered under.
 pub const VFS_NAME: &str = "donut";
+
+/// The busy timeout of a new connection (rusqlite's default): how long
+/// SQLite's busy handler retries a held lease before SQLITE_BUSY.
+pub const BUSY_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens an existing database.
 pub fn open(name: &str) -> Result<Connection, Error> {
@@ -146,8 +153,14 @@ fn connect(
     // The schema is loaded now, on the root just read, rather than by the
     // first statement's `prepare` in a read transaction of its own that
     // would cost the statement a second root read (a one-shot query: one
-    // root read, not two). A corrupt schema is an error of `open`.
-    remote::loading_schema(|| conn.prepare("select 1 from sqlite_schema").map(drop))
+    // root read, not two). Only an optimisation: if it fails (throttled,
+    // say), the first statement loads the schema and reports the error.
+    // Without waiting in SQLite's busy handler meanwhile: whoever opened
+    // has not chosen a busy timeout yet.
+    conn.busy_timeout(std::time::Duration::ZERO)
+        .map_err(|e| Error::sqlite(name, e))?;
+    let _ = remote::loading_schema(|| conn.prepare("select 1 from sqlite_schema").map(drop));
+    conn.busy_timeout(BUSY_TIMEOUT_DEFAULT)
         .map_err(|e| Error::sqlite(name, e))?;
     Ok(conn)
 }

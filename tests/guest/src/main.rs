@@ -215,7 +215,6 @@ fn main() {
             drop(conn); // closing the connection ends the lease
             println!("other-write-after-close: {}", write(&other, "o2"));
             println!("final: {}", rows(&other));
-            return;
         }
         "count" => {
             let count: i64 = conn

@@ -98,6 +98,13 @@ fn fail_message(e: &rusqlite::Error) -> String {
 
 /// Errors before the commit leave nothing behind: the transaction is
 /// rolled back and reported as failed.
+/// Wall-clock ms (virtual under the simulator: one clock for every client).
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
 fn abort(conn: &Connection, op: u64, e: &rusqlite::Error) {
     let _ = conn.execute_batch("rollback");
     let code = match e {
@@ -121,7 +128,9 @@ fn commit(conn: &Connection, op: u64, pending: &str) {
             json_str(&fail_message(e))
         );
     } else {
-        println!("{{\"d\":{op},\"st\":\"ok\"}}");
+        // When the commit was acknowledged, or later: the checker's
+        // real-time order (a transaction that starts after this sees it).
+        println!("{{\"d\":{op},\"st\":\"ok\",\"t1\":{}}}", now_ms());
     }
 }
 
@@ -175,6 +184,8 @@ fn read_list(conn: &Connection, key: u64) -> rusqlite::Result<Vec<i64>> {
 }
 
 fn list_append(conn: &Connection, rng: &mut Rng, op: u64) -> rusqlite::Result<String> {
+    // Before the transaction's snapshot is taken, or earlier.
+    let t0 = now_ms();
     conn.execute_batch("begin")?;
     let mut mops = Vec::new();
     let n = 1 + rng.below(4);
@@ -195,7 +206,10 @@ fn list_append(conn: &Connection, rng: &mut Rng, op: u64) -> rusqlite::Result<St
             mops.push(format!("[\"a\",{key},{value}]"));
         }
     }
-    Ok(format!("\"k\":\"la\",\"mops\":[{}]", mops.join(",")))
+    Ok(format!(
+        "\"k\":\"la\",\"t0\":{t0},\"mops\":[{}]",
+        mops.join(",")
+    ))
 }
 
 fn large(conn: &Connection, rng: &mut Rng, op: u64) -> rusqlite::Result<String> {
@@ -247,6 +261,9 @@ pub fn client(db: &str, args: &[String]) {
     match args.get(8).map(String::as_str) {
         Some("unpinned-reads") => {
             donut_guest::planted::plant(donut_guest::planted::Bug::UnpinnedReads)
+        }
+        Some("trusted-claims") => {
+            donut_guest::planted::plant(donut_guest::planted::Bug::TrustedClaims)
         }
         Some("none") | None => {}
         Some(other) => {
