@@ -601,6 +601,10 @@ struct Engine {
     /// Both again in a runtime without time limits (no epoch checks).
     unlimited_ms: f64,
     unlimited_memdb_ms: f64,
+    /// A storage call that does no storage work, and a root read on the
+    /// in-memory store, per call.
+    boundary_ns: u64,
+    root_read_ns: u64,
     rows: u64,
     call_us_p50: f64,
     call_us_p99: f64,
@@ -617,6 +621,8 @@ impl Engine {
             "unlimited_ms": self.unlimited_ms,
             "unlimited_ratio": self.unlimited_ms / self.native_ms,
             "unlimited_memdb_ms": self.unlimited_memdb_ms,
+            "storage_call_boundary_ns": self.boundary_ns,
+            "root_read_in_memory_ns": self.root_read_ns,
             "rows": self.rows,
             "call_us_p50": self.call_us_p50,
             "call_us_p99": self.call_us_p99,
@@ -655,6 +661,12 @@ impl std::fmt::Display for Engine {
             self.unlimited_memdb_ms / self.native_ms,
             self.unlimited_ms,
             self.unlimited_ms / self.native_ms
+        )?;
+        writeln!(
+            f,
+            "  a storage call into the host (no storage work): {:.2} us; a root read on the in-memory store: {:.2} us",
+            self.boundary_ns as f64 / 1000.0,
+            self.root_read_ns as f64 / 1000.0
         )?;
         write!(
             f,
@@ -737,12 +749,33 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
         );
     }
     calls.sort_unstable();
+    // Per storage request: the boundary alone, and a root read on the
+    // in-memory store (best of three runs of 10,000 each).
+    zero.call(&args_of(&["insert", "probe.db"], &[1])).await?;
+    let (mut boundary_ns, mut root_read_ns) = (u64::MAX, u64::MAX);
+    for _ in 0..3 {
+        let run = zero
+            .call(&args_of(&["calls", "probe.db"], &[10_000]))
+            .await?;
+        let info = |key: &str| -> Result<u64> {
+            run.info
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.parse::<u64>())
+                .transpose()?
+                .context("the probe printed no result")
+        };
+        boundary_ns = boundary_ns.min(info("boundary_ns")?);
+        root_read_ns = root_read_ns.min(info("root_read_ns")?);
+    }
     Ok(Engine {
         native_ms,
         guest_ms,
         guest_memdb_ms,
         unlimited_ms,
         unlimited_memdb_ms,
+        boundary_ns,
+        root_read_ns,
         rows: native_rows,
         call_us_p50: percentile(&calls, 0.5) * 1000.0,
         call_us_p99: percentile(&calls, 0.99) * 1000.0,

@@ -209,6 +209,14 @@ impl Backend for SimBackend {
         "simulated store".to_string()
     }
 
+    async fn yield_point(&self, what: &str) {
+        // Other clients may run here (a lease may lapse meanwhile); of the
+        // faults, only a kill means anything without a request.
+        if self.turn(what.to_string()).await == Decision::KillAfter {
+            self.die::<()>().await
+        }
+    }
+
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let what = format!("get {}", kind.as_str());
         self.read(what, self.store.get_meta(kind, name)).await

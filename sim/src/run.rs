@@ -446,11 +446,13 @@ impl Sim {
                 ready
             };
             let (id, op) = ready[rng.below(ready.len() as u64) as usize].clone();
-            if op.ends_with("fenced") && !stalled.contains_key(&id) && rng.chance(config.stall) {
+            let lease_bound = op.ends_with("fenced") || op == "lease check";
+            if lease_bound && !stalled.contains_key(&id) && rng.chance(config.stall) {
                 // The holder checked its lease and then stalled (a pause
                 // between the check and the request): past the lease's end,
                 // while the others may take it over. The fence must refuse
-                // its commit then.
+                // its commit then; an exclusive writer at its lease check
+                // must find its claim gone.
                 stalled.insert(id, report.steps + 40);
                 let jump = config.lease_ms + 1 + rng.below(config.lease_ms / 2);
                 let now = clock.fetch_add(jump, Ordering::SeqCst) + jump;

@@ -123,7 +123,7 @@ async fn an_ambiguous_commit_does_not_leave_a_stale_page_cache() {
 fn a_throttled_schema_load_at_open_does_not_wait_in_the_busy_handler() {
     let options = Options {
         seed: 1211,
-        ops: 8,
+        ops: 30,
         faults: true,
         bug: None,
     };

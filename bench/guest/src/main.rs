@@ -15,7 +15,9 @@
 //!   accounts, each retried until it commits (W6); `lease`: lease writers;
 //! - `engine DB`: runs the SQL script on stdin (engine overhead);
 //! - `engine-memdb DB`: the same on SQLite's in-memory VFS (no DonutDB);
-//! - `noop DB`: returns at once (the cost of a call).
+//! - `noop DB`: returns at once (the cost of a call);
+//! - `calls DB N`: N storage calls that do no storage work, then N root
+//!   reads (the cost of crossing into the host per storage request).
 
 use donut_guest::rusqlite::fallible_iterator::FallibleIterator as _;
 use donut_guest::rusqlite::{self, Connection};
@@ -51,6 +53,13 @@ fn main() {
     let (workload, db) = (args[1].as_str(), args[2].as_str());
     if workload == "noop" {
         return; // instantiate-and-return: what a call costs the host
+    }
+    if workload == "calls" {
+        let (boundary_ns, root_read_ns) =
+            donut_guest::probe_host_calls(db, arg(&args, 3) as u32).expect("probe");
+        println!("info boundary_ns {boundary_ns}");
+        println!("info root_read_ns {root_read_ns}");
+        return;
     }
     let conn: Connection = if workload == "engine-memdb" {
         // SQLite's own in-memory VFS inside the guest: what SQLite costs in

@@ -99,6 +99,32 @@ pub fn open_or_create(name: &str, page_size: u32) -> Result<Connection, Error> {
 /// Runs `transaction` and retries it while it fails with `SQLITE_BUSY` (a
 /// concurrent commit won), at most `attempts` times. The closure must be a
 /// whole transaction: everything it did is rolled back before a retry.
+/// For benchmarks: crosses into the host `n` times with a call that does no
+/// storage work (`database.newest-version-seen`), then makes `n` root reads
+/// (the cheapest call that reaches the backend); returns the nanoseconds
+/// each kind took per call. What a storage call costs beyond its request.
+pub fn probe_host_calls(name: &str, n: u32) -> Result<(u64, u64), Error> {
+    assert!(n > 0, "probe at least one call");
+    let handle = Database::open(name).map_err(|e| Error::storage("open", name, e))?;
+    handle
+        .read_root()
+        .map_err(|e| Error::storage("read", name, e))?;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(handle.newest_version_seen());
+    }
+    let boundary_ns = start.elapsed().as_nanos() as u64 / n as u64;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let root = handle
+            .read_root()
+            .map_err(|e| Error::storage("read", name, e))?;
+        std::hint::black_box(root);
+    }
+    let root_read_ns = start.elapsed().as_nanos() as u64 / n as u64;
+    Ok((boundary_ns, root_read_ns))
+}
+
 pub fn retry<T>(
     attempts: u32,
     mut transaction: impl FnMut() -> rusqlite::Result<T>,

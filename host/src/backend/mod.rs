@@ -150,6 +150,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         commit_in_two(self, commit, meta).await
     }
+
+    /// A point where the host decides something from time alone (is a
+    /// lease still good?), with no request: a deterministic scheduler (the
+    /// simulator's backend) may run other clients here. Nothing elsewhere.
+    async fn yield_point(&self, what: &str) {
+        let _ = what;
+    }
 }
 
 /// A commit as two requests: the sectors, then the root swap. A fence is
@@ -260,5 +267,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         (**self).commit(commit, meta).await
+    }
+
+    async fn yield_point(&self, what: &str) {
+        (**self).yield_point(what).await
     }
 }
