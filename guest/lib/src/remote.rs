@@ -320,6 +320,11 @@ impl MainDb {
         if self.claimed {
             return Ok(()); // the snapshot is the latest root
         }
+        if self.lease.as_ref().is_some_and(|l| l.remaining_ms() == 0) {
+            // An exclusive writer's lease that lapsed (its renewal failed):
+            // a new one, rather than a commit the fence would refuse.
+            self.lease = None;
+        }
         if self.lease.is_some() {
             // An exclusive writer's lease, held since before this snapshot
             // but not claimed: the root may have moved under it.
