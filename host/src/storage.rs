@@ -474,13 +474,27 @@ impl HostLease {
 
     async fn release(self, backend: &dyn Backend, name: &DbName) -> Result<(), StorageError> {
         let known = Some((self.lock_version, self.state));
-        update_lock(backend, &Clock::System, name, known, |mut state, _| {
-            state.holders.retain(|h| h.owner != self.owner);
-            Ok((state, ()))
-        })
-        .await
-        .map(|_| ())
+        without_holder(backend, &Clock::System, name, known, self.owner)
+            .await
+            .map(drop)
     }
+}
+
+/// Removes `owner` from the lock item of `name` (a release); returns the
+/// version and state written.
+async fn without_holder(
+    backend: &dyn Backend,
+    clock: &Clock,
+    name: &DbName,
+    known: Option<(u64, LockState)>,
+    owner: u64,
+) -> Result<(u64, LockState), StorageError> {
+    let ((), version, state) = update_lock(backend, clock, name, known, |mut state, _| {
+        state.holders.retain(|h| h.owner != owner);
+        Ok((state, ()))
+    })
+    .await?;
+    Ok((version, state))
 }
 
 /// `state` with `owner` added as a holder of a lease of `lease_ms` from
@@ -1168,15 +1182,9 @@ impl donut::storage::storage::HostLock for StorageCtx {
         if held.ended {
             return Ok(());
         }
-        let owner = held.owner;
-        let (backend, clock) = (self.backend.clone(), self.clock.clone());
         let known = Some((held.lock_version, held.state.clone()));
-        let ((), version, state) =
-            update_lock(&*backend, &clock, &held.name, known, |mut state, _| {
-                state.holders.retain(|h| h.owner != owner);
-                Ok((state, ()))
-            })
-            .await?;
+        let (version, state) =
+            without_holder(&*self.backend, &self.clock, &held.name, known, held.owner).await?;
         held.ended = true;
         self.known_locks.insert(held.name.clone(), (version, state));
         Ok(())

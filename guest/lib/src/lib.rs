@@ -99,6 +99,24 @@ pub fn open_or_create(name: &str, page_size: u32) -> Result<Connection, Error> {
 /// Runs `transaction` and retries it while it fails with `SQLITE_BUSY` (a
 /// concurrent commit won), at most `attempts` times. The closure must be a
 /// whole transaction: everything it did is rolled back before a retry.
+pub fn retry<T>(
+    attempts: u32,
+    mut transaction: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    assert!(attempts > 0, "retry needs at least one attempt");
+    let mut attempt = 1;
+    loop {
+        match transaction() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < attempts =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// For benchmarks: crosses into the host `n` times with a call that does no
 /// storage work (`database.newest-version-seen`), then makes `n` root reads
 /// (the cheapest call that reaches the backend); returns the nanoseconds
@@ -123,24 +141,6 @@ pub fn probe_host_calls(name: &str, n: u32) -> Result<(u64, u64), Error> {
     }
     let root_read_ns = start.elapsed().as_nanos() as u64 / n as u64;
     Ok((boundary_ns, root_read_ns))
-}
-
-pub fn retry<T>(
-    attempts: u32,
-    mut transaction: impl FnMut() -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    assert!(attempts > 0, "retry needs at least one attempt");
-    let mut attempt = 1;
-    loop {
-        match transaction() {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < attempts =>
-            {
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 fn connect(

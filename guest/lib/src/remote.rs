@@ -320,14 +320,10 @@ impl MainDb {
         if self.claimed {
             return Ok(()); // the snapshot is the latest root
         }
-        if self.lease.as_ref().is_some_and(|l| l.remaining_ms() == 0) {
-            // An exclusive writer's lease that lapsed (its renewal failed):
-            // a new one, rather than a commit the fence would refuse.
-            self.lease = None;
-        }
-        if self.lease.is_some() {
-            // An exclusive writer's lease, held since before this snapshot
-            // but not claimed: the root may have moved under it.
+        // An exclusive writer's lease, held since before this snapshot but
+        // not claimed: the root may have moved under it. (One that lapsed
+        // is replaced below, rather than fencing a commit to be refused.)
+        if self.lease.is_some() && self.lease_left_ms() > 0 {
             let current = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_LOCK)?;
             if current.version != self.snapshot.version {
                 return Err(moved(&self.name));
@@ -375,29 +371,33 @@ impl MainDb {
         if crate::planted::active(crate::planted::Bug::TrustedClaims) {
             return self.claimed && self.lease.is_some();
         }
-        let holds = self.claimed
-            && self
-                .lease
-                .as_ref()
-                .is_some_and(|l| l.remaining_ms() >= (self.lease_ms / 2).max(1) as u64);
-        if !holds {
-            self.claimed = false;
-        }
-        holds
+        self.claimed = self.claimed && self.lease_left_ms() >= self.claim_margin_ms();
+        self.claimed
     }
 
     /// After a root read: an exclusive writer whose lease still holds
-    /// claims it again if the root requires the lease; a lost lease goes.
+    /// claims it again if the root requires the lease.
     fn reclaim(&mut self) {
-        if self.writer != Writer::Exclusive {
-            return;
+        if self.writer == Writer::Exclusive {
+            let left_ms = self.lease_left_ms();
+            self.claimed = self.snapshot.lease_required && left_ms >= self.claim_margin_ms();
         }
-        if self.lease.as_ref().is_some_and(|l| l.remaining_ms() == 0) {
-            // Lost or lapsed: dropping the handle is enough (nothing to release).
+    }
+
+    /// The least lease time left for a claim to hold: half the lease.
+    fn claim_margin_ms(&self) -> u64 {
+        (self.lease_ms / 2).max(1) as u64
+    }
+
+    /// Milliseconds the held lease has left by the host's clock (0: none).
+    /// A lost or lapsed one is dropped (nothing to release) with its claim.
+    fn lease_left_ms(&mut self) -> u64 {
+        let left_ms = self.lease.as_ref().map_or(0, |l| l.remaining_ms());
+        if left_ms == 0 {
             self.lease = None;
+            self.claimed = false;
         }
-        self.claimed = self.snapshot.lease_required && self.lease.is_some();
-        self.claim_holds();
+        left_ms
     }
 
     fn drop_lease(&mut self) {
