@@ -49,6 +49,11 @@ test-dynamodb-local: build
 test-one NAME: build tools
     cargo test --release -p donut-tests -- {{NAME}}
 
+# The differential SQL fuzzer (tests/all/fuzz.rs) with more seeds than CI
+# runs, e.g. `just fuzz 1000`; `DONUT_FUZZ_SEED=N just fuzz` replays one.
+fuzz SEEDS="200": build tools
+    DONUT_FUZZ_SEEDS={{SEEDS}} cargo test --release -p donut-tests -- differential_fuzzer --nocapture
+
 # The deterministic simulator (ARCHITECTURE.md, "The simulator"), e.g.
 # `just sim --seeds 10000 --ops 30`, `just sim --seed 42 --ops 20 --trace`.
 sim *ARGS: guest

@@ -139,6 +139,7 @@ async fn dynoxide(one_request: bool) -> Result<Store> {
         static_credentials: Some(("bench".into(), "bench".into())),
         max_attempts: 8,
         one_request_commit: one_request,
+        single_writer_region: false,
     };
     create_table(&options).await?;
     Ok(Store::Dynamo(

@@ -48,6 +48,12 @@ struct Cli {
     #[arg(long, global = true)]
     two_request_commit: bool,
 
+    /// Accept a DynamoDB table with replicas (a global table), promising
+    /// that only this Region writes DonutDB's databases: across Regions the
+    /// root's compare-and-swap does not hold.
+    #[arg(long, global = true)]
+    single_writer_region: bool,
+
     /// Memory limit of a component instance, in MiB.
     #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
     memory_mb: usize,
@@ -182,6 +188,7 @@ fn dynamo_options(cli: &Cli, table: &str) -> DynamoOptions {
         static_credentials: None,
         max_attempts: 8,
         one_request_commit: !cli.two_request_commit,
+        single_writer_region: cli.single_writer_region,
     }
 }
 

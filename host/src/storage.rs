@@ -29,14 +29,9 @@ wasmtime::component::bindgen!({
 
 use donut::storage::types::{Error as WitError, LockMode as WitLockMode, Root as WitRoot};
 
-/// Most sectors one `get-sectors` or `put-sectors` call may carry.
-pub const SECTORS_PER_CALL_MAX: usize = 10_000;
-/// Most bytes one `put-sectors` call may carry.
-pub const PUT_CALL_BYTES_MAX: usize = 64 << 20;
-/// Largest sector: DynamoDB's 400 KB item limit, less room for the key.
-pub const SECTOR_BYTES_MAX: usize = 390 * 1024;
-/// Longest lease a guest may ask for.
-pub const LEASE_MS_MAX: u32 = 10 * 60 * 1000;
+pub use donut_format::limits::{
+    LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX, SECTORS_PER_CALL_MAX,
+};
 /// Attempts at a lock item's compare-and-swap before answering `busy`.
 const LOCK_CAS_ATTEMPTS: u32 = 8;
 
@@ -75,6 +70,8 @@ impl From<BackendError> for StorageError {
             BackendError::Throttled(m) => StorageError::Throttled(m),
             BackendError::TooLarge(m) => StorageError::TooLarge(m),
             BackendError::Corrupt(m) => StorageError::Corrupt(m),
+            BackendError::Denied(m) => StorageError::Denied(m),
+            BackendError::Invalid(m) => StorageError::Invalid(m),
         }
     }
 }
@@ -734,9 +731,21 @@ async fn update_lock<T>(
             version: written,
             body: next.encode(),
         };
-        match backend.put_meta(MetaKind::Lock, name, version, meta).await {
+        match backend
+            .put_meta(MetaKind::Lock, name, version, meta.clone())
+            .await
+        {
             Ok(()) => return Ok((out, written, next)),
             Err(PutMetaError::Conflict | PutMetaError::Fenced) => continue,
+            // The answer was lost: the item tells whether our write applied
+            // (then it is ours, and the lease is held), else try again.
+            Err(PutMetaError::Backend(e)) if !e.is_definite() => {
+                match backend.get_meta(MetaKind::Lock, name).await {
+                    Ok(Some(stored)) if stored == meta => return Ok((out, written, next)),
+                    Ok(_) => continue,
+                    Err(_) => return Err(e.into()),
+                }
+            }
             Err(PutMetaError::Backend(e)) => return Err(e.into()),
         }
     }
@@ -1038,7 +1047,11 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             }
         };
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
-        if !sectors.is_empty() && !self.backend.commits_in_one_request(&sectors) {
+        if !sectors.is_empty()
+            && !self
+                .backend
+                .commits_in_one_request(&sectors, fence.is_some())
+        {
             // The backend stores them in a request of its own first: one
             // more round trip.
             self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);

@@ -280,12 +280,12 @@ impl Backend for SimBackend {
         self.store.summary().await
     }
 
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        self.one_request && donut_host::backend::fits_one_request(sectors)
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        self.one_request && donut_host::backend::fits_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        if self.commits_in_one_request(commit.sectors) {
+        if self.commits_in_one_request(commit.sectors, commit.fence.is_some()) {
             return self.swap_root(commit, meta).await;
         }
         // Two steps: a crash between them leaves sectors no root references

@@ -105,9 +105,8 @@ async fn refused_pragmas() {
     h.create("p.db").await;
     h.sql_ok("p.db", "create table t(x)").await;
     for pragma in [
-        "pragma journal_mode = wal",
         "pragma locking_mode = exclusive",
-        "pragma synchronous = off",
+        "PRAGMA Locking_Mode='EXCLUSIVE'",
     ] {
         let out = h.sql("p.db", pragma).await;
         assert!(!out.success(), "{pragma} accepted");

@@ -142,3 +142,10 @@ async fn conformance_end_to_end_suite() {
     let out = h.sql("nope.db", "select 1").await;
     assert!(stderr(&out).contains("not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs DynamoDB Local: just test-dynamodb-local"]
+async fn conformance_commits_of_98_99_and_100_sectors_fenced_or_not() {
+    let h = harness("conformance-limits").await;
+    crate::lost_answers::sector_counts_at_the_transaction_limit(h.dynamo.as_ref().unwrap()).await;
+}

@@ -11,14 +11,19 @@ use std::sync::atomic::Ordering;
 
 /// A harness whose backend talks to dynoxide through a fault proxy.
 async fn through_proxy() -> (Harness, Proxy) {
+    through_proxy_with(true).await
+}
+
+/// Like `through_proxy`, committing in one request when it fits or not.
+pub(crate) async fn through_proxy_with(one_request_commit: bool) -> (Harness, Proxy) {
     let server = Dynoxide::start();
     create_table(&dynamo_options(&server.endpoint, "donut-test"))
         .await
         .unwrap();
     let proxy = Proxy::start(&server.endpoint).await;
-    let dynamo = DynamoBackend::connect(&dynamo_options(&proxy.endpoint, "donut-test"), Vec::new())
-        .await
-        .unwrap();
+    let mut options = dynamo_options(&proxy.endpoint, "donut-test");
+    options.one_request_commit = one_request_commit;
+    let dynamo = DynamoBackend::connect(&options, Vec::new()).await.unwrap();
     let h = Harness {
         backend: Arc::new(dynamo.clone()),
         memory: None,

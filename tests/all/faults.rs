@@ -1,7 +1,11 @@
 //! A fault-injecting HTTP proxy between the DynamoDB backend (the real
 //! aws-sdk-dynamodb client) and a real DynamoDB-compatible server: it can
-//! throttle requests and make batch requests come back partly unprocessed,
-//! exactly as DynamoDB does under load.
+//! throttle requests, make batch requests come back partly unprocessed,
+//! let a request apply and then lose its answer (a 500, a 503, or a
+//! connection closed without one: a timeout), and answer with any error
+//! DynamoDB documents (a transaction cancelled for a reason, an exception)
+//! without forwarding — what real DynamoDB does under load and contention,
+//! and the emulators never do by themselves.
 
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -19,6 +23,139 @@ pub struct Faults {
     /// What was injected.
     pub throttled: AtomicU32,
     pub unprocessed: AtomicU32,
+    /// Forward the next matching requests, then lose their answers.
+    pub lose_answers: std::sync::Mutex<Vec<LoseAnswer>>,
+    /// Answer the next matching requests with an error, forwarding nothing.
+    pub refuse: std::sync::Mutex<Vec<Refuse>>,
+    /// Requests that reached the server, by operation (`PutItem`, ...).
+    pub forwarded: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+}
+
+/// How an answer is lost after the request applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// HTTP 500 InternalServerError.
+    Status500,
+    /// HTTP 503 ServiceUnavailable.
+    Status503,
+    /// The connection closes without an answer (what a client timeout
+    /// sees).
+    Closed,
+}
+
+/// Forward the next `count` requests of `operation` (`PutItem`,
+/// `TransactWriteItems`, ...), then lose each answer as `loss` says.
+#[derive(Debug, Clone)]
+pub struct LoseAnswer {
+    pub operation: &'static str,
+    pub count: u32,
+    pub loss: Loss,
+}
+
+/// What a refused request is answered with.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// `TransactionCanceledException` with this reason code on the last
+    /// action (the root put) and `None` on the others.
+    Cancelled(&'static str),
+    /// An exception by its name (`TransactionConflictException`,
+    /// `ValidationException`, `AccessDeniedException`, ...).
+    Exception(&'static str),
+}
+
+/// Answer the next `count` requests of `operation` with `refusal`.
+#[derive(Debug, Clone)]
+pub struct Refuse {
+    pub operation: &'static str,
+    pub count: u32,
+    pub refusal: Refusal,
+}
+
+impl Faults {
+    pub fn lose(&self, operation: &'static str, count: u32, loss: Loss) {
+        self.lose_answers.lock().unwrap().push(LoseAnswer {
+            operation,
+            count,
+            loss,
+        });
+    }
+
+    pub fn refuse(&self, operation: &'static str, count: u32, refusal: Refusal) {
+        self.refuse.lock().unwrap().push(Refuse {
+            operation,
+            count,
+            refusal,
+        });
+    }
+
+    pub fn forwarded(&self, operation: &str) -> u32 {
+        self.forwarded
+            .lock()
+            .unwrap()
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn take_loss(&self, operation: &str) -> Option<Loss> {
+        let mut list = self.lose_answers.lock().unwrap();
+        let entry = list
+            .iter_mut()
+            .find(|e| e.operation == operation && e.count > 0)?;
+        entry.count -= 1;
+        Some(entry.loss)
+    }
+
+    fn take_refusal(&self, operation: &str) -> Option<Refusal> {
+        let mut list = self.refuse.lock().unwrap();
+        let entry = list
+            .iter_mut()
+            .find(|e| e.operation == operation && e.count > 0)?;
+        entry.count -= 1;
+        Some(entry.refusal.clone())
+    }
+}
+
+fn error_answer(status: &str, kind: &str, message: &str, extra: Option<(&str, Value)>) -> Message {
+    let mut body = json!({
+        "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
+        "message": message,
+    });
+    if let Some((field, value)) = extra {
+        body[field] = value;
+    }
+    Message {
+        head: vec![
+            format!("HTTP/1.1 {status}"),
+            "content-type: application/x-amz-json-1.0".into(),
+        ],
+        body: Vec::new(),
+    }
+    .with_body(body.to_string().into_bytes())
+}
+
+fn refusal_answer(refusal: &Refusal, request: &Message) -> Message {
+    match refusal {
+        Refusal::Exception(kind) => {
+            error_answer("400 Bad Request", kind, &format!("{kind} (injected)"), None)
+        }
+        Refusal::Cancelled(code) => {
+            let actions = serde_json::from_slice::<Value>(&request.body)
+                .ok()
+                .and_then(|b| b["TransactItems"].as_array().map(Vec::len))
+                .unwrap_or(1);
+            let mut reasons = vec![json!({"Code": "None"}); actions];
+            reasons[actions - 1] = json!({"Code": code, "Message": "injected"});
+            error_answer(
+                "400 Bad Request",
+                "TransactionCanceledException",
+                &format!(
+                    "Transaction cancelled, please refer cancellation reasons for specific reasons [{code}] (injected)"
+                ),
+                Some(("CancellationReasons", Value::Array(reasons))),
+            )
+        }
+    }
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -116,8 +253,57 @@ fn table_entries(body: &Value, field: &str) -> Option<(String, Vec<Value>)> {
     Some((table.clone(), list))
 }
 
-async fn handle(faults: &Faults, upstream: &str, request: Message) -> std::io::Result<Message> {
+/// `Some(answer)`: answer the client; `None`: close the connection without
+/// an answer.
+async fn handle(
+    faults: &Faults,
+    upstream: &str,
+    request: Message,
+) -> std::io::Result<Option<Message>> {
     let target = request.header("x-amz-target").unwrap_or("").to_string();
+    let operation = target.rsplit('.').next().unwrap_or("").to_string();
+    if let Some(refusal) = faults.take_refusal(&operation) {
+        return Ok(Some(refusal_answer(&refusal, &request)));
+    }
+    if let Some(loss) = faults.take_loss(&operation) {
+        forward(upstream, request).await?;
+        *faults
+            .forwarded
+            .lock()
+            .unwrap()
+            .entry(operation)
+            .or_default() += 1;
+        return Ok(match loss {
+            Loss::Status500 => Some(error_answer(
+                "500 Internal Server Error",
+                "InternalServerError",
+                "Internal server error (injected after the request applied)",
+                None,
+            )),
+            Loss::Status503 => Some(error_answer(
+                "503 Service Unavailable",
+                "ServiceUnavailable",
+                "Service unavailable (injected after the request applied)",
+                None,
+            )),
+            Loss::Closed => None,
+        });
+    }
+    *faults
+        .forwarded
+        .lock()
+        .unwrap()
+        .entry(operation)
+        .or_default() += 1;
+    pass_on(faults, upstream, request, &target).await.map(Some)
+}
+
+async fn pass_on(
+    faults: &Faults,
+    upstream: &str,
+    request: Message,
+    target: &str,
+) -> std::io::Result<Message> {
     if take(&faults.throttle_next) {
         faults.throttled.fetch_add(1, Ordering::SeqCst);
         let body = json!({
@@ -182,8 +368,8 @@ impl Proxy {
                 tokio::spawn(async move {
                     let mut client = BufReader::new(client);
                     while let Ok(Some(request)) = read_message(&mut client).await {
-                        let Ok(response) = handle(&faults, &upstream, request).await else {
-                            return;
+                        let Ok(Some(response)) = handle(&faults, &upstream, request).await else {
+                            return; // an error, or an answer lost on purpose
                         };
                         if client.get_mut().write_all(&response.bytes()).await.is_err() {
                             return;

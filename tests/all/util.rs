@@ -131,6 +131,7 @@ pub fn dynamo_options(endpoint: &str, table: &str) -> DynamoOptions {
         static_credentials: Some(("donutdb".into(), "donutdb".into())),
         max_attempts: 4,
         one_request_commit: true,
+        single_writer_region: false,
     }
 }
 

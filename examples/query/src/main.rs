@@ -31,12 +31,11 @@ fn run() -> Result<(), String> {
     )
     .map_err(describe)?;
     // A concurrent writer may win the commit: retry the whole transaction.
-    donut_guest::retry(5, || {
-        let tx = conn.transaction()?;
+    donut_guest::retry(&mut conn, 5, |tx| {
         for word in &args {
             tx.execute("insert into notes(body) values (?1)", [word])?;
         }
-        tx.commit()
+        Ok(())
     })
     .map_err(describe)?;
     let mut stmt = conn

@@ -96,25 +96,73 @@ pub fn open_or_create(name: &str, page_size: u32) -> Result<Connection, Error> {
     }
 }
 
-/// Runs `transaction` and retries it while it fails with `SQLITE_BUSY` (a
-/// concurrent commit won), at most `attempts` times. The closure must be a
-/// whole transaction: everything it did is rolled back before a retry.
+/// Runs `body` in a transaction that `retry` itself begins (deferred) and
+/// commits, and runs the whole transaction again while it fails with
+/// `SQLITE_BUSY` (a concurrent commit won, the lease is held, storage
+/// throttled: nothing of it was stored), at most `attempts` times, with a
+/// jittered backoff between attempts. Because `retry` owns the
+/// transaction, everything `body` does through the [`rusqlite::Transaction`]
+/// is in it: no statement can autocommit on its own and then run twice. A
+/// commit whose outcome is unknown fails with another code and is not
+/// retried.
+///
+/// ```no_run
+/// let mut conn = donut_guest::open("app.db")?;
+/// donut_guest::retry(&mut conn, 5, |tx| {
+///     tx.execute("update accounts set balance = balance - 1 where id = 1", [])?;
+///     tx.execute("update accounts set balance = balance + 1 where id = 2", [])
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn retry<T>(
+    conn: &mut Connection,
     attempts: u32,
-    mut transaction: impl FnMut() -> rusqlite::Result<T>,
+    body: impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    retry_with(
+        conn,
+        rusqlite::TransactionBehavior::Deferred,
+        attempts,
+        body,
+    )
+}
+
+/// [`retry`] with the transaction begun as `behavior` says (`Immediate`
+/// takes the write lock — a lease writer's lease — before `body` reads).
+pub fn retry_with<T>(
+    conn: &mut Connection,
+    behavior: rusqlite::TransactionBehavior,
+    attempts: u32,
+    mut body: impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     assert!(attempts > 0, "retry needs at least one attempt");
     let mut attempt = 1;
     loop {
-        match transaction() {
+        let outcome = conn.transaction_with_behavior(behavior).and_then(|tx| {
+            let out = body(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        });
+        match outcome {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < attempts =>
             {
+                std::thread::sleep(backoff(attempt));
                 attempt += 1;
             }
             other => return other,
         }
     }
+}
+
+/// Jittered exponential backoff before attempt `attempt + 1`: between half
+/// and all of 1 ms · 2^attempt, at most 100 ms.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let ceiling_us = (1000u64 << attempt.min(7)).min(100_000);
+    let mut jitter = [0u8; 8];
+    let _ = getrandom::fill(&mut jitter); // no randomness: the ceiling
+    let us = ceiling_us / 2 + u64::from_le_bytes(jitter) % (ceiling_us / 2 + 1);
+    std::time::Duration::from_micros(us)
 }
 
 /// For benchmarks: crosses into the host `n` times with a call that does no

@@ -50,5 +50,23 @@ pub fn write(file: &Shared, buf: &[u8], offset: usize) {
 }
 
 pub fn truncate(file: &Shared, size: usize) {
-    file.borrow_mut().truncate(size);
+    let mut data = file.borrow_mut();
+    data.truncate(size);
+    if data.capacity() > 2 * size.max(4096) {
+        data.shrink_to_fit(); // journal_mode=TRUNCATE gives the memory back
+    }
+}
+
+/// Empties the named file, if it exists, and gives its memory back. For a
+/// journal once its write transaction is over: journals here are never
+/// hot (nothing outlives the transaction storage saw), so what
+/// `journal_mode=PERSIST` leaves behind is dead weight.
+pub fn release(name: &str) {
+    FILES.with(|files| {
+        if let Some(file) = files.borrow().get(name) {
+            let mut data = file.borrow_mut();
+            data.clear();
+            data.shrink_to_fit();
+        }
+    });
 }

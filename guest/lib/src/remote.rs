@@ -13,9 +13,10 @@ use crate::bindings::donut::storage::storage::{Database, Lock};
 use crate::bindings::donut::storage::types::{Error as StorageError, LockMode, Root as WitRoot};
 use crate::cache;
 use crate::error::{describe, set_last};
+use donut_format::limits::SECTORS_PER_CALL_MAX;
 use donut_format::{
     Chunk, ChunkSource, DbId, FormatError, HEAD_PAGES, Hash, Manifest, PAGE_COUNT_MAX, Root,
-    ZERO_HASH, hash_hex, validate_page_size,
+    TreeRef, ZERO_HASH, hash_hex, validate_page_size,
 };
 use libsqlite3_sys as ffi;
 use std::cell::RefCell;
@@ -103,6 +104,22 @@ fn header_page_count(page1: &[u8]) -> Option<u32> {
     (size > 0 && counter == valid_for).then_some(size)
 }
 
+/// The page size page 1's header declares (offset 16, big-endian; 1 means
+/// 65536), if `page1` starts with SQLite's header string.
+fn header_page_size(page1: &[u8]) -> Option<u32> {
+    if page1.len() < 100 || &page1[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    let raw = u16::from_be_bytes([page1[16], page1[17]]) as u64;
+    let size = if raw == 1 { 65536 } else { raw };
+    validate_page_size(size).ok()
+}
+
+/// SQLite's file change counter (page 1, offset 24).
+fn header_change_counter(page1: &[u8]) -> Option<u32> {
+    (page1.len() >= 100).then(|| u32::from_be_bytes(page1[24..28].try_into().unwrap()))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -153,9 +170,11 @@ impl ChunkSource for Source<'_> {
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
             let fetched = self.handle.get_sectors(&keys).map_err(|e| {
-                Fail::new(
+                storage_fail(
+                    self.name,
+                    "reading the manifest of",
+                    e,
                     ffi::SQLITE_IOERR_READ,
-                    format!("reading manifest of {:?}: {}", self.name, describe(&e)),
                 )
             })?;
             if fetched.len() != keys.len() {
@@ -193,7 +212,7 @@ pub enum Writer {
 /// a crashed holder's writers resume soon.
 pub const LEASE_MS_DEFAULT: u32 = 10_000;
 /// Longest lease the host grants.
-pub const LEASE_MS_MAX: u32 = 600_000;
+pub use donut_format::limits::LEASE_MS_MAX;
 
 pub struct MainDb {
     name: String,
@@ -233,6 +252,118 @@ pub struct MainDb {
     /// requiring it was current (read under it, or written by us), so the
     /// snapshot is the latest root for as long as the lease lasts.
     claimed: bool,
+    /// This connection's key in the instance's lock table (`RESERVED`).
+    id: u64,
+    /// The super-journal of a multi-database commit this connection's
+    /// changes wait in (see [`stage`]): they commit when SQLite deletes it.
+    staged: Option<String>,
+    /// The SQLite connection (`sqlite3*`) this file belongs to, as
+    /// SQLITE_FCNTL_PDB told; 0 if it did not.
+    connection: usize,
+}
+
+thread_local! {
+    /// Per database name, the connection of this instance that holds
+    /// RESERVED or more: one writer at a time, as a native VFS's file
+    /// locks would give. (Storage needs no lock for that — the root swap
+    /// decides — but two writing connections in one instance would share
+    /// journals by name and could replay each other's.)
+    static RESERVED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    /// Connections whose changes wait for a super-journal's deletion, or
+    /// (key [`connection_group`]) for their connection's phase two.
+    static STAGED: RefCell<HashMap<String, Vec<*mut MainDb>>> = RefCell::new(HashMap::new());
+    /// Per SQLite connection, the DonutDB databases of it at EXCLUSIVE:
+    /// SQLite takes EXCLUSIVE on every database a transaction changed
+    /// before it commits any of them.
+    static EXCLUSIVE: RefCell<HashMap<usize, HashSet<u64>>> = RefCell::new(HashMap::new());
+}
+
+/// The staging key of a connection's transaction across databases that
+/// SQLite commits without a super-journal.
+fn connection_group(connection: usize) -> String {
+    format!("connection {connection:x}")
+}
+
+/// A multi-database transaction: SQLite syncs each database's changes
+/// naming the super-journal, then deletes the super-journal — its commit
+/// point. So `db` commits at that deletion ([`commit_staged`]), not now.
+pub fn stage(super_journal: &str, db: &mut MainDb) {
+    if !db.has_changes() {
+        return;
+    }
+    db.staged = Some(super_journal.to_string());
+    STAGED.with(|s| {
+        s.borrow_mut()
+            .entry(super_journal.to_string())
+            .or_default()
+            .push(db as *mut MainDb)
+    });
+}
+
+/// SQLite deletes a super-journal: the commit point of the databases
+/// staged under it. One database commits; several are refused, nothing of
+/// any of them stored: DonutDB has no commit that swaps several roots at
+/// once yet, and committing them one by one could leave half a
+/// transaction behind (ARCHITECTURE.md, "Transactions across databases").
+pub fn commit_staged(super_journal: &str) -> Result<(), Fail> {
+    commit_group(super_journal, ffi::SQLITE_IOERR_DELETE)
+}
+
+fn commit_group(key: &str, io_code: i32) -> Result<(), Fail> {
+    let staged = STAGED.with(|s| s.borrow_mut().remove(key));
+    let Some(staged) = staged else {
+        return Ok(());
+    };
+    // SAFETY: a staged connection removes itself from STAGED when it
+    // unlocks or closes, so every pointer left here is a live MainDb; the
+    // guest is single-threaded and SQLite holds no other borrow of it
+    // while it deletes the super-journal.
+    let mut dbs: Vec<&mut MainDb> = staged.into_iter().map(|p| unsafe { &mut *p }).collect();
+    for db in dbs.iter_mut() {
+        db.staged = None;
+    }
+    // SQLite writes page 1 of an empty database that joins a write
+    // transaction (BEGIN IMMEDIATE on an ATTACHed set, say), though
+    // nothing is stored in it. Such a database stays empty instead: it
+    // reads the same, and the transaction is about the others.
+    dbs.retain_mut(|db| {
+        let only_initialized = db.only_initializes();
+        if only_initialized {
+            db.discard_changes();
+        }
+        !only_initialized
+    });
+    if dbs.is_empty() {
+        return Ok(());
+    }
+    if let [db] = dbs.as_mut_slice() {
+        return db.commit(io_code);
+    }
+    let names: Vec<String> = dbs.iter().map(|db| format!("{:?}", db.name)).collect();
+    for db in dbs.iter_mut() {
+        db.failed = true;
+        db.discard_changes();
+    }
+    Err(Fail::new(
+        io_code,
+        format!(
+            "one transaction writes {} DonutDB databases ({}): DonutDB cannot commit them atomically yet, so nothing was committed; write each database in a transaction of its own",
+            names.len(),
+            names.join(", ")
+        ),
+    ))
+}
+
+fn unstage(db: &mut MainDb) {
+    if let Some(super_journal) = db.staged.take() {
+        let me = db as *mut MainDb;
+        STAGED.with(|s| {
+            if let Some(list) = s.borrow_mut().get_mut(&super_journal) {
+                list.retain(|&p| p != me);
+            }
+        });
+    }
 }
 
 /// Most bytes one read-ahead fetches.
@@ -278,7 +409,18 @@ impl MainDb {
             lease_ms: LEASE_MS_DEFAULT,
             lease: None,
             claimed: false,
+            id: NEXT_ID.with(|n| {
+                let id = n.get();
+                n.set(id + 1);
+                id
+            }),
+            staged: None,
+            connection: 0,
         })
+    }
+
+    pub fn set_connection(&mut self, connection: usize) {
+        self.connection = connection;
     }
 
     pub fn writer(&self) -> Writer {
@@ -456,15 +598,91 @@ impl MainDb {
         // Optimistic writers: RESERVED and EXCLUSIVE cost nothing; the root
         // swap at commit decides — unless the snapshot requires the lease
         // (an exclusive writer wrote it). Lease writers take the lease first.
-        let needs_lease = self.writer != Writer::Optimistic || self.snapshot.lease_required;
-        if needs_lease
-            && self.lock < ffi::SQLITE_LOCK_RESERVED
-            && level >= ffi::SQLITE_LOCK_RESERVED
-        {
-            self.take_lease()?;
+        if self.lock < ffi::SQLITE_LOCK_RESERVED && level >= ffi::SQLITE_LOCK_RESERVED {
+            self.reserve()?;
+            let needs_lease = self.writer != Writer::Optimistic || self.snapshot.lease_required;
+            if needs_lease && let Err(fail) = self.take_lease() {
+                self.unreserve();
+                return Err(fail);
+            }
         }
         self.lock = self.lock.max(level);
+        if self.lock == ffi::SQLITE_LOCK_EXCLUSIVE && self.connection != 0 {
+            EXCLUSIVE.with(|e| {
+                e.borrow_mut()
+                    .entry(self.connection)
+                    .or_default()
+                    .insert(self.id)
+            });
+        }
         Ok(())
+    }
+
+    fn leave_exclusive(&mut self) {
+        EXCLUSIVE.with(|e| {
+            let mut e = e.borrow_mut();
+            if let Some(set) = e.get_mut(&self.connection) {
+                set.remove(&self.id);
+                if set.is_empty() {
+                    e.remove(&self.connection);
+                }
+            }
+        });
+    }
+
+    /// Commits now, or — when another DonutDB database of this connection
+    /// holds EXCLUSIVE too — stages the changes for the connection's phase
+    /// two: SQLite is committing one transaction across databases without
+    /// a super-journal (one of them has `synchronous = OFF` or
+    /// `journal_mode = MEMORY | OFF`), one database after the other. It
+    /// finishes every database's phase one before any phase two, so at the
+    /// first phase two the staged databases are all there is: one commits,
+    /// several are refused whole (`commit_group`). Found by the
+    /// differential fuzzer (seed 5).
+    fn commit_or_defer(&mut self, io_code: i32) -> Result<(), Fail> {
+        let shared = self.connection != 0
+            && EXCLUSIVE.with(|e| {
+                e.borrow()
+                    .get(&self.connection)
+                    .is_some_and(|set| set.iter().any(|&id| id != self.id))
+            });
+        if shared {
+            stage(&connection_group(self.connection), self);
+            return Ok(());
+        }
+        self.commit(io_code)
+    }
+
+    /// Takes this instance's RESERVED lock on the database name: busy while
+    /// another connection of the instance writes to it.
+    fn reserve(&mut self) -> Result<(), Fail> {
+        let holder = RESERVED.with(|r| *r.borrow_mut().entry(self.name.clone()).or_insert(self.id));
+        if holder != self.id {
+            return Err(Fail::new(
+                ffi::SQLITE_BUSY,
+                format!(
+                    "another connection of this program is writing to {:?}",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn unreserve(&mut self) {
+        let held = RESERVED.with(|r| {
+            let mut r = r.borrow_mut();
+            let held = r.get(&self.name) == Some(&self.id);
+            if held {
+                r.remove(&self.name);
+            }
+            held
+        });
+        if held {
+            // The writer's journal is done with (rolled back or finalized
+            // while the lock was held).
+            crate::memfs::release(&format!("{}-journal", self.name));
+        }
     }
 
     pub fn unlock(&mut self, level: i32) {
@@ -475,9 +693,15 @@ impl MainDb {
             self.in_batch = false;
             self.failed = false;
             self.refuse_retry = false;
+            unstage(self);
+            self.unreserve();
+            self.leave_exclusive();
             if self.writer != Writer::Exclusive {
                 self.drop_lease();
             }
+        }
+        if level < ffi::SQLITE_LOCK_EXCLUSIVE {
+            self.leave_exclusive();
         }
         self.lock = level.min(self.lock);
     }
@@ -560,10 +784,7 @@ impl MainDb {
                 .chain(chunks_wanted.iter().map(|h| h.to_vec()))
                 .collect();
             let mut fetched = self.handle.get_sectors(&keys).map_err(|e| {
-                Fail::new(
-                    ffi::SQLITE_IOERR_READ,
-                    format!("reading pages of {:?}: {}", self.name, describe(&e)),
-                )
+                storage_fail(&self.name, "reading pages of", e, ffi::SQLITE_IOERR_READ)
             })?;
             if fetched.len() != keys.len() {
                 return Err(Fail::new(
@@ -749,9 +970,72 @@ impl MainDb {
             ));
         }
         // The rollback-journal path commits here: SQLite syncs the database
-        // once all of the transaction's pages are written.
-        if !self.in_batch && !self.failed && self.has_changes() {
-            return self.commit(ffi::SQLITE_IOERR_FSYNC);
+        // (SQLITE_FCNTL_SYNC, then xSync unless `synchronous` is off) once
+        // all of the transaction's pages are written.
+        if !self.in_batch && !self.failed && self.staged.is_none() && self.has_changes() {
+            self.check_counter_moved()?;
+            return self.commit_or_defer(ffi::SQLITE_IOERR_FSYNC);
+        }
+        Ok(())
+    }
+
+    /// The pending changes only lay out an empty database: page 1 of a
+    /// database that had no pages, with an empty schema table.
+    fn only_initializes(&self) -> bool {
+        let Some(page1) = self.pending.get(&0) else {
+            return false;
+        };
+        self.snapshot.page_count == 0
+            && self.pending.len() == 1
+            && header_page_count(page1) == Some(1)
+            && page1.get(100) == Some(&0x0d) // a table B-tree leaf
+            && page1.get(103..105) == Some(&[0, 0]) // with no cells
+    }
+
+    /// The backstop of every commit path: SQLite is finishing a commit
+    /// (SQLITE_FCNTL_COMMIT_PHASETWO) while changes are still pending, so
+    /// storage never took them. Fail it rather than let SQLite report it.
+    pub fn commit_phase_two(&mut self) -> Result<(), Fail> {
+        if let Some(key) = self.staged.clone()
+            && key == connection_group(self.connection)
+        {
+            return commit_group(&key, ffi::SQLITE_IOERR_FSYNC);
+        }
+        if self.failed || self.staged.is_some() || !self.has_changes() {
+            return Ok(());
+        }
+        self.failed = true;
+        self.discard_changes();
+        Err(Fail::new(
+            ffi::SQLITE_IOERR_FSYNC,
+            format!(
+                "SQLite finished a commit to {:?} that never reached a commit point; nothing was stored",
+                self.name
+            ),
+        ))
+    }
+
+    /// A commit through SQLite's journal path always writes page 1 with
+    /// the change counter of the version it replaces plus one. Page 1 still
+    /// carrying the snapshot's counter means these writes restore an old
+    /// state (a journal played back), not a transaction: refuse them.
+    fn check_counter_moved(&self) -> Result<(), Fail> {
+        let Some(page1) = self.pending.get(&0) else {
+            return Ok(());
+        };
+        if self.snapshot.page_count == 0 {
+            return Ok(());
+        }
+        let stored = self.fetch_pages(&[0], 0)?;
+        let ours = header_change_counter(page1);
+        if ours.is_some() && ours == header_change_counter(&stored[0]) {
+            return Err(Fail::new(
+                ffi::SQLITE_IOERR_FSYNC,
+                format!(
+                    "refused a commit to {:?} whose page 1 carries the change counter of the version it replaces (a journal played back, not a transaction); nothing was stored",
+                    self.name
+                ),
+            ));
         }
         Ok(())
     }
@@ -762,7 +1046,7 @@ impl MainDb {
 
     pub fn commit_atomic_write(&mut self) -> Result<(), Fail> {
         self.in_batch = false;
-        self.commit(ffi::SQLITE_IOERR_COMMIT_ATOMIC)
+        self.commit_or_defer(ffi::SQLITE_IOERR_COMMIT_ATOMIC)
     }
 
     pub fn rollback_atomic_write(&mut self) {
@@ -807,8 +1091,53 @@ impl MainDb {
         result
     }
 
+    /// A page-size change (VACUUM after `PRAGMA page_size`, a backup from
+    /// a database with another page size): SQLite rewrote the file at the
+    /// size page 1 now declares, in writes this VFS split at the old size.
+    /// Re-cuts the pending file at the new size; true if it did.
+    fn regroup_if_resized(&mut self) -> Result<bool, Fail> {
+        let Some(new_size) = self.pending.get(&0).and_then(|p| header_page_size(p)) else {
+            return Ok(false);
+        };
+        if new_size == self.page_size() {
+            return Ok(false);
+        }
+        let page_count = match header_page_count(&self.pending[&0]) {
+            Some(count) => count as u64,
+            None => self.file_size().div_ceil(new_size as u64),
+        };
+        if page_count > PAGE_COUNT_MAX {
+            return Err(Fail::new(
+                ffi::SQLITE_FULL,
+                format!("{:?} would exceed the largest page count", self.name),
+            ));
+        }
+        let mut pages = BTreeMap::new();
+        for index in 0..page_count {
+            let mut page = vec![0u8; new_size as usize];
+            self.read(&mut page, index * new_size as u64)?;
+            pages.insert(index as u32, page);
+        }
+        self.pending = pages;
+        self.new_page_size = Some(new_size);
+        self.pending_size = Some(page_count * new_size as u64);
+        Ok(true)
+    }
+
     fn try_commit(&mut self, io_code: i32) -> Result<(), Fail> {
         let snap = self.snapshot.clone();
+        // After a page-size change every page is new: the manifest is built
+        // from an empty one, not from the snapshot's (other-sized) pages.
+        let base = if self.regroup_if_resized()? {
+            Rc::new(Root {
+                page_count: 0,
+                tree: TreeRef::EMPTY,
+                overlay: Vec::new(),
+                ..(*snap).clone()
+            })
+        } else {
+            snap.clone()
+        };
         let page_size = self.page_size();
         let mut page_count = self.file_size().div_ceil(page_size as u64);
         if let Some(count) = self.pending.get(&0).and_then(|p| header_page_count(p)) {
@@ -822,7 +1151,7 @@ impl MainDb {
             handle: &self.handle,
             root: &snap,
         };
-        let current = Manifest::new(&snap).lookup_many(&indices, &mut source)?;
+        let current = Manifest::new(&base).lookup_many(&indices, &mut source)?;
         let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
         let mut sectors: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut new_pages: Vec<(Hash, Rc<[u8]>)> = Vec::new();
@@ -842,7 +1171,7 @@ impl MainDb {
         if changes.is_empty() && page_count == snap.page_count && page_size == snap.page_size {
             return Ok(()); // nothing changed: no round trip
         }
-        let update = Manifest::new(&snap).update(&changes, page_count, &mut source)?;
+        let update = Manifest::new(&base).update(&changes, page_count, &mut source)?;
         for (chunk_hash, bytes) in update.new_chunks {
             sectors.push((chunk_hash.to_vec(), bytes));
         }
@@ -881,7 +1210,7 @@ impl MainDb {
             let outcome =
                 self.handle
                     .commit_root(snap.version, &body, self.lease.as_ref(), &with_root);
-            match outcome {
+            let refusal = match outcome {
                 Ok(version) if version == root.version => break,
                 Ok(version) => {
                     return Err(Fail::new(
@@ -892,33 +1221,38 @@ impl MainDb {
                         ),
                     ));
                 }
+                Err(StorageError::Unavailable(_)) if attempt < COMMIT_ATTEMPTS => {
+                    attempt += 1;
+                    continue;
+                }
                 Err(StorageError::Conflict) if attempt == 1 => return Err(conflict(&self.name)),
-                Err(StorageError::Conflict) => {
-                    // Did an earlier attempt land? Only the root at our
-                    // version + 1 can tell; once replaced, nobody can.
-                    let current = read_root(&self.name, &self.handle, io_code)
-                        .map_err(|_| unknown(&self.name, io_code, "the root could not be read"))?;
-                    if current.version == root.version && current.txn_id == txn_id {
-                        self.claimed = current.lease_required;
-                        self.snapshot = Rc::new(current);
-                        self.cache_pages(new_pages);
-                        return Ok(());
-                    }
-                    if current.version == root.version {
-                        return Err(conflict(&self.name));
-                    }
-                    return Err(unknown(
-                        &self.name,
-                        io_code,
-                        &format!("the database moved on to version {}", current.version),
-                    ));
+                Err(e) if attempt == 1 => {
+                    return Err(storage_fail(&self.name, "commit", e, io_code));
                 }
-                Err(StorageError::Unavailable(_)) if attempt < COMMIT_ATTEMPTS => attempt += 1,
-                Err(e) if attempt > 1 => {
-                    return Err(unknown(&self.name, io_code, &describe(&e)));
+                Err(e) => e,
+            };
+            // An earlier attempt's answer was lost and this one did not
+            // land: only the root can tell whether an earlier one did.
+            return match self.resolve(&root, txn_id) {
+                Resolved::Landed(current) => {
+                    self.claimed = current.lease_required;
+                    self.snapshot = Rc::new(current);
+                    self.cache_pages(new_pages);
+                    Ok(())
                 }
-                Err(e) => return Err(storage_fail(&self.name, "commit", e, io_code)),
-            }
+                Resolved::Moved => Err(conflict(&self.name)),
+                // An unanswered attempt may still be on its way (a request
+                // can apply after its client gave up on it).
+                Resolved::NotYet => Err(unknown(
+                    &self.name,
+                    io_code,
+                    &format!(
+                        "{}; an unanswered attempt may still land",
+                        describe(&refusal)
+                    ),
+                )),
+                Resolved::Unknown(why) => Err(unknown(&self.name, io_code, &why)),
+            };
         }
         // A commit fenced by our lease that makes the lease required: no one
         // else can commit after it while the lease lasts.
@@ -926,6 +1260,27 @@ impl MainDb {
         self.snapshot = Rc::new(root);
         self.cache_pages(new_pages);
         Ok(())
+    }
+
+    /// Did our commit of `root` (whose earlier attempts went unanswered)
+    /// land? The current root tells while it is at most one version on.
+    fn resolve(&self, root: &Root, txn_id: u64) -> Resolved {
+        let current = match read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_FSYNC) {
+            Ok(current) => current,
+            Err(_) => return Resolved::Unknown("the root could not be read".into()),
+        };
+        if current.version == root.version && current.txn_id == txn_id {
+            Resolved::Landed(current)
+        } else if current.version == root.version {
+            Resolved::Moved
+        } else if current.version < root.version {
+            Resolved::NotYet
+        } else {
+            Resolved::Unknown(format!(
+                "the database moved on to version {}",
+                current.version
+            ))
+        }
     }
 
     /// SHA-256 of the pending pages at `indices`, computed by the host
@@ -957,7 +1312,7 @@ impl MainDb {
         };
         for index in indices {
             let page = &self.pending[index];
-            if batch_bytes + page.len() > PUT_CALL_BYTES {
+            if batch_bytes + page.len() > PUT_CALL_BYTES || batch.len() == SECTORS_PER_CALL_MAX {
                 flush(&mut batch, &mut out)?;
                 batch_bytes = 0;
             }
@@ -975,6 +1330,7 @@ impl MainDb {
             let mut end = start;
             let mut bytes = 0;
             while end < sectors.len()
+                && end - start < SECTORS_PER_CALL_MAX
                 && (end == start || bytes + sectors[end].1.len() <= PUT_CALL_BYTES)
             {
                 bytes += sectors[end].1.len();
@@ -1003,8 +1359,22 @@ impl MainDb {
 /// How many times a root swap whose outcome is unknown is sent.
 const COMMIT_ATTEMPTS: u32 = 3;
 
+/// What the root says of a commit whose earlier attempts went unanswered.
+enum Resolved {
+    /// Our root is the current one.
+    Landed(Root),
+    /// Another writer's commit took our version: ours never landed.
+    Moved,
+    /// The root is still the one we replace: ours has not landed (yet).
+    NotYet,
+    Unknown(String),
+}
+
 impl Drop for MainDb {
     fn drop(&mut self) {
+        unstage(self);
+        self.unreserve();
+        self.leave_exclusive();
         // An exclusive writer's lease ends with its connection.
         self.drop_lease();
     }
@@ -1036,10 +1406,18 @@ fn conflict(name: &str) -> Fail {
     )
 }
 
+/// The SQLite code for a storage error (README, "Error codes"): the
+/// `SQLITE_BUSY` family means nothing happened and the transaction may be
+/// run again; `io_code` (an `SQLITE_IOERR_*`) that storage could not be
+/// reached — for a commit, it is resolved or reported as unknown before
+/// SQLite sees it.
 fn storage_fail(name: &str, op: &str, e: StorageError, io_code: i32) -> Fail {
     let code = match e {
         StorageError::Busy(_) | StorageError::Throttled(_) => ffi::SQLITE_BUSY_TIMEOUT,
         StorageError::TooLarge(_) => ffi::SQLITE_FULL,
+        StorageError::Denied(_) => ffi::SQLITE_PERM,
+        StorageError::NotFound(_) => ffi::SQLITE_READONLY_DBMOVED,
+        StorageError::Corrupt(_) => ffi::SQLITE_IOERR_CORRUPTFS,
         _ => io_code,
     };
     Fail::new(code, format!("{op} {name:?}: {}", describe(&e)))

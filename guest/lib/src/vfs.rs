@@ -152,10 +152,15 @@ unsafe extern "C" fn x_delete(
     name: *const c_char,
     _sync_dir: c_int,
 ) -> c_int {
-    if let Some(name) = unsafe { c_str(name) } {
-        memfs::delete(name);
+    let Some(name) = (unsafe { c_str(name) }) else {
+        return ffi::SQLITE_OK;
+    };
+    memfs::delete(name);
+    // Deleting a super-journal commits a multi-database transaction.
+    match crate::remote::commit_staged(name) {
+        Ok(()) => ffi::SQLITE_OK,
+        Err(fail) => fail.code,
     }
-    ffi::SQLITE_OK
 }
 
 unsafe extern "C" fn x_access(
@@ -374,20 +379,16 @@ unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *m
     ffi::SQLITE_OK
 }
 
-/// Pragmas whose settings would break the commit protocol.
+/// Pragmas whose settings would break the commit protocol. (WAL needs
+/// shared memory, which this VFS does not offer, so SQLite itself keeps the
+/// current journal mode and answers with it; every `synchronous` level
+/// commits, since SQLite sends SQLITE_FCNTL_SYNC even when it skips xSync.)
 fn refused_pragma(name: &str, value: Option<&str>) -> Option<String> {
     let value = value?.trim().trim_matches(['\'', '"']).to_ascii_lowercase();
     match (name.to_ascii_lowercase().as_str(), value.as_str()) {
-        ("journal_mode", "wal") => Some(
-            "DonutDB does not support WAL mode: every commit is already one atomic root swap"
-                .into(),
-        ),
         ("locking_mode", "exclusive") => Some(
             "DonutDB does not support locking_mode=EXCLUSIVE: a connection must see other writers' commits; PRAGMA donut_writer=exclusive keeps the write lease instead"
                 .into(),
-        ),
-        ("synchronous", "off" | "0") => Some(
-            "DonutDB does not support synchronous=OFF: it commits when SQLite syncs".into(),
         ),
         _ => None,
     }
@@ -446,6 +447,34 @@ unsafe extern "C" fn x_file_control(
             db.rollback_atomic_write();
             ffi::SQLITE_OK
         }
+        // Sent before every xSync, and in its place when `synchronous` is
+        // off; its argument names the super-journal of a transaction that
+        // writes several databases.
+        ffi::SQLITE_FCNTL_SYNC => {
+            let outcome = match unsafe { c_str(arg as *const c_char) } {
+                None => db.sync(),
+                Some(super_journal) => {
+                    crate::remote::stage(super_journal, db);
+                    Ok(())
+                }
+            };
+            match outcome {
+                Ok(()) => ffi::SQLITE_OK,
+                Err(fail) => fail.code,
+            }
+        }
+        ffi::SQLITE_FCNTL_COMMIT_PHASETWO => match db.commit_phase_two() {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(fail) => fail.code,
+        },
+        // Sent when the B-tree opens this file: the connection it belongs to.
+        ffi::SQLITE_FCNTL_PDB => {
+            if !arg.is_null() {
+                // SAFETY: SQLite passes a `sqlite3**`.
+                db.set_connection(unsafe { *(arg as *const *mut ffi::sqlite3) } as usize);
+            }
+            ffi::SQLITE_OK
+        }
         ffi::SQLITE_FCNTL_PRAGMA => {
             // arg: char*[3] = { error message out, pragma name, value or NULL }
             let args = arg as *mut *mut c_char;
@@ -491,10 +520,11 @@ mod tests {
 
     #[test]
     fn refuses_settings_that_break_commits() {
-        assert!(refused_pragma("journal_mode", Some("WAL")).is_some());
         assert!(refused_pragma("locking_mode", Some("'exclusive'")).is_some());
-        assert!(refused_pragma("synchronous", Some("0")).is_some());
-        assert!(refused_pragma("synchronous", Some("full")).is_none());
+        assert!(refused_pragma("LOCKING_MODE", Some("Exclusive")).is_some());
+        assert!(refused_pragma("locking_mode", Some("normal")).is_none());
+        assert!(refused_pragma("journal_mode", Some("WAL")).is_none());
+        assert!(refused_pragma("synchronous", Some("0")).is_none());
         assert!(refused_pragma("journal_mode", None).is_none());
         assert!(refused_pragma("journal_mode", Some("memory")).is_none());
     }

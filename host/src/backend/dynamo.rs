@@ -15,12 +15,14 @@ use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredS
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
     KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
-    ScalarAttributeType, TableStatus, TransactWriteItem, WriteRequest,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TransactWriteItem,
+    WriteRequest,
 };
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
@@ -68,6 +70,11 @@ pub struct DynamoOptions {
     /// the commit fits its limits: one round trip instead of two, at twice
     /// the write units for those items.
     pub one_request_commit: bool,
+    /// Accept a table with replicas (a global table) on the promise that
+    /// only one Region ever writes DonutDB's items. Across Regions the last
+    /// writer wins and a transaction's items may replicate apart, so the
+    /// root's compare-and-swap holds only within one Region.
+    pub single_writer_region: bool,
 }
 
 /// Requests, capacity and bytes, as DynamoDB billed them.
@@ -119,6 +126,18 @@ pub enum ConnectError {
     WrongSchema { table: String, found: String },
     #[error("table {table:?}: {detail}")]
     Describe { table: String, detail: String },
+    #[error(
+        "table {table:?} is {status}, not ACTIVE ({where_}); wait for it to become active, or use another table"
+    )]
+    NotActive {
+        table: String,
+        status: String,
+        where_: String,
+    },
+    #[error(
+        "table {table:?} has replicas in {regions} (a global table): DonutDB's compare-and-swap holds only within one Region, where the last writer would win across Regions. Pass --single-writer-region if only this Region ever writes DonutDB's databases"
+    )]
+    Replicated { table: String, regions: String },
 }
 
 #[derive(Clone)]
@@ -151,23 +170,25 @@ pub async fn client(
     if let Some(endpoint) = &options.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
-    let endpoint = options
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok())
-        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    let sdk_config = loader.load().await;
+    // The endpoint the SDK resolved (the option, the environment, or the
+    // shared config file's `endpoint_url`) decides whether it is local.
+    let endpoint = sdk_config
+        .endpoint_url()
+        .map(str::to_string)
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok());
     let local = endpoint.as_deref().is_some_and(is_loopback);
     let credentials = options.static_credentials.clone().or_else(|| {
         (local && std::env::var_os("AWS_ACCESS_KEY_ID").is_none())
             .then(|| ("donutdb".to_string(), "donutdb".to_string()))
     });
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk_config);
     if let Some((key, secret)) = credentials {
-        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+        builder = builder.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             key, secret, None, None, "donutdb",
         ));
     }
-    let sdk_config = loader.load().await;
-    let mut builder = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+    builder = builder
         .retry_config(
             aws_sdk_dynamodb::config::retry::RetryConfig::standard()
                 .with_max_attempts(options.max_attempts.max(1))
@@ -236,13 +257,18 @@ pub async fn create_table(options: &DynamoOptions) -> Result<(), ConnectError> {
         .map_err(|e| describe(format!("creating ({where_}): {}", DisplayErrorContext(&e))))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let out = client
-            .describe_table()
-            .table_name(&table)
-            .send()
-            .await
-            .map_err(|e| describe(DisplayErrorContext(&e).to_string()))?;
-        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+        // Right after CreateTable, DescribeTable may not know the table yet
+        // (AWS documents it as eventually consistent): wait for it too.
+        let out = match client.describe_table().table_name(&table).send().await {
+            Ok(out) => Some(out),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => None,
+            Err(e) => return Err(describe(DisplayErrorContext(&e).to_string())),
+        };
+        let status = out
+            .as_ref()
+            .and_then(|o| o.table())
+            .and_then(|t| t.table_status());
+        if status == Some(&TableStatus::Active) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -250,6 +276,39 @@ pub async fn create_table(options: &DynamoOptions) -> Result<(), ConnectError> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A table DonutDB can use: ACTIVE (or UPDATING, which AWS documents as
+/// still serving reads and writes), and without replicas in other Regions
+/// unless the user promises a single writing Region.
+fn check_usable(
+    description: &aws_sdk_dynamodb::types::TableDescription,
+    table: &str,
+    where_: &str,
+    single_writer_region: bool,
+) -> Result<(), ConnectError> {
+    match description.table_status() {
+        Some(TableStatus::Active | TableStatus::Updating) | None => {}
+        Some(status) => {
+            return Err(ConnectError::NotActive {
+                table: table.to_string(),
+                status: status.as_str().to_string(),
+                where_: where_.to_string(),
+            });
+        }
+    }
+    let regions: Vec<&str> = description
+        .replicas()
+        .iter()
+        .filter_map(|r| r.region_name())
+        .collect();
+    if !regions.is_empty() && !single_writer_region {
+        return Err(ConnectError::Replicated {
+            table: table.to_string(),
+            regions: regions.join(", "),
+        });
+    }
+    Ok(())
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -376,6 +435,12 @@ impl DynamoBackend {
                 Some(ScalarAttributeType::N),
             ),
         ];
+        check_usable(
+            description,
+            &options.table,
+            &where_,
+            options.single_writer_region,
+        )?;
         if schema != expected {
             let found = schema
                 .iter()
@@ -460,7 +525,21 @@ impl DynamoBackend {
                 | "ProvisionedThroughputExceededException"
                 | "RequestLimitExceeded",
             ) => BackendError::Throttled(message),
+            // Another transaction holds the item: refused, nothing applied.
+            Some("TransactionConflictException") => BackendError::Throttled(message),
             Some("ItemCollectionSizeLimitExceededException") => BackendError::TooLarge(message),
+            Some("ValidationException") if message.contains("size") => {
+                BackendError::TooLarge(message)
+            }
+            Some("ValidationException" | "SerializationException") => {
+                BackendError::Invalid(message)
+            }
+            Some(
+                "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "ResourceNotFoundException"
+                | "MissingAuthenticationTokenException",
+            ) => BackendError::Denied(message),
             _ => BackendError::Unavailable(message),
         }
     }
@@ -614,6 +693,12 @@ impl DynamoBackend {
         Ok(())
     }
 
+    /// A conditional put. The SDK re-sends it when an answer is lost (a
+    /// timeout, a 5xx); if the first attempt applied, the next one fails its
+    /// condition against our own item. So a failed condition is a conflict
+    /// only if the stored item (returned with the failure) is not the one
+    /// we are writing: every meta item we write is unique (a root carries
+    /// its transaction id, a lock item its version and holders).
     async fn put_item(
         &self,
         item: HashMap<String, AttributeValue>,
@@ -623,7 +708,8 @@ impl DynamoBackend {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(item.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         call = match expected {
             None => call.condition_expression("attribute_not_exists(hash_key)"),
@@ -639,11 +725,112 @@ impl DynamoBackend {
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
                 self.count("PutItem", None);
+                let stored = match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(failed)) => failed.item(),
+                    _ => None,
+                };
+                if stored.is_some_and(|stored| same_meta(stored, &item)) {
+                    return Ok(()); // an earlier attempt of ours applied
+                }
                 Err(PutMetaError::Conflict)
             }
             Err(e) => Err(PutMetaError::Backend(self.error("PutItem", e))),
         }
     }
+}
+
+/// Is the stored meta item the one in `ours` (same version, same body)?
+fn same_meta(
+    stored: &HashMap<String, AttributeValue>,
+    ours: &HashMap<String, AttributeValue>,
+) -> bool {
+    let version = |item| number(item, ATTR_VERSION);
+    let body = |item| blob(item, ATTR_BODY);
+    version(stored).is_some() && version(stored) == version(ours) && body(stored) == body(ours)
+}
+
+/// What a cancelled TransactWriteItems means. DynamoDB cancels the whole
+/// transaction — nothing of it applied — and gives a reason per action,
+/// in request order.
+#[derive(Debug, PartialEq, Eq)]
+enum Cancelled {
+    /// Our root put's condition failed against our own root: an earlier
+    /// attempt (its answer lost) applied.
+    AppliedBefore,
+    Fenced,
+    Conflict,
+    /// Another transaction was writing one of the items
+    /// (`TransactionConflict`), or throttling: retry later.
+    Throttled(String),
+    TooLarge(String),
+    Invalid(String),
+}
+
+/// An item as the SDK returns it.
+type Item = HashMap<String, AttributeValue>;
+
+/// A cancellation reason: its code and, for a failed condition asked to
+/// return it, the stored item.
+type Reason<'a> = (Option<&'a str>, Option<&'a Item>);
+
+/// Classifies the cancellation `reasons` (code, old item) of a
+/// transaction whose first action is the fence's check if `fenced` and
+/// whose last is the root put of `root`.
+fn cancelled(
+    reasons: &[Reason<'_>],
+    fenced: bool,
+    root: &HashMap<String, AttributeValue>,
+) -> Cancelled {
+    let code_of = |i: usize| reasons.get(i).and_then(|r| r.0);
+    let last = reasons.len().saturating_sub(1);
+    if fenced && code_of(0) == Some("ConditionalCheckFailed") {
+        return Cancelled::Fenced;
+    }
+    if code_of(last) == Some("ConditionalCheckFailed") {
+        let stored = reasons.get(last).and_then(|r| r.1);
+        return match stored {
+            Some(stored) if same_meta(stored, root) => Cancelled::AppliedBefore,
+            _ => Cancelled::Conflict,
+        };
+    }
+    let codes: Vec<&str> = reasons
+        .iter()
+        .filter_map(|r| r.0)
+        .filter(|c| *c != "None")
+        .collect();
+    let detail = format!(
+        "transaction cancelled ({}); nothing was applied",
+        codes.join(", ")
+    );
+    let has = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(c));
+    if has(&["ConditionalCheckFailed"]) {
+        Cancelled::Conflict // a sector put's condition: none are conditional today
+    } else if has(&["ItemCollectionSizeLimitExceeded"]) {
+        Cancelled::TooLarge(detail)
+    } else if has(&["ValidationError"]) {
+        Cancelled::Invalid(detail)
+    } else {
+        // TransactionConflict, ThrottlingError, ProvisionedThroughputExceeded
+        Cancelled::Throttled(detail)
+    }
+}
+
+/// The `ClientRequestToken` of a commit: the same for every re-send of the
+/// same commit (same items), so DynamoDB answers a re-send within ten
+/// minutes with the first attempt's outcome instead of applying it again.
+fn commit_token(commit: &Commit<'_>, in_transaction: &[(Hash, Vec<u8>)], meta: &Meta) -> String {
+    let mut text = Vec::new();
+    text.extend_from_slice(commit.name.as_str().as_bytes());
+    text.push(0);
+    text.extend_from_slice(&commit.expected.unwrap_or(0).to_le_bytes());
+    text.extend_from_slice(&meta.version.to_le_bytes());
+    text.extend_from_slice(&hash(&meta.body));
+    text.extend_from_slice(&commit.fence.map_or(0, |f| f.lock_version).to_le_bytes());
+    for (sector, _) in in_transaction {
+        text.extend_from_slice(sector);
+    }
+    // DynamoDB takes 1 to 36 characters.
+    hash_hex(&hash(&text))[..36].to_string()
 }
 
 /// Jittered exponential backoff: 20 ms · 2^attempt, at most 1 s.
@@ -807,8 +994,8 @@ impl Backend for DynamoBackend {
         self.batch_write(items).await
     }
 
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
@@ -819,14 +1006,16 @@ impl Backend for DynamoBackend {
             sectors,
             fence,
         } = commit;
-        let Some((ahead, in_transaction)) =
-            super::transaction_plan(self.commits_in_one_request(sectors), &commit)
-        else {
+        let Some((ahead, in_transaction)) = super::transaction_plan(
+            self.commits_in_one_request(sectors, fence.is_some()),
+            &commit,
+        ) else {
             return super::commit_in_two(self, commit, meta).await;
         };
         if !ahead.is_empty() {
             self.put_sectors(db, ahead).await?;
         }
+        let token = commit_token(&commit, in_transaction, &meta);
         let build = |e: aws_sdk_dynamodb::error::BuildError| {
             PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
         };
@@ -857,13 +1046,16 @@ impl Backend for DynamoBackend {
                 .map_err(build)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
-        let mut root = key(meta_key(MetaKind::Root, name), 0);
-        root.insert(ATTR_VERSION.to_string(), n(meta.version));
-        root.insert(
+        let mut root_item = key(meta_key(MetaKind::Root, name), 0);
+        root_item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        root_item.insert(
             ATTR_BODY.to_string(),
             AttributeValue::B(Blob::new(meta.body)),
         );
-        let mut put = Put::builder().table_name(&self.table).set_item(Some(root));
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(root_item.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         put = match expected {
             None => put.condition_expression("attribute_not_exists(hash_key)"),
             Some(version) => put
@@ -877,37 +1069,48 @@ impl Backend for DynamoBackend {
                 .build(),
         );
         self.add_bytes(0, written, 0);
+        assert!(
+            items.len() <= super::TRANSACTION_ACTIONS_MAX,
+            "the plan keeps a transaction within DynamoDB's action limit"
+        );
         let result = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .client_request_token(token)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match result {
+        let e = match result {
             Ok(out) => {
                 self.count("TransactWriteItems", out.consumed_capacity());
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                self.count("TransactWriteItems", None);
-                let failed: Vec<bool> = match e.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                // Reasons come in item order: the fence's check is first.
-                if fence.is_some() && failed.first() == Some(&true) {
-                    Err(PutMetaError::Fenced)
-                } else if failed.contains(&true) {
-                    Err(PutMetaError::Conflict)
-                } else {
-                    Err(PutMetaError::Backend(self.error("TransactWriteItems", e)))
-                }
+            Err(e) => e,
+        };
+        self.count("TransactWriteItems", None);
+        let Some(TransactWriteItemsError::TransactionCanceledException(t)) = e.as_service_error()
+        else {
+            return Err(PutMetaError::Backend(self.error("TransactWriteItems", e)));
+        };
+        let reasons: Vec<_> = t
+            .cancellation_reasons()
+            .iter()
+            .map(|r| (r.code(), r.item()))
+            .collect();
+        let where_ = format!(
+            "TransactWriteItems on table {} ({})",
+            self.table, self.where_
+        );
+        match cancelled(&reasons, fence.is_some(), &root_item) {
+            Cancelled::AppliedBefore => Ok(()),
+            Cancelled::Fenced => Err(PutMetaError::Fenced),
+            Cancelled::Conflict => Err(PutMetaError::Conflict),
+            Cancelled::Throttled(m) => {
+                Err(BackendError::Throttled(format!("{where_}: {m}")).into())
             }
+            Cancelled::TooLarge(m) => Err(BackendError::TooLarge(format!("{where_}: {m}")).into()),
+            Cancelled::Invalid(m) => Err(BackendError::Invalid(format!("{where_}: {m}")).into()),
         }
     }
 

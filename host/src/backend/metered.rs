@@ -182,12 +182,14 @@ impl<B: Backend> Backend for Metered<B> {
         self.inner.summary().await
     }
 
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        self.inner.commits_in_one_request(sectors)
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        self.inner.commits_in_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        let one_request = self.inner.commits_in_one_request(commit.sectors);
+        let one_request = self
+            .inner
+            .commits_in_one_request(commit.sectors, commit.fence.is_some());
         let Some((ahead, inside)) = super::transaction_plan(one_request, &commit) else {
             return super::commit_in_two(self, commit, meta).await;
         };
@@ -290,12 +292,12 @@ impl<B: Backend> Backend for Latency<B> {
         self.inner.summary().await
     }
 
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors)
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        let one_request = self.commits_in_one_request(commit.sectors);
+        let one_request = self.commits_in_one_request(commit.sectors, commit.fence.is_some());
         let Some((ahead, inside)) = super::transaction_plan(one_request, &commit) else {
             return super::commit_in_two(self, commit, meta).await;
         };

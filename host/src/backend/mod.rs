@@ -55,6 +55,21 @@ pub enum BackendError {
     /// A stored item that cannot be read back as written.
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// Refused for want of permission, or because the table is gone:
+    /// nothing was applied.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// A request the backend refuses as malformed: nothing was applied.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl BackendError {
+    /// True if the request certainly applied nothing (a write answered
+    /// `Unavailable` may have landed).
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, BackendError::Unavailable(_))
+    }
 }
 
 /// A commit's fence: the version of the database's lock item that the
@@ -136,9 +151,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Items and bytes stored (all databases).
     async fn summary(&self) -> Result<StoredSummary, BackendError>;
 
-    /// Would `commit` send these sectors and the root in one request?
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        let _ = sectors;
+    /// Would `commit` send these sectors and the root (and a fence's
+    /// check, if `fenced`) in one request?
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        let _ = (sectors, fenced);
         false
     }
 
@@ -207,16 +223,22 @@ pub fn transaction_plan<'a>(
     }
 }
 
-/// Most sectors a one-request commit carries (DynamoDB's TransactWriteItems
-/// takes 100 items, one of them the root).
-pub const ONE_REQUEST_SECTORS_MAX: usize = 99;
+/// Most actions one TransactWriteItems takes (DynamoDB's limit): a
+/// one-request commit's sector puts, its root put and its fence's
+/// condition check all count.
+pub const TRANSACTION_ACTIONS_MAX: usize = 100;
+/// Most sectors a one-request commit carries: every action but the root
+/// put (and the fence's check, for a fenced commit: 98).
+pub const ONE_REQUEST_SECTORS_MAX: usize = TRANSACTION_ACTIONS_MAX - 1;
 /// Most bytes a one-request commit carries (TransactWriteItems: 4 MB, with
 /// room for keys).
 pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;
 
-/// Does a commit of `sectors` fit in one request?
-pub fn fits_one_request(sectors: &[(Hash, Vec<u8>)]) -> bool {
-    sectors.len() <= ONE_REQUEST_SECTORS_MAX
+/// Does a commit of `sectors` (fenced or not) fit in one request? Counts
+/// distinct sectors: a transaction writes each key once.
+pub fn fits_one_request(sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+    let distinct: std::collections::HashSet<&Hash> = sectors.iter().map(|s| &s.0).collect();
+    distinct.len() + 1 + fenced as usize <= TRANSACTION_ACTIONS_MAX
         && sectors.iter().map(|s| s.1.len()).sum::<usize>() <= ONE_REQUEST_BYTES_MAX
 }
 
@@ -261,8 +283,8 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         (**self).summary().await
     }
 
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)]) -> bool {
-        (**self).commits_in_one_request(sectors)
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        (**self).commits_in_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {

@@ -107,36 +107,29 @@ fn main() {
             // A lease writer takes the lease first and then reads: no
             // conflicts. An optimistic one reads first and may lose.
             let begin = if writer == "lease" {
-                "begin immediate"
+                donut_guest::rusqlite::TransactionBehavior::Immediate
             } else {
-                "begin"
+                donut_guest::rusqlite::TransactionBehavior::Deferred
             };
             let mut attempts = 0;
             for i in 0..n {
                 let from = (client + i) % 8;
                 let to = (from + 1 + i % 7) % 8;
-                donut_guest::retry(1000, || {
+                donut_guest::retry_with(&mut conn, begin, 1000, |tx| {
                     attempts += 1;
-                    conn.execute_batch(begin)?;
-                    let done = (|| {
-                        conn.execute(
-                            "update accounts set balance = balance - 1 where id = ?1",
-                            [from],
-                        )?;
-                        conn.execute(
-                            "update accounts set balance = balance + 1 where id = ?1",
-                            [to],
-                        )?;
-                        conn.execute(
-                            "insert into ledger(id) values (?1)",
-                            [client * 1_000_000 + i],
-                        )?;
-                        conn.execute_batch("commit")
-                    })();
-                    if done.is_err() {
-                        let _ = conn.execute_batch("rollback");
-                    }
-                    done
+                    tx.execute(
+                        "update accounts set balance = balance - 1 where id = ?1",
+                        [from],
+                    )?;
+                    tx.execute(
+                        "update accounts set balance = balance + 1 where id = ?1",
+                        [to],
+                    )?;
+                    tx.execute(
+                        "insert into ledger(id) values (?1)",
+                        [client * 1_000_000 + i],
+                    )?;
+                    Ok(())
                 })
                 .expect("transfer");
             }
@@ -215,6 +208,62 @@ fn main() {
             drop(conn); // closing the connection ends the lease
             println!("other-write-after-close: {}", write(&other, "o2"));
             println!("final: {}", rows(&other));
+        }
+        "backup" => {
+            // `backup DB`: an 8 KiB-page in-memory database backed up into
+            // DB (another page size, rows of its own), then DB backed up
+            // into a new in-memory database; prints what each holds.
+            use donut_guest::rusqlite::{Connection, backup::Backup};
+            let rows = |c: &Connection| -> String {
+                c.query_row(
+                    "select count(*) || ':' || sum(length(v)) || ':' || (select page_size from pragma_page_size) from t",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("read")
+            };
+            let source = Connection::open_in_memory().expect("memory db");
+            source
+                .execute_batch(
+                    "pragma page_size = 8192;
+                     create table t(id integer primary key, v text);
+                     with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
+                     insert into t(v) select printf('%.*c', 100 + i, 'x') from c;",
+                )
+                .expect("fill the source");
+            Backup::new(&source, &mut conn)
+                .and_then(|b| b.run_to_completion(7, std::time::Duration::ZERO, None))
+                .expect("backup into DonutDB");
+            println!("into: {}", rows(&conn));
+            let mut copy = Connection::open_in_memory().expect("memory db");
+            Backup::new(&conn, &mut copy)
+                .and_then(|b| b.run_to_completion(5, std::time::Duration::ZERO, None))
+                .expect("backup out of DonutDB");
+            println!("out: {}", rows(&copy));
+        }
+        "reserved" => {
+            // Two connections of one program: one writer at a time, as
+            // with a native VFS; a rolled-back writer leaves nothing.
+            let b = donut_guest::open(db).expect("open b");
+            b.busy_timeout(std::time::Duration::ZERO)
+                .expect("busy timeout");
+            conn.execute_batch("begin immediate; insert into t values ('a')")
+                .expect("a writes");
+            let during = match b.execute_batch("begin immediate") {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            };
+            println!("b-begin-while-a-writes: {during}");
+            let _ = b.execute_batch("rollback");
+            conn.execute_batch("rollback").expect("a rolls back");
+            b.execute_batch("begin immediate; insert into t values ('b'); commit")
+                .expect("b writes after a");
+            conn.execute("insert into t values ('c')", [])
+                .expect("a writes after b");
+            let rows: String = b
+                .query_row("select group_concat(x, ',') from t", [], |r| r.get(0))
+                .expect("read");
+            println!("rows: {rows}");
         }
         "count" => {
             let count: i64 = conn

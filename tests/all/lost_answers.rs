@@ -1,0 +1,254 @@
+//! What real DynamoDB answers and the emulators never do by themselves,
+//! injected by the fault proxy between the SDK and dynoxide: a request
+//! that applied and lost its answer (500, 503, a closed connection), a
+//! transaction cancelled for each documented reason, exceptions that refuse
+//! a request. An acknowledged or refused commit must never be applied
+//! twice, and a refusal must never be reported as an unknown outcome.
+
+use crate::dynamo::through_proxy_with;
+use crate::faults::{Loss, Refusal};
+use crate::util::{Harness, components, stderr, stdout};
+use donut_format::{DbName, Hash, LockState, hash};
+use donut_host::backend::dynamo::DynamoBackend;
+use donut_host::backend::{Backend, Commit, Fence, Meta, MetaKind};
+
+const LOSSES: [Loss; 3] = [Loss::Status500, Loss::Status503, Loss::Closed];
+
+async fn counter_db(h: &Harness) {
+    h.create("c.db").await;
+    h.sql_ok("c.db", "create table c(n); insert into c values (0);")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_request_commit_whose_answer_was_lost_is_applied_once_and_acknowledged() {
+    let (h, proxy) = through_proxy_with(false).await;
+    counter_db(&h).await;
+    for (i, loss) in LOSSES.into_iter().enumerate() {
+        proxy.faults.lose("PutItem", 1, loss);
+        let sent = proxy.faults.forwarded("PutItem");
+        h.sql_ok("c.db", "update c set n = n + 1").await;
+        assert!(
+            proxy.faults.forwarded("PutItem") >= sent + 2,
+            "{loss:?}: the SDK sent the lost put again"
+        );
+        assert_eq!(
+            h.value("c.db", "select n from c").await,
+            (i + 1).to_string(),
+            "{loss:?}"
+        );
+    }
+    h.assert_integrity("c.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_with_two_request_commits_inserts_its_rows_once() {
+    let (h, proxy) = through_proxy_with(false).await;
+    let query = &components().query;
+    let (first, _) = h.run_with(query, &["--db", "demo.db", "one"], "").await;
+    assert!(first.success(), "{}", stderr(&first));
+    proxy.faults.lose("PutItem", 1, Loss::Status500);
+    let (second, _) = h.run_with(query, &["--db", "demo.db", "two"], "").await;
+    assert!(second.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).contains("2 rows in demo.db"),
+        "{}",
+        stdout(&second)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_request_commit_whose_answer_was_lost_is_applied_once_and_acknowledged() {
+    let (h, proxy) = through_proxy_with(true).await;
+    counter_db(&h).await;
+    for (i, loss) in LOSSES.into_iter().enumerate() {
+        proxy.faults.lose("TransactWriteItems", 1, loss);
+        h.sql_ok("c.db", "update c set n = n + 1").await;
+        assert_eq!(
+            h.value("c.db", "select n from c").await,
+            (i + 1).to_string(),
+            "{loss:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_rm_and_push_whose_answers_were_lost_succeed_once() {
+    let (h, proxy) = through_proxy_with(false).await;
+    let name = DbName::new("n.db").unwrap();
+    proxy.faults.lose("PutItem", 2, Loss::Status500); // catalog entry, root
+    donut_host::storage::create_database(&*h.backend, &name, 4096)
+        .await
+        .expect("create acknowledged");
+    h.sql_ok("n.db", "create table t(x); insert into t values (1);")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.sqlite");
+    donut_host::transfer::pull(h.backend.clone(), &name, &file, |_, _| {})
+        .await
+        .expect("pull");
+    let before = h.version("n.db").await;
+    proxy.faults.lose("PutItem", 1, Loss::Closed);
+    donut_host::transfer::push(h.backend.clone(), &name, &file, |_, _| {})
+        .await
+        .expect("push acknowledged");
+    assert_eq!(h.version("n.db").await, before + 1, "pushed once");
+    proxy.faults.lose("PutItem", 1, Loss::Status503);
+    donut_host::storage::remove_database(&*h.backend, &name)
+        .await
+        .expect("rm acknowledged");
+    assert!(
+        donut_host::storage::read_root(&*h.backend, &name)
+            .await
+            .is_err(),
+        "removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_acquired_with_a_lost_answer_is_held_not_busy() {
+    let (h, proxy) = through_proxy_with(true).await;
+    h.create("l.db").await;
+    h.sql_ok("l.db", "create table t(x text)").await;
+    // The first PutItem of a lease write is the lock item's.
+    proxy.faults.lose("PutItem", 1, Loss::Status500);
+    let (out, _) = h
+        .run_with(
+            &components().test_guest,
+            &["lease-write", "l.db", "0", "leased"],
+            "",
+        )
+        .await;
+    assert_eq!(stdout(&out).trim(), "lease-write: ok");
+    assert_eq!(h.value("l.db", "select x from t").await, "leased");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
+    let (h, proxy) = through_proxy_with(true).await;
+    counter_db(&h).await;
+    for reason in [
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "ValidationError",
+        "ItemCollectionSizeLimitExceeded",
+    ] {
+        let version = h.version("c.db").await;
+        // Twice: SQLite retries a batch commit that failed with an I/O
+        // error class (invalid) through its journal, once.
+        proxy
+            .faults
+            .refuse("TransactWriteItems", 2, Refusal::Cancelled(reason));
+        let out = h.sql("c.db", "update c set n = n + 1").await;
+        proxy.faults.refuse.lock().unwrap().clear();
+        assert!(!out.success(), "{reason}: accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(reason) && err.contains("nothing was applied"),
+            "{reason}: {err}"
+        );
+        assert!(!err.contains("may or may not"), "{reason}: {err}");
+        assert_eq!(h.version("c.db").await, version, "{reason}");
+    }
+    // And the next commit goes through.
+    h.sql_ok("c.db", "update c set n = n + 1").await;
+    assert_eq!(h.value("c.db", "select n from c").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusing_exceptions_are_definite_and_named() {
+    let (h, proxy) = through_proxy_with(false).await;
+    counter_db(&h).await;
+    for (exception, words) in [
+        ("TransactionConflictException", "throttled"),
+        ("ValidationException", "invalid"),
+        ("AccessDeniedException", "denied"),
+        ("ResourceNotFoundException", "denied"),
+    ] {
+        let version = h.version("c.db").await;
+        proxy
+            .faults
+            .refuse("PutItem", 2, Refusal::Exception(exception));
+        let out = h.sql("c.db", "update c set n = n + 1").await;
+        proxy.faults.refuse.lock().unwrap().clear();
+        assert!(!out.success(), "{exception}: accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(exception) && err.contains(words),
+            "{exception}: {err}"
+        );
+        assert!(!err.contains("may or may not"), "{exception}: {err}");
+        assert_eq!(h.version("c.db").await, version, "{exception}");
+    }
+}
+
+/// `n` distinct sectors of 100 bytes, keyed by their hashes.
+fn sectors(n: usize, salt: &str) -> Vec<(Hash, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let bytes = format!("{salt} sector {i:>80}").into_bytes();
+            (hash(&bytes), bytes)
+        })
+        .collect()
+}
+
+/// Commits of 98, 99 and 100 new sectors, fenced and not, each land with
+/// all their sectors: the one-request plan counts the fence's check and the
+/// root put against DynamoDB's 100 actions.
+pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBackend) {
+    let name = DbName::new("limit.db").unwrap();
+    let db = donut_host::storage::create_database(backend, &name, 4096)
+        .await
+        .expect("create")
+        .db_id;
+    let lock = Meta {
+        version: 1,
+        body: LockState::unlocked(0).encode(),
+    };
+    backend
+        .put_meta(MetaKind::Lock, &name, None, lock)
+        .await
+        .expect("lock item");
+    let mut version = donut_host::storage::read_root(backend, &name)
+        .await
+        .unwrap()
+        .1
+        .version;
+    for fenced in [false, true] {
+        for n in [98, 99, 100] {
+            let new = sectors(n, &format!("{n} {fenced}"));
+            let commit = Commit {
+                name: &name,
+                db,
+                expected: Some(version),
+                sectors: &new,
+                fence: fenced.then_some(Fence { lock_version: 1 }),
+            };
+            let meta = Meta {
+                version: version + 1,
+                body: format!("root {n} {fenced}").into_bytes(),
+            };
+            backend
+                .commit(commit, meta)
+                .await
+                .unwrap_or_else(|e| panic!("{n} sectors, fenced {fenced}: {e}"));
+            version += 1;
+            let hashes: Vec<Hash> = new.iter().map(|s| s.0).collect();
+            let stored = backend.get_sectors(db, &hashes).await.unwrap();
+            assert!(
+                stored
+                    .iter()
+                    .zip(&new)
+                    .all(|(s, n)| s.as_ref() == Some(&n.1)),
+                "{n} sectors, fenced {fenced}: not all stored"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_98_99_and_100_sectors_fenced_or_not_land_on_dynoxide() {
+    let h = Harness::dynamodb().await;
+    sector_counts_at_the_transaction_limit(h.dynamo.as_ref().unwrap()).await;
+}
