@@ -12,6 +12,9 @@
 
 pub mod backend;
 pub mod check;
+mod rng;
 mod run;
+
+pub use rng::Rng;
 
 pub use run::{Bug, Options, Report, Sim};

@@ -4,6 +4,7 @@
 //! that could differ between two runs of a seed — the interleaving, the
 //! faults, time, the guests' randomness — comes from the seed.
 
+use crate::Rng;
 use crate::backend::{Decision, SharedTurns, SimBackend, StoreBug, lock};
 use crate::check::{self, History, OpRecord, Status};
 use donut_host::runtime::{
@@ -94,29 +95,6 @@ impl Report {
             ));
         }
         command
-    }
-}
-
-/// SplitMix64: the run's one source of chance.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
-        self.next() % n
-    }
-
-    /// True with probability `per_mille`/1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
     }
 }
 

@@ -11,6 +11,7 @@
 //! `DONUT_FUZZ_SEEDS=N` runs more (`just fuzz 1000`).
 
 use crate::util::Harness;
+use donut_sim::Rng;
 use std::path::PathBuf;
 
 /// Seeds per backend in an ordinary run (CI).
@@ -18,31 +19,6 @@ const SEEDS_MEMORY: u64 = 24;
 const SEEDS_LOCAL: u64 = 6;
 /// Steps per program.
 const STEPS: usize = 10;
-
-/// splitmix64: small, seeded, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// What DonutDB must do with a step, compared with native SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +106,10 @@ fn generate(seed: u64) -> Vec<Step> {
     for _ in 0..STEPS {
         let mut prefix = String::new();
         let mut journal_off = false;
-        if rng.chance(30) {
+        if rng.chance(300) {
             prefix += &format!("pragma synchronous = {};\n", rng.pick(&SYNCHRONOUS));
         }
-        if rng.chance(25) {
+        if rng.chance(250) {
             let mode = *rng.pick(&JOURNAL_MODES);
             journal_off = mode == "off";
             prefix += &format!("pragma journal_mode = {mode};\n");
@@ -146,7 +122,7 @@ fn generate(seed: u64) -> Vec<Step> {
             // A transaction, committed or (unless the journal is off, where
             // SQLite leaves ROLLBACK undefined) rolled back.
             2 | 3 => {
-                let end = if journal_off || rng.chance(70) {
+                let end = if journal_off || rng.chance(700) {
                     "commit"
                 } else {
                     "rollback"
@@ -179,12 +155,12 @@ fn generate(seed: u64) -> Vec<Step> {
             }
             // ATTACH: writes to one database, or to both in one transaction.
             _ => {
-                let one = if rng.chance(50) {
+                let one = if rng.chance(500) {
                     changes(&mut rng, "o.")
                 } else {
                     format!("begin immediate;\n{}\ncommit;", changes(&mut rng, "o."))
                 };
-                if rng.chance(35) {
+                if rng.chance(350) {
                     expect = Expect::RefusedAcrossDatabases;
                     let t = rng.below(TABLES);
                     format!(

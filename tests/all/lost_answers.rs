@@ -252,3 +252,53 @@ async fn commits_of_98_99_and_100_sectors_fenced_or_not_land_on_dynoxide() {
     let h = Harness::dynamodb().await;
     sector_counts_at_the_transaction_limit(h.dynamo.as_ref().unwrap()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_the_one_request_limits_whose_root_answer_was_lost_applies_once() {
+    let (h, proxy) = through_proxy_with(true).await;
+    counter_db(&h).await;
+    // 300 new rows of 2 KB: well over 99 sectors, so the sectors go first
+    // (BatchWriteItem) and the root swap is a conditional PutItem.
+    proxy.faults.lose("PutItem", 1, Loss::Status500);
+    h.sql_ok(
+        "c.db",
+        "begin;
+         create table big(x);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
+         insert into big select randomblob(2000) from c;
+         update c set n = n + 1;
+         commit;",
+    )
+    .await;
+    assert_eq!(
+        h.value(
+            "c.db",
+            "select n || ':' || (select count(*) from big) from c"
+        )
+        .await,
+        "1:300"
+    );
+    h.assert_integrity("c.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_commit_whose_answer_was_lost_applies_once() {
+    let (h, proxy) = through_proxy_with(true).await;
+    h.create("f.db").await;
+    h.sql_ok("f.db", "create table t(x text)").await;
+    // A lease writer's commit is fenced: one TransactWriteItems with the
+    // lock item's ConditionCheck.
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Closed);
+    let (out, _) = h
+        .run_with(
+            &components().test_guest,
+            &["lease-write", "f.db", "0", "fenced"],
+            "",
+        )
+        .await;
+    assert_eq!(stdout(&out).trim(), "lease-write: ok");
+    assert_eq!(
+        h.value("f.db", "select group_concat(x) from t").await,
+        "fenced"
+    );
+}

@@ -223,6 +223,9 @@ pub struct MainDb {
     snapshot: Rc<Root>,
     /// Page index → bytes written since the snapshot, not yet committed.
     pending: BTreeMap<u32, Vec<u8>>,
+    /// Page index → hash of pages this transaction wrote and already
+    /// stored (spilled: [`SPILL_BYTES`]); invisible until the root swap.
+    spilled: BTreeMap<u32, Hash>,
     /// File size set by writes or truncation, if it changed.
     pending_size: Option<u64>,
     /// Page size of the first write to an empty database.
@@ -369,6 +372,12 @@ fn unstage(db: &mut MainDb) {
 /// Most bytes one read-ahead fetches.
 const READ_AHEAD_BYTES: u64 = 2 << 20;
 
+/// Pending page bytes past which a write transaction stores its pages
+/// early: they are immutable and content-addressed, and invisible until
+/// the root swap, so a transaction's size is bounded by storage, not by
+/// the instance's memory.
+const SPILL_BYTES: usize = 64 << 20;
+
 /// How long the root read at open stands in for the first transaction's.
 const FRESH_ROOT_MS: u128 = 100;
 
@@ -397,6 +406,7 @@ impl MainDb {
             lock: ffi::SQLITE_LOCK_NONE,
             snapshot: Rc::new(root),
             pending: BTreeMap::new(),
+            spilled: BTreeMap::new(),
             pending_size: None,
             new_page_size: None,
             in_batch: false,
@@ -560,6 +570,7 @@ impl MainDb {
 
     fn has_changes(&self) -> bool {
         !self.pending.is_empty()
+            || !self.spilled.is_empty()
             || self
                 .pending_size
                 .is_some_and(|size| size != self.snapshot.file_size())
@@ -567,6 +578,7 @@ impl MainDb {
 
     fn discard_changes(&mut self) {
         self.pending.clear();
+        self.spilled.clear();
         self.pending_size = None;
         self.new_page_size = None;
     }
@@ -745,7 +757,7 @@ impl MainDb {
         if !missing.is_empty() && ahead > 0 {
             let after = indices.iter().max().map_or(0, |i| i + 1);
             let extra: Vec<u32> = (after..snap.page_count.min(after.saturating_add(ahead)))
-                .filter(|i| !self.pending.contains_key(i))
+                .filter(|i| !self.pending.contains_key(i) && !self.spilled.contains_key(i))
                 .collect();
             let extra_hashes = Manifest::new(snap).lookup_many(&extra, &mut source)?;
             cache::with(|c| {
@@ -870,11 +882,18 @@ impl MainDb {
         } else {
             0
         };
-        let wanted: Vec<u32> = (first..=last)
-            .filter(|&i| i * page_size < size && !self.pending.contains_key(&(i as u32)))
-            .map(|i| i as u32)
+        let in_range = (first..=last)
+            .filter(|&i| i * page_size < size)
+            .map(|i| i as u32);
+        let spilled: Vec<(u32, Hash)> = in_range
+            .clone()
+            .filter(|i| !self.pending.contains_key(i))
+            .filter_map(|i| self.spilled.get(&i).map(|h| (i, *h)))
             .collect();
-        let fetched: HashMap<u32, Rc<[u8]>> = if wanted.is_empty() {
+        let wanted: Vec<u32> = in_range
+            .filter(|i| !self.pending.contains_key(i) && !self.spilled.contains_key(i))
+            .collect();
+        let mut fetched: HashMap<u32, Rc<[u8]>> = if wanted.is_empty() {
             HashMap::new()
         } else {
             wanted
@@ -883,6 +902,10 @@ impl MainDb {
                 .zip(self.fetch_pages(&wanted, ahead)?)
                 .collect()
         };
+        if !spilled.is_empty() {
+            let pages = self.fetch_spilled(&spilled)?;
+            fetched.extend(spilled.iter().map(|s| s.0).zip(pages));
+        }
         buf.fill(0);
         for index in first..=last {
             let page_start = index * page_size;
@@ -940,10 +963,80 @@ impl MainDb {
                 page[(at - page_start) as usize..(to - page_start) as usize].copy_from_slice(src);
                 self.pending.insert(index as u32, page);
             }
+            self.spilled.remove(&(index as u32));
             at = to;
         }
         self.pending_size = Some(self.file_size().max(end));
+        if self.pending.len() * page_size as usize > SPILL_BYTES {
+            self.spill()?;
+        }
         Ok(())
+    }
+
+    /// Stores the pending pages (but page 1, which every commit rewrites)
+    /// and keeps only their hashes: a large transaction's memory stays
+    /// bounded. Nothing is visible until the root swap; if the transaction
+    /// never commits, the sectors are garbage, as a refused commit's are.
+    fn spill(&mut self) -> Result<(), Fail> {
+        let indices: Vec<u32> = self.pending.keys().copied().filter(|&i| i != 0).collect();
+        let hashes = self.hash_pages(&indices, ffi::SQLITE_IOERR_WRITE)?;
+        let pages = indices
+            .iter()
+            .zip(&hashes)
+            .map(|(i, h)| (*h, &self.pending[i][..]));
+        self.put_pages(pages, Vec::new(), ffi::SQLITE_IOERR_WRITE)?;
+        for (index, page_hash) in indices.into_iter().zip(hashes) {
+            self.pending.remove(&index);
+            self.spilled.insert(index, page_hash);
+        }
+        Ok(())
+    }
+
+    /// Pages this transaction spilled, through the instance cache.
+    fn fetch_spilled(&self, pages: &[(u32, Hash)]) -> Result<Vec<Rc<[u8]>>, Fail> {
+        let db = self.snapshot.db_id;
+        let cached: Vec<Option<Rc<[u8]>>> =
+            cache::with(|c| pages.iter().map(|(_, h)| c.pages.get(&(db, *h))).collect());
+        let missing: Vec<Vec<u8>> = pages
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|((_, h), _)| h.to_vec())
+            .collect();
+        let mut fetched = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.handle.get_sectors(&missing).map_err(|e| {
+                storage_fail(&self.name, "reading pages of", e, ffi::SQLITE_IOERR_READ)
+            })?
+        }
+        .into_iter();
+        let page_size = self.page_size() as usize;
+        let mut out = Vec::with_capacity(pages.len());
+        for ((index, page_hash), cached) in pages.iter().zip(cached) {
+            let page = match cached {
+                Some(page) => page,
+                None => {
+                    let bytes = fetched.next().flatten().filter(|b| b.len() == page_size);
+                    let bytes = bytes.ok_or_else(|| {
+                        Fail::new(
+                            ffi::SQLITE_IOERR_CORRUPTFS,
+                            format!(
+                                "corrupt: page {} ({}) this transaction stored in {:?} is missing",
+                                index + 1,
+                                hash_hex(page_hash),
+                                self.name
+                            ),
+                        )
+                    })?;
+                    let page: Rc<[u8]> = bytes.into();
+                    cache::with(|c| c.pages.insert((db, *page_hash), page.clone(), page_size));
+                    page
+                }
+            };
+            out.push(page);
+        }
+        Ok(out)
     }
 
     pub fn truncate(&mut self, size: u64) {
@@ -952,6 +1045,8 @@ impl MainDb {
         }
         let page_size = self.page_size() as u64;
         self.pending
+            .retain(|&index, _| (index as u64) * page_size < size);
+        self.spilled
             .retain(|&index, _| (index as u64) * page_size < size);
         if size != self.file_size() {
             self.pending_size = Some(size);
@@ -987,6 +1082,7 @@ impl MainDb {
         };
         self.snapshot.page_count == 0
             && self.pending.len() == 1
+            && self.spilled.is_empty()
             && header_page_count(page1) == Some(1)
             && page1.get(100) == Some(&0x0d) // a table B-tree leaf
             && page1.get(103..105) == Some(&[0, 0]) // with no cells
@@ -1119,6 +1215,7 @@ impl MainDb {
             pages.insert(index as u32, page);
         }
         self.pending = pages;
+        self.spilled.clear(); // re-cut into `pending`
         self.new_page_size = Some(new_size);
         self.pending_size = Some(page_count * new_size as u64);
         Ok(true)
@@ -1145,26 +1242,41 @@ impl MainDb {
         }
         assert!(page_count <= PAGE_COUNT_MAX, "write checked the size");
         let page_count = page_count as u32;
-        let indices: Vec<u32> = self.pending.range(..page_count).map(|(&i, _)| i).collect();
+        // Pages still in memory, then pages spilled earlier (their hashes
+        // known, their sectors stored).
+        let pending: Vec<u32> = self.pending.range(..page_count).map(|(&i, _)| i).collect();
+        let spilled: Vec<(u32, Hash)> = self
+            .spilled
+            .range(..page_count)
+            .map(|(&i, &h)| (i, h))
+            .collect();
+        let indices: Vec<u32> = pending
+            .iter()
+            .copied()
+            .chain(spilled.iter().map(|s| s.0))
+            .collect();
         let mut source = Source {
             name: &self.name,
             handle: &self.handle,
             root: &snap,
         };
         let current = Manifest::new(&base).lookup_many(&indices, &mut source)?;
+        let hashes = self.hash_pages(&pending, io_code)?;
+        let hashes = hashes.into_iter().chain(spilled.iter().map(|s| s.1));
         let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
-        let mut sectors: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut new_pages: Vec<(Hash, Rc<[u8]>)> = Vec::new();
+        // Pending pages to store, by hash (each once).
+        let mut new_pages: Vec<(Hash, u32)> = Vec::new();
         let mut seen: HashSet<Hash> = HashSet::new();
-        let hashes = self.hash_pages(&indices, io_code)?;
         for ((&index, current), page_hash) in indices.iter().zip(current).zip(hashes) {
-            let bytes = &self.pending[&index];
-            assert_eq!(bytes.len(), page_size as usize, "pending pages are whole");
             if page_hash != current {
                 changes.insert(index, page_hash);
-                if seen.insert(page_hash) {
-                    sectors.push((page_hash.to_vec(), bytes.clone()));
-                    new_pages.push((page_hash, bytes.as_slice().into()));
+                if self.pending.contains_key(&index) && seen.insert(page_hash) {
+                    assert_eq!(
+                        self.pending[&index].len(),
+                        page_size as usize,
+                        "pending pages are whole"
+                    );
+                    new_pages.push((page_hash, index));
                 }
             }
         }
@@ -1172,9 +1284,11 @@ impl MainDb {
             return Ok(()); // nothing changed: no round trip
         }
         let update = Manifest::new(&base).update(&changes, page_count, &mut source)?;
-        for (chunk_hash, bytes) in update.new_chunks {
-            sectors.push((chunk_hash.to_vec(), bytes));
-        }
+        let chunks: Vec<(Vec<u8>, Vec<u8>)> = update
+            .new_chunks
+            .into_iter()
+            .map(|(h, bytes)| (h.to_vec(), bytes))
+            .collect();
         let txn_id = random_u64();
         let root = Root {
             db_id: snap.db_id,
@@ -1194,12 +1308,18 @@ impl MainDb {
         let body = root.encode();
         // A small commit hands its sectors over with the root: one round
         // trip (the host uses one request where the backend can). A large
-        // one stores them first.
-        let bytes: usize = sectors.iter().map(|s| s.1.len()).sum();
-        let with_root = if sectors.len() <= ONE_CALL_SECTORS && bytes <= ONE_CALL_BYTES {
-            std::mem::take(&mut sectors)
+        // one stores them first, a call's worth of copies at a time.
+        let count = new_pages.len() + chunks.len();
+        let bytes =
+            new_pages.len() * page_size as usize + chunks.iter().map(|c| c.1.len()).sum::<usize>();
+        let pages = new_pages.iter().map(|(h, i)| (*h, &self.pending[i][..]));
+        let with_root = if count <= ONE_CALL_SECTORS && bytes <= ONE_CALL_BYTES {
+            pages
+                .map(|(h, page)| (h.to_vec(), page.to_vec()))
+                .chain(chunks)
+                .collect()
         } else {
-            self.put_sectors(&sectors, io_code)?;
+            self.put_pages(pages, chunks, io_code)?;
             Vec::new()
         };
         // The root swap. An "unavailable" answer leaves the outcome unknown:
@@ -1237,7 +1357,7 @@ impl MainDb {
                 Resolved::Landed(current) => {
                     self.claimed = current.lease_required;
                     self.snapshot = Rc::new(current);
-                    self.cache_pages(new_pages);
+                    self.cache_pages(&new_pages);
                     Ok(())
                 }
                 Resolved::Moved => Err(conflict(&self.name)),
@@ -1258,7 +1378,7 @@ impl MainDb {
         // else can commit after it while the lease lasts.
         self.claimed = root.lease_required;
         self.snapshot = Rc::new(root);
-        self.cache_pages(new_pages);
+        self.cache_pages(&new_pages);
         Ok(())
     }
 
@@ -1324,33 +1444,54 @@ impl MainDb {
         Ok(out)
     }
 
-    fn put_sectors(&self, sectors: &[(Vec<u8>, Vec<u8>)], io_code: i32) -> Result<(), Fail> {
-        let mut start = 0;
-        while start < sectors.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < sectors.len()
-                && end - start < SECTORS_PER_CALL_MAX
-                && (end == start || bytes + sectors[end].1.len() <= PUT_CALL_BYTES)
+    /// Stores `pages` and then `chunks` in `put-sectors` calls within the
+    /// host's limits, copying one call's worth of pages at a time.
+    fn put_pages<'p>(
+        &self,
+        pages: impl Iterator<Item = (Hash, &'p [u8])>,
+        chunks: Vec<(Vec<u8>, Vec<u8>)>,
+        io_code: i32,
+    ) -> Result<(), Fail> {
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        let items = pages
+            .map(|(h, page)| (h.to_vec(), page.to_vec()))
+            .chain(chunks);
+        for item in items {
+            if !batch.is_empty()
+                && (bytes + item.1.len() > PUT_CALL_BYTES || batch.len() == SECTORS_PER_CALL_MAX)
             {
-                bytes += sectors[end].1.len();
-                end += 1;
+                self.put_batch(&batch, io_code)?;
+                batch.clear();
+                bytes = 0;
             }
-            self.handle
-                .put_sectors(&sectors[start..end])
-                .map_err(|e| storage_fail(&self.name, "write pages of", e, io_code))?;
-            start = end;
+            bytes += item.1.len();
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            self.put_batch(&batch, io_code)?;
         }
         Ok(())
     }
 
-    /// Pages this instance just wrote are the likeliest next reads.
-    fn cache_pages(&self, pages: Vec<(Hash, Rc<[u8]>)>) {
+    fn put_batch(&self, batch: &[(Vec<u8>, Vec<u8>)], io_code: i32) -> Result<(), Fail> {
+        self.handle
+            .put_sectors(batch)
+            .map_err(|e| storage_fail(&self.name, "write pages of", e, io_code))
+    }
+
+    /// Pages this instance just wrote are the likeliest next reads: the
+    /// last ones, as many as the page cache holds.
+    fn cache_pages(&self, pages: &[(Hash, u32)]) {
         let db = self.snapshot.db_id;
+        let page_size = self.snapshot.page_size as usize;
+        let keep = cache::PAGE_CACHE_BYTES / page_size.max(1);
         cache::with(|c| {
-            for (page_hash, bytes) in pages {
-                let len = bytes.len();
-                c.pages.insert((db, page_hash), bytes, len);
+            for (page_hash, index) in pages.iter().rev().take(keep).rev() {
+                if let Some(bytes) = self.pending.get(index) {
+                    c.pages
+                        .insert((db, *page_hash), bytes.as_slice().into(), bytes.len());
+                }
             }
         });
     }

@@ -498,6 +498,14 @@ impl DynamoBackend {
         }
     }
 
+    /// Counts a request whose answer carried no consumed capacity but
+    /// which DynamoDB bills: a write of `item_bytes` (1 KB units).
+    fn count_estimated_write(&self, op: &'static str, item_bytes: usize) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *stats.requests.entry(op).or_default() += 1;
+        stats.write_capacity_units += item_bytes.div_ceil(1024).max(1) as f64;
+    }
+
     fn add_bytes(&self, read: usize, written: usize, retries: usize) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.bytes_read += read as u64;
@@ -724,11 +732,16 @@ impl DynamoBackend {
                 Ok(())
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                self.count("PutItem", None);
                 let stored = match e.as_service_error() {
                     Some(PutItemError::ConditionalCheckFailedException(failed)) => failed.item(),
                     _ => None,
                 };
+                // A failed condition consumes write units on the larger of
+                // the stored and the new item (AWS, "DynamoDB read and write
+                // operations"); the error carries no consumed capacity, so
+                // it is computed from the two items.
+                let size = item_bytes(&item).max(stored.map_or(0, item_bytes));
+                self.count_estimated_write("PutItem", size);
                 if stored.is_some_and(|stored| same_meta(stored, &item)) {
                     return Ok(()); // an earlier attempt of ours applied
                 }
@@ -737,6 +750,21 @@ impl DynamoBackend {
             Err(e) => Err(PutMetaError::Backend(self.error("PutItem", e))),
         }
     }
+}
+
+/// An item's size as DynamoDB bills it: attribute names and values.
+fn item_bytes(item: &Item) -> usize {
+    item.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 8,
+                }
+        })
+        .sum()
 }
 
 /// Is the stored meta item the one in `ours` (same version, same body)?
@@ -1182,6 +1210,66 @@ mod tests {
         getrandom::fill(&mut noise).unwrap();
         let (codec, _) = encode_sector(&noise);
         assert_eq!(codec, CODEC_RAW);
+    }
+
+    fn meta_item(version: u64, body: &[u8]) -> Item {
+        let mut item = key("r/x".into(), 0);
+        item.insert(ATTR_VERSION.into(), n(version));
+        item.insert(
+            ATTR_BODY.into(),
+            AttributeValue::B(Blob::new(body.to_vec())),
+        );
+        item
+    }
+
+    #[test]
+    fn cancellation_reasons_are_read_in_action_order() {
+        let ours = meta_item(8, b"ours");
+        let theirs = meta_item(8, b"theirs");
+        let failed = Some("ConditionalCheckFailed");
+        let none = Some("None");
+        // [fence check, sector put, root put]
+        assert_eq!(
+            cancelled(&[(failed, None), (none, None), (none, None)], true, &ours),
+            Cancelled::Fenced
+        );
+        assert_eq!(
+            cancelled(&[(none, None), (failed, Some(&ours))], false, &ours),
+            Cancelled::AppliedBefore
+        );
+        assert_eq!(
+            cancelled(&[(none, None), (failed, Some(&theirs))], false, &ours),
+            Cancelled::Conflict
+        );
+        assert_eq!(
+            cancelled(&[(none, None), (failed, None)], false, &ours),
+            Cancelled::Conflict
+        );
+        for (code, kind) in [
+            ("TransactionConflict", "throttled"),
+            ("ThrottlingError", "throttled"),
+            ("ProvisionedThroughputExceeded", "throttled"),
+            ("ItemCollectionSizeLimitExceeded", "too large"),
+            ("ValidationError", "invalid"),
+        ] {
+            let outcome = cancelled(&[(Some(code), None), (none, None)], false, &ours);
+            let found = match outcome {
+                Cancelled::Throttled(m) if m.contains(code) => "throttled",
+                Cancelled::TooLarge(m) if m.contains(code) => "too large",
+                Cancelled::Invalid(m) if m.contains(code) => "invalid",
+                other => panic!("{code}: {other:?}"),
+            };
+            assert_eq!(found, kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_stored_item_is_ours_only_with_our_version_and_body() {
+        let ours = meta_item(3, b"body");
+        assert!(same_meta(&meta_item(3, b"body"), &ours));
+        assert!(!same_meta(&meta_item(4, b"body"), &ours));
+        assert!(!same_meta(&meta_item(3, b"other"), &ours));
+        assert!(!same_meta(&key("r/x".into(), 0), &ours));
     }
 
     #[test]

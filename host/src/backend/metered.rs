@@ -75,6 +75,9 @@ fn stored_len(bytes: &[u8]) -> usize {
 pub struct Metered<B> {
     inner: B,
     meter: Arc<Mutex<Meter>>,
+    /// The size of each meta item as last seen (read or written): DynamoDB
+    /// bills a put on the larger of the item it replaces and the new one.
+    meta_sizes: Mutex<std::collections::HashMap<(MetaKind, String), usize>>,
 }
 
 impl<B: Backend> Metered<B> {
@@ -82,7 +85,20 @@ impl<B: Backend> Metered<B> {
         Metered {
             inner,
             meter: Arc::new(Mutex::new(Meter::default())),
+            meta_sizes: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Records `new_size` as the size of a meta item; returns the size it
+    /// had (0: unknown or absent).
+    fn swap_meta_size(&self, kind: MetaKind, name: &DbName, new_size: Option<usize>) -> usize {
+        let mut sizes = self.meta_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (kind, name.as_str().to_string());
+        let old = sizes.get(&key).copied().unwrap_or(0);
+        if let Some(size) = new_size {
+            sizes.insert(key, size);
+        }
+        old
     }
 
     pub fn meter(&self) -> Meter {
@@ -118,6 +134,8 @@ impl<B: Backend> Backend for Metered<B> {
         let size = out.as_ref().map_or(0, |m| {
             m.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
         });
+        self.swap_meta_size(kind, name, Some(size));
+        // A key not found costs a read unit too.
         self.add("GetItem", 1, read_units(size, true), 0.0, size, 0);
         Ok(out)
     }
@@ -131,8 +149,11 @@ impl<B: Backend> Backend for Metered<B> {
     ) -> Result<(), PutMetaError> {
         let size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
         let out = self.inner.put_meta(kind, name, expected, meta).await;
-        // A failed condition is billed too.
-        self.add("PutItem", 1, 0.0, write_units(size), 0, size);
+        // Billed on the larger of the replaced and the new item, and a
+        // failed condition is billed too (AWS, "DynamoDB read and write
+        // operations").
+        let old = self.swap_meta_size(kind, name, out.is_ok().then_some(size));
+        self.add("PutItem", 1, 0.0, write_units(size.max(old)), 0, size);
         out
     }
 
@@ -197,9 +218,11 @@ impl<B: Backend> Backend for Metered<B> {
             self.put_sectors(commit.db, ahead).await?; // billed as BatchWriteItem
         }
         let name = commit.name.as_str();
-        // Transactional writes cost twice the write units.
+        // Transactional writes cost twice the write units, each on the
+        // larger of the replaced and the new item.
         let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.len();
-        let mut wcu = 2.0 * write_units(root_size);
+        let old_root = self.swap_meta_size(MetaKind::Root, commit.name, None);
+        let mut wcu = 2.0 * write_units(root_size.max(old_root));
         if commit.fence.is_some() {
             // The lock item's ConditionCheck is billed like a write of it.
             wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.len() + 64);
@@ -213,6 +236,9 @@ impl<B: Backend> Backend for Metered<B> {
         let mut transaction = commit;
         transaction.sectors = inside;
         let out = self.inner.commit(transaction, meta).await;
+        if out.is_ok() {
+            self.swap_meta_size(MetaKind::Root, commit.name, Some(root_size));
+        }
         self.add("TransactWriteItems", 1, 0.0, wcu, 0, bytes);
         out
     }

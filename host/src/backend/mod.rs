@@ -295,3 +295,29 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         (**self).yield_point(what).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sectors(n: usize) -> Vec<(Hash, Vec<u8>)> {
+        (0..n)
+            .map(|i| (donut_format::hash(&i.to_le_bytes()), vec![0u8; 100]))
+            .collect()
+    }
+
+    #[test]
+    fn one_request_commits_count_every_action() {
+        assert!(fits_one_request(&sectors(99), false));
+        assert!(!fits_one_request(&sectors(100), false));
+        assert!(fits_one_request(&sectors(98), true));
+        assert!(
+            !fits_one_request(&sectors(99), true),
+            "99 + fence + root = 101"
+        );
+        // A sector twice is one action.
+        let mut twice = sectors(98);
+        twice.push(twice[0].clone());
+        assert!(fits_one_request(&twice, true));
+    }
+}
