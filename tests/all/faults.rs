@@ -29,6 +29,9 @@ pub struct Faults {
     pub refuse: std::sync::Mutex<Vec<Refuse>>,
     /// Requests that reached the server, by operation (`PutItem`, ...).
     pub forwarded: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+    /// Fields merged into every `DescribeTable` answer's `Table` (a status,
+    /// replicas: what the emulators never report).
+    pub describe_patch: std::sync::Mutex<Option<Value>>,
 }
 
 /// How an answer is lost after the request applied.
@@ -293,9 +296,23 @@ async fn handle(
         .forwarded
         .lock()
         .unwrap()
-        .entry(operation)
+        .entry(operation.clone())
         .or_default() += 1;
-    pass_on(faults, upstream, request, &target).await.map(Some)
+    let response = pass_on(faults, upstream, request, &target).await?;
+    let patch = faults.describe_patch.lock().unwrap().clone();
+    match patch {
+        Some(patch) if operation == "DescribeTable" => {
+            let mut out: Value =
+                serde_json::from_slice(&response.body).map_err(std::io::Error::other)?;
+            if let (Some(table), Some(fields)) = (out["Table"].as_object_mut(), patch.as_object()) {
+                for (k, v) in fields {
+                    table.insert(k.clone(), v.clone());
+                }
+            }
+            Ok(Some(response.with_body(out.to_string().into_bytes())))
+        }
+        _ => Ok(Some(response)),
+    }
 }
 
 async fn pass_on(

@@ -32,6 +32,12 @@ async fn a_two_request_commit_whose_answer_was_lost_is_applied_once_and_acknowle
             proxy.faults.forwarded("PutItem") >= sent + 2,
             "{loss:?}: the SDK sent the lost put again"
         );
+        // `--stats` counts the SDK's own re-send as an attempt.
+        let stats = h.dynamo.as_ref().unwrap().stats();
+        assert!(
+            stats.attempts["PutItem"] > stats.requests["PutItem"],
+            "{loss:?}: {stats:?}"
+        );
         assert_eq!(
             h.value("c.db", "select n from c").await,
             (i + 1).to_string(),
@@ -301,4 +307,66 @@ async fn a_fenced_commit_whose_answer_was_lost_applies_once() {
         h.value("f.db", "select group_concat(x) from t").await,
         "fenced"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_not_yet_described_after_creation_is_waited_for() {
+    let server = crate::util::Dynoxide::start();
+    let proxy = crate::faults::Proxy::start(&server.endpoint).await;
+    // AWS may not know a table it just created for a moment.
+    proxy.faults.refuse(
+        "DescribeTable",
+        2,
+        Refusal::Exception("ResourceNotFoundException"),
+    );
+    let options = crate::util::dynamo_options(&proxy.endpoint, "donut-new");
+    donut_host::backend::dynamo::create_table(&options)
+        .await
+        .expect("created once described");
+    DynamoBackend::connect(&options, Vec::new())
+        .await
+        .expect("connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_is_not_active_or_has_replicas_is_refused() {
+    use donut_host::backend::dynamo::ConnectError;
+    let server = crate::util::Dynoxide::start();
+    let mut options = crate::util::dynamo_options(&server.endpoint, "donut-status");
+    donut_host::backend::dynamo::create_table(&options)
+        .await
+        .expect("create");
+    let proxy = crate::faults::Proxy::start(&server.endpoint).await;
+    options.endpoint = Some(proxy.endpoint.clone());
+    let connect = |options: donut_host::backend::dynamo::DynamoOptions| async move {
+        DynamoBackend::connect(&options, Vec::new()).await.map(drop)
+    };
+    let patch = |fields: serde_json::Value| {
+        *proxy.faults.describe_patch.lock().unwrap() = Some(fields);
+    };
+    for status in ["CREATING", "DELETING", "ARCHIVED"] {
+        patch(serde_json::json!({ "TableStatus": status }));
+        match connect(options.clone()).await {
+            Err(e @ ConnectError::NotActive { .. }) => {
+                assert!(e.to_string().contains(status), "{e}")
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+    patch(serde_json::json!({ "TableStatus": "UPDATING" }));
+    connect(options.clone()).await.expect("UPDATING serves");
+    patch(serde_json::json!({
+        "TableStatus": "ACTIVE",
+        "Replicas": [{ "RegionName": "eu-west-1", "ReplicaStatus": "ACTIVE" }]
+    }));
+    match connect(options.clone()).await {
+        Err(e @ ConnectError::Replicated { .. }) => {
+            assert!(e.to_string().contains("eu-west-1"), "{e}")
+        }
+        other => panic!("replicas: {other:?}"),
+    }
+    options.single_writer_region = true;
+    connect(options)
+        .await
+        .expect("one writing Region, promised");
 }

@@ -87,6 +87,9 @@ pub struct DynamoStats {
     pub bytes_written: u64,
     /// Unprocessed keys or items that had to be sent again.
     pub unprocessed_retries: u64,
+    /// Attempts the SDK sent, by operation: its own re-sends (throttling,
+    /// a lost answer) included. AWS counts and bills each.
+    pub attempts: std::collections::BTreeMap<String, u64>,
 }
 
 impl fmt::Display for DynamoStats {
@@ -106,7 +109,13 @@ impl fmt::Display for DynamoStats {
             "  bytes:          {} read, {} written",
             self.bytes_read, self.bytes_written
         )?;
-        write!(f, "  unprocessed:    {} re-sent", self.unprocessed_retries)
+        writeln!(f, "  unprocessed:    {} re-sent", self.unprocessed_retries)?;
+        let attempts: u64 = self.attempts.values().sum();
+        write!(
+            f,
+            "  SDK attempts:   {attempts} ({} re-sent by the SDK)",
+            attempts.saturating_sub(total)
+        )
     }
 }
 
@@ -388,6 +397,13 @@ impl DynamoBackend {
         options: &DynamoOptions,
         interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
     ) -> Result<DynamoBackend, ConnectError> {
+        let stats = Arc::new(Mutex::new(DynamoStats::default()));
+        let mut interceptors = interceptors;
+        interceptors.push(aws_sdk_dynamodb::config::SharedInterceptor::new(
+            AttemptCounter {
+                stats: stats.clone(),
+            },
+        ));
         let (client, where_) = client(options, interceptors).await?;
         let table = options.table.clone();
         let described = client.describe_table().table_name(&table).send().await;
@@ -460,7 +476,7 @@ impl DynamoBackend {
             table,
             where_,
             one_request_commit: options.one_request_commit,
-            stats: Arc::new(Mutex::new(DynamoStats::default())),
+            stats,
         })
     }
 
@@ -765,6 +781,33 @@ fn item_bytes(item: &Item) -> usize {
                 }
         })
         .sum()
+}
+
+/// Counts every attempt the SDK sends, by operation (`DynamoStats::attempts`).
+#[derive(Debug)]
+struct AttemptCounter {
+    stats: Arc<Mutex<DynamoStats>>,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "DonutDB attempt counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let op = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("?", |m| m.name())
+            .to_string();
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *stats.attempts.entry(op).or_default() += 1;
+        Ok(())
+    }
 }
 
 /// Is the stored meta item the one in `ours` (same version, same body)?
