@@ -5,7 +5,7 @@
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -16,7 +16,7 @@ impl Rng {
     /// A number below `n` (> 0).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0);
-        self.next() % n
+        self.next_u64() % n
     }
 
     /// True with probability `per_mille`/1000.
