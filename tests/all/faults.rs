@@ -32,6 +32,8 @@ pub struct Faults {
     /// Fields merged into every `DescribeTable` answer's `Table` (a status,
     /// replicas: what the emulators never report).
     pub describe_patch: std::sync::Mutex<Option<Value>>,
+    /// The `ClientRequestToken` of every `TransactWriteItems` sent.
+    pub tokens: std::sync::Mutex<Vec<String>>,
 }
 
 /// How an answer is lost after the request applied.
@@ -265,6 +267,12 @@ async fn handle(
 ) -> std::io::Result<Option<Message>> {
     let target = request.header("x-amz-target").unwrap_or("").to_string();
     let operation = target.rsplit('.').next().unwrap_or("").to_string();
+    if operation == "TransactWriteItems"
+        && let Ok(body) = serde_json::from_slice::<Value>(&request.body)
+        && let Some(token) = body["ClientRequestToken"].as_str()
+    {
+        faults.tokens.lock().unwrap().push(token.to_string());
+    }
     if let Some(refusal) = faults.take_refusal(&operation) {
         return Ok(Some(refusal_answer(&refusal, &request)));
     }

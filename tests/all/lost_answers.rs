@@ -370,3 +370,44 @@ async fn a_table_that_is_not_active_or_has_replicas_is_refused() {
         .await
         .expect("one writing Region, promised");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_commit_carries_the_first_attempts_request_token() {
+    let (h, proxy) = through_proxy_with(true).await;
+    let name = DbName::new("t.db").unwrap();
+    let db = donut_host::storage::create_database(&*h.backend, &name, 4096)
+        .await
+        .expect("create")
+        .db_id;
+    let version = h.version("t.db").await;
+    let new = sectors(3, "token");
+    let send = |body: &'static [u8]| {
+        let commit = Commit {
+            name: &name,
+            db,
+            expected: Some(version),
+            sectors: &new,
+            fence: None,
+        };
+        let meta = Meta {
+            version: version + 1,
+            body: body.to_vec(),
+        };
+        let backend = h.backend.clone();
+        async move { backend.commit(commit, meta).await }
+    };
+    send(b"root one").await.expect("first attempt");
+    // The guest's re-send of the same commit (its answer lost): the same
+    // token, so DynamoDB answers with the first attempt's outcome.
+    send(b"root one")
+        .await
+        .expect("a re-send of a landed commit");
+    // Another commit on the same version: another token, refused.
+    send(b"root two")
+        .await
+        .expect_err("a different commit conflicts");
+    let tokens = proxy.faults.tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert_eq!(tokens[0], tokens[1], "a re-send keeps its token");
+    assert_ne!(tokens[0], tokens[2], "another commit has its own");
+}
