@@ -310,19 +310,33 @@ pub fn stage(super_journal: &str, db: &mut MainDb) {
 /// once yet, and committing them one by one could leave half a
 /// transaction behind (ARCHITECTURE.md, "Transactions across databases").
 pub fn commit_staged(super_journal: &str) -> Result<(), Fail> {
-    commit_group(super_journal, ffi::SQLITE_IOERR_DELETE)
+    commit_group(super_journal, ffi::SQLITE_IOERR_DELETE, None)
 }
 
-fn commit_group(key: &str, io_code: i32) -> Result<(), Fail> {
+/// Commits or refuses the group staged under `key`. `caller`: the
+/// database whose callback this is, if one (its own pointer in the group
+/// is not dereferenced: the caller's borrow stands for it).
+fn commit_group(key: &str, io_code: i32, caller: Option<&mut MainDb>) -> Result<(), Fail> {
     let staged = STAGED.with(|s| s.borrow_mut().remove(key));
     let Some(staged) = staged else {
         return Ok(());
     };
+    let caller_ptr = caller
+        .as_deref()
+        .map_or(std::ptr::null(), |c| c as *const MainDb);
+    let caller_staged = staged.iter().any(|&p| p as *const MainDb == caller_ptr);
     // SAFETY: a staged connection removes itself from STAGED when it
     // unlocks or closes, so every pointer left here is a live MainDb; the
-    // guest is single-threaded and SQLite holds no other borrow of it
-    // while it deletes the super-journal.
-    let mut dbs: Vec<&mut MainDb> = staged.into_iter().map(|p| unsafe { &mut *p }).collect();
+    // guest is single-threaded, and the only one SQLite's current callback
+    // borrows is the caller's, which is skipped here.
+    let mut dbs: Vec<&mut MainDb> = staged
+        .into_iter()
+        .filter(|&p| p as *const MainDb != caller_ptr)
+        .map(|p| unsafe { &mut *p })
+        .collect();
+    if let Some(caller) = caller.filter(|_| caller_staged) {
+        dbs.push(caller);
+    }
     for db in dbs.iter_mut() {
         db.staged = None;
     }
@@ -1095,7 +1109,7 @@ impl MainDb {
         if let Some(key) = self.staged.clone()
             && key == connection_group(self.connection)
         {
-            return commit_group(&key, ffi::SQLITE_IOERR_FSYNC);
+            return commit_group(&key, ffi::SQLITE_IOERR_FSYNC, Some(self));
         }
         if self.failed || self.staged.is_some() || !self.has_changes() {
             return Ok(());
