@@ -324,14 +324,14 @@ fn commit_group(key: &str, io_code: i32, caller: Option<&mut MainDb>) -> Result<
     let caller_ptr = caller
         .as_deref()
         .map_or(std::ptr::null(), |c| c as *const MainDb);
-    let caller_staged = staged.iter().any(|&p| p as *const MainDb == caller_ptr);
+    let caller_staged = staged.iter().any(|&p| std::ptr::eq(p, caller_ptr));
     // SAFETY: a staged connection removes itself from STAGED when it
     // unlocks or closes, so every pointer left here is a live MainDb; the
     // guest is single-threaded, and the only one SQLite's current callback
     // borrows is the caller's, which is skipped here.
     let mut dbs: Vec<&mut MainDb> = staged
         .into_iter()
-        .filter(|&p| p as *const MainDb != caller_ptr)
+        .filter(|&p| !std::ptr::eq(p, caller_ptr))
         .map(|p| unsafe { &mut *p })
         .collect();
     if let Some(caller) = caller.filter(|_| caller_staged) {
