@@ -29,6 +29,10 @@ enum Expect {
     /// whole; native SQLite runs it with ROLLBACK in place of COMMIT, so
     /// both end where they began.
     RefusedAcrossDatabases,
+    /// Lines `CONNECTION<TAB>SQL` run by two connections of one program
+    /// without waiting on locks (the test component's `connections`
+    /// mode): each line's outcome must match native SQLite's.
+    TwoConnections,
 }
 
 /// One step: SQL with placeholders (`{other}`, `{copy}`, `{wal}`, `{end}`)
@@ -114,6 +118,10 @@ fn generate(seed: u64) -> Vec<Step> {
             journal_off = mode == "off";
             prefix += &format!("pragma journal_mode = {mode};\n");
         }
+        if rng.chance(100) {
+            steps.push(two_connections(&mut rng));
+            continue;
+        }
         let mut expect = Expect::Same;
         let mut copy = None;
         let body = match rng.below(10) {
@@ -183,6 +191,45 @@ fn generate(seed: u64) -> Vec<Step> {
     steps
 }
 
+/// Two connections of one program, one writing while the other tries to
+/// (native SQLite runs them with a page cache that never spills: see
+/// `Native::run_two`).
+fn two_connections(rng: &mut Rng) -> Step {
+    let t = rng.below(TABLES);
+    let k = 2 + rng.below(5);
+    let small = |rng: &mut Rng| match rng.below(3) {
+        0 => format!("insert into t{t}(a, b) values ({}, 'x')", rng.below(1000)),
+        1 => format!("update t{t} set a = a + 1 where id % {k} = 0"),
+        _ => format!("delete from t{t} where id % {k} = 1"),
+    };
+    let end = if rng.chance(500) {
+        "commit"
+    } else {
+        "rollback"
+    };
+    let lines = [
+        (0, table_ddl("", t)),
+        (0, "begin immediate".to_string()),
+        (0, small(rng)),
+        (1, "begin immediate".to_string()),
+        (1, small(rng)),
+        (1, format!("select count(*) from t{t}")),
+        (0, small(rng)),
+        (0, end.to_string()),
+        (1, small(rng)),
+        (1, format!("begin; {}; commit", small(rng))),
+    ];
+    Step {
+        sql: lines
+            .iter()
+            .map(|(c, sql)| format!("{c}\t{sql}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        expect: Expect::TwoConnections,
+        copy: None,
+    }
+}
+
 /// The databases a program may have written: main, the attached one, and
 /// the `VACUUM INTO` copies so far.
 fn databases(steps: &[Step]) -> Vec<String> {
@@ -216,8 +263,8 @@ impl Native {
             .replace(
                 "{end}",
                 match step.expect {
-                    Expect::Same => "commit",
                     Expect::RefusedAcrossDatabases => "rollback",
+                    Expect::Same | Expect::TwoConnections => "commit",
                 },
             );
         if let Some((copy, _)) = &step.copy {
@@ -227,6 +274,42 @@ impl Native {
             );
         }
         sql
+    }
+
+    /// A `TwoConnections` step: each line's outcome, as the test
+    /// component prints it.
+    fn run_two(&self, step: &Step) -> Result<Vec<String>, String> {
+        let path = self.path("main");
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let open = || -> Result<rusqlite::Connection, String> {
+            let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+            conn.busy_timeout(std::time::Duration::ZERO)
+                .map_err(|e| e.to_string())?;
+            // A page cache that never spills to the file: spilling takes
+            // EXCLUSIVE natively and blocks the other connection's reads,
+            // where DonutDB's readers always read their snapshot.
+            conn.execute_batch("pragma cache_size = -1000000")
+                .map_err(|e| e.to_string())?;
+            if empty {
+                conn.execute_batch(&format!("pragma page_size = {}", self.main_page_size))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(conn)
+        };
+        let conns = [open()?, open()?];
+        let mut out = Vec::new();
+        for line in step.sql.lines() {
+            let Some((which, sql)) = line.split_once('\t') else {
+                continue;
+            };
+            let conn = &conns[which.parse::<usize>().unwrap_or(0).min(1)];
+            out.push(match conn.execute_batch(sql) {
+                Ok(()) => "ok".to_string(),
+                Err(rusqlite::Error::SqliteFailure(e, _)) => format!("{:?}", e.code),
+                Err(e) => e.to_string(),
+            });
+        }
+        Ok(out)
     }
 
     fn run(&self, step: &Step) -> Result<(), String> {
@@ -348,8 +431,34 @@ async fn run_seed(h: &Harness, seed: u64) -> Result<(), String> {
                     .join("\n")
             )
         };
-        let native_ok = native.run(step);
-        let out = h.sql("main.db", &fill_donut(step)).await;
+        if step.expect == Expect::TwoConnections {
+            let theirs = native.run_two(step).map_err(&context)?;
+            let (out, _) = h
+                .run_with(
+                    &crate::util::components().test_guest,
+                    &["connections", "main.db"],
+                    &step.sql,
+                )
+                .await;
+            let ours: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if theirs != ours {
+                return Err(context(format!(
+                    "two connections differ:\n native: {theirs:?}\n DonutDB: {ours:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
+        let native_ok = match step.expect {
+            Expect::TwoConnections => Ok(()),
+            _ => native.run(step),
+        };
+        let out = match step.expect {
+            Expect::TwoConnections => h.sql("main.db", "select 1").await,
+            _ => h.sql("main.db", &fill_donut(step)).await,
+        };
         let donut_err = String::from_utf8_lossy(&out.stderr).into_owned();
         match step.expect {
             Expect::Same if native_ok.is_ok() != out.success() => {

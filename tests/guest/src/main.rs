@@ -265,6 +265,33 @@ fn main() {
                 .expect("read");
             println!("rows: {rows}");
         }
+        "connections" => {
+            // Two connections of one program run stdin's lines, each
+            // `CONNECTION<TAB>SQL` (0 or 1), without waiting on locks;
+            // prints `ok` or the error's code per line (the fuzzer
+            // compares it with native SQLite).
+            let other = donut_guest::open(db).expect("open other");
+            let conns = [&conn, &other];
+            for c in conns {
+                c.busy_timeout(std::time::Duration::ZERO)
+                    .expect("busy timeout");
+            }
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).expect("stdin");
+            for line in input.lines() {
+                let Some((which, sql)) = line.split_once('\t') else {
+                    continue;
+                };
+                let c = conns[which.parse::<usize>().unwrap_or(0).min(1)];
+                match c.execute_batch(sql) {
+                    Ok(()) => println!("ok"),
+                    Err(donut_guest::rusqlite::Error::SqliteFailure(e, _)) => {
+                        println!("{:?}", e.code)
+                    }
+                    Err(e) => println!("{e}"),
+                }
+            }
+        }
         "count" => {
             let count: i64 = conn
                 .query_row("select count(*) from t", [], |r| r.get(0))
