@@ -278,11 +278,22 @@ impl Native {
 
     /// A `TwoConnections` step: each line's outcome, as the test
     /// component prints it.
-    fn run_two(&self, step: &Step) -> Result<Vec<String>, String> {
+    /// A connection to the main file; an empty file opens with the page
+    /// size DonutDB's main database was created with.
+    fn open_main(&self) -> Result<rusqlite::Connection, String> {
         let path = self.path("main");
         let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+        if empty {
+            conn.execute_batch(&format!("pragma page_size = {}", self.main_page_size))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(conn)
+    }
+
+    fn run_two(&self, step: &Step) -> Result<Vec<String>, String> {
         let open = || -> Result<rusqlite::Connection, String> {
-            let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+            let conn = self.open_main()?;
             conn.busy_timeout(std::time::Duration::ZERO)
                 .map_err(|e| e.to_string())?;
             // A page cache that never spills to the file: spilling takes
@@ -290,10 +301,6 @@ impl Native {
             // where DonutDB's readers always read their snapshot.
             conn.execute_batch("pragma cache_size = -1000000")
                 .map_err(|e| e.to_string())?;
-            if empty {
-                conn.execute_batch(&format!("pragma page_size = {}", self.main_page_size))
-                    .map_err(|e| e.to_string())?;
-            }
             Ok(conn)
         };
         let conns = [open()?, open()?];
@@ -313,13 +320,7 @@ impl Native {
     }
 
     fn run(&self, step: &Step) -> Result<(), String> {
-        let path = self.path("main");
-        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
-        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-        if empty {
-            conn.execute_batch(&format!("pragma page_size = {}", self.main_page_size))
-                .map_err(|e| e.to_string())?;
-        }
+        let conn = self.open_main()?;
         conn.execute_batch(&self.fill(step))
             .map_err(|e| e.to_string())
     }

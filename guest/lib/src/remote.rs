@@ -721,7 +721,6 @@ impl MainDb {
             self.refuse_retry = false;
             unstage(self);
             self.unreserve();
-            self.leave_exclusive();
             if self.writer != Writer::Exclusive {
                 self.drop_lease();
             }
@@ -747,7 +746,13 @@ impl MainDb {
             handle: &self.handle,
             root: snap,
         };
-        let hashes = Manifest::new(snap).lookup_many(indices, &mut source)?;
+        let mut hashes = Manifest::new(snap).lookup_many(indices, &mut source)?;
+        // Pages this transaction spilled are stored under their own hashes.
+        for (h, index) in hashes.iter_mut().zip(indices) {
+            if let Some(spilled) = self.spilled.get(index) {
+                *h = *spilled;
+            }
+        }
         let page_size = snap.page_size as usize;
         let mut found: HashMap<Hash, Rc<[u8]>> = HashMap::new();
         let mut missing: Vec<(Hash, u32)> = Vec::new();
@@ -896,18 +901,11 @@ impl MainDb {
         } else {
             0
         };
-        let in_range = (first..=last)
-            .filter(|&i| i * page_size < size)
-            .map(|i| i as u32);
-        let spilled: Vec<(u32, Hash)> = in_range
-            .clone()
-            .filter(|i| !self.pending.contains_key(i))
-            .filter_map(|i| self.spilled.get(&i).map(|h| (i, *h)))
+        let wanted: Vec<u32> = (first..=last)
+            .filter(|&i| i * page_size < size && !self.pending.contains_key(&(i as u32)))
+            .map(|i| i as u32)
             .collect();
-        let wanted: Vec<u32> = in_range
-            .filter(|i| !self.pending.contains_key(i) && !self.spilled.contains_key(i))
-            .collect();
-        let mut fetched: HashMap<u32, Rc<[u8]>> = if wanted.is_empty() {
+        let fetched: HashMap<u32, Rc<[u8]>> = if wanted.is_empty() {
             HashMap::new()
         } else {
             wanted
@@ -916,10 +914,6 @@ impl MainDb {
                 .zip(self.fetch_pages(&wanted, ahead)?)
                 .collect()
         };
-        if !spilled.is_empty() {
-            let pages = self.fetch_spilled(&spilled)?;
-            fetched.extend(spilled.iter().map(|s| s.0).zip(pages));
-        }
         buf.fill(0);
         for index in first..=last {
             let page_start = index * page_size;
@@ -1004,53 +998,6 @@ impl MainDb {
             self.spilled.insert(index, page_hash);
         }
         Ok(())
-    }
-
-    /// Pages this transaction spilled, through the instance cache.
-    fn fetch_spilled(&self, pages: &[(u32, Hash)]) -> Result<Vec<Rc<[u8]>>, Fail> {
-        let db = self.snapshot.db_id;
-        let cached: Vec<Option<Rc<[u8]>>> =
-            cache::with(|c| pages.iter().map(|(_, h)| c.pages.get(&(db, *h))).collect());
-        let missing: Vec<Vec<u8>> = pages
-            .iter()
-            .zip(&cached)
-            .filter(|(_, c)| c.is_none())
-            .map(|((_, h), _)| h.to_vec())
-            .collect();
-        let mut fetched = if missing.is_empty() {
-            Vec::new()
-        } else {
-            self.handle.get_sectors(&missing).map_err(|e| {
-                storage_fail(&self.name, "reading pages of", e, ffi::SQLITE_IOERR_READ)
-            })?
-        }
-        .into_iter();
-        let page_size = self.page_size() as usize;
-        let mut out = Vec::with_capacity(pages.len());
-        for ((index, page_hash), cached) in pages.iter().zip(cached) {
-            let page = match cached {
-                Some(page) => page,
-                None => {
-                    let bytes = fetched.next().flatten().filter(|b| b.len() == page_size);
-                    let bytes = bytes.ok_or_else(|| {
-                        Fail::new(
-                            ffi::SQLITE_IOERR_CORRUPTFS,
-                            format!(
-                                "corrupt: page {} ({}) this transaction stored in {:?} is missing",
-                                index + 1,
-                                hash_hex(page_hash),
-                                self.name
-                            ),
-                        )
-                    })?;
-                    let page: Rc<[u8]> = bytes.into();
-                    cache::with(|c| c.pages.insert((db, *page_hash), page.clone(), page_size));
-                    page
-                }
-            };
-            out.push(page);
-        }
-        Ok(out)
     }
 
     pub fn truncate(&mut self, size: u64) {
@@ -1340,12 +1287,12 @@ impl MainDb {
         // the same swap (same body, same txn id) is sent again, which either
         // lands or meets a root that tells whether the first one did.
         let mut attempt = 1;
-        loop {
+        let landed = loop {
             let outcome =
                 self.handle
                     .commit_root(snap.version, &body, self.lease.as_ref(), &with_root);
             let refusal = match outcome {
-                Ok(version) if version == root.version => break,
+                Ok(version) if version == root.version => break root,
                 Ok(version) => {
                     return Err(Fail::new(
                         ffi::SQLITE_IOERR,
@@ -1368,12 +1315,7 @@ impl MainDb {
             // An earlier attempt's answer was lost and this one did not
             // land: only the root can tell whether an earlier one did.
             return match self.resolve(&root, txn_id) {
-                Resolved::Landed(current) => {
-                    self.claimed = current.lease_required;
-                    self.snapshot = Rc::new(current);
-                    self.cache_pages(&new_pages);
-                    Ok(())
-                }
+                Resolved::Landed(current) => break current,
                 Resolved::Moved => Err(conflict(&self.name)),
                 // An unanswered attempt may still be on its way (a request
                 // can apply after its client gave up on it).
@@ -1387,11 +1329,11 @@ impl MainDb {
                 )),
                 Resolved::Unknown(why) => Err(unknown(&self.name, io_code, &why)),
             };
-        }
+        };
         // A commit fenced by our lease that makes the lease required: no one
         // else can commit after it while the lease lasts.
-        self.claimed = root.lease_required;
-        self.snapshot = Rc::new(root);
+        self.claimed = landed.lease_required;
+        self.snapshot = Rc::new(landed);
         self.cache_pages(&new_pages);
         Ok(())
     }
@@ -1446,7 +1388,7 @@ impl MainDb {
         };
         for index in indices {
             let page = &self.pending[index];
-            if batch_bytes + page.len() > PUT_CALL_BYTES || batch.len() == SECTORS_PER_CALL_MAX {
+            if call_is_full(batch.len(), batch_bytes, page.len()) {
                 flush(&mut batch, &mut out)?;
                 batch_bytes = 0;
             }
@@ -1472,9 +1414,7 @@ impl MainDb {
             .map(|(h, page)| (h.to_vec(), page.to_vec()))
             .chain(chunks);
         for item in items {
-            if !batch.is_empty()
-                && (bytes + item.1.len() > PUT_CALL_BYTES || batch.len() == SECTORS_PER_CALL_MAX)
-            {
+            if call_is_full(batch.len(), bytes, item.1.len()) {
                 self.put_batch(&batch, io_code)?;
                 batch.clear();
                 bytes = 0;
@@ -1509,6 +1449,13 @@ impl MainDb {
             }
         });
     }
+}
+
+/// Would one more item of `next_bytes` overflow a `hash-all` or
+/// `put-sectors` call that holds `items` items of `bytes` bytes? (A call
+/// holds at least one item.)
+fn call_is_full(items: usize, bytes: usize, next_bytes: usize) -> bool {
+    items > 0 && (bytes + next_bytes > PUT_CALL_BYTES || items == SECTORS_PER_CALL_MAX)
 }
 
 /// How many times a root swap whose outcome is unknown is sent.

@@ -1202,18 +1202,7 @@ impl Backend for DynamoBackend {
                 .map_err(|e| self.error("Scan", e))?;
             self.count("Scan", out.consumed_capacity());
             for item in out.items() {
-                let size: usize = item
-                    .iter()
-                    .map(|(k, v)| {
-                        k.len()
-                            + match v {
-                                AttributeValue::S(s) => s.len(),
-                                AttributeValue::N(n) => n.len(),
-                                AttributeValue::B(b) => b.as_ref().len(),
-                                _ => 8,
-                            }
-                    })
-                    .sum();
+                let size = item_bytes(item);
                 summary.items += 1;
                 summary.bytes += size as u64;
                 summary.largest_item_bytes = summary.largest_item_bytes.max(size as u64);
