@@ -19,6 +19,10 @@ pub static DONUT_SQL_WASM: &[u8] = include_bytes!(env!("DONUT_SQL_WASM"));
 /// Prefix of the storage interface's import name.
 const STORAGE_IMPORT: &str = "donut:storage/storage@0.1";
 
+/// The environment variable that tells a guest its instance's memory
+/// limit in bytes.
+pub const MEMORY_LIMIT_ENV: &str = "DONUT_MEMORY_LIMIT_BYTES";
+
 /// Default memory limit of one call's instance.
 pub const MEMORY_LIMIT_BYTES_DEFAULT: usize = 2 << 30;
 /// Most captured output kept per stream.
@@ -424,6 +428,13 @@ impl Runtime {
     pub async fn run(&self, program: &Program, call: Call) -> Result<Outcome, RunError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&call.args)
+            // The guest library sizes its memory budgets from it (in-memory
+            // journals, pending pages), so a big transaction fails with
+            // SQLITE_FULL instead of trapping at the limit.
+            .env(
+                MEMORY_LIMIT_ENV,
+                call.memory_limit_bytes.to_string(),
+            )
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

@@ -141,7 +141,10 @@ async fn a_corrupted_page_is_an_error_not_wrong_rows() {
     let out = h.sql("k.db", "select sum(length(v)) from t").await;
     assert!(!out.success(), "corrupt pages were read as rows");
     let err = stderr(&out);
-    assert!(err.contains("corrupt") && err.contains("hash"), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains("hash") && err.contains("[SQLITE_IOERR_CORRUPTFS]"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

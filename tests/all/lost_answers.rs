@@ -133,12 +133,12 @@ async fn a_lease_acquired_with_a_lost_answer_is_held_not_busy() {
 async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
     let (h, proxy) = through_proxy_with(true).await;
     counter_db(&h).await;
-    for reason in [
-        "TransactionConflict",
-        "ThrottlingError",
-        "ProvisionedThroughputExceeded",
-        "ValidationError",
-        "ItemCollectionSizeLimitExceeded",
+    for (reason, code) in [
+        ("TransactionConflict", "[SQLITE_BUSY_TIMEOUT]"),
+        ("ThrottlingError", "[SQLITE_BUSY_TIMEOUT]"),
+        ("ProvisionedThroughputExceeded", "[SQLITE_BUSY_TIMEOUT]"),
+        ("ValidationError", "[SQLITE_IOERR"),
+        ("ItemCollectionSizeLimitExceeded", "[SQLITE_FULL]"),
     ] {
         let version = h.version("c.db").await;
         // Twice: SQLite retries a batch commit that failed with an I/O
@@ -151,7 +151,7 @@ async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
         assert!(!out.success(), "{reason}: accepted");
         let err = stderr(&out);
         assert!(
-            err.contains(reason) && err.contains("nothing was applied"),
+            err.contains(reason) && err.contains("nothing was applied") && err.contains(code),
             "{reason}: {err}"
         );
         assert!(!err.contains("may or may not"), "{reason}: {err}");
@@ -166,11 +166,15 @@ async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
 async fn refusing_exceptions_are_definite_and_named() {
     let (h, proxy) = through_proxy_with(false).await;
     counter_db(&h).await;
-    for (exception, words) in [
-        ("TransactionConflictException", "throttled"),
-        ("ValidationException", "invalid"),
-        ("AccessDeniedException", "denied"),
-        ("ResourceNotFoundException", "denied"),
+    for (exception, words, code) in [
+        (
+            "TransactionConflictException",
+            "throttled",
+            "[SQLITE_BUSY_TIMEOUT]",
+        ),
+        ("ValidationException", "invalid", "[SQLITE_IOERR"),
+        ("AccessDeniedException", "denied", "[SQLITE_PERM]"),
+        ("ResourceNotFoundException", "denied", "[SQLITE_PERM]"),
     ] {
         let version = h.version("c.db").await;
         proxy
@@ -181,7 +185,7 @@ async fn refusing_exceptions_are_definite_and_named() {
         assert!(!out.success(), "{exception}: accepted");
         let err = stderr(&out);
         assert!(
-            err.contains(exception) && err.contains(words),
+            err.contains(exception) && err.contains(words) && err.contains(code),
             "{exception}: {err}"
         );
         assert!(!err.contains("may or may not"), "{exception}: {err}");

@@ -15,6 +15,8 @@ backend_tests!(
     a_transaction_writing_two_attached_databases_is_refused_whole,
     a_transaction_writing_one_attached_database_commits,
     two_connections_in_one_program_write_one_at_a_time,
+    journal_memory_is_given_back_in_every_journal_mode,
+    a_write_to_a_removed_database_is_readonly_dbmoved,
 );
 
 /// 300 rows of 100 to 400 bytes: several pages at every page size.
@@ -319,4 +321,103 @@ async fn a_three_gigabyte_transaction_commits_under_the_default_limit() {
     let h = Harness::local();
     let limit_mb = donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT >> 20;
     one_big_transaction(h, rows, limit_mb).await;
+}
+
+/// A transaction that changes more existing pages than the guest's memory
+/// can journal: `SQLITE_FULL` with a message, nothing committed (before the
+/// journal budget, the guest trapped at its memory limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_journal_outgrows_memory_fails_with_sqlite_full() {
+    let mut h = Harness::memory();
+    h.memory_limit_bytes = 128 << 20;
+    h.create("j.db").await;
+    h.sql_ok(
+        "j.db",
+        "create table b(id integer primary key, data blob);
+         with recursive c(i) as (select 1 union all select i + 1 from c where i < 25000)
+         insert into b(data) select randomblob(4000) from c;",
+    )
+    .await;
+    let version = h.version("j.db").await;
+    let before = h.value("j.db", "select sum(unicode(data)) from b").await;
+    let out = h
+        .sql("j.db", "update b set data = randomblob(4000)")
+        .await;
+    assert!(!out.success(), "a 100 MB journal fitted in 128 MiB");
+    let err = stderr(&out);
+    assert!(
+        err.contains("[SQLITE_FULL]") && err.contains("donut_journal_bytes_max"),
+        "{err}"
+    );
+    assert_eq!(h.version("j.db").await, version, "nothing committed");
+    assert_eq!(h.value("j.db", "select sum(unicode(data)) from b").await, before);
+    // Smaller transactions fit.
+    h.sql_ok(
+        "j.db",
+        "update b set data = randomblob(4000) where id <= 5000",
+    )
+    .await;
+    assert_eq!(h.version("j.db").await, version + 1);
+    h.assert_integrity("j.db").await;
+}
+
+async fn journal_memory_is_given_back_in_every_journal_mode(h: Harness) {
+    h.create("m.db").await;
+    h.sql_ok("m.db", FILL).await;
+    for mode in ["delete", "truncate", "persist"] {
+        // A tiny cache: the update spills pages, so SQLite journals them.
+        let out = h
+            .sql_ok(
+                "m.db",
+                &format!(
+                    "pragma journal_mode = {mode}; pragma cache_size = 2;
+                     begin; update t set v = v || 'y';
+                     select 'during'; pragma donut_journal_bytes;
+                     commit;
+                     select 'after'; pragma donut_journal_bytes;"
+                ),
+            )
+            .await;
+        // csv: a header and a row per statement; the pragma's header is its
+        // value.
+        let lines: Vec<&str> = out.lines().collect();
+        let held = |label: &str| -> u64 {
+            lines
+                .iter()
+                .position(|l| *l == label)
+                .and_then(|at| lines.get(at + 2))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{mode}: no {label:?} value in {out}"))
+        };
+        assert!(held("during") > 0, "{mode}: no journal was written: {out}");
+        assert_eq!(held("after"), 0, "{mode}: journal memory kept: {out}");
+    }
+    assert_eq!(h.value("m.db", "select count(*) from t where v like '%yyy'").await, "300");
+    h.assert_integrity("m.db").await;
+}
+
+/// A database removed while a program writes to it: the next write fails
+/// `SQLITE_READONLY_DBMOVED` (SQLite's code for a file deleted under it),
+/// not an I/O error of unknown outcome.
+async fn a_write_to_a_removed_database_is_readonly_dbmoved(h: Harness) {
+    h.create("r.db").await;
+    h.sql_ok("r.db", "create table t(x)").await;
+    let version = h.version("r.db").await;
+    let name = donut_format::DbName::new("r.db").expect("name");
+    let writer = h.run_with(&components().test_guest, &["until-removed", "r.db", "3000"], "");
+    let remover = async {
+        // Once the program has written (so it is past its open), remove.
+        for _ in 0..3000 {
+            if h.version("r.db").await > version {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        donut_host::storage::remove_database(&*h.backend, &name)
+            .await
+            .expect("remove");
+    };
+    let ((out, _), ()) = tokio::join!(writer, remover);
+    let said = stdout(&out);
+    assert!(said.contains("[SQLITE_READONLY_DBMOVED]"), "{said}");
 }

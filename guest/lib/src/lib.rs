@@ -56,7 +56,29 @@ mod bindings {
     });
 }
 
-pub use error::{Error, last_storage_error};
+/// The instance's memory limit, as the host tells it (environment variable
+/// `DONUT_MEMORY_LIMIT_BYTES`), if it does.
+pub(crate) fn memory_limit_bytes() -> Option<usize> {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("DONUT_MEMORY_LIMIT_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// What the instance's memory limit leaves for a transaction's in-memory
+/// journal and pending pages once the caches ([`cache`]) and a margin for
+/// SQLite's heap and the host calls' copies are set aside; `None` when the
+/// host does not say its limit. Half of it is the journal budget, a quarter
+/// (at most 64 MiB) the spill threshold.
+pub(crate) fn memory_available_bytes() -> Option<usize> {
+    const MARGIN_BYTES: usize = 24 << 20;
+    let fixed = cache::PAGE_CACHE_BYTES + cache::CHUNK_CACHE_BYTES + MARGIN_BYTES;
+    memory_limit_bytes().map(|limit| limit.saturating_sub(fixed))
+}
+
+pub use error::{Error, describe_sqlite_error, error_code_name, last_storage_error};
 pub use rusqlite;
 
 use bindings::donut::storage::storage::Database;

@@ -1,26 +1,174 @@
 //! Journals and temporary files, kept in guest memory: they never reach
 //! storage. A named file (a rollback journal) is shared by name for as long
 //! as it exists, so SQLite can close, reopen and delete it as on a disk.
+//!
+//! Files are chunked ([`CHUNK_BYTES`]), so a growing journal never copies
+//! itself into a buffer twice its size, and every byte they hold counts
+//! against one instance-wide budget ([`JOURNAL_BYTES_MAX_DEFAULT`],
+//! `PRAGMA donut_journal_bytes_max`): past it a write fails with
+//! `SQLITE_FULL` and a message, where growing further would stop the whole
+//! instance at its memory limit (a trap, not an error SQLite can roll back).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-pub type Shared = Rc<RefCell<Vec<u8>>>;
+/// Size of one chunk of an in-memory file.
+pub const CHUNK_BYTES: usize = 64 << 10;
+/// Default budget for the bytes all in-memory files of an instance hold
+/// when the host does not say its memory limit: a write transaction may
+/// change up to this much of what the database held before it (its
+/// rollback journal); new pages are not limited by it (they spill to
+/// storage). Otherwise it follows the host's limit ([`budget_for`]).
+pub const JOURNAL_BYTES_MAX_DEFAULT: usize = 1 << 30;
+
+/// The journal budget: half of what the instance's memory limit leaves
+/// (`crate::memory_available_bytes`).
+pub fn budget_for(available_bytes: Option<usize>) -> usize {
+    available_bytes.map_or(JOURNAL_BYTES_MAX_DEFAULT, |bytes| bytes / 2)
+}
+
+/// One in-memory file: chunks of [`CHUNK_BYTES`], `len` bytes long. Bytes
+/// past `len` in the last chunk are zero.
+#[derive(Default)]
+pub struct MemFile {
+    chunks: Vec<Box<[u8]>>,
+    len: usize,
+}
+
+pub type Shared = Rc<RefCell<MemFile>>;
+
+/// A write that would take the in-memory files past their budget.
+#[derive(Debug)]
+pub struct Full {
+    pub held_bytes: usize,
+    pub wanted_bytes: usize,
+    pub budget_bytes: usize,
+}
+
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the transaction's rollback journal would need {} more bytes of memory past the {} \
+             held (budget {} bytes, PRAGMA donut_journal_bytes_max): commit in smaller \
+             transactions or raise the budget",
+            self.wanted_bytes, self.held_bytes, self.budget_bytes
+        )
+    }
+}
 
 thread_local! {
     static FILES: RefCell<HashMap<String, Shared>> = RefCell::new(HashMap::new());
+    /// Bytes held by every in-memory file's chunks.
+    static HELD_BYTES: Cell<usize> = const { Cell::new(0) };
+    static BUDGET_BYTES: Cell<usize> = const { Cell::new(JOURNAL_BYTES_MAX_DEFAULT) };
+}
+
+/// Bytes the in-memory files of this instance hold now.
+pub fn held_bytes() -> usize {
+    HELD_BYTES.with(Cell::get)
+}
+
+/// The budget for [`held_bytes`].
+pub fn budget_bytes() -> usize {
+    BUDGET_BYTES.with(Cell::get)
+}
+
+pub fn set_budget_bytes(bytes: usize) {
+    BUDGET_BYTES.with(|b| b.set(bytes));
+}
+
+impl MemFile {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn read(&self, buf: &mut [u8], offset: usize) -> bool {
+        let available = self.len.saturating_sub(offset).min(buf.len());
+        let mut done = 0;
+        while done < available {
+            let at = offset + done;
+            let chunk = &self.chunks[at / CHUNK_BYTES];
+            let from = at % CHUNK_BYTES;
+            let n = (CHUNK_BYTES - from).min(available - done);
+            buf[done..done + n].copy_from_slice(&chunk[from..from + n]);
+            done += n;
+        }
+        buf[available..].fill(0);
+        available == buf.len()
+    }
+
+    fn write(&mut self, buf: &[u8], offset: usize) -> Result<(), Full> {
+        let end = offset + buf.len();
+        let chunks_needed = end.div_ceil(CHUNK_BYTES);
+        if chunks_needed > self.chunks.len() {
+            let wanted_bytes = (chunks_needed - self.chunks.len()) * CHUNK_BYTES;
+            let held_bytes = held_bytes();
+            let budget_bytes = budget_bytes();
+            if held_bytes + wanted_bytes > budget_bytes {
+                return Err(Full {
+                    held_bytes,
+                    wanted_bytes,
+                    budget_bytes,
+                });
+            }
+            self.chunks
+                .resize_with(chunks_needed, || vec![0u8; CHUNK_BYTES].into_boxed_slice());
+            HELD_BYTES.with(|h| h.set(held_bytes + wanted_bytes));
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done;
+            let chunk = &mut self.chunks[at / CHUNK_BYTES];
+            let from = at % CHUNK_BYTES;
+            let n = (CHUNK_BYTES - from).min(buf.len() - done);
+            chunk[from..from + n].copy_from_slice(&buf[done..done + n]);
+            done += n;
+        }
+        self.len = self.len.max(end);
+        Ok(())
+    }
+
+    /// Shortens the file to `size` bytes (longer sizes change nothing, as
+    /// reads past the end see zeros) and gives whole chunks back.
+    fn truncate(&mut self, size: usize) {
+        if size >= self.len {
+            return;
+        }
+        let keep = size.div_ceil(CHUNK_BYTES);
+        let freed_bytes = (self.chunks.len() - keep) * CHUNK_BYTES;
+        self.chunks.truncate(keep);
+        self.chunks.shrink_to_fit();
+        HELD_BYTES.with(|h| {
+            assert!(h.get() >= freed_bytes, "in-memory file bytes undercounted");
+            h.set(h.get() - freed_bytes)
+        });
+        // Reads, and a later write past a gap, must see zeros here.
+        if let Some(last) = self.chunks.last_mut()
+            && size % CHUNK_BYTES != 0
+        {
+            last[size % CHUNK_BYTES..].fill(0);
+        }
+        self.len = size;
+    }
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        self.truncate(0);
+    }
 }
 
 /// Opens (creating if missing) the named in-memory file, or a private one.
 pub fn open(name: Option<&str>) -> Shared {
     match name {
-        None => Rc::new(RefCell::new(Vec::new())),
+        None => Rc::default(),
         Some(name) => FILES.with(|files| {
             files
                 .borrow_mut()
                 .entry(name.to_string())
-                .or_insert_with(|| Rc::new(RefCell::new(Vec::new())))
+                .or_default()
                 .clone()
         }),
     }
@@ -31,30 +179,16 @@ pub fn delete(name: &str) -> bool {
 }
 
 pub fn read(file: &Shared, buf: &mut [u8], offset: usize) -> bool {
-    let data = file.borrow();
-    let available = data.len().saturating_sub(offset).min(buf.len());
-    if available > 0 {
-        buf[..available].copy_from_slice(&data[offset..offset + available]);
-    }
-    buf[available..].fill(0);
-    available == buf.len()
+    file.borrow().read(buf, offset)
 }
 
-pub fn write(file: &Shared, buf: &[u8], offset: usize) {
-    let mut data = file.borrow_mut();
-    let end = offset + buf.len();
-    if data.len() < end {
-        data.resize(end, 0);
-    }
-    data[offset..end].copy_from_slice(buf);
+pub fn write(file: &Shared, buf: &[u8], offset: usize) -> Result<(), Full> {
+    file.borrow_mut().write(buf, offset)
 }
 
+/// `journal_mode=TRUNCATE` gives the memory back through this.
 pub fn truncate(file: &Shared, size: usize) {
-    let mut data = file.borrow_mut();
-    data.truncate(size);
-    if data.capacity() > 2 * size.max(4096) {
-        data.shrink_to_fit(); // journal_mode=TRUNCATE gives the memory back
-    }
+    file.borrow_mut().truncate(size);
 }
 
 /// Empties the named file, if it exists, and gives its memory back. For a
@@ -64,9 +198,58 @@ pub fn truncate(file: &Shared, size: usize) {
 pub fn release(name: &str) {
     FILES.with(|files| {
         if let Some(file) = files.borrow().get(name) {
-            let mut data = file.borrow_mut();
-            data.clear();
-            data.shrink_to_fit();
+            file.borrow_mut().truncate(0);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Shared {
+        open(None)
+    }
+
+    #[test]
+    fn reads_what_was_written_across_chunks_and_zeros_past_the_end() {
+        let f = file();
+        let data: Vec<u8> = (0..3 * CHUNK_BYTES + 17).map(|i| i as u8).collect();
+        write(&f, &data, 5).unwrap();
+        let mut back = vec![1u8; data.len() + 10];
+        assert!(!read(&f, &mut back, 5), "a read past the end is short");
+        assert_eq!(&back[..data.len()], &data[..]);
+        assert!(back[data.len()..].iter().all(|&b| b == 0));
+        assert_eq!(f.borrow().len(), data.len() + 5);
+    }
+
+    #[test]
+    fn truncation_zeroes_the_tail_and_gives_chunks_back() {
+        let f = file();
+        let before = held_bytes();
+        write(&f, &vec![7u8; 2 * CHUNK_BYTES], 0).unwrap();
+        assert_eq!(held_bytes(), before + 2 * CHUNK_BYTES);
+        truncate(&f, 10);
+        assert_eq!(held_bytes(), before + CHUNK_BYTES);
+        write(&f, &[9], 100).unwrap();
+        let mut back = vec![1u8; 101];
+        assert!(read(&f, &mut back, 0));
+        assert!(back[..10].iter().all(|&b| b == 7));
+        assert!(back[10..100].iter().all(|&b| b == 0), "stale bytes after truncate");
+        assert_eq!(back[100], 9);
+        drop(f);
+        assert_eq!(held_bytes(), before);
+    }
+
+    #[test]
+    fn a_write_past_the_budget_fails_and_changes_nothing() {
+        let f = file();
+        set_budget_bytes(held_bytes() + 2 * CHUNK_BYTES);
+        write(&f, &[1u8; 10], 0).unwrap();
+        let full = write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap_err();
+        assert!(full.to_string().contains("donut_journal_bytes_max"));
+        assert_eq!(f.borrow().len(), 10);
+        set_budget_bytes(JOURNAL_BYTES_MAX_DEFAULT);
+        write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap();
+    }
 }

@@ -263,6 +263,9 @@ pub struct MainDb {
     /// The SQLite connection (`sqlite3*`) this file belongs to, as
     /// SQLITE_FCNTL_PDB told; 0 if it did not.
     connection: usize,
+    /// Bytes of pending pages past which they are stored early
+    /// ([`SPILL_BYTES`]; `PRAGMA donut_spill_bytes`).
+    spill_bytes: usize,
 }
 
 thread_local! {
@@ -392,6 +395,12 @@ const READ_AHEAD_BYTES: u64 = 2 << 20;
 /// the instance's memory.
 const SPILL_BYTES: usize = 64 << 20;
 
+/// The spill threshold: [`SPILL_BYTES`], or a quarter of what a smaller
+/// memory limit leaves (`crate::memory_available_bytes`).
+fn spill_bytes_for(available_bytes: Option<usize>) -> usize {
+    available_bytes.map_or(SPILL_BYTES, |bytes| SPILL_BYTES.min(bytes / 4))
+}
+
 /// How long the root read at open stands in for the first transaction's.
 const FRESH_ROOT_MS: u128 = 100;
 
@@ -440,6 +449,7 @@ impl MainDb {
             }),
             staged: None,
             connection: 0,
+            spill_bytes: spill_bytes_for(crate::memory_available_bytes()),
         })
     }
 
@@ -456,6 +466,18 @@ impl MainDb {
     }
 
     /// Chooses the writer mode of the transactions that follow.
+    pub fn has_moved(&self) -> bool {
+        has_moved(&self.name)
+    }
+
+    pub fn spill_bytes(&self) -> usize {
+        self.spill_bytes
+    }
+
+    pub fn set_spill_bytes(&mut self, bytes: usize) {
+        self.spill_bytes = bytes;
+    }
+
     pub fn set_writer(&mut self, writer: Writer) -> Result<(), String> {
         if self.lock >= ffi::SQLITE_LOCK_RESERVED {
             return Err("the writer mode cannot change inside a write transaction".into());
@@ -975,7 +997,7 @@ impl MainDb {
             at = to;
         }
         self.pending_size = Some(self.file_size().max(end));
-        if self.pending.len() * page_size as usize > SPILL_BYTES {
+        if self.pending.len() * page_size as usize > self.spill_bytes {
             self.spill()?;
         }
         Ok(())
@@ -1533,10 +1555,32 @@ thread_local! {
     static DECODED: RefCell<HashMap<String, (WitRoot, Root)>> = RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// Databases whose last root read in this instance said they no longer
+    /// exist (removed, maybe created again under the same name since).
+    static MOVED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// `SQLITE_FCNTL_HAS_MOVED`: true once a root read found `name` gone.
+/// SQLite asks before it opens a rollback journal and then fails the write
+/// with `SQLITE_READONLY_DBMOVED`; costs no request.
+pub fn has_moved(name: &str) -> bool {
+    MOVED.with(|m| m.borrow().contains(name))
+}
+
 fn read_root(name: &str, handle: &Database, io_code: i32) -> Result<Root, Fail> {
-    let stored = handle
-        .read_root()
-        .map_err(|e| storage_fail(name, "read root of", e, io_code))?;
+    let stored = match handle.read_root() {
+        Ok(stored) => {
+            MOVED.with(|m| m.borrow_mut().remove(name));
+            stored
+        }
+        Err(e) => {
+            if matches!(e, StorageError::NotFound(_)) {
+                MOVED.with(|m| m.borrow_mut().insert(name.to_string()));
+            }
+            return Err(storage_fail(name, "read root of", e, io_code));
+        }
+    };
     let known = DECODED.with(|d| {
         d.borrow()
             .get(name)

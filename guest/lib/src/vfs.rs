@@ -33,6 +33,7 @@ static REGISTER: Once = Once::new();
 /// Registers the `donut` VFS (once per instance).
 pub fn register() {
     REGISTER.call_once(|| {
+        memfs::set_budget_bytes(memfs::budget_for(crate::memory_available_bytes()));
         let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
             iVersion: 2,
             szOsFile: std::mem::size_of::<File>() as c_int,
@@ -315,10 +316,13 @@ unsafe extern "C" fn x_write(
             Ok(()) => ffi::SQLITE_OK,
             Err(fail) => fail.code,
         },
-        Inner::Mem { data, .. } => {
-            memfs::write(data, buf, offset as usize);
-            ffi::SQLITE_OK
-        }
+        Inner::Mem { data, .. } => match memfs::write(data, buf, offset as usize) {
+            Ok(()) => ffi::SQLITE_OK,
+            Err(full) => {
+                set_last(full.to_string());
+                ffi::SQLITE_FULL
+            }
+        },
     }
 }
 
@@ -394,9 +398,51 @@ fn refused_pragma(name: &str, value: Option<&str>) -> Option<String> {
     }
 }
 
+/// DonutDB's own pragmas: `None` if `name` is another pragma; the answer is
+/// the current setting.
+fn donut_pragma(
+    db: &mut MainDb,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<String, String>> {
+    writer_pragma(db, name, value).or_else(|| memory_pragma(db, name, value))
+}
+
+/// `PRAGMA donut_journal_bytes_max [= N]` (the instance's budget for
+/// in-memory journals, `memfs`), `PRAGMA donut_journal_bytes` (what they
+/// hold now) and `PRAGMA donut_spill_bytes [= N]` (this connection's pending
+/// pages past which a write transaction stores them early).
+fn memory_pragma(
+    db: &mut MainDb,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<String, String>> {
+    let name = name.to_ascii_lowercase();
+    let value = value.map(|v| v.trim().trim_matches(['\'', '"']));
+    let bytes = |v: &str| {
+        v.parse::<usize>()
+            .map_err(|_| format!("{name} is a number of bytes, not {v:?}"))
+    };
+    let answer = match (name.as_str(), value) {
+        ("donut_journal_bytes", None) => Ok(memfs::held_bytes()),
+        ("donut_journal_bytes", Some(_)) => Err("donut_journal_bytes cannot be set".to_string()),
+        ("donut_journal_bytes_max", None) => Ok(memfs::budget_bytes()),
+        ("donut_journal_bytes_max", Some(v)) => bytes(v).map(|b| {
+            memfs::set_budget_bytes(b);
+            b
+        }),
+        ("donut_spill_bytes", None) => Ok(db.spill_bytes()),
+        ("donut_spill_bytes", Some(v)) => bytes(v).map(|b| {
+            db.set_spill_bytes(b);
+            b
+        }),
+        _ => return None,
+    };
+    Some(answer.map(|b| b.to_string()))
+}
+
 /// `PRAGMA donut_writer [= optimistic | lease]` and `PRAGMA donut_lease_ms
 /// [= N]`: the connection's writer mode (ARCHITECTURE.md, "Concurrency").
-/// `None` if `name` is another pragma; the answer is the current setting.
 fn writer_pragma(
     db: &mut MainDb,
     name: &str,
@@ -475,12 +521,17 @@ unsafe extern "C" fn x_file_control(
             }
             ffi::SQLITE_OK
         }
+        ffi::SQLITE_FCNTL_HAS_MOVED => {
+            // SAFETY: SQLite passes an `int*`.
+            unsafe { *(arg as *mut c_int) = db.has_moved() as c_int };
+            ffi::SQLITE_OK
+        }
         ffi::SQLITE_FCNTL_PRAGMA => {
             // arg: char*[3] = { error message out, pragma name, value or NULL }
             let args = arg as *mut *mut c_char;
             let (name, value) = unsafe { (c_str(*args.add(1)), c_str(*args.add(2))) };
             if let Some(name) = name
-                && let Some(answer) = writer_pragma(db, name, value)
+                && let Some(answer) = donut_pragma(db, name, value)
             {
                 let (code, text) = match answer {
                     Ok(text) => (ffi::SQLITE_OK, text),

@@ -82,12 +82,10 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The error SQLite gave, with what storage said behind it.
+/// The error SQLite gave, with its code's name and what storage said
+/// behind it.
 fn describe(e: &rusqlite::Error) -> String {
-    match donut_guest::last_storage_error() {
-        Some(detail) => format!("{e} ({detail})"),
-        None => e.to_string(),
-    }
+    donut_guest::describe_sqlite_error(e)
 }
 
 /// Runs every statement in `sql`, printing the rows of those that return

@@ -2,6 +2,7 @@
 //! - `trap-in-transaction DB N`: inserts N rows in a transaction, then traps
 //!   before committing;
 //! - `count DB`: prints `select count(*) from t`;
+//! - `until-removed DB N`: inserts rows until the database is removed;
 //! - `spin DB`: loops forever; `hog DB`: allocates without end;
 //! - `exclusive DB`: an exclusive writer and an optimistic one side by side;
 //! - `sim-setup`, `sim`, `sim-final`: the simulator's client (`sim.rs`).
@@ -291,6 +292,18 @@ fn main() {
                     Err(e) => println!("{e}"),
                 }
             }
+        }
+        "until-removed" => {
+            // Inserts a row every 10 ms (at most N) until the database is
+            // removed under it; prints the error that says so.
+            for i in 0..n {
+                if let Err(e) = conn.execute("insert into t values (?1)", [i]) {
+                    println!("{}", donut_guest::describe_sqlite_error(&e));
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            println!("never removed");
         }
         "count" => {
             let count: i64 = conn
