@@ -431,10 +431,7 @@ impl Runtime {
             // The guest library sizes its memory budgets from it (in-memory
             // journals, pending pages), so a big transaction fails with
             // SQLITE_FULL instead of trapping at the limit.
-            .env(
-                MEMORY_LIMIT_ENV,
-                call.memory_limit_bytes.to_string(),
-            )
+            .env(MEMORY_LIMIT_ENV, call.memory_limit_bytes.to_string())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);

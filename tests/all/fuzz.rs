@@ -1,7 +1,9 @@
 //! A differential SQL fuzzer: seeded random programs — DDL, DML,
 //! savepoints, large transactions with a tiny `cache_size` (SQLite spills
 //! pages mid-transaction), `page_size` + VACUUM, `VACUUM INTO`,
-//! `journal_mode` and `synchronous` in every spelling, ATTACH — run against
+//! `journal_mode` and `synchronous` in every spelling, ATTACH, two
+//! connections, `sqlite3_backup` between databases, transactions whose
+//! pages DonutDB stores before the commit (`donut_spill_bytes`) — run against
 //! native SQLite on temporary files and against DonutDB through the stock
 //! component, every step in a new instance (a reopen). After every step
 //! both sides must agree on success, on each database's schema, page size
@@ -33,6 +35,9 @@ enum Expect {
     /// without waiting on locks (the test component's `connections`
     /// mode): each line's outcome must match native SQLite's.
     TwoConnections,
+    /// `FROM<TAB>TO<TAB>PAGES`: `sqlite3_backup` of one database into the
+    /// other, PAGES pages a step (the test component's `backup-to` mode).
+    Backup,
 }
 
 /// One step: SQL with placeholders (`{other}`, `{copy}`, `{wal}`, `{end}`)
@@ -122,6 +127,24 @@ fn generate(seed: u64) -> Vec<Step> {
             steps.push(two_connections(&mut rng));
             continue;
         }
+        if rng.chance(60) {
+            let (from, to) = *rng.pick(&[("main", "other"), ("other", "main")]);
+            let pages = *rng.pick(&[1i64, 3, 50, 1_000_000]);
+            steps.push(Step {
+                sql: format!("{from}\t{to}\t{pages}"),
+                expect: Expect::Backup,
+                copy: None,
+            });
+            continue;
+        }
+        // Pages stored before the commit (DonutDB's spilling; native
+        // SQLite ignores a pragma it does not know).
+        if rng.chance(150) {
+            prefix += &format!(
+                "pragma donut_spill_bytes = {};\n",
+                rng.pick(&[0u64, 4096, 65536, 1 << 20])
+            );
+        }
         let mut expect = Expect::Same;
         let mut copy = None;
         let body = match rng.below(10) {
@@ -148,8 +171,9 @@ fn generate(seed: u64) -> Vec<Step> {
             5 => {
                 let t = rng.below(TABLES);
                 format!(
-                    "pragma cache_size = {};\nbegin;\n{}\n{}\ncommit;",
+                    "pragma cache_size = {};\npragma donut_spill_bytes = {};\nbegin;\n{}\n{}\ncommit;",
                     2 + rng.below(8),
+                    rng.pick(&[4096u64, 100_000, 1 << 20, 64 << 20]),
                     insert_rows(&mut rng, "", t, 3000),
                     change(&mut rng, "")
                 )
@@ -230,6 +254,15 @@ fn two_connections(rng: &mut Rng) -> Step {
     }
 }
 
+/// A `Backup` step's source, destination and pages a step.
+fn backup_args(step: &Step) -> (&str, &str, std::ffi::c_int) {
+    let mut parts = step.sql.split('\t');
+    let from = parts.next().unwrap_or("main");
+    let to = parts.next().unwrap_or("other");
+    let pages = parts.next().and_then(|p| p.parse().ok()).unwrap_or(1);
+    (from, to, pages)
+}
+
 /// The databases a program may have written: main, the attached one, and
 /// the `VACUUM INTO` copies so far.
 fn databases(steps: &[Step]) -> Vec<String> {
@@ -248,6 +281,8 @@ struct Native {
     /// The page size DonutDB's main database was created with: an empty
     /// DonutDB database opens with it, so an empty native file does too.
     main_page_size: u32,
+    /// The same for the attached database.
+    other_page_size: u32,
 }
 
 impl Native {
@@ -264,7 +299,7 @@ impl Native {
                 "{end}",
                 match step.expect {
                     Expect::RefusedAcrossDatabases => "rollback",
-                    Expect::Same | Expect::TwoConnections => "commit",
+                    Expect::Same | Expect::TwoConnections | Expect::Backup => "commit",
                 },
             );
         if let Some((copy, _)) = &step.copy {
@@ -281,11 +316,21 @@ impl Native {
     /// A connection to the main file; an empty file opens with the page
     /// size DonutDB's main database was created with.
     fn open_main(&self) -> Result<rusqlite::Connection, String> {
-        let path = self.path("main");
+        self.open("main")
+    }
+
+    /// A connection to `db` (main or other); an empty file opens with the
+    /// page size DonutDB's database was created with.
+    fn open(&self, db: &str) -> Result<rusqlite::Connection, String> {
+        let path = self.path(db);
         let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
         let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
         if empty {
-            conn.execute_batch(&format!("pragma page_size = {}", self.main_page_size))
+            let page_size = match db {
+                "main" => self.main_page_size,
+                _ => self.other_page_size,
+            };
+            conn.execute_batch(&format!("pragma page_size = {page_size}"))
                 .map_err(|e| e.to_string())?;
         }
         Ok(conn)
@@ -317,6 +362,16 @@ impl Native {
             });
         }
         Ok(out)
+    }
+
+    /// A `Backup` step.
+    fn backup(&self, step: &Step) -> Result<(), String> {
+        let (from, to, pages) = backup_args(step);
+        let source = self.open(from)?;
+        let mut dest = self.open(to)?;
+        rusqlite::backup::Backup::new(&source, &mut dest)
+            .and_then(|b| b.run_to_completion(pages, std::time::Duration::ZERO, None))
+            .map_err(|e| e.to_string())
     }
 
     fn run(&self, step: &Step) -> Result<(), String> {
@@ -411,11 +466,12 @@ async fn run_seed(h: &Harness, seed: u64) -> Result<(), String> {
     let mut rng = Rng(seed ^ 0x5eed);
     let main_page_size = *rng.pick(&PAGE_SIZES);
     h.create_with_page_size("main.db", main_page_size).await;
-    h.create_with_page_size("other.db", *rng.pick(&PAGE_SIZES))
-        .await;
+    let other_page_size = *rng.pick(&PAGE_SIZES);
+    h.create_with_page_size("other.db", other_page_size).await;
     let native = Native {
         dir: tempfile::tempdir().map_err(|e| e.to_string())?,
         main_page_size,
+        other_page_size,
     };
     for (i, step) in steps.iter().enumerate() {
         if let Some((copy, page_size)) = &step.copy {
@@ -452,12 +508,37 @@ async fn run_seed(h: &Harness, seed: u64) -> Result<(), String> {
                 )));
             }
         }
+        if step.expect == Expect::Backup {
+            let theirs = native
+                .backup(step)
+                .map_or_else(|e| e, |()| "ok".to_string());
+            let (from, to, pages) = backup_args(step);
+            let (out, _) = h
+                .run_with(
+                    &crate::util::components().test_guest,
+                    &[
+                        "backup-to",
+                        &format!("{from}.db"),
+                        &format!("{to}.db"),
+                        &pages.to_string(),
+                    ],
+                    "",
+                )
+                .await;
+            let ours = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if (theirs == "ok") != (ours == "ok") {
+                return Err(context(format!(
+                    "backup differs:\n native: {theirs}\n DonutDB: {ours} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
         let native_ok = match step.expect {
-            Expect::TwoConnections => Ok(()),
+            Expect::TwoConnections | Expect::Backup => Ok(()),
             _ => native.run(step),
         };
         let out = match step.expect {
-            Expect::TwoConnections => h.sql("main.db", "select 1").await,
+            Expect::TwoConnections | Expect::Backup => h.sql("main.db", "select 1").await,
             _ => h.sql("main.db", &fill_donut(step)).await,
         };
         let donut_err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -235,7 +235,10 @@ mod tests {
         let mut back = vec![1u8; 101];
         assert!(read(&f, &mut back, 0));
         assert!(back[..10].iter().all(|&b| b == 7));
-        assert!(back[10..100].iter().all(|&b| b == 0), "stale bytes after truncate");
+        assert!(
+            back[10..100].iter().all(|&b| b == 0),
+            "stale bytes after truncate"
+        );
         assert_eq!(back[100], 9);
         drop(f);
         assert_eq!(held_bytes(), before);

@@ -3,6 +3,7 @@
 //!   before committing;
 //! - `count DB`: prints `select count(*) from t`;
 //! - `until-removed DB N`: inserts rows until the database is removed;
+//! - `backup-to DB DEST PAGES`: backs DB up into DEST;
 //! - `spin DB`: loops forever; `hog DB`: allocates without end;
 //! - `exclusive DB`: an exclusive writer and an optimistic one side by side;
 //! - `sim-setup`, `sim`, `sim-final`: the simulator's client (`sim.rs`).
@@ -241,6 +242,20 @@ fn main() {
                 .and_then(|b| b.run_to_completion(5, std::time::Duration::ZERO, None))
                 .expect("backup out of DonutDB");
             println!("out: {}", rows(&copy));
+        }
+        "backup-to" => {
+            // `backup-to DB DEST PAGES`: sqlite3_backup of DB into the
+            // DonutDB database DEST, PAGES pages a step; prints `ok` or
+            // the error (the fuzzer compares it with native SQLite).
+            let mut dest =
+                donut_guest::open(args.get(3).map_or("", String::as_str)).expect("open dest");
+            let pages = args.get(4).and_then(|n| n.parse().ok()).unwrap_or(1);
+            match donut_guest::rusqlite::backup::Backup::new(&conn, &mut dest)
+                .and_then(|b| b.run_to_completion(pages, std::time::Duration::ZERO, None))
+            {
+                Ok(()) => println!("ok"),
+                Err(e) => println!("{}", donut_guest::describe_sqlite_error(&e)),
+            }
         }
         "reserved" => {
             // Two connections of one program: one writer at a time, as
