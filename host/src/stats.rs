@@ -11,6 +11,8 @@ pub struct StorageStats {
     /// Root compare-and-swaps attempted (including database creation).
     pub commit_root: AtomicU64,
     pub commit_conflicts: AtomicU64,
+    /// Root swaps that waited first because the one before went unanswered.
+    pub commit_backoffs: AtomicU64,
     /// Calls that reached the backend (all-cached calls are not counted).
     pub get_sectors_calls: AtomicU64,
     pub get_sectors_items: AtomicU64,
@@ -32,6 +34,7 @@ pub struct StatsSnapshot {
     pub read_root: u64,
     pub commit_root: u64,
     pub commit_conflicts: u64,
+    pub commit_backoffs: u64,
     pub get_sectors_calls: u64,
     pub get_sectors_items: u64,
     pub get_sectors_bytes: u64,
@@ -50,6 +53,7 @@ impl StorageStats {
             read_root: get(&self.read_root),
             commit_root: get(&self.commit_root),
             commit_conflicts: get(&self.commit_conflicts),
+            commit_backoffs: get(&self.commit_backoffs),
             get_sectors_calls: get(&self.get_sectors_calls),
             get_sectors_items: get(&self.get_sectors_items),
             get_sectors_bytes: get(&self.get_sectors_bytes),
@@ -79,6 +83,7 @@ impl StatsSnapshot {
             read_root: self.read_root + other.read_root,
             commit_root: self.commit_root + other.commit_root,
             commit_conflicts: self.commit_conflicts + other.commit_conflicts,
+            commit_backoffs: self.commit_backoffs + other.commit_backoffs,
             get_sectors_calls: self.get_sectors_calls + other.get_sectors_calls,
             get_sectors_items: self.get_sectors_items + other.get_sectors_items,
             get_sectors_bytes: self.get_sectors_bytes + other.get_sectors_bytes,
@@ -96,6 +101,7 @@ impl StatsSnapshot {
             read_root: self.read_root - earlier.read_root,
             commit_root: self.commit_root - earlier.commit_root,
             commit_conflicts: self.commit_conflicts - earlier.commit_conflicts,
+            commit_backoffs: self.commit_backoffs - earlier.commit_backoffs,
             get_sectors_calls: self.get_sectors_calls - earlier.get_sectors_calls,
             get_sectors_items: self.get_sectors_items - earlier.get_sectors_items,
             get_sectors_bytes: self.get_sectors_bytes - earlier.get_sectors_bytes,
@@ -115,8 +121,8 @@ impl fmt::Display for StatsSnapshot {
         writeln!(f, "  read-root:   {}", self.read_root)?;
         writeln!(
             f,
-            "  commit-root: {} ({} conflicts)",
-            self.commit_root, self.commit_conflicts
+            "  commit-root: {} ({} conflicts, {} after a backoff)",
+            self.commit_root, self.commit_conflicts, self.commit_backoffs
         )?;
         writeln!(
             f,

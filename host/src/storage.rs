@@ -129,6 +129,14 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// Waits `ms` on the system clock; a manual clock's time is moved by
+    /// whoever owns it (the simulator), so it does not wait.
+    pub async fn pause(&self, ms: u64) {
+        if let Clock::System = self {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
     pub fn now_ms(&self) -> u64 {
         match self {
             Clock::System => std::time::SystemTime::now()
@@ -260,6 +268,24 @@ pub struct StorageCtx {
     known_locks: std::collections::HashMap<DbName, (u64, LockState)>,
     /// Newest root versions this instance saw, when no cache is shared.
     versions: Versions,
+    /// Root swaps in a row that went unanswered (`unavailable`): the next
+    /// one — usually the guest re-sending the same commit — backs off
+    /// first ([`commit_backoff_ms`]).
+    unanswered_commits: u32,
+}
+
+/// First and largest pause before a commit that follows an unanswered
+/// one: full jitter over an exponential ceiling, as AWS advises for
+/// re-sends (the SDK's own attempts back off the same way below this).
+pub const COMMIT_BACKOFF_MS_BASE: u64 = 50;
+pub const COMMIT_BACKOFF_MS_MAX: u64 = 2_000;
+
+/// The pause before a commit that follows `unanswered` unanswered ones.
+pub fn commit_backoff_ms(unanswered: u32, random: u64) -> u64 {
+    let ceiling_ms = COMMIT_BACKOFF_MS_BASE
+        .saturating_mul(1 << unanswered.saturating_sub(1).min(10))
+        .min(COMMIT_BACKOFF_MS_MAX);
+    random % (ceiling_ms + 1)
 }
 
 impl StorageCtx {
@@ -275,6 +301,7 @@ impl StorageCtx {
             leases: Vec::new(),
             known_locks: std::collections::HashMap::new(),
             versions: Versions::default(),
+            unanswered_commits: 0,
         }
     }
 
@@ -1046,6 +1073,11 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
                 })
             }
         };
+        if self.unanswered_commits > 0 {
+            let pause_ms = commit_backoff_ms(self.unanswered_commits, random_u64());
+            self.stats.commit_backoffs.fetch_add(1, Ordering::Relaxed);
+            self.clock.pause(pause_ms).await;
+        }
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
         if !sectors.is_empty()
             && !self
@@ -1074,6 +1106,12 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             )
             .await;
         drop(fence_guard);
+        self.unanswered_commits = match &outcome {
+            Err(PutMetaError::Backend(BackendError::Unavailable(_))) => {
+                self.unanswered_commits.saturating_add(1)
+            }
+            _ => 0,
+        };
         match outcome {
             Ok(()) => {
                 self.stored(db_id, &sectors);
@@ -1239,6 +1277,28 @@ mod tests {
 
     fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
         Resource::new_borrow(r.rep())
+    }
+
+    #[test]
+    fn commit_backoff_grows_to_its_ceiling_and_is_jittered() {
+        assert_eq!(
+            commit_backoff_ms(1, u64::MAX),
+            u64::MAX % (COMMIT_BACKOFF_MS_BASE + 1)
+        );
+        assert!(commit_backoff_ms(1, 7) <= COMMIT_BACKOFF_MS_BASE);
+        assert_eq!(
+            commit_backoff_ms(3, 4 * COMMIT_BACKOFF_MS_BASE),
+            4 * COMMIT_BACKOFF_MS_BASE
+        );
+        for unanswered in [1, 5, 30, u32::MAX] {
+            for random in [0, 1, 12_345, u64::MAX] {
+                assert!(commit_backoff_ms(unanswered, random) <= COMMIT_BACKOFF_MS_MAX);
+            }
+        }
+        assert_eq!(
+            commit_backoff_ms(30, COMMIT_BACKOFF_MS_MAX),
+            COMMIT_BACKOFF_MS_MAX
+        );
     }
 
     async fn ctx_with_db(clock: Clock) -> (StorageCtx, Resource<DatabaseHandle>) {

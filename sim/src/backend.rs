@@ -33,6 +33,40 @@ pub enum Decision {
     Partial,
     /// Applied, then the caller's whole guest is killed before it hears.
     KillAfter,
+    /// A root swap refused as DynamoDB cancels a transaction, for a named
+    /// reason: nothing applied, and the caller is told so definitely.
+    Cancel(Cancellation),
+}
+
+/// The `TransactionCanceledException` reasons the simulator gives, each as
+/// the DynamoDB backend reports it (`host/src/backend/dynamo.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Another transaction on the same item: throttled.
+    TransactionConflict,
+    /// The request broke a DynamoDB rule: invalid.
+    ValidationError,
+    /// The item collection is full: too large.
+    ItemCollectionSizeLimitExceeded,
+}
+
+impl Cancellation {
+    pub const ALL: [Cancellation; 3] = [
+        Cancellation::TransactionConflict,
+        Cancellation::ValidationError,
+        Cancellation::ItemCollectionSizeLimitExceeded,
+    ];
+
+    fn error(self, what: &str) -> BackendError {
+        let said = format!(
+            "simulated: {what} cancelled (TransactionCanceledException [{self:?}]); nothing was applied"
+        );
+        match self {
+            Cancellation::TransactionConflict => BackendError::Throttled(said),
+            Cancellation::ValidationError => BackendError::Invalid(said),
+            Cancellation::ItemCollectionSizeLimitExceeded => BackendError::TooLarge(said),
+        }
+    }
 }
 
 /// A deliberately planted bug in the storage layer (mutation checks).
@@ -136,7 +170,7 @@ impl SimBackend {
         read: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         match self.turn(what.clone()).await {
-            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
             Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
                 Err(Self::unavailable(&what))
             }
@@ -154,6 +188,7 @@ impl SimBackend {
     ) -> Result<(), PutMetaError> {
         match self.turn(what.clone()).await {
             Decision::Throttle => Err(Self::throttled(&what).into()),
+            Decision::Cancel(reason) => Err(reason.error(&what).into()),
             Decision::FailBefore => Err(Self::unavailable(&what).into()),
             Decision::Proceed => apply.await,
             Decision::FailAfter | Decision::Partial => {
@@ -256,7 +291,7 @@ impl Backend for SimBackend {
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         let what = format!("put {} sectors", sectors.len());
         match self.turn(what.clone()).await {
-            Decision::Throttle => Err(Self::throttled(&what)),
+            Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
             Decision::FailBefore => Err(Self::unavailable(&what)),
             Decision::Proceed => self.store.put_sectors(db, sectors).await,
             Decision::FailAfter => {

@@ -5,7 +5,7 @@
 //! faults, time, the guests' randomness — comes from the seed.
 
 use crate::Rng;
-use crate::backend::{Decision, SharedTurns, SimBackend, StoreBug, lock};
+use crate::backend::{Cancellation, Decision, SharedTurns, SimBackend, StoreBug, lock};
 use crate::check::{self, History, OpRecord, Status};
 use donut_host::runtime::{
     Call, Determinism, MemoryOutputPipe, Outcome, Program, RunError, Runtime, Stdio,
@@ -154,6 +154,8 @@ struct Config {
     pause: u64,
     /// A lease holder stalls between its lease check and its commit.
     stall: u64,
+    /// A root swap is cancelled for a named reason (`Cancellation`).
+    cancel: u64,
 }
 
 impl Config {
@@ -172,6 +174,7 @@ impl Config {
             host_crash: rate(rng, 1),
             pause: rate(rng, 5),
             stall: rate(rng, 300),
+            cancel: rate(rng, 20),
         }
     }
 }
@@ -463,6 +466,10 @@ impl Sim {
                 "fail-after"
             } else if writes && op.contains("sectors") && rng.chance(config.partial) {
                 "partial"
+            } else if (op.starts_with("commit") || op.starts_with("swap root"))
+                && rng.chance(config.cancel)
+            {
+                "cancel"
             } else {
                 "proceed"
             };
@@ -499,6 +506,7 @@ impl Sim {
                         "fail-before" => Decision::FailBefore,
                         "fail-after" => Decision::FailAfter,
                         "partial" => Decision::Partial,
+                        "cancel" => Decision::Cancel(*rng.pick(&Cancellation::ALL)),
                         _ => Decision::Proceed,
                     };
                     let mut t = lock(&turns);

@@ -78,6 +78,25 @@ async fn a_one_request_commit_whose_answer_was_lost_is_applied_once_and_acknowle
     }
 }
 
+/// Every SDK attempt of a commit loses its answer, so the guest sends the
+/// commit again: the host backs off before that re-send, and the commit
+/// is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_re_sent_by_the_guest_backs_off_first_and_applies_once() {
+    let (h, proxy) = through_proxy_with(true).await;
+    counter_db(&h).await;
+    // The SDK's standard mode makes 8 attempts.
+    proxy.faults.lose("TransactWriteItems", 8, Loss::Status503);
+    let (out, stats) = h.shell("c.db", "update c set n = n + 1;").await;
+    assert!(out.success(), "{}", stderr(&out));
+    assert_eq!(h.value("c.db", "select n from c").await, "1");
+    assert!(stats.commit_root >= 2, "the guest did not re-send: {stats}");
+    assert!(
+        stats.commit_backoffs >= 1,
+        "the re-send did not back off: {stats}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rm_and_push_whose_answers_were_lost_succeed_once() {
     let (h, proxy) = through_proxy_with(false).await;

@@ -82,8 +82,18 @@ pub fn setup(db: &str) {
 fn status(result: &rusqlite::Result<()>) -> &'static str {
     match result {
         Ok(()) => "ok",
-        // Busy (conflict, lease held or lost, throttled): nothing landed.
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::DatabaseBusy => "fail",
+        // Busy (conflict, lease held or lost, throttled, a transaction
+        // cancelled for a conflict), full (too large) and permission
+        // refusals: nothing landed (README, "What SQLite's error codes
+        // mean"; the checker holds the client to it).
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(
+                e.code,
+                ErrorCode::DatabaseBusy | ErrorCode::DiskFull | ErrorCode::PermissionDenied
+            ) =>
+        {
+            "fail"
+        }
         // An I/O error at commit: the commit may or may not have landed.
         Err(_) => "unknown",
     }
