@@ -160,6 +160,7 @@ async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
         ("ItemCollectionSizeLimitExceeded", "[SQLITE_FULL]"),
     ] {
         let version = h.version("c.db").await;
+        let billed = h.dynamo.as_ref().unwrap().stats().write_capacity_units;
         // Twice: SQLite retries a batch commit that failed with an I/O
         // error class (invalid) through its journal, once.
         proxy
@@ -167,6 +168,9 @@ async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
             .refuse("TransactWriteItems", 2, Refusal::Cancelled(reason));
         let out = h.sql("c.db", "update c set n = n + 1").await;
         proxy.faults.refuse.lock().unwrap().clear();
+        // A cancelled transaction is billed its prepare phase.
+        let billed = h.dynamo.as_ref().unwrap().stats().write_capacity_units - billed;
+        assert!(billed >= 2.0, "{reason}: {billed} write units billed");
         assert!(!out.success(), "{reason}: accepted");
         let err = stderr(&out);
         assert!(

@@ -522,6 +522,12 @@ impl DynamoBackend {
         stats.write_capacity_units += item_bytes.div_ceil(1024).max(1) as f64;
     }
 
+    /// Write units a request consumed that its answer did not report.
+    fn add_estimated_write_units(&self, units: f64) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.write_capacity_units += units;
+    }
+
     fn add_bytes(&self, read: usize, written: usize, retries: usize) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.bytes_read += read as u64;
@@ -1103,6 +1109,12 @@ impl Backend for DynamoBackend {
                 .map_err(build)?;
             items.push(TransactWriteItem::builder().condition_check(check).build());
         }
+        // What a cancelled transaction is billed (estimated; its answer
+        // reports none): DynamoDB writes every item twice, to prepare and
+        // to commit, and a cancellation ends it after the prepare — one
+        // write unit per KB per item, the check counted as one.
+        let kb = |bytes: usize| bytes.div_ceil(1024).max(1) as f64;
+        let mut prepare_units = if fence.is_some() { 1.0 } else { 0.0 };
         let mut written = meta.body.len();
         for (sector, bytes) in in_transaction {
             if !seen.insert(*sector) {
@@ -1110,6 +1122,7 @@ impl Backend for DynamoBackend {
             }
             let (item, len) = sector_item(db, sector, bytes);
             written += len;
+            prepare_units += kb(item_bytes(&item));
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
@@ -1164,6 +1177,13 @@ impl Backend for DynamoBackend {
         else {
             return Err(PutMetaError::Backend(self.error("TransactWriteItems", e)));
         };
+        let stored_root = t
+            .cancellation_reasons()
+            .last()
+            .and_then(|r| r.item())
+            .map_or(0, item_bytes);
+        prepare_units += kb(item_bytes(&root_item).max(stored_root));
+        self.add_estimated_write_units(prepare_units);
         let reasons: Vec<_> = t
             .cancellation_reasons()
             .iter()
