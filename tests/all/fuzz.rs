@@ -3,7 +3,8 @@
 //! pages mid-transaction), `page_size` + VACUUM, `VACUUM INTO`,
 //! `journal_mode` and `synchronous` in every spelling, ATTACH, two
 //! connections, `sqlite3_backup` between databases, transactions whose
-//! pages DonutDB stores before the commit (`donut_spill_bytes`) — run against
+//! pages DonutDB stores before the commit (`donut_spill_bytes`), one larger
+//! than the instance's memory — run against
 //! native SQLite on temporary files and against DonutDB through the stock
 //! component, every step in a new instance (a reopen). After every step
 //! both sides must agree on success, on each database's schema, page size
@@ -49,7 +50,15 @@ struct Step {
     /// A `VACUUM INTO` target this step writes: (name, page size DonutDB
     /// creates it with, empty).
     copy: Option<(String, u32)>,
+    /// DonutDB runs the step in an instance with this memory limit
+    /// (`LARGER_THAN_MEMORY`), not the default.
+    memory_limit_bytes: Option<usize>,
 }
+
+/// A transaction of about 40 MB in an instance limited to 32 MiB: DonutDB
+/// must store its pages before the commit (before spilling, the instance
+/// was stopped at its limit).
+const LARGER_THAN_MEMORY: (u64, usize) = (10_000, 32 << 20);
 
 const PAGE_SIZES: [u32; 5] = [512, 1024, 4096, 8192, 65536];
 const TABLES: u64 = 3;
@@ -134,6 +143,22 @@ fn generate(seed: u64) -> Vec<Step> {
                 sql: format!("{from}\t{to}\t{pages}"),
                 expect: Expect::Backup,
                 copy: None,
+                memory_limit_bytes: None,
+            });
+            continue;
+        }
+        if rng.chance(25) {
+            let (rows, limit) = LARGER_THAN_MEMORY;
+            let t = rng.below(TABLES);
+            steps.push(Step {
+                sql: format!(
+                    "{prefix}pragma cache_size = 2;\nbegin;\n{}\nwith recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
+                     insert into t{t}(a, b, c) select i, printf('%.*c', i % 200, 'L'), zeroblob(4000) from c;\ncommit;",
+                    table_ddl("", t)
+                ),
+                expect: Expect::Same,
+                copy: None,
+                memory_limit_bytes: Some(limit),
             });
             continue;
         }
@@ -210,7 +235,12 @@ fn generate(seed: u64) -> Vec<Step> {
         } else {
             format!("{prefix}{body}")
         };
-        steps.push(Step { sql, expect, copy });
+        steps.push(Step {
+            sql,
+            expect,
+            copy,
+            memory_limit_bytes: None,
+        });
     }
     steps
 }
@@ -251,6 +281,7 @@ fn two_connections(rng: &mut Rng) -> Step {
             .join("\n"),
         expect: Expect::TwoConnections,
         copy: None,
+        memory_limit_bytes: None,
     }
 }
 
@@ -539,7 +570,13 @@ async fn run_seed(h: &Harness, seed: u64) -> Result<(), String> {
         };
         let out = match step.expect {
             Expect::TwoConnections | Expect::Backup => h.sql("main.db", "select 1").await,
-            _ => h.sql("main.db", &fill_donut(step)).await,
+            _ => match step.memory_limit_bytes {
+                Some(limit) => h
+                    .sql_within(limit, "main.db", &fill_donut(step))
+                    .await
+                    .map_err(|trap| context(format!("DonutDB was stopped: {trap}")))?,
+                None => h.sql("main.db", &fill_donut(step)).await,
+            },
         };
         let donut_err = String::from_utf8_lossy(&out.stderr).into_owned();
         match step.expect {

@@ -239,6 +239,34 @@ impl Harness {
         Result<Outcome, donut_host::runtime::RunError>,
         StatsSnapshot,
     ) {
+        self.try_run_within(self.memory_limit_bytes, program, args, stdin)
+            .await
+    }
+
+    /// Runs SQL through the stock component in an instance limited to
+    /// `memory_limit_bytes` (csv output); a trap is returned, not a panic.
+    pub async fn sql_within(
+        &self,
+        memory_limit_bytes: usize,
+        db: &str,
+        sql: &str,
+    ) -> Result<Outcome, donut_host::runtime::RunError> {
+        let args = ["exec", db, sql, "--format", "csv"];
+        self.try_run_within(memory_limit_bytes, &components().sql, &args, "")
+            .await
+            .0
+    }
+
+    async fn try_run_within(
+        &self,
+        memory_limit_bytes: usize,
+        program: &Program,
+        args: &[&str],
+        stdin: &str,
+    ) -> (
+        Result<Outcome, donut_host::runtime::RunError>,
+        StatsSnapshot,
+    ) {
         let stats = Arc::new(StorageStats::default());
         let mut storage =
             StorageCtx::new(self.backend.clone(), Grant::all()).with_stats(stats.clone());
@@ -252,7 +280,7 @@ impl Harness {
         call.stdio = Stdio::Capture {
             stdin: stdin.as_bytes().to_vec(),
         };
-        call.memory_limit_bytes = self.memory_limit_bytes;
+        call.memory_limit_bytes = memory_limit_bytes;
         call.time_limit = self.time_limit;
         let outcome = components().runtime.run(program, call).await;
         (outcome, stats.snapshot())

@@ -75,7 +75,8 @@ pub(crate) fn memory_limit_bytes() -> Option<usize> {
 pub(crate) fn memory_available_bytes() -> Option<usize> {
     const MARGIN_BYTES: usize = 24 << 20;
     let fixed = cache::PAGE_CACHE_BYTES + cache::CHUNK_CACHE_BYTES + MARGIN_BYTES;
-    memory_limit_bytes().map(|limit| limit.saturating_sub(fixed))
+    // Under a small limit the caches rarely fill: a quarter of it at least.
+    memory_limit_bytes().map(|limit| limit.saturating_sub(fixed).max(limit / 4))
 }
 
 pub use error::{Error, describe_sqlite_error, error_code_name, last_storage_error};
