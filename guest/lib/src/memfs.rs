@@ -146,7 +146,7 @@ impl MemFile {
         });
         // Reads, and a later write past a gap, must see zeros here.
         if let Some(last) = self.chunks.last_mut()
-            && size % CHUNK_BYTES != 0
+            && !size.is_multiple_of(CHUNK_BYTES)
         {
             last[size % CHUNK_BYTES..].fill(0);
         }

@@ -427,15 +427,9 @@ fn memory_pragma(
         ("donut_journal_bytes", None) => Ok(memfs::held_bytes()),
         ("donut_journal_bytes", Some(_)) => Err("donut_journal_bytes cannot be set".to_string()),
         ("donut_journal_bytes_max", None) => Ok(memfs::budget_bytes()),
-        ("donut_journal_bytes_max", Some(v)) => bytes(v).map(|b| {
-            memfs::set_budget_bytes(b);
-            b
-        }),
+        ("donut_journal_bytes_max", Some(v)) => bytes(v).inspect(|&b| memfs::set_budget_bytes(b)),
         ("donut_spill_bytes", None) => Ok(db.spill_bytes()),
-        ("donut_spill_bytes", Some(v)) => bytes(v).map(|b| {
-            db.set_spill_bytes(b);
-            b
-        }),
+        ("donut_spill_bytes", Some(v)) => bytes(v).inspect(|&b| db.set_spill_bytes(b)),
         _ => return None,
     };
     Some(answer.map(|b| b.to_string()))
