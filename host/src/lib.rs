@@ -1,17 +1,18 @@
 //! `donut-host`: runs DonutDB WebAssembly components under wasmtime and
 //! gives them one capability, `donut:storage`, over a storage backend.
 //!
-//! - [`backend`]: where items live (in memory, a local directory);
-//! - [`storage`]: the `donut:storage` host implementation (grants, hash
-//!   checks, limits, counters);
+//! - [`backend`], [`stats`], [`transfer`]: re-exported from `donut-store`
+//!   (no wasmtime), where items live and the operations on them;
+//! - [`storage`]: the `donut:storage` host implementation over the store
+//!   (handles, grants, hash checks, limits, counters);
 //! - [`runtime`]: engine, compiled-component cache, one store per call;
 //! - [`stats`]: request counters.
 
-pub mod backend;
 pub mod runtime;
-pub mod stats;
 pub mod storage;
-pub mod transfer;
+
+// The store (`donut-store`) under the paths callers know.
+pub use donut_store::{backend, stats, transfer};
 
 pub use backend::{Backend, local::LocalBackend, memory::MemoryBackend};
 pub use runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};

@@ -19,6 +19,60 @@ pub static DONUT_SQL_WASM: &[u8] = include_bytes!(env!("DONUT_SQL_WASM"));
 /// Prefix of the storage interface's import name.
 const STORAGE_IMPORT: &str = "donut:storage/storage@0.1";
 
+/// A command line of the stock component (`guest/sql`, behind `donut-host
+/// sql` and `shell`): its argument contract, written once for the CLI and
+/// the tests.
+pub enum StockSql<'a> {
+    /// Runs `sql` against `db` and prints the result.
+    Exec {
+        db: &'a str,
+        sql: &'a str,
+        /// `table`, `csv` or `json`.
+        format: &'a str,
+        /// Statement parameters, in order (`int:`, `real:`, `text:`,
+        /// `null` force a type).
+        params: &'a [String],
+    },
+    /// Reads statements from stdin.
+    Shell {
+        db: &'a str,
+        format: &'a str,
+        /// Prompts and line editing (stdin is a terminal).
+        interactive: bool,
+    },
+}
+
+impl StockSql<'_> {
+    /// The argument vector, program name first.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = vec!["donut-sql".to_string()];
+        match self {
+            StockSql::Exec {
+                db,
+                sql,
+                format,
+                params,
+            } => {
+                argv.extend(["exec", db, sql, "--format", format].map(String::from));
+                for p in *params {
+                    argv.extend(["--param".to_string(), p.clone()]);
+                }
+            }
+            StockSql::Shell {
+                db,
+                format,
+                interactive,
+            } => {
+                argv.extend(["shell", db, "--format", format].map(String::from));
+                if *interactive {
+                    argv.push("--interactive".into());
+                }
+            }
+        }
+        argv
+    }
+}
+
 /// The environment variable that tells a guest its instance's memory
 /// limit in bytes.
 pub const MEMORY_LIMIT_ENV: &str = "DONUT_MEMORY_LIMIT_BYTES";

@@ -1,18 +1,29 @@
-//! `donut:storage` for guests: the WIT host implementation over a
-//! [`Backend`], with the instance's grant, name validation, hash checks,
-//! limits and request counters.
+//! `donut:storage` for guests: the thin WIT host implementation over
+//! `donut-store` — handles, the instance's grant, hash checks, limits,
+//! request counters — and nothing the CLI or a library caller needs
+//! without a guest (that lives in `donut_store`).
 
-use crate::backend::{Backend, BackendError, Commit, Fence, Meta, MetaKind, PutMetaError};
-use crate::stats::StorageStats;
-use donut_format::lru::Lru;
-use donut_format::{
-    DbId, DbName, HASH_LEN, Hash, LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState, Root,
-    Tombstone, hash_hex, validate_page_size, verify,
+pub use donut_format::limits::{
+    LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX, SECTORS_PER_CALL_MAX,
 };
-use std::collections::BTreeSet;
+use donut_format::{DbId, DbName, HASH_LEN, Hash, LockState, Root, hash_hex, verify};
+use donut_store::backend::{Backend, BackendError, Commit, Fence, Meta, PutMetaError};
+pub use donut_store::cache::{SectorCache, Versions};
+pub use donut_store::clock::Clock;
+pub use donut_store::db::{
+    Stored, create_database, new_root, read_root, read_stored, remove_database, swap_root,
+};
+pub use donut_store::error::StorageError;
+pub use donut_store::grant::Grant;
+pub use donut_store::lease::LeaseRenewal;
+use donut_store::lease::{
+    Lease, SharedLease, renew_in_background, renew_lease, update_lock, with_holder, without_holder,
+};
+use donut_store::random_u64;
+use donut_store::stats::StorageStats;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use wasmtime::component::{Resource, ResourceTable};
+use std::sync::atomic::Ordering;
+use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -29,123 +40,30 @@ wasmtime::component::bindgen!({
 
 use donut::storage::types::{Error as WitError, LockMode as WitLockMode, Root as WitRoot};
 
-pub use donut_format::limits::{
-    LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX, SECTORS_PER_CALL_MAX,
-};
-/// Attempts at a lock item's compare-and-swap before answering `busy`.
-const LOCK_CAS_ATTEMPTS: u32 = 8;
+/// The instance's resource table, its errors as storage errors: a bad
+/// handle is a host fault that ends the call.
+#[derive(Default)]
+struct Handles(ResourceTable);
 
-/// A storage failure as the guest sees it, or a host fault that traps.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    #[error("conflict: another writer committed first")]
-    Conflict,
-    #[error("busy: {0}")]
-    Busy(String),
-    #[error("throttled: {0}")]
-    Throttled(String),
-    #[error("too large: {0}")]
-    TooLarge(String),
-    #[error("denied: {0}")]
-    Denied(String),
-    #[error("corrupt: {0}")]
-    Corrupt(String),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("invalid: {0}")]
-    Invalid(String),
-    /// A host-side fault (e.g. a bad resource handle): ends the call.
-    #[error(transparent)]
-    Trap(#[from] wasmtime::Error),
+fn fault(e: ResourceTableError) -> StorageError {
+    StorageError::Trap(e.to_string())
 }
 
-impl From<BackendError> for StorageError {
-    fn from(e: BackendError) -> Self {
-        match e {
-            BackendError::Unavailable(m) => StorageError::Unavailable(m),
-            BackendError::Throttled(m) => StorageError::Throttled(m),
-            BackendError::TooLarge(m) => StorageError::TooLarge(m),
-            BackendError::Corrupt(m) => StorageError::Corrupt(m),
-            BackendError::Denied(m) => StorageError::Denied(m),
-            BackendError::Invalid(m) => StorageError::Invalid(m),
-        }
-    }
-}
-
-impl From<wasmtime::component::ResourceTableError> for StorageError {
-    fn from(e: wasmtime::component::ResourceTableError) -> Self {
-        StorageError::Trap(e.into())
-    }
-}
-
-/// Which databases an instance may touch.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// `None`: every database of the store.
-    pub names: Option<BTreeSet<DbName>>,
-    /// May the instance create databases (within `names`)?
-    pub may_create: bool,
-}
-
-impl Grant {
-    pub fn all() -> Grant {
-        Grant {
-            names: None,
-            may_create: true,
-        }
+impl Handles {
+    fn push<T: Send + 'static>(&mut self, value: T) -> Result<Resource<T>, StorageError> {
+        self.0.push(value).map_err(fault)
     }
 
-    pub fn only(names: impl IntoIterator<Item = DbName>, may_create: bool) -> Grant {
-        Grant {
-            names: Some(names.into_iter().collect()),
-            may_create,
-        }
+    fn get<T: 'static>(&self, handle: &Resource<T>) -> Result<&T, StorageError> {
+        self.0.get(handle).map_err(fault)
     }
 
-    fn check(&self, name: &str) -> Result<DbName, StorageError> {
-        let name = DbName::new(name).map_err(|e| StorageError::Denied(e.to_string()))?;
-        match &self.names {
-            Some(names) if !names.contains(&name) => Err(StorageError::Denied(format!(
-                "this instance may not use database {name:?}"
-            ))),
-            _ => Ok(name),
-        }
-    }
-}
-
-/// Wall-clock time for leases: the system clock, or one a test moves.
-#[derive(Clone, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    Manual(Arc<AtomicU64>),
-    /// A manual clock read with a fixed skew, as a host whose clock runs
-    /// ahead (positive) or behind: the simulator gives each client one.
-    Skewed(Arc<AtomicU64>, i64),
-}
-
-impl Clock {
-    /// Waits `ms` on the system clock; a manual clock's time is moved by
-    /// whoever owns it (the simulator), so it does not wait.
-    pub async fn pause(&self, ms: u64) {
-        if let Clock::System = self {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-        }
+    fn get_mut<T: 'static>(&mut self, handle: &Resource<T>) -> Result<&mut T, StorageError> {
+        self.0.get_mut(handle).map_err(fault)
     }
 
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            Clock::Manual(ms) => ms.load(Ordering::SeqCst),
-            Clock::Skewed(ms, skew_ms) => ms.load(Ordering::SeqCst).saturating_add_signed(*skew_ms),
-        }
+    fn delete<T: 'static>(&mut self, handle: Resource<T>) -> Result<T, StorageError> {
+        self.0.delete(handle).map_err(fault)
     }
 }
 
@@ -155,28 +73,6 @@ pub struct DatabaseHandle {
     /// Learned from the root; sectors are keyed by it.
     db_id: Option<DbId>,
 }
-
-/// A lease held by a guest: what the host knows of it. Shared between the
-/// guest's handle and the task that renews it, behind an async mutex so a
-/// renewal never changes the fence under a commit in flight.
-struct Lease {
-    name: DbName,
-    owner: u64,
-    token: u64,
-    exclusive: bool,
-    lease_ms: u32,
-    /// The lock item's version as this holder last wrote it: the fence.
-    lock_version: u64,
-    /// When the lease lapses by this host's clock.
-    expires_ms: u64,
-    /// The lock item's state as this holder last wrote it (at
-    /// `lock_version`): the next renewal or release starts from it.
-    state: LockState,
-    /// Released, lost, or its handle dropped: nothing renews it any more.
-    ended: bool,
-}
-
-type SharedLease = Arc<tokio::sync::Mutex<Lease>>;
 
 pub struct LockHandle {
     lease: SharedLease,
@@ -192,73 +88,12 @@ impl Drop for LockHandle {
     }
 }
 
-/// How a held lease is kept alive while its guest runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LeaseRenewal {
-    /// A task on the current tokio runtime renews every third of the lease.
-    #[default]
-    Background,
-    /// Renewed when the guest makes a storage call and a third of the lease
-    /// has passed (deterministic: for the simulator, which runs no tasks).
-    OnCall,
-}
-
-/// Sectors shared by every instance a host runs, keyed by (database id,
-/// hash): verified once, never stale, bounded by bytes. Beside them, the
-/// newest root version of each database the host's instances have read or
-/// committed ([`Versions`]).
-pub struct SectorCache {
-    lru: std::sync::Mutex<SectorLru>,
-    versions: Versions,
-}
-
-type SectorLru = Lru<(DbId, Hash), Arc<[u8]>>;
-
-impl SectorCache {
-    pub fn new(limit_bytes: usize) -> Arc<SectorCache> {
-        Arc::new(SectorCache {
-            lru: std::sync::Mutex::new(Lru::new(limit_bytes)),
-            versions: Versions::default(),
-        })
-    }
-
-    fn lru(&self) -> std::sync::MutexGuard<'_, SectorLru> {
-        self.lru.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Most databases whose newest version [`Versions`] remembers.
-const VERSIONS_MAX: usize = 100_000;
-
-/// The newest root version seen of each database (by id): lets a guest tell
-/// whether a root it read a moment ago is still the newest this host knows
-/// (`database.newest-version-seen`). Forgetting is safe: it only makes the
-/// guest read the root again.
-#[derive(Default)]
-pub struct Versions(std::sync::Mutex<std::collections::HashMap<DbId, u64>>);
-
-impl Versions {
-    fn saw(&self, db: DbId, version: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= VERSIONS_MAX && !map.contains_key(&db) {
-            map.clear();
-        }
-        let newest = map.entry(db).or_insert(0);
-        *newest = (*newest).max(version);
-    }
-
-    fn newest(&self, db: DbId) -> u64 {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&db).copied().unwrap_or(0)
-    }
-}
-
 /// The per-instance storage state, owned by the store.
 pub struct StorageCtx {
     backend: Arc<dyn Backend>,
     grant: Grant,
     clock: Clock,
-    table: ResourceTable,
+    table: Handles,
     stats: Arc<StorageStats>,
     cache: Option<Arc<SectorCache>>,
     renewal: LeaseRenewal,
@@ -294,7 +129,7 @@ impl StorageCtx {
             backend,
             grant,
             clock: Clock::System,
-            table: ResourceTable::new(),
+            table: Handles::default(),
             stats: Arc::new(StorageStats::default()),
             cache: None,
             renewal: LeaseRenewal::default(),
@@ -303,6 +138,23 @@ impl StorageCtx {
             versions: Versions::default(),
             unanswered_commits: 0,
         }
+    }
+
+    /// Creates database `name` if the grant allows, counted as one root
+    /// swap: the guest's `create` and the CLI's.
+    pub async fn create_database(
+        &mut self,
+        name: &DbName,
+        page_size: u32,
+    ) -> Result<donut_format::Root, StorageError> {
+        let name = self.grant.check(name.as_str())?;
+        if !self.grant.may_create {
+            return Err(StorageError::Denied(format!(
+                "this instance may not create databases ({name:?})"
+            )));
+        }
+        self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
+        create_database(&*self.backend, &name, page_size).await
     }
 
     /// The host-wide version memory if a cache is shared, else this
@@ -340,12 +192,6 @@ impl StorageCtx {
     }
 }
 
-pub(crate) fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    u64::from_le_bytes(bytes)
-}
-
 fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
     bytes.try_into().map_err(|_| {
         StorageError::Invalid(format!(
@@ -353,280 +199,6 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
             bytes.len()
         ))
     })
-}
-
-/// The root item of `name` as stored: absent, a tombstone, or a root.
-pub enum Stored {
-    Absent,
-    Removed(Meta),
-    Live(Meta, Root),
-}
-
-/// Reads the root item of `name` and decodes it.
-pub async fn read_stored(backend: &dyn Backend, name: &DbName) -> Result<Stored, StorageError> {
-    let Some(meta) = backend.get_meta(MetaKind::Root, name).await? else {
-        return Ok(Stored::Absent);
-    };
-    if Tombstone::is_tombstone(&meta.body) {
-        let tombstone = Tombstone::decode(&meta.body)
-            .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
-        if tombstone.version != meta.version {
-            return Err(StorageError::Corrupt(format!(
-                "tombstone of {name:?} is stored as version {} but says {}",
-                meta.version, tombstone.version
-            )));
-        }
-        return Ok(Stored::Removed(meta));
-    }
-    let root = Root::decode(&meta.body)
-        .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
-    if root.version != meta.version {
-        return Err(StorageError::Corrupt(format!(
-            "root of {name:?} is stored as version {} but says {}",
-            meta.version, root.version
-        )));
-    }
-    Ok(Stored::Live(meta, root))
-}
-
-/// Reads and decodes the root of `name`; `not-found` if absent or removed.
-pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Root), StorageError> {
-    match read_stored(backend, name).await? {
-        Stored::Live(meta, root) => Ok((meta, root)),
-        Stored::Absent | Stored::Removed(_) => Err(StorageError::NotFound(format!(
-            "no database {name:?} in the {}",
-            backend.describe()
-        ))),
-    }
-}
-
-/// Swaps the root of `name` from `expected` (None: absent) to `root`.
-/// `lease_required`: the root at `expected` requires the lease (an
-/// exclusive writer's claim, ARCHITECTURE.md "Exclusive writers"): the swap
-/// then takes a lease of the host's own and is fenced by it.
-pub async fn swap_root(
-    backend: &dyn Backend,
-    name: &DbName,
-    expected: Option<u64>,
-    lease_required: bool,
-    root: &Root,
-) -> Result<(), StorageError> {
-    let meta = Meta {
-        version: root.version,
-        body: root.encode(),
-    };
-    swap_meta(backend, name, root.db_id, expected, lease_required, meta).await
-}
-
-/// `swap_root` for any root item body (a root or a tombstone).
-async fn swap_meta(
-    backend: &dyn Backend,
-    name: &DbName,
-    db: DbId,
-    expected: Option<u64>,
-    lease_required: bool,
-    meta: Meta,
-) -> Result<(), StorageError> {
-    let lease = match lease_required {
-        true => Some(HostLease::take(backend, name).await?),
-        false => None,
-    };
-    // Unfenced, a plain conditional put: a one-request backend would make
-    // `commit` a transaction, at twice the write units.
-    let outcome = match &lease {
-        None => backend.put_meta(MetaKind::Root, name, expected, meta).await,
-        Some(lease) => {
-            let commit = Commit {
-                name,
-                db,
-                expected,
-                sectors: &[],
-                fence: Some(Fence {
-                    lock_version: lease.lock_version,
-                }),
-            };
-            backend.commit(commit, meta).await
-        }
-    };
-    let result = match outcome {
-        Ok(()) => Ok(()),
-        Err(PutMetaError::Conflict) => Err(StorageError::Conflict),
-        Err(PutMetaError::Fenced) => Err(StorageError::Busy(format!(
-            "the lease on {name:?} was taken over; nothing was changed"
-        ))),
-        Err(PutMetaError::Backend(e)) => Err(e.into()),
-    };
-    if let Some(lease) = lease {
-        // If this fails the lease simply expires.
-        let _ = lease.release(backend, name).await;
-    }
-    result
-}
-
-/// How long a host operation (push, rm) holds a lease it takes.
-const HOST_LEASE_MS: u32 = 60_000;
-
-/// An exclusive lease a host operation takes on a database whose root
-/// requires it; released right after the swap.
-struct HostLease {
-    owner: u64,
-    lock_version: u64,
-    state: LockState,
-}
-
-impl HostLease {
-    async fn take(backend: &dyn Backend, name: &DbName) -> Result<HostLease, StorageError> {
-        let owner = random_u64();
-        let ((), lock_version, state) =
-            update_lock(backend, &Clock::System, name, None, |state, now| {
-                let state = with_holder(state, now, name, owner, true, HOST_LEASE_MS)?;
-                Ok((state, ()))
-            })
-            .await
-            .map_err(|e| match e {
-                StorageError::Busy(m) => StorageError::Busy(format!(
-                    "{name:?} has an exclusive writer: {m}; try again once it closes"
-                )),
-                e => e,
-            })?;
-        Ok(HostLease {
-            owner,
-            lock_version,
-            state,
-        })
-    }
-
-    async fn release(self, backend: &dyn Backend, name: &DbName) -> Result<(), StorageError> {
-        let known = Some((self.lock_version, self.state));
-        without_holder(backend, &Clock::System, name, known, self.owner)
-            .await
-            .map(drop)
-    }
-}
-
-/// Removes `owner` from the lock item of `name` (a release); returns the
-/// version and state written.
-async fn without_holder(
-    backend: &dyn Backend,
-    clock: &Clock,
-    name: &DbName,
-    known: Option<(u64, LockState)>,
-    owner: u64,
-) -> Result<(u64, LockState), StorageError> {
-    let ((), version, state) = update_lock(backend, clock, name, known, |mut state, _| {
-        state.holders.retain(|h| h.owner != owner);
-        Ok((state, ()))
-    })
-    .await?;
-    Ok((version, state))
-}
-
-/// `state` with `owner` added as a holder of a lease of `lease_ms` from
-/// `now`, or `busy` if the lease cannot be shared with its live holders.
-fn with_holder(
-    state: LockState,
-    now: u64,
-    name: &DbName,
-    owner: u64,
-    exclusive: bool,
-    lease_ms: u32,
-) -> Result<LockState, StorageError> {
-    let live: Vec<LockHolder> = state.live_holders(now).copied().collect();
-    let blocked = if exclusive {
-        !live.is_empty()
-    } else {
-        state.mode == LockMode::Exclusive && !live.is_empty()
-    };
-    if blocked || live.len() >= LOCK_HOLDERS_MAX {
-        let until = live.iter().map(|h| h.expires_ms).max().unwrap_or(now);
-        return Err(StorageError::Busy(format!(
-            "the lock of {name:?} is held for another {} ms",
-            until.saturating_sub(now)
-        )));
-    }
-    let mut holders = live;
-    holders.push(LockHolder {
-        owner,
-        expires_ms: now + lease_ms as u64,
-    });
-    Ok(LockState {
-        token: state.token + 1,
-        mode: if exclusive {
-            LockMode::Exclusive
-        } else {
-            LockMode::Shared
-        },
-        holders,
-    })
-}
-
-/// A fresh root for `name`: a new id, the version after whatever the name
-/// had. Returns it with the version it replaces.
-pub async fn new_root(
-    backend: &dyn Backend,
-    name: &DbName,
-    page_size: u32,
-) -> Result<(Option<u64>, Root), StorageError> {
-    let page_size =
-        validate_page_size(page_size as u64).map_err(|e| StorageError::Invalid(e.to_string()))?;
-    let expected = match read_stored(backend, name).await? {
-        Stored::Absent => None,
-        Stored::Removed(meta) => Some(meta.version),
-        Stored::Live(..) => {
-            return Err(StorageError::AlreadyExists(format!(
-                "database {name:?} already exists in the {}",
-                backend.describe()
-            )));
-        }
-    };
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| StorageError::Unavailable(e.to_string()))?;
-    let mut root = Root::new_database(DbId(id), page_size, Clock::System.now_ms(), random_u64());
-    root.version = expected.map_or(1, |v| v + 1);
-    Ok((expected, root))
-}
-
-/// Creates database `name` with a new id. Shared by the `create` CLI
-/// command and the guest's `create`.
-pub async fn create_database(
-    backend: &dyn Backend,
-    name: &DbName,
-    page_size: u32,
-) -> Result<Root, StorageError> {
-    let (expected, root) = new_root(backend, name, page_size).await?;
-    match swap_root(backend, name, expected, false, &root).await {
-        Ok(()) => Ok(root),
-        Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
-            "database {name:?} already exists in the {}",
-            backend.describe()
-        ))),
-        Err(e) => Err(e),
-    }
-}
-
-/// Removes database `name` atomically: its root becomes a tombstone (the
-/// next version), so no reader or writer sees it from then on. Its sectors
-/// stay until `gc`.
-pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64, StorageError> {
-    let (meta, root) = read_root(backend, name).await?;
-    let tombstone = Tombstone {
-        version: meta.version + 1,
-        removed_ms: Clock::System.now_ms(),
-    };
-    let next = Meta {
-        version: tombstone.version,
-        body: tombstone.encode(),
-    };
-    swap_meta(
-        backend,
-        name,
-        root.db_id,
-        Some(meta.version),
-        root.lease_required,
-        next,
-    )
-    .await?;
-    Ok(tombstone.version)
 }
 
 /// Checks sectors a guest hands over: count, sizes, and that each hashes to
@@ -713,147 +285,6 @@ impl StorageCtx {
     }
 }
 
-async fn lock_state(
-    backend: &dyn Backend,
-    name: &DbName,
-) -> Result<(Option<u64>, LockState), StorageError> {
-    match backend.get_meta(MetaKind::Lock, name).await? {
-        None => Ok((None, LockState::unlocked(0))),
-        Some(meta) => {
-            let state = LockState::decode(&meta.body)
-                .map_err(|e| StorageError::Corrupt(format!("lock of {name:?}: {e}")))?;
-            Ok((Some(meta.version), state))
-        }
-    }
-}
-
-/// Applies `change` to the lock item of `name` by compare-and-swap,
-/// re-reading on conflict a bounded number of times.
-/// `known`: the lock item as this host last wrote it, if it did; tried
-/// first without reading (one request instead of two when nobody wrote it
-/// since — the compare-and-swap tells). Returns `change`'s output, the
-/// version written and the state written.
-async fn update_lock<T>(
-    backend: &dyn Backend,
-    clock: &Clock,
-    name: &DbName,
-    known: Option<(u64, LockState)>,
-    mut change: impl FnMut(LockState, u64) -> Result<(LockState, T), StorageError>,
-) -> Result<(T, u64, LockState), StorageError> {
-    let mut guess = known;
-    for _ in 0..LOCK_CAS_ATTEMPTS {
-        let guessed = guess.is_some();
-        let (version, state) = match guess.take() {
-            Some((version, state)) => (Some(version), state),
-            None => lock_state(backend, name).await?,
-        };
-        let (next, out) = match change(state, clock.now_ms()) {
-            Ok(changed) => changed,
-            // A refusal based on a guess is checked against the real item.
-            Err(_) if guessed => continue,
-            Err(e) => return Err(e),
-        };
-        let written = version.map_or(1, |v| v + 1);
-        let meta = Meta {
-            version: written,
-            body: next.encode(),
-        };
-        match backend
-            .put_meta(MetaKind::Lock, name, version, meta.clone())
-            .await
-        {
-            Ok(()) => return Ok((out, written, next)),
-            Err(PutMetaError::Conflict | PutMetaError::Fenced) => continue,
-            // The answer was lost: the item tells whether our write applied
-            // (then it is ours, and the lease is held), else try again.
-            Err(PutMetaError::Backend(e)) if !e.is_definite() => {
-                match backend.get_meta(MetaKind::Lock, name).await {
-                    Ok(Some(stored)) if stored == meta => return Ok((out, written, next)),
-                    Ok(_) => continue,
-                    Err(_) => return Err(e.into()),
-                }
-            }
-            Err(PutMetaError::Backend(e)) => return Err(e.into()),
-        }
-    }
-    Err(StorageError::Busy(format!(
-        "the lock of {name:?} is contended"
-    )))
-}
-
-/// Extends `lease` by its length from now; marks it ended if it was lost.
-async fn renew_lease(
-    backend: &dyn Backend,
-    clock: &Clock,
-    lease: &mut Lease,
-) -> Result<(), StorageError> {
-    if lease.ended {
-        return Err(StorageError::Busy(format!(
-            "the lease on {:?} was released or lost",
-            lease.name
-        )));
-    }
-    let (owner, token, lease_ms, name) = (lease.owner, lease.token, lease.lease_ms, &lease.name);
-    let known = Some((lease.lock_version, lease.state.clone()));
-    let result = update_lock(backend, clock, name, known, |mut state, now| {
-        let mine = state
-            .holders
-            .iter_mut()
-            .find(|h| h.owner == owner && h.expires_ms > now);
-        match mine {
-            Some(holder) if state.token >= token => {
-                holder.expires_ms = now + lease_ms as u64;
-                Ok((state, now + lease_ms as u64))
-            }
-            _ => Err(StorageError::Busy(format!(
-                "the lease on {name:?} was lost"
-            ))),
-        }
-    })
-    .await;
-    match result {
-        Ok((expires_ms, version, state)) => {
-            lease.expires_ms = expires_ms;
-            lease.lock_version = version;
-            lease.state = state;
-            Ok(())
-        }
-        Err(e) => {
-            if matches!(e, StorageError::Busy(_)) {
-                lease.ended = true;
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Renews `lease` every third of its length until it ends or the task is
-/// aborted (its handle dropped).
-async fn renew_in_background(
-    backend: Arc<dyn Backend>,
-    clock: Clock,
-    lease: SharedLease,
-    stats: Arc<StorageStats>,
-) {
-    loop {
-        let lease_ms = lease.lock().await.lease_ms;
-        tokio::time::sleep(std::time::Duration::from_millis(
-            (lease_ms / 3).max(1) as u64
-        ))
-        .await;
-        let mut held = lease.lock().await;
-        if held.ended {
-            return;
-        }
-        // A failed renewal (backend down) is retried next round; a lost
-        // lease ends the loop. Either way a commit re-checks the fence.
-        stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
-        if renew_lease(&*backend, &clock, &mut held).await.is_err() && held.ended {
-            return;
-        }
-    }
-}
-
 impl donut::storage::types::Host for StorageCtx {
     fn convert_error(&mut self, err: StorageError) -> wasmtime::Result<WitError> {
         Ok(match err {
@@ -867,7 +298,7 @@ impl donut::storage::types::Host for StorageCtx {
             StorageError::Corrupt(m) => WitError::Corrupt(m),
             StorageError::Unavailable(m) => WitError::Unavailable(m),
             StorageError::Invalid(m) => WitError::Invalid(m),
-            StorageError::Trap(e) => return Err(e),
+            StorageError::Trap(e) => return Err(wasmtime::Error::msg(e)),
         })
     }
 }
@@ -891,7 +322,7 @@ impl donut::storage::storage::Host for StorageCtx {
 impl donut::storage::storage::HostDatabase for StorageCtx {
     async fn open(&mut self, name: String) -> Result<Resource<DatabaseHandle>, StorageError> {
         let name = self.grant.check(&name)?;
-        Ok(self.table.push(DatabaseHandle { name, db_id: None })?)
+        self.table.push(DatabaseHandle { name, db_id: None })
     }
 
     async fn create(
@@ -900,17 +331,11 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         page_size: u32,
     ) -> Result<Resource<DatabaseHandle>, StorageError> {
         let name = self.grant.check(&name)?;
-        if !self.grant.may_create {
-            return Err(StorageError::Denied(format!(
-                "this instance may not create databases ({name:?})"
-            )));
-        }
-        self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
-        let root = create_database(&*self.backend, &name, page_size).await?;
-        Ok(self.table.push(DatabaseHandle {
+        let root = self.create_database(&name, page_size).await?;
+        self.table.push(DatabaseHandle {
             name,
             db_id: Some(root.db_id),
-        })?)
+        })
     }
 
     async fn name(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<String> {
@@ -1186,7 +611,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             _ => None,
         };
         self.leases.push(Arc::downgrade(&lease));
-        Ok(self.table.push(LockHandle { lease, renewer })?)
+        self.table.push(LockHandle { lease, renewer })
     }
 
     async fn newest_version_seen(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<u64> {
@@ -1274,6 +699,7 @@ mod tests {
     use super::donut::storage::storage::{HostDatabase, HostLock};
     use super::*;
     use crate::backend::memory::MemoryBackend;
+    use std::sync::atomic::AtomicU64;
 
     fn borrow<T: 'static>(r: &Resource<T>) -> Resource<T> {
         Resource::new_borrow(r.rep())

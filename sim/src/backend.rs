@@ -6,9 +6,7 @@
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use donut_host::MemoryBackend;
-use donut_host::backend::{
-    Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary,
-};
+use donut_host::backend::{Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +37,7 @@ pub enum Decision {
 }
 
 /// The `TransactionCanceledException` reasons the simulator gives, each as
-/// the DynamoDB backend reports it (`host/src/backend/dynamo.rs`).
+/// the DynamoDB backend reports it (`crates/store/src/backend/dynamo.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancellation {
     /// Another transaction on the same item: throttled.
@@ -239,7 +237,13 @@ impl SimBackend {
 }
 
 #[async_trait]
-impl Backend for SimBackend {
+impl Layer for SimBackend {
+    type Inner = MemoryBackend;
+
+    fn inner(&self) -> &MemoryBackend {
+        &self.store
+    }
+
     fn describe(&self) -> String {
         "simulated store".to_string()
     }
@@ -275,10 +279,6 @@ impl Backend for SimBackend {
         .await
     }
 
-    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
-        self.store.list_roots().await
-    }
-
     async fn get_sectors(
         &self,
         db: DbId,
@@ -311,22 +311,18 @@ impl Backend for SimBackend {
         }
     }
 
-    async fn summary(&self) -> Result<StoredSummary, BackendError> {
-        self.store.summary().await
-    }
-
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
         self.one_request && donut_host::backend::fits_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        if self.commits_in_one_request(commit.sectors, commit.fence.is_some()) {
+        if Layer::commits_in_one_request(self, commit.sectors, commit.fence.is_some()) {
             return self.swap_root(commit, meta).await;
         }
         // Two steps: a crash between them leaves sectors no root references
         // (harmless, content-addressed) and the old root in place.
         if !commit.sectors.is_empty() {
-            self.put_sectors(commit.db, commit.sectors).await?;
+            Layer::put_sectors(self, commit.db, commit.sectors).await?;
         }
         let mut root_only = commit;
         root_only.sectors = &[];

@@ -4,7 +4,7 @@ pub use aws_sdk_dynamodb::config::SharedInterceptor;
 use donut_format::DbName;
 use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::backend::{Backend, StoredSummary};
-use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio};
+use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio, StockSql};
 use donut_host::stats::{StatsSnapshot, StorageStats};
 use donut_host::storage::SectorCache;
 use donut_host::{Grant, LocalBackend, MemoryBackend, StorageCtx};
@@ -251,7 +251,8 @@ impl Harness {
         db: &str,
         sql: &str,
     ) -> Result<Outcome, donut_host::runtime::RunError> {
-        let args = ["exec", db, sql, "--format", "csv"];
+        let argv = csv_exec(db, sql);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.try_run_within(memory_limit_bytes, &components().sql, &args, "")
             .await
             .0
@@ -288,9 +289,9 @@ impl Harness {
 
     /// Runs SQL through the stock component (csv output).
     pub async fn sql(&self, db: &str, sql: &str) -> Outcome {
-        self.run_with(&components().sql, &["exec", db, sql, "--format", "csv"], "")
-            .await
-            .0
+        let argv = csv_exec(db, sql);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.run_with(&components().sql, &args, "").await.0
     }
 
     /// Runs SQL that must succeed; returns stdout.
@@ -314,8 +315,14 @@ impl Harness {
 
     /// Runs the stock shell with `script` on stdin.
     pub async fn shell(&self, db: &str, script: &str) -> (Outcome, StatsSnapshot) {
-        self.run_with(&components().sql, &["shell", db, "--format", "csv"], script)
-            .await
+        let argv = StockSql::Shell {
+            db,
+            format: "csv",
+            interactive: false,
+        }
+        .argv();
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        self.run_with(&components().sql, &args, script).await
     }
 
     pub async fn create(&self, db: &str) {
@@ -430,53 +437,11 @@ pub struct AmbiguousCommits<B> {
 }
 
 #[async_trait::async_trait]
-impl<B: Backend> Backend for AmbiguousCommits<B> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+impl<B: Backend> donut_host::backend::Layer for AmbiguousCommits<B> {
+    type Inner = B;
 
-    async fn get_meta(
-        &self,
-        kind: donut_host::backend::MetaKind,
-        name: &DbName,
-    ) -> Result<Option<donut_host::backend::Meta>, donut_host::backend::BackendError> {
-        self.inner.get_meta(kind, name).await
-    }
-
-    async fn put_meta(
-        &self,
-        kind: donut_host::backend::MetaKind,
-        name: &DbName,
-        expected: Option<u64>,
-        meta: donut_host::backend::Meta,
-    ) -> Result<(), donut_host::backend::PutMetaError> {
-        self.inner.put_meta(kind, name, expected, meta).await
-    }
-
-    async fn list_roots(
-        &self,
-    ) -> Result<Vec<(DbName, donut_host::backend::Meta)>, donut_host::backend::BackendError> {
-        self.inner.list_roots().await
-    }
-
-    async fn get_sectors(
-        &self,
-        db: donut_format::DbId,
-        hashes: &[donut_format::Hash],
-    ) -> Result<Vec<Option<Vec<u8>>>, donut_host::backend::BackendError> {
-        self.inner.get_sectors(db, hashes).await
-    }
-
-    async fn put_sectors(
-        &self,
-        db: donut_format::DbId,
-        sectors: &[(donut_format::Hash, Vec<u8>)],
-    ) -> Result<(), donut_host::backend::BackendError> {
-        self.inner.put_sectors(db, sectors).await
-    }
-
-    async fn summary(&self) -> Result<StoredSummary, donut_host::backend::BackendError> {
-        self.inner.summary().await
+    fn inner(&self) -> &B {
+        &self.inner
     }
 
     async fn commit(
@@ -498,4 +463,18 @@ impl<B: Backend> Backend for AmbiguousCommits<B> {
         }
         Ok(())
     }
+}
+
+/// The stock component's arguments (after its name) for `sql` with csv
+/// output: the contract lives in `donut_host::runtime::StockSql`.
+fn csv_exec(db: &str, sql: &str) -> Vec<String> {
+    let mut argv = StockSql::Exec {
+        db,
+        sql,
+        format: "csv",
+        params: &[],
+    }
+    .argv();
+    argv.remove(0);
+    argv
 }

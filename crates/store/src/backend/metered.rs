@@ -3,7 +3,7 @@
 //! billed, bytes), and [`Latency`] delays every call, modelling a remote
 //! store on top of the in-memory one.
 
-use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::BTreeMap;
@@ -124,9 +124,11 @@ impl<B: Backend> Metered<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Backend for Metered<B> {
-    fn describe(&self) -> String {
-        self.inner.describe()
+impl<B: Backend> super::Layer for Metered<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
     }
 
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
@@ -199,14 +201,6 @@ impl<B: Backend> Backend for Metered<B> {
         Ok(())
     }
 
-    async fn summary(&self) -> Result<StoredSummary, BackendError> {
-        self.inner.summary().await
-    }
-
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
-        self.inner.commits_in_one_request(sectors, fenced)
-    }
-
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let one_request = self
             .inner
@@ -215,7 +209,7 @@ impl<B: Backend> Backend for Metered<B> {
             return super::commit_in_two(self, commit, meta).await;
         };
         if !ahead.is_empty() {
-            self.put_sectors(commit.db, ahead).await?; // billed as BatchWriteItem
+            super::Layer::put_sectors(self, commit.db, ahead).await?; // billed as BatchWriteItem
         }
         let name = commit.name.as_str();
         // Transactional writes cost twice the write units, each on the
@@ -270,7 +264,13 @@ impl<B: Backend> Latency<B> {
 }
 
 #[async_trait]
-impl<B: Backend> Backend for Latency<B> {
+impl<B: Backend> super::Layer for Latency<B> {
+    type Inner = B;
+
+    fn inner(&self) -> &B {
+        &self.inner
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} (+{} ms a call)",
@@ -314,21 +314,18 @@ impl<B: Backend> Backend for Latency<B> {
         self.inner.put_sectors(db, sectors).await
     }
 
-    async fn summary(&self) -> Result<StoredSummary, BackendError> {
-        self.inner.summary().await
-    }
-
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
         self.one_request_commit && !sectors.is_empty() && super::fits_one_request(sectors, fenced)
     }
 
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        let one_request = self.commits_in_one_request(commit.sectors, commit.fence.is_some());
+        let one_request =
+            super::Layer::commits_in_one_request(self, commit.sectors, commit.fence.is_some());
         let Some((ahead, inside)) = super::transaction_plan(one_request, &commit) else {
             return super::commit_in_two(self, commit, meta).await;
         };
         if !ahead.is_empty() {
-            self.put_sectors(commit.db, ahead).await?;
+            super::Layer::put_sectors(self, commit.db, ahead).await?;
         }
         self.wait().await;
         let mut transaction = commit;

@@ -4,7 +4,7 @@
 //! lock; small, versioned, replaced by compare-and-swap) and *sectors*
 //! (immutable, content-addressed bytes, keyed by database id and hash). The
 //! format and the commit protocol live in `donut-format` and the guest; the
-//! storage layer (`crate::storage`) checks names, grants and hashes. So a new
+//! storage layer (`donut-host`'s `storage`, `crate::db`) checks names, grants and hashes. So a new
 //! backend implements only these few calls, and the simulator can attack
 //! exactly them.
 
@@ -240,6 +240,121 @@ pub fn fits_one_request(sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
     let distinct: std::collections::HashSet<&Hash> = sectors.iter().map(|s| &s.0).collect();
     distinct.len() + 1 + fenced as usize <= TRANSACTION_ACTIONS_MAX
         && sectors.iter().map(|s| s.1.len()).sum::<usize>() <= ONE_REQUEST_BYTES_MAX
+}
+
+/// A backend wrapped around another (billing, latency, fault injection):
+/// every call it does not override goes to [`Layer::inner`] unchanged, so
+/// a wrapper writes only what it changes. It is a [`Backend`] through the
+/// blanket impl below.
+#[async_trait]
+pub trait Layer: Send + Sync + 'static {
+    type Inner: Backend + ?Sized;
+
+    /// The backend underneath.
+    fn inner(&self) -> &Self::Inner;
+
+    fn describe(&self) -> String {
+        self.inner().describe()
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        self.inner().get_meta(kind, name).await
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.inner().put_meta(kind, name, expected, meta).await
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        self.inner().list_roots().await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        self.inner().get_sectors(db, hashes).await
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        self.inner().put_sectors(db, sectors).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        self.inner().summary().await
+    }
+
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        self.inner().commits_in_one_request(sectors, fenced)
+    }
+
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        self.inner().commit(commit, meta).await
+    }
+
+    async fn yield_point(&self, what: &str) {
+        self.inner().yield_point(what).await
+    }
+}
+
+#[async_trait]
+impl<L: Layer> Backend for L {
+    fn describe(&self) -> String {
+        Layer::describe(self)
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        Layer::get_meta(self, kind, name).await
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        Layer::put_meta(self, kind, name, expected, meta).await
+    }
+
+    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
+        Layer::list_roots(self).await
+    }
+
+    async fn get_sectors(
+        &self,
+        db: DbId,
+        hashes: &[Hash],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        Layer::get_sectors(self, db, hashes).await
+    }
+
+    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        Layer::put_sectors(self, db, sectors).await
+    }
+
+    async fn summary(&self) -> Result<StoredSummary, BackendError> {
+        Layer::summary(self).await
+    }
+
+    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
+        Layer::commits_in_one_request(self, sectors, fenced)
+    }
+
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        Layer::commit(self, commit, meta).await
+    }
+
+    async fn yield_point(&self, what: &str) {
+        Layer::yield_point(self, what).await
+    }
 }
 
 /// A shared backend is a backend, so wrappers compose over `Arc<dyn Backend>`.

@@ -3,7 +3,8 @@
 //! the host (no component), over any backend.
 
 use crate::backend::Backend;
-use crate::storage::{StorageError, Stored, new_root, read_root, read_stored, swap_root};
+use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
+use crate::error::StorageError;
 use donut_format::{
     Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, TreeRef,
     ZERO_HASH, hash, hash_hex, validate_page_size, verify,
@@ -149,8 +150,8 @@ pub async fn push(
         version: expected.map_or(base.version, |v| v + 1),
         page_size,
         page_count,
-        commit_ms: crate::storage::Clock::System.now_ms(),
-        txn_id: crate::storage::random_u64(),
+        commit_ms: crate::clock::Clock::System.now_ms(),
+        txn_id: crate::random_u64(),
         tree: update.tree,
         overlay: update.overlay,
         lease_required: false,

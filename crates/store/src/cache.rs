@@ -1,0 +1,56 @@
+//! The host-wide sector cache and version memory.
+
+use donut_format::lru::Lru;
+use donut_format::{DbId, Hash};
+use std::sync::Arc;
+
+/// Sectors shared by every instance a host runs, keyed by (database id,
+/// hash): verified once, never stale, bounded by bytes. Beside them, the
+/// newest root version of each database the host's instances have read or
+/// committed ([`Versions`]).
+pub struct SectorCache {
+    lru: std::sync::Mutex<SectorLru>,
+    /// The newest root versions the host's instances saw.
+    pub versions: Versions,
+}
+
+type SectorLru = Lru<(DbId, Hash), Arc<[u8]>>;
+
+impl SectorCache {
+    pub fn new(limit_bytes: usize) -> Arc<SectorCache> {
+        Arc::new(SectorCache {
+            lru: std::sync::Mutex::new(Lru::new(limit_bytes)),
+            versions: Versions::default(),
+        })
+    }
+
+    pub fn lru(&self) -> std::sync::MutexGuard<'_, SectorLru> {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Most databases whose newest version [`Versions`] remembers.
+const VERSIONS_MAX: usize = 100_000;
+
+/// The newest root version seen of each database (by id): lets a guest tell
+/// whether a root it read a moment ago is still the newest this host knows
+/// (`database.newest-version-seen`). Forgetting is safe: it only makes the
+/// guest read the root again.
+#[derive(Default)]
+pub struct Versions(std::sync::Mutex<std::collections::HashMap<DbId, u64>>);
+
+impl Versions {
+    pub fn saw(&self, db: DbId, version: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERSIONS_MAX && !map.contains_key(&db) {
+            map.clear();
+        }
+        let newest = map.entry(db).or_insert(0);
+        *newest = (*newest).max(version);
+    }
+
+    pub fn newest(&self, db: DbId) -> u64 {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&db).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,33 @@
+//! `donut-store`: where DonutDB's items live and the operations on them,
+//! with no WebAssembly runtime.
+//!
+//! - [`backend`]: the `Backend` trait and the memory, local and DynamoDB
+//!   backends, and the billing model (`metered`);
+//! - [`db`]: database operations on roots (read, create, swap, remove);
+//! - [`lease`]: leases on a database's lock item;
+//! - [`cache`]: the host-wide sector cache and version memory;
+//! - [`grant`], [`clock`]: which databases an instance may use, and time;
+//! - [`transfer`]: push and pull of SQLite files;
+//! - [`stats`]: request counters; [`error`]: the storage error.
+
+pub mod backend;
+pub mod cache;
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod grant;
+pub mod lease;
+pub mod stats;
+pub mod transfer;
+
+pub use backend::{Backend, local::LocalBackend, memory::MemoryBackend};
+pub use clock::Clock;
+pub use error::StorageError;
+pub use grant::Grant;
+
+/// 64 random bits from the OS (owner ids, transaction ids).
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    u64::from_le_bytes(bytes)
+}

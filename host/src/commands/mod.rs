@@ -1,0 +1,96 @@
+//! One file per `donut-host` command, each one entry point over library
+//! calls; [`Env`] is what a command runs with (the store, the runtime,
+//! the counters).
+
+pub mod create;
+pub mod create_table;
+pub mod ls;
+pub mod pull;
+pub mod push;
+pub mod rm;
+pub mod run;
+pub mod shell;
+pub mod sql;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use donut_format::DbName;
+use donut_host::backend::Backend;
+use donut_host::backend::dynamo::DynamoBackend;
+use donut_host::stats::StorageStats;
+use donut_host::{Call, Grant, Runtime, StorageCtx};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// How `sql` and `shell` print rows.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// What every command runs with.
+pub struct Env {
+    pub runtime: Runtime,
+    pub backend: Arc<dyn Backend>,
+    pub dynamo: Option<DynamoBackend>,
+    pub stats: Arc<StorageStats>,
+    pub memory_limit_bytes: usize,
+    pub time_limit: Option<std::time::Duration>,
+}
+
+impl Env {
+    pub fn storage(&self, grant: Grant) -> StorageCtx {
+        StorageCtx::new(self.backend.clone(), grant).with_stats(self.stats.clone())
+    }
+
+    /// Runs `program` with `args` (program name first) under `grant`;
+    /// returns its exit code.
+    pub async fn run(
+        &self,
+        program: &donut_host::Program,
+        args: Vec<String>,
+        grant: Grant,
+    ) -> Result<i32> {
+        let mut call = Call::new(args, self.storage(grant));
+        call.memory_limit_bytes = self.memory_limit_bytes;
+        call.time_limit = self.time_limit;
+        let outcome = self.runtime.run(program, call).await?;
+        Ok(outcome.exit_code)
+    }
+}
+
+pub fn db_name(name: &str) -> Result<DbName> {
+    DbName::new(name).with_context(|| format!("illegal database name {name:?}"))
+}
+
+/// Prints `push`/`pull` progress on a terminal, in whole percents.
+pub fn progress_printer(verb: &'static str, name: String) -> impl FnMut(u64, u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = u64::MAX;
+    move |done, total| {
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        if tty && percent != last {
+            last = percent;
+            eprint!(
+                "\r{verb} {name}: {:.1} / {:.1} MiB ({percent}%)",
+                done as f64 / 1048576.0,
+                total as f64 / 1048576.0
+            );
+            if done >= total {
+                eprintln!();
+            }
+        }
+    }
+}

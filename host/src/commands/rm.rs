@@ -1,0 +1,17 @@
+//! `donut-host rm DB`: removes a database atomically.
+
+use super::{Env, db_name};
+use anyhow::Result;
+use donut_store::db::remove_database;
+
+#[derive(clap::Args)]
+pub struct Args {
+    db: String,
+}
+
+pub async fn run(env: &Env, args: Args) -> Result<i32> {
+    let name = db_name(&args.db)?;
+    remove_database(&*env.backend, &name).await?;
+    eprintln!("removed {name:?}");
+    Ok(0)
+}
