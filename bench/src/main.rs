@@ -16,8 +16,9 @@ use anyhow::{Context, Result, bail};
 use donut_host::backend::Backend;
 use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::backend::memory::MemoryBackend;
-use donut_host::backend::metered::{Latency, Meter, Metered};
+use donut_host::backend::metered::{Latency, Metered};
 use donut_host::runtime::{Call, Program, Runtime, RuntimeOptions, Stdio};
+use donut_host::stats::RequestStats;
 use donut_host::stats::{StatsSnapshot, StorageStats};
 use donut_host::storage::SectorCache;
 use donut_host::{Grant, StorageCtx};
@@ -87,20 +88,11 @@ impl Store {
         }
     }
 
-    fn meter(&self) -> Meter {
+    fn meter(&self) -> RequestStats {
         match self {
             Store::Memory(m) => m.meter(),
-            Store::Plain(_) => Meter::default(),
-            Store::Dynamo(d, _) => {
-                let s = d.stats();
-                Meter {
-                    requests: s.requests,
-                    read_capacity_units: s.read_capacity_units,
-                    write_capacity_units: s.write_capacity_units,
-                    bytes_read: s.bytes_read,
-                    bytes_written: s.bytes_written,
-                }
-            }
+            Store::Plain(_) => RequestStats::default(),
+            Store::Dynamo(d, _) => d.stats(),
         }
     }
 }
@@ -231,7 +223,7 @@ struct Row {
     name: String,
     ops: u64,
     stats: StatsSnapshot,
-    meter: Meter,
+    meter: RequestStats,
     latencies_us: Vec<u64>,
     wall: Duration,
     note: String,
@@ -440,7 +432,7 @@ async fn main() -> Result<()> {
             name: name.into(),
             ops,
             stats: StatsSnapshot::default(),
-            meter: Meter::default(),
+            meter: RequestStats::default(),
             latencies_us: Vec::new(),
             wall: Duration::ZERO,
             note: "includes open".into(),

@@ -11,3 +11,18 @@ pub const PUT_CALL_BYTES_MAX: usize = 64 << 20;
 pub const SECTOR_BYTES_MAX: usize = 390 * 1024;
 /// Longest lease a guest may ask for.
 pub const LEASE_MS_MAX: u32 = 10 * 60 * 1000;
+
+/// Most actions one DynamoDB `TransactWriteItems` takes: a one-request
+/// commit's sector puts, its root put and its fence's condition check all
+/// count.
+pub const TRANSACTION_ACTIONS_MAX: usize = 100;
+/// Most sectors a one-request commit carries: every action but the root
+/// put (and the fence's check, for a fenced commit: 98). The guest sends a
+/// commit this small in the `commit-root` call itself.
+pub const ONE_REQUEST_SECTORS_MAX: usize = TRANSACTION_ACTIONS_MAX - 1;
+/// Most sector bytes a one-request commit carries (`TransactWriteItems`:
+/// 4 MB, with room for keys and the root).
+pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;
+/// Largest item a backend stores (DynamoDB's item size limit); every
+/// backend holds to it, so a store can move between them.
+pub const ITEM_BYTES_MAX: usize = 400 * 1024;

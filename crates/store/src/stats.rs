@@ -5,66 +5,70 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Default)]
-pub struct StorageStats {
-    pub read_root: AtomicU64,
+/// Declares every counter once: the live [`StorageStats`] (atomics the
+/// host bumps), its [`StatsSnapshot`] (plain numbers), and the arithmetic
+/// between snapshots.
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of one instance's storage calls, or of several
+        /// that share them.
+        #[derive(Debug, Default)]
+        pub struct StorageStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`StorageStats`] at one moment; subtract two to get a
+        /// delta.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl StorageStats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Field-by-field sum, for adding up several calls.
+            pub fn plus(&self, other: &StatsSnapshot) -> StatsSnapshot {
+                StatsSnapshot {
+                    $($name: self.$name + other.$name,)*
+                }
+            }
+
+            pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+                StatsSnapshot {
+                    $($name: self.$name - earlier.$name,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    read_root,
     /// Root compare-and-swaps attempted (including database creation).
-    pub commit_root: AtomicU64,
-    pub commit_conflicts: AtomicU64,
+    commit_root,
+    commit_conflicts,
     /// Root swaps that waited first because the one before went unanswered.
-    pub commit_backoffs: AtomicU64,
+    commit_backoffs,
     /// Calls that reached the backend (all-cached calls are not counted).
-    pub get_sectors_calls: AtomicU64,
-    pub get_sectors_items: AtomicU64,
-    pub get_sectors_bytes: AtomicU64,
+    get_sectors_calls,
+    get_sectors_items,
+    get_sectors_bytes,
     /// Sectors served by the host's shared cache.
-    pub sector_cache_hits: AtomicU64,
-    pub put_sectors_calls: AtomicU64,
-    pub put_sectors_items: AtomicU64,
-    pub put_sectors_bytes: AtomicU64,
-    pub lock_calls: AtomicU64,
+    sector_cache_hits,
+    put_sectors_calls,
+    put_sectors_items,
+    put_sectors_bytes,
+    lock_calls,
     /// Leases renewed by the host (in the background or on a call), not
     /// counted as the guest's round trips.
-    pub lease_renewals: AtomicU64,
-}
-
-/// A copy of [`StorageStats`] at one moment; subtract two to get a delta.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub read_root: u64,
-    pub commit_root: u64,
-    pub commit_conflicts: u64,
-    pub commit_backoffs: u64,
-    pub get_sectors_calls: u64,
-    pub get_sectors_items: u64,
-    pub get_sectors_bytes: u64,
-    pub sector_cache_hits: u64,
-    pub put_sectors_calls: u64,
-    pub put_sectors_items: u64,
-    pub put_sectors_bytes: u64,
-    pub lock_calls: u64,
-    pub lease_renewals: u64,
-}
-
-impl StorageStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            read_root: get(&self.read_root),
-            commit_root: get(&self.commit_root),
-            commit_conflicts: get(&self.commit_conflicts),
-            commit_backoffs: get(&self.commit_backoffs),
-            get_sectors_calls: get(&self.get_sectors_calls),
-            get_sectors_items: get(&self.get_sectors_items),
-            get_sectors_bytes: get(&self.get_sectors_bytes),
-            sector_cache_hits: get(&self.sector_cache_hits),
-            put_sectors_calls: get(&self.put_sectors_calls),
-            put_sectors_items: get(&self.put_sectors_items),
-            put_sectors_bytes: get(&self.put_sectors_bytes),
-            lock_calls: get(&self.lock_calls),
-            lease_renewals: get(&self.lease_renewals),
-        }
-    }
+    lease_renewals,
 }
 
 impl StatsSnapshot {
@@ -75,43 +79,6 @@ impl StatsSnapshot {
             + self.get_sectors_calls
             + self.put_sectors_calls
             + self.lock_calls
-    }
-
-    /// Field-by-field sum, for adding up several calls.
-    pub fn plus(&self, other: &StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            read_root: self.read_root + other.read_root,
-            commit_root: self.commit_root + other.commit_root,
-            commit_conflicts: self.commit_conflicts + other.commit_conflicts,
-            commit_backoffs: self.commit_backoffs + other.commit_backoffs,
-            get_sectors_calls: self.get_sectors_calls + other.get_sectors_calls,
-            get_sectors_items: self.get_sectors_items + other.get_sectors_items,
-            get_sectors_bytes: self.get_sectors_bytes + other.get_sectors_bytes,
-            sector_cache_hits: self.sector_cache_hits + other.sector_cache_hits,
-            put_sectors_calls: self.put_sectors_calls + other.put_sectors_calls,
-            put_sectors_items: self.put_sectors_items + other.put_sectors_items,
-            put_sectors_bytes: self.put_sectors_bytes + other.put_sectors_bytes,
-            lock_calls: self.lock_calls + other.lock_calls,
-            lease_renewals: self.lease_renewals + other.lease_renewals,
-        }
-    }
-
-    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            read_root: self.read_root - earlier.read_root,
-            commit_root: self.commit_root - earlier.commit_root,
-            commit_conflicts: self.commit_conflicts - earlier.commit_conflicts,
-            commit_backoffs: self.commit_backoffs - earlier.commit_backoffs,
-            get_sectors_calls: self.get_sectors_calls - earlier.get_sectors_calls,
-            get_sectors_items: self.get_sectors_items - earlier.get_sectors_items,
-            get_sectors_bytes: self.get_sectors_bytes - earlier.get_sectors_bytes,
-            sector_cache_hits: self.sector_cache_hits - earlier.sector_cache_hits,
-            put_sectors_calls: self.put_sectors_calls - earlier.put_sectors_calls,
-            put_sectors_items: self.put_sectors_items - earlier.put_sectors_items,
-            put_sectors_bytes: self.put_sectors_bytes - earlier.put_sectors_bytes,
-            lock_calls: self.lock_calls - earlier.lock_calls,
-            lease_renewals: self.lease_renewals - earlier.lease_renewals,
-        }
     }
 }
 
@@ -138,5 +105,78 @@ impl fmt::Display for StatsSnapshot {
             self.put_sectors_calls, self.put_sectors_items, self.put_sectors_bytes
         )?;
         write!(f, "  lock:        {}", self.lock_calls)
+    }
+}
+
+/// Requests by operation, capacity units and bytes, as DynamoDB bills
+/// them: what the DynamoDB backend's answers reported (`--stats`), or what
+/// the billing model (`Metered`) computed. One type for both.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RequestStats {
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    pub read_capacity_units: f64,
+    pub write_capacity_units: f64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Unprocessed keys or items that had to be sent again.
+    pub unprocessed_retries: u64,
+    /// Attempts the SDK sent, by operation: its own re-sends (throttling,
+    /// a lost answer) included. AWS counts and bills each.
+    pub attempts: std::collections::BTreeMap<String, u64>,
+}
+
+impl fmt::Display for RequestStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.requests.values().sum();
+        writeln!(f, "DynamoDB requests: {total}")?;
+        for (op, n) in &self.requests {
+            writeln!(f, "  {op:<15} {n}")?;
+        }
+        writeln!(
+            f,
+            "  capacity:       {:.1} RCU, {:.1} WCU",
+            self.read_capacity_units, self.write_capacity_units
+        )?;
+        writeln!(
+            f,
+            "  bytes:          {} read, {} written",
+            self.bytes_read, self.bytes_written
+        )?;
+        writeln!(f, "  unprocessed:    {} re-sent", self.unprocessed_retries)?;
+        let attempts: u64 = self.attempts.values().sum();
+        write!(
+            f,
+            "  SDK attempts:   {attempts} ({} re-sent by the SDK)",
+            attempts.saturating_sub(total)
+        )
+    }
+}
+
+impl RequestStats {
+    pub fn total_requests(&self) -> u64 {
+        self.requests.values().sum()
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(&self, earlier: &RequestStats) -> RequestStats {
+        let mut requests = self.requests.clone();
+        for (op, n) in &earlier.requests {
+            *requests.entry(op).or_default() -= n;
+        }
+        requests.retain(|_, n| *n > 0);
+        let mut attempts = self.attempts.clone();
+        for (op, n) in &earlier.attempts {
+            *attempts.entry(op.clone()).or_default() -= n;
+        }
+        attempts.retain(|_, n| *n > 0);
+        RequestStats {
+            requests,
+            read_capacity_units: self.read_capacity_units - earlier.read_capacity_units,
+            write_capacity_units: self.write_capacity_units - earlier.write_capacity_units,
+            bytes_read: self.bytes_read - earlier.bytes_read,
+            bytes_written: self.bytes_written - earlier.bytes_written,
+            unprocessed_retries: self.unprocessed_retries - earlier.unprocessed_retries,
+            attempts,
+        }
     }
 }

@@ -27,10 +27,11 @@ use std::sync::Arc;
 /// Most bytes one `put-sectors` call carries; a larger commit is sent in
 /// several calls (all before the root swap).
 const PUT_CALL_BYTES: usize = 8 << 20;
-/// A commit whose sectors fit these goes out in the `commit-root` call
-/// itself (the host's one-request limits: 99 sectors, 3 MiB).
-const ONE_CALL_SECTORS: usize = 99;
-const ONE_CALL_BYTES: usize = 3 << 20;
+/// A commit whose sectors fit the one-request limits goes out in the
+/// `commit-root` call itself.
+use donut_format::limits::{
+    ONE_REQUEST_BYTES_MAX as ONE_CALL_BYTES, ONE_REQUEST_SECTORS_MAX as ONE_CALL_SECTORS,
+};
 
 /// A failed VFS operation: the SQLite result code, and the words for
 /// [`crate::last_storage_error`].

@@ -9,9 +9,13 @@
 //!   eventually consistent and a miss is re-read strongly consistent;
 //! - sector bytes are zstd-compressed when that makes them smaller (codec
 //!   attribute `c`); the storage layer verifies hashes over the plain bytes;
-//! - every request asks for consumed capacity; [`DynamoStats`] adds it up.
+//! - every request asks for consumed capacity; [`RequestStats`] adds it up.
 
-use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{
+    BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, Meta, MetaKind, PutMetaError,
+    StoredSummary,
+};
+use crate::stats::RequestStats;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
@@ -43,15 +47,10 @@ const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 const ZSTD_LEVEL: i32 = 3;
 
-/// DynamoDB's per-request limits.
-const BATCH_GET_MAX: usize = 100;
-const BATCH_WRITE_MAX: usize = 25;
 /// Requests of one batch call in flight at once.
 const REQUESTS_IN_FLIGHT: usize = 16;
 /// How long unprocessed keys/items are retried before `throttled`.
 const UNPROCESSED_DEADLINE: Duration = Duration::from_secs(30);
-/// Largest plain sector accepted on read (decompression bound).
-const SECTOR_PLAIN_MAX: usize = 400 * 1024;
 
 /// Where and how to reach the table.
 #[derive(Clone, Debug, Default)]
@@ -75,48 +74,6 @@ pub struct DynamoOptions {
     /// writer wins and a transaction's items may replicate apart, so the
     /// root's compare-and-swap holds only within one Region.
     pub single_writer_region: bool,
-}
-
-/// Requests, capacity and bytes, as DynamoDB billed them.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct DynamoStats {
-    pub requests: std::collections::BTreeMap<&'static str, u64>,
-    pub read_capacity_units: f64,
-    pub write_capacity_units: f64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    /// Unprocessed keys or items that had to be sent again.
-    pub unprocessed_retries: u64,
-    /// Attempts the SDK sent, by operation: its own re-sends (throttling,
-    /// a lost answer) included. AWS counts and bills each.
-    pub attempts: std::collections::BTreeMap<String, u64>,
-}
-
-impl fmt::Display for DynamoStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total: u64 = self.requests.values().sum();
-        writeln!(f, "DynamoDB requests: {total}")?;
-        for (op, n) in &self.requests {
-            writeln!(f, "  {op:<15} {n}")?;
-        }
-        writeln!(
-            f,
-            "  capacity:       {:.1} RCU, {:.1} WCU",
-            self.read_capacity_units, self.write_capacity_units
-        )?;
-        writeln!(
-            f,
-            "  bytes:          {} read, {} written",
-            self.bytes_read, self.bytes_written
-        )?;
-        writeln!(f, "  unprocessed:    {} re-sent", self.unprocessed_retries)?;
-        let attempts: u64 = self.attempts.values().sum();
-        write!(
-            f,
-            "  SDK attempts:   {attempts} ({} re-sent by the SDK)",
-            attempts.saturating_sub(total)
-        )
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +112,7 @@ pub struct DynamoBackend {
     table: String,
     where_: String,
     one_request_commit: bool,
-    stats: Arc<Mutex<DynamoStats>>,
+    stats: Arc<Mutex<RequestStats>>,
 }
 
 fn is_loopback(endpoint: &str) -> bool {
@@ -385,7 +342,7 @@ fn decode_sector(
     let body = blob(item, ATTR_BODY).ok_or_else(|| corrupt("no body"))?;
     match number(item, ATTR_CODEC).unwrap_or(CODEC_RAW as u64) {
         c if c == CODEC_RAW as u64 => Ok(body.to_vec()),
-        c if c == CODEC_ZSTD as u64 => zstd::bulk::decompress(body, SECTOR_PLAIN_MAX)
+        c if c == CODEC_ZSTD as u64 => zstd::bulk::decompress(body, super::ITEM_BYTES_MAX)
             .map_err(|e| corrupt(&format!("zstd: {e}"))),
         c => Err(corrupt(&format!("unknown codec {c}"))),
     }
@@ -397,7 +354,7 @@ impl DynamoBackend {
         options: &DynamoOptions,
         interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
     ) -> Result<DynamoBackend, ConnectError> {
-        let stats = Arc::new(Mutex::new(DynamoStats::default()));
+        let stats = Arc::new(Mutex::new(RequestStats::default()));
         let mut interceptors = interceptors;
         interceptors.push(aws_sdk_dynamodb::config::SharedInterceptor::new(
             AttemptCounter {
@@ -488,7 +445,7 @@ impl DynamoBackend {
         &self.client
     }
 
-    pub fn stats(&self) -> DynamoStats {
+    pub fn stats(&self) -> RequestStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -789,10 +746,10 @@ fn item_bytes(item: &Item) -> usize {
         .sum()
 }
 
-/// Counts every attempt the SDK sends, by operation (`DynamoStats::attempts`).
+/// Counts every attempt the SDK sends, by operation (`RequestStats::attempts`).
 #[derive(Debug)]
 struct AttemptCounter {
-    stats: Arc<Mutex<DynamoStats>>,
+    stats: Arc<Mutex<RequestStats>>,
 }
 
 impl aws_sdk_dynamodb::config::Intercept for AttemptCounter {

@@ -10,7 +10,10 @@
 //!   immutable; an in-memory index of them is built at open and refreshed
 //!   when a sector is missing (another process may have written it).
 
-use super::{Backend, BackendError, Commit, Fence, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{
+    Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, Meta, MetaKind, PutMetaError,
+    StoredSummary,
+};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, HASH_LEN, Hash, hash, hash_hex};
 use std::collections::{HashMap, HashSet};
@@ -25,8 +28,6 @@ const MARKER: &str = "donutdb local store v1\n";
 const PACK_MAGIC: &[u8; 8] = b"DNTPACK1";
 const META_MAGIC: &[u8; 8] = b"DNTMETA1";
 const RECORD_HEADER_LEN: usize = 16 + HASH_LEN + 4;
-/// Largest sector the local store accepts (DynamoDB's item limit).
-pub const SECTOR_MAX_BYTES: usize = 400 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenLocalError {
@@ -293,9 +294,9 @@ impl Inner {
         );
         pack.extend_from_slice(PACK_MAGIC);
         for (sector_hash, bytes) in &new {
-            if bytes.len() > SECTOR_MAX_BYTES {
+            if bytes.len() > ITEM_BYTES_MAX {
                 return Err(BackendError::TooLarge(format!(
-                    "sector {} is {} bytes; the limit is {SECTOR_MAX_BYTES}",
+                    "sector {} is {} bytes; the limit is {ITEM_BYTES_MAX}",
                     hash_hex(sector_hash),
                     bytes.len()
                 )));

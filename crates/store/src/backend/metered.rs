@@ -3,16 +3,15 @@
 //! billed, bytes), and [`Latency`] delays every call, modelling a remote
 //! store on top of the in-memory one.
 
-use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError};
+use super::{
+    BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, Meta, MetaKind, PutMetaError,
+};
+use crate::stats::RequestStats;
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// DynamoDB's request limits, as the DynamoDB backend batches.
-const BATCH_GET_MAX: usize = 100;
-const BATCH_WRITE_MAX: usize = 25;
 /// Bytes of key and attribute names a sector item carries besides its body
 /// (`hash_key` "s/<32 hex>/<64 hex>", `range_key`, `c`, `b`).
 const SECTOR_ITEM_OVERHEAD: usize = 8 + 99 + 9 + 1 + 1 + 1 + 1;
@@ -20,36 +19,6 @@ const SECTOR_ITEM_OVERHEAD: usize = 8 + 99 + 9 + 1 + 1 + 1 + 1;
 const META_ITEM_OVERHEAD: usize = 8 + 2 + 9 + 1 + 8 + 1;
 
 /// What a workload cost, as DynamoDB would bill it.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Meter {
-    pub requests: BTreeMap<&'static str, u64>,
-    pub read_capacity_units: f64,
-    pub write_capacity_units: f64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-}
-
-impl Meter {
-    pub fn total_requests(&self) -> u64 {
-        self.requests.values().sum()
-    }
-
-    pub fn since(&self, earlier: &Meter) -> Meter {
-        let mut requests = self.requests.clone();
-        for (op, n) in &earlier.requests {
-            *requests.entry(op).or_default() -= n;
-        }
-        requests.retain(|_, n| *n > 0);
-        Meter {
-            requests,
-            read_capacity_units: self.read_capacity_units - earlier.read_capacity_units,
-            write_capacity_units: self.write_capacity_units - earlier.write_capacity_units,
-            bytes_read: self.bytes_read - earlier.bytes_read,
-            bytes_written: self.bytes_written - earlier.bytes_written,
-        }
-    }
-}
-
 /// Read units: 4 KB each, halved for eventually consistent reads.
 fn read_units(item_bytes: usize, consistent: bool) -> f64 {
     let units = item_bytes.div_ceil(4096).max(1) as f64;
@@ -74,7 +43,7 @@ fn stored_len(bytes: &[u8]) -> usize {
 /// TransactWriteItems (twice the write units), as DynamoDB bills it.
 pub struct Metered<B> {
     inner: B,
-    meter: Arc<Mutex<Meter>>,
+    meter: Arc<Mutex<RequestStats>>,
     /// The size of each meta item as last seen (read or written): DynamoDB
     /// bills a put on the larger of the item it replaces and the new one.
     meta_sizes: Mutex<std::collections::HashMap<(MetaKind, String), usize>>,
@@ -84,7 +53,7 @@ impl<B: Backend> Metered<B> {
     pub fn new(inner: B) -> Self {
         Metered {
             inner,
-            meter: Arc::new(Mutex::new(Meter::default())),
+            meter: Arc::new(Mutex::new(RequestStats::default())),
             meta_sizes: Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -101,7 +70,7 @@ impl<B: Backend> Metered<B> {
         old
     }
 
-    pub fn meter(&self) -> Meter {
+    pub fn meter(&self) -> RequestStats {
         self.meter.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

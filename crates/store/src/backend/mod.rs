@@ -223,16 +223,13 @@ pub fn transaction_plan<'a>(
     }
 }
 
-/// Most actions one TransactWriteItems takes (DynamoDB's limit): a
-/// one-request commit's sector puts, its root put and its fence's
-/// condition check all count.
-pub const TRANSACTION_ACTIONS_MAX: usize = 100;
-/// Most sectors a one-request commit carries: every action but the root
-/// put (and the fence's check, for a fenced commit: 98).
-pub const ONE_REQUEST_SECTORS_MAX: usize = TRANSACTION_ACTIONS_MAX - 1;
-/// Most bytes a one-request commit carries (TransactWriteItems: 4 MB, with
-/// room for keys).
-pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;
+pub use donut_format::limits::{
+    ITEM_BYTES_MAX, ONE_REQUEST_BYTES_MAX, ONE_REQUEST_SECTORS_MAX, TRANSACTION_ACTIONS_MAX,
+};
+/// Most keys one DynamoDB `BatchGetItem` request takes.
+pub const BATCH_GET_MAX: usize = 100;
+/// Most items one DynamoDB `BatchWriteItem` request takes.
+pub const BATCH_WRITE_MAX: usize = 25;
 
 /// Does a commit of `sectors` (fenced or not) fit in one request? Counts
 /// distinct sectors: a transaction writes each key once.
@@ -358,56 +355,11 @@ impl<L: Layer> Backend for L {
 }
 
 /// A shared backend is a backend, so wrappers compose over `Arc<dyn Backend>`.
-#[async_trait]
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
+impl<B: Backend + ?Sized> Layer for std::sync::Arc<B> {
+    type Inner = B;
 
-    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
-        (**self).get_meta(kind, name).await
-    }
-
-    async fn put_meta(
-        &self,
-        kind: MetaKind,
-        name: &DbName,
-        expected: Option<u64>,
-        meta: Meta,
-    ) -> Result<(), PutMetaError> {
-        (**self).put_meta(kind, name, expected, meta).await
-    }
-
-    async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
-        (**self).list_roots().await
-    }
-
-    async fn get_sectors(
-        &self,
-        db: DbId,
-        hashes: &[Hash],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        (**self).get_sectors(db, hashes).await
-    }
-
-    async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
-        (**self).put_sectors(db, sectors).await
-    }
-
-    async fn summary(&self) -> Result<StoredSummary, BackendError> {
-        (**self).summary().await
-    }
-
-    fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
-        (**self).commits_in_one_request(sectors, fenced)
-    }
-
-    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        (**self).commit(commit, meta).await
-    }
-
-    async fn yield_point(&self, what: &str) {
-        (**self).yield_point(what).await
+    fn inner(&self) -> &B {
+        self
     }
 }
 
