@@ -667,7 +667,9 @@ impl donut::storage::storage::HostLock for StorageCtx {
     }
 
     async fn remaining_ms(&mut self, lock: Resource<LockHandle>) -> wasmtime::Result<u64> {
-        self.backend.yield_point("lease check").await;
+        self.backend
+            .yield_point(donut_store::backend::YieldPoint::LeaseCheck)
+            .await;
         self.renew_due_leases().await;
         let lease = self.table.get(&lock)?.lease.clone();
         let held = lease.lock().await;

@@ -6,7 +6,9 @@
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use donut_host::MemoryBackend;
-use donut_host::backend::{Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError};
+use donut_host::backend::{
+    Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError, YieldPoint,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -75,11 +77,77 @@ pub enum StoreBug {
     UnconditionalCommit,
 }
 
+/// What kind of storage call waits for its turn: which faults the
+/// scheduler may give it depends on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// A read (root, lock, sectors).
+    Read,
+    /// A conditional write of a meta item (a lock, or a root by itself).
+    MetaWrite,
+    /// A batch of sectors.
+    SectorWrite,
+    /// A commit's root swap, with its sectors if it carries any, fenced by
+    /// a lease or not.
+    RootSwap { fenced: bool, sectors: bool },
+    /// A lease check that needs no request (`Backend::yield_point`).
+    LeaseCheck,
+}
+
+/// A storage call as the scheduler sees it: its kind, and words for the
+/// trace ("swap root v27").
+#[derive(Debug, Clone)]
+pub struct StorageCall {
+    pub kind: CallKind,
+    pub what: String,
+}
+
+impl StorageCall {
+    pub fn new(kind: CallKind, what: String) -> StorageCall {
+        StorageCall { kind, what }
+    }
+
+    /// Changes the store (so it can apply and then lose its answer).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self.kind,
+            CallKind::MetaWrite | CallKind::SectorWrite | CallKind::RootSwap { .. }
+        )
+    }
+
+    /// Writes sectors (so it can apply in part).
+    pub fn writes_sectors(&self) -> bool {
+        matches!(
+            self.kind,
+            CallKind::SectorWrite | CallKind::RootSwap { sectors: true, .. }
+        )
+    }
+
+    /// A commit's root swap (so it can be cancelled as a transaction).
+    pub fn swaps_root(&self) -> bool {
+        matches!(self.kind, CallKind::RootSwap { .. })
+    }
+
+    /// Depends on a lease still being held when it runs.
+    pub fn lease_bound(&self) -> bool {
+        matches!(
+            self.kind,
+            CallKind::RootSwap { fenced: true, .. } | CallKind::LeaseCheck
+        )
+    }
+}
+
+impl std::fmt::Display for StorageCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
 /// The scheduler's side of the boundary, shared by every client's backend.
 #[derive(Default)]
 pub struct Turns {
     /// Calls waiting for their turn: client → what it asks.
-    pub pending: BTreeMap<usize, String>,
+    pub pending: BTreeMap<usize, StorageCall>,
     /// Decisions handed out, not yet picked up.
     pub granted: BTreeMap<usize, Decision>,
     /// Clients whose guest must die now (KillAfter happened).
@@ -96,7 +164,7 @@ pub fn lock(turns: &SharedTurns) -> MutexGuard<'_, Turns> {
 struct Turn {
     turns: SharedTurns,
     client: usize,
-    op: Option<String>,
+    op: Option<StorageCall>,
 }
 
 impl Future for Turn {
@@ -137,7 +205,7 @@ pub struct SimBackend {
 }
 
 impl SimBackend {
-    async fn turn(&self, op: String) -> Decision {
+    async fn turn(&self, op: StorageCall) -> Decision {
         Turn {
             turns: self.turns.clone(),
             client: self.client,
@@ -167,7 +235,10 @@ impl SimBackend {
         what: String,
         read: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        match self.turn(what.clone()).await {
+        match self
+            .turn(StorageCall::new(CallKind::Read, what.clone()))
+            .await
+        {
             Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
             Decision::FailBefore | Decision::FailAfter | Decision::Partial => {
                 Err(Self::unavailable(&what))
@@ -181,10 +252,11 @@ impl SimBackend {
     /// applied with its reply lost, or applied and then its guest killed.
     async fn write(
         &self,
-        what: String,
+        call: StorageCall,
         apply: impl Future<Output = Result<(), PutMetaError>>,
     ) -> Result<(), PutMetaError> {
-        match self.turn(what.clone()).await {
+        let what = call.what.clone();
+        match self.turn(call).await {
             Decision::Throttle => Err(Self::throttled(&what).into()),
             Decision::Cancel(reason) => Err(reason.error(&what).into()),
             Decision::FailBefore => Err(Self::unavailable(&what).into()),
@@ -222,12 +294,16 @@ impl SimBackend {
         } else {
             format!("commit v{} +{} sectors", meta.version, commit.sectors.len())
         };
+        let kind = CallKind::RootSwap {
+            fenced: commit.fence.is_some(),
+            sectors: !commit.sectors.is_empty(),
+        };
         let what = if commit.fence.is_some() {
             format!("{what} fenced")
         } else {
             what
         };
-        self.write(what, async move {
+        self.write(StorageCall::new(kind, what), async move {
             let mut commit = commit;
             commit.expected = self.expected_root(commit.name, commit.expected).await;
             self.store.commit(commit, meta).await
@@ -248,10 +324,11 @@ impl Layer for SimBackend {
         "simulated store".to_string()
     }
 
-    async fn yield_point(&self, what: &str) {
+    async fn yield_point(&self, point: YieldPoint) {
         // Other clients may run here (a lease may lapse meanwhile); of the
         // faults, only a kill means anything without a request.
-        if self.turn(what.to_string()).await == Decision::KillAfter {
+        let call = StorageCall::new(CallKind::LeaseCheck, point.as_str().to_string());
+        if self.turn(call).await == Decision::KillAfter {
             self.die::<()>().await
         }
     }
@@ -269,7 +346,7 @@ impl Layer for SimBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let what = format!("put {} v{}", kind.as_str(), meta.version);
-        self.write(what, async {
+        self.write(StorageCall::new(CallKind::MetaWrite, what), async {
             let expected = match kind {
                 MetaKind::Root => self.expected_root(name, expected).await,
                 MetaKind::Lock => expected,
@@ -290,7 +367,10 @@ impl Layer for SimBackend {
 
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         let what = format!("put {} sectors", sectors.len());
-        match self.turn(what.clone()).await {
+        match self
+            .turn(StorageCall::new(CallKind::SectorWrite, what.clone()))
+            .await
+        {
             Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
             Decision::FailBefore => Err(Self::unavailable(&what)),
             Decision::Proceed => self.store.put_sectors(db, sectors).await,

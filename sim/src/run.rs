@@ -5,7 +5,9 @@
 //! faults, time, the guests' randomness — comes from the seed.
 
 use crate::Rng;
-use crate::backend::{Cancellation, Decision, SharedTurns, SimBackend, StoreBug, lock};
+use crate::backend::{
+    Cancellation, Decision, SharedTurns, SimBackend, StorageCall, StoreBug, lock,
+};
 use crate::check::{self, History, OpRecord, Status};
 use donut_host::runtime::{
     Call, Determinism, MemoryOutputPipe, Outcome, Program, RunError, Runtime, Stdio,
@@ -136,6 +138,34 @@ struct Client<'a> {
     stderr: MemoryOutputPipe,
     /// Set when a grant was handed out: poll it next.
     runnable: bool,
+}
+
+/// What the scheduler does with the call whose turn it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Every guest and the host's memory are gone; the store remains.
+    HostCrash,
+    /// The caller's guest dies before its call reaches the store.
+    KillBefore,
+    /// The call goes on, as decided.
+    Decide(Decision),
+}
+
+impl Action {
+    /// The trace's word for it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::HostCrash => "host-crash",
+            Action::KillBefore => "kill-before",
+            Action::Decide(Decision::KillAfter) => "kill-after",
+            Action::Decide(Decision::Throttle) => "throttle",
+            Action::Decide(Decision::FailBefore) => "fail-before",
+            Action::Decide(Decision::FailAfter) => "fail-after",
+            Action::Decide(Decision::Partial) => "partial",
+            Action::Decide(Decision::Cancel(_)) => "cancel",
+            Action::Decide(Decision::Proceed) => "proceed",
+        }
+    }
 }
 
 /// How a run is set up, drawn from its seed.
@@ -399,7 +429,7 @@ impl Sim {
                 }
                 continue;
             }
-            let pending: Vec<(usize, String)> = lock(&turns)
+            let pending: Vec<(usize, StorageCall)> = lock(&turns)
                 .pending
                 .iter()
                 .map(|(c, op)| (*c, op.clone()))
@@ -417,7 +447,7 @@ impl Sim {
                 break;
             }
             // A stalled client waits while others run (unless all are).
-            let ready: Vec<&(usize, String)> = pending
+            let ready: Vec<&(usize, StorageCall)> = pending
                 .iter()
                 .filter(|(c, _)| stalled.get(c).is_none_or(|&until| until <= report.steps))
                 .collect();
@@ -427,7 +457,7 @@ impl Sim {
                 ready
             };
             let (id, op) = ready[rng.below(ready.len() as u64) as usize].clone();
-            let lease_bound = op.ends_with("fenced") || op == "lease check";
+            let lease_bound = op.lease_bound();
             if lease_bound && !stalled.contains_key(&id) && rng.chance(config.stall) {
                 // The holder checked its lease and then stalled (a pause
                 // between the check and the request): past the lease's end,
@@ -449,42 +479,40 @@ impl Sim {
                 advance
             };
             let now = clock.fetch_add(advance, Ordering::SeqCst) + advance;
-            let writes =
-                op.starts_with("put") || op.starts_with("commit") || op.starts_with("swap");
+            let writes = op.writes();
             let action = if report.host_crashes < HOST_CRASHES_MAX && rng.chance(config.host_crash)
             {
-                "host-crash"
+                Action::HostCrash
             } else if rng.chance(config.kill_before) {
-                "kill-before"
+                Action::KillBefore
             } else if rng.chance(config.kill_after) {
-                "kill-after"
+                Action::Decide(Decision::KillAfter)
             } else if rng.chance(config.throttle) {
-                "throttle"
+                Action::Decide(Decision::Throttle)
             } else if rng.chance(config.fail_before) {
-                "fail-before"
+                Action::Decide(Decision::FailBefore)
             } else if writes && rng.chance(config.fail_after) {
-                "fail-after"
-            } else if writes && op.contains("sectors") && rng.chance(config.partial) {
-                "partial"
-            } else if (op.starts_with("commit") || op.starts_with("swap root"))
-                && rng.chance(config.cancel)
-            {
-                "cancel"
+                Action::Decide(Decision::FailAfter)
+            } else if writes && op.writes_sectors() && rng.chance(config.partial) {
+                Action::Decide(Decision::Partial)
+            } else if op.swaps_root() && rng.chance(config.cancel) {
+                Action::Decide(Decision::Cancel(*rng.pick(&Cancellation::ALL)))
             } else {
-                "proceed"
+                Action::Decide(Decision::Proceed)
             };
             trace.push(format!(
-                "{} t={now}{} c{id}.{} {op}: {action} (after {})",
+                "{} t={now}{} c{id}.{} {op}: {} (after {})",
                 report.steps,
                 if pause { " pause" } else { "" },
                 clients[id].incarnation,
+                action.as_str(),
                 last_line(&clients[id].stdout)
             ));
-            if action != "proceed" {
+            if action != Action::Decide(Decision::Proceed) {
                 report.faults += 1;
             }
             match action {
-                "host-crash" => {
+                Action::HostCrash => {
                     // Every guest and the host's memory (its sector cache)
                     // are gone; the store remains.
                     report.host_crashes += 1;
@@ -495,20 +523,11 @@ impl Sim {
                     }
                     cache = SectorCache::new(SECTOR_CACHE_BYTES);
                 }
-                "kill-before" => {
+                Action::KillBefore => {
                     self.kill(&mut clients[id], &turns, &mut history);
                     report.kills += 1;
                 }
-                _ => {
-                    let decision = match action {
-                        "kill-after" => Decision::KillAfter,
-                        "throttle" => Decision::Throttle,
-                        "fail-before" => Decision::FailBefore,
-                        "fail-after" => Decision::FailAfter,
-                        "partial" => Decision::Partial,
-                        "cancel" => Decision::Cancel(*rng.pick(&Cancellation::ALL)),
-                        _ => Decision::Proceed,
-                    };
+                Action::Decide(decision) => {
                     let mut t = lock(&turns);
                     t.pending.remove(&id);
                     t.granted.insert(id, decision);

@@ -423,9 +423,14 @@ async fn a_write_to_a_removed_database_is_readonly_dbmoved(h: Harness) {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        donut_host::storage::remove_database(&*h.backend, &name)
-            .await
-            .expect("remove");
+        // The program keeps committing: a removal may lose a race to it.
+        for attempt in 0.. {
+            match donut_host::storage::remove_database(&*h.backend, &name).await {
+                Ok(_) => break,
+                Err(donut_host::storage::StorageError::Conflict) if attempt < 100 => {}
+                Err(e) => panic!("remove: {e}"),
+            }
+        }
     };
     let ((out, _), ()) = tokio::join!(writer, remover);
     let said = stdout(&out);

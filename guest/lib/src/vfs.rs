@@ -2,7 +2,7 @@
 //!
 //! Written against `libsqlite3-sys` directly: the VFS must report
 //! `SQLITE_IOCAP_BATCH_ATOMIC` and answer the atomic-write file controls,
-//! which no VFS crate does (TOOLCHAIN.md).
+//! which no VFS crate does.
 
 use crate::error::set_last;
 use crate::memfs;
@@ -435,7 +435,7 @@ fn memory_pragma(
     Some(answer.map(|b| b.to_string()))
 }
 
-/// `PRAGMA donut_writer [= optimistic | lease]` and `PRAGMA donut_lease_ms
+/// `PRAGMA donut_writer [= optimistic | lease | exclusive]` and `PRAGMA donut_lease_ms
 /// [= N]`: the connection's writer mode (ARCHITECTURE.md, "Concurrency").
 fn writer_pragma(
     db: &mut MainDb,

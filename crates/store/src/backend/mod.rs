@@ -108,6 +108,23 @@ pub enum PutMetaError {
     Backend(#[from] BackendError),
 }
 
+/// A point where the host decides something from time alone
+/// ([`Backend::yield_point`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YieldPoint {
+    /// Is a held lease still good (`lock.remaining-ms`, an exclusive
+    /// writer's claim)?
+    LeaseCheck,
+}
+
+impl YieldPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            YieldPoint::LeaseCheck => "lease check",
+        }
+    }
+}
+
 /// Counts and sizes of what a backend stores, for `ls`, tests and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredSummary {
@@ -170,8 +187,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A point where the host decides something from time alone (is a
     /// lease still good?), with no request: a deterministic scheduler (the
     /// simulator's backend) may run other clients here. Nothing elsewhere.
-    async fn yield_point(&self, what: &str) {
-        let _ = what;
+    async fn yield_point(&self, point: YieldPoint) {
+        let _ = point;
     }
 }
 
@@ -296,8 +313,8 @@ pub trait Layer: Send + Sync + 'static {
         self.inner().commit(commit, meta).await
     }
 
-    async fn yield_point(&self, what: &str) {
-        self.inner().yield_point(what).await
+    async fn yield_point(&self, point: YieldPoint) {
+        self.inner().yield_point(point).await
     }
 }
 
@@ -349,8 +366,8 @@ impl<L: Layer> Backend for L {
         Layer::commit(self, commit, meta).await
     }
 
-    async fn yield_point(&self, what: &str) {
-        Layer::yield_point(self, what).await
+    async fn yield_point(&self, point: YieldPoint) {
+        Layer::yield_point(self, point).await
     }
 }
 
