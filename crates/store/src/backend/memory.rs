@@ -29,7 +29,9 @@ impl MemoryBackend {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces a stored sector's bytes, for corruption tests.
+    /// Replaces a stored sector's bytes, for corruption tests (feature
+    /// `testing`: not in the default build).
+    #[cfg(feature = "testing")]
     pub fn corrupt_sector(&self, db: DbId, hash: &Hash, bytes: Vec<u8>) -> bool {
         let mut state = self.state();
         match state.sectors.get_mut(&(db, *hash)) {
@@ -41,7 +43,8 @@ impl MemoryBackend {
         }
     }
 
-    /// Hashes of every sector stored for `db`.
+    /// Hashes of every sector stored for `db` (feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn sector_hashes(&self, db: DbId) -> Vec<Hash> {
         let state = self.state();
         let mut out: Vec<Hash> = state
