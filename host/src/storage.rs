@@ -144,17 +144,18 @@ impl StorageCtx {
     /// swap: the guest's `create` and the CLI's.
     pub async fn create_database(
         &mut self,
-        name: &DbName,
+        name: &str,
         page_size: u32,
-    ) -> Result<donut_format::Root, StorageError> {
-        let name = self.grant.check(name.as_str())?;
+    ) -> Result<(DbName, donut_format::Root), StorageError> {
+        let name = self.grant.check(name)?;
         if !self.grant.may_create {
             return Err(StorageError::Denied(format!(
                 "this instance may not create databases ({name:?})"
             )));
         }
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
-        create_database(&*self.backend, &name, page_size).await
+        let root = create_database(&*self.backend, &name, page_size).await?;
+        Ok((name, root))
     }
 
     /// The host-wide version memory if a cache is shared, else this
@@ -330,8 +331,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         name: String,
         page_size: u32,
     ) -> Result<Resource<DatabaseHandle>, StorageError> {
-        let name = self.grant.check(&name)?;
-        let root = self.create_database(&name, page_size).await?;
+        let (name, root) = self.create_database(&name, page_size).await?;
         self.table.push(DatabaseHandle {
             name,
             db_id: Some(root.db_id),

@@ -27,11 +27,9 @@ use std::sync::Arc;
 /// Most bytes one `put-sectors` call carries; a larger commit is sent in
 /// several calls (all before the root swap).
 const PUT_CALL_BYTES: usize = 8 << 20;
-/// A commit whose sectors fit the one-request limits goes out in the
-/// `commit-root` call itself.
-use donut_format::limits::{
-    ONE_REQUEST_BYTES_MAX as ONE_CALL_BYTES, ONE_REQUEST_SECTORS_MAX as ONE_CALL_SECTORS,
-};
+// A commit whose sectors fit the one-request limits goes out in the
+// `commit-root` call itself.
+use donut_format::limits::{ONE_REQUEST_BYTES_MAX, ONE_REQUEST_SECTORS_MAX};
 
 /// A failed VFS operation: the SQLite result code, and the words for
 /// [`crate::last_storage_error`].
@@ -470,7 +468,7 @@ impl MainDb {
         self.lease_ms
     }
 
-    /// Chooses the writer mode of the transactions that follow.
+    /// `SQLITE_FCNTL_HAS_MOVED` for this database ([`has_moved`]).
     pub fn has_moved(&self) -> bool {
         has_moved(&self.name)
     }
@@ -483,6 +481,7 @@ impl MainDb {
         self.spill_bytes = bytes;
     }
 
+    /// Chooses the writer mode of the transactions that follow.
     pub fn set_writer(&mut self, writer: Writer) -> Result<(), String> {
         if self.lock >= ffi::SQLITE_LOCK_RESERVED {
             return Err("the writer mode cannot change inside a write transaction".into());
@@ -1321,7 +1320,7 @@ impl MainDb {
         let bytes =
             new_pages.len() * page_size as usize + chunks.iter().map(|c| c.1.len()).sum::<usize>();
         let pages = new_pages.iter().map(|(h, i)| (*h, &self.pending[i][..]));
-        let with_root = if count <= ONE_CALL_SECTORS && bytes <= ONE_CALL_BYTES {
+        let with_root = if count <= ONE_REQUEST_SECTORS_MAX && bytes <= ONE_REQUEST_BYTES_MAX {
             pages
                 .map(|(h, page)| (h.to_vec(), page.to_vec()))
                 .chain(chunks)

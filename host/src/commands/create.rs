@@ -17,7 +17,7 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
     let name = db_name(&args.db)?;
     let page_size = validate_page_size(args.page_size)?;
     let mut storage = env.storage(Grant::all());
-    storage.create_database(&name, page_size).await?;
+    storage.create_database(name.as_str(), page_size).await?;
     eprintln!(
         "created {name:?} (page size {page_size}) in the {}",
         env.backend.describe()
