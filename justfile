@@ -38,7 +38,7 @@ tools:
 
 # Every test: unit and integration, all backends.
 test: build tools
-    cargo test --release -p donut-format -p donut-store -p donut-host -p donut-tests -p donut-sim
+    cargo test --release -p donut-format -p donut-store -p donut-vfs -p donut-host -p donut-tests -p donut-sim
     {{guest_env}} cargo test --release -p donut-guest -p donut-sql
 
 # Conformance tests against AWS's DynamoDB Local (Java 17; jar from npm).
@@ -75,7 +75,7 @@ bench-smoke: build tools
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest
     cargo fmt --all -- --check
-    cargo clippy --release -p donut-format -p donut-store -p donut-host -p donut-tests -p donut-bench -p donut-sim --all-targets -- -D warnings
+    cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim --all-targets -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-test-guest -- -D warnings
 

@@ -22,6 +22,7 @@ use donut_host::stats::RequestStats;
 use donut_host::stats::{StatsSnapshot, StorageStats};
 use donut_host::storage::SectorCache;
 use donut_host::{Grant, StorageCtx};
+use donut_testkit::{Dynoxide, dynamo_options, fill};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,16 +68,11 @@ enum Store {
     Memory(Arc<Metered<Latency<MemoryBackend>>>),
     /// Unmetered: for timing the engine, with nothing added per call.
     Plain(MemoryBackend),
-    Dynamo(DynamoBackend, std::process::Child),
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Store::Dynamo(_, child) = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    Dynamo {
+        backend: DynamoBackend,
+        /// Stops the server when the store is dropped.
+        _server: Dynoxide,
+    },
 }
 
 impl Store {
@@ -84,7 +80,7 @@ impl Store {
         match self {
             Store::Memory(m) => m.clone(),
             Store::Plain(m) => Arc::new(m.clone()),
-            Store::Dynamo(d, _) => Arc::new(d.clone()),
+            Store::Dynamo { backend: d, .. } => Arc::new(d.clone()),
         }
     }
 
@@ -92,52 +88,23 @@ impl Store {
         match self {
             Store::Memory(m) => m.meter(),
             Store::Plain(_) => RequestStats::default(),
-            Store::Dynamo(d, _) => d.stats(),
+            Store::Dynamo { backend: d, .. } => d.stats(),
         }
     }
 }
 
 async fn dynoxide(one_request: bool) -> Result<Store> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    let bin = target.join("tools/bin/dynoxide");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = std::process::Command::new(&bin)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--log",
-            "quiet",
-        ])
-        .spawn()
-        .with_context(|| format!("starting {} (run `just tools`)", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("dynoxide did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let server = Dynoxide::try_start().map_err(anyhow::Error::msg)?;
     let options = DynamoOptions {
-        table: "donut-bench".into(),
-        region: Some("us-east-1".into()),
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        static_credentials: Some(("bench".into(), "bench".into())),
         max_attempts: 8,
         one_request_commit: one_request,
-        single_writer_region: false,
+        ..dynamo_options(&server.endpoint, "donut-bench")
     };
     create_table(&options).await?;
-    Ok(Store::Dynamo(
-        DynamoBackend::connect(&options, Vec::new()).await?,
-        child,
-    ))
+    Ok(Store::Dynamo {
+        backend: DynamoBackend::connect(&options, Vec::new()).await?,
+        _server: server,
+    })
 }
 
 struct Bench {
@@ -676,10 +643,18 @@ fn engine_script(smoke: bool) -> String {
         "create table a(id integer primary key, k integer, v text);
          create index a_k on a(k);
          create table b(id integer primary key, a_id integer, w real);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
-         insert into a(k, v) select (i * 7919) % {rows}, 'value ' || i from c;
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
-         insert into b(a_id, w) select 1 + (i * 31) % {rows}, i * 0.5 from c;\n"
+         {}
+         {}\n",
+        fill(
+            "a(k, v)",
+            rows,
+            &format!("(i * 7919) % {rows}, 'value ' || i")
+        ),
+        fill(
+            "b(a_id, w)",
+            rows,
+            &format!("1 + (i * 31) % {rows}, i * 0.5")
+        ),
     );
     for k in 0..lookups {
         script.push_str(&format!("select count(*) from a where k = {};\n", k * 7));

@@ -3,6 +3,7 @@
 //! per call with its own WASI context, storage grant and memory limit.
 
 use crate::storage::{self, StorageCtx};
+use donut_format::limits::MEMORY_LIMIT_ENV;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,10 +73,6 @@ impl StockSql<'_> {
         argv
     }
 }
-
-/// The environment variable that tells a guest its instance's memory
-/// limit in bytes.
-pub const MEMORY_LIMIT_ENV: &str = "DONUT_MEMORY_LIMIT_BYTES";
 
 /// Default memory limit of one call's instance.
 pub const MEMORY_LIMIT_BYTES_DEFAULT: usize = 2 << 30;

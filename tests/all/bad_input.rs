@@ -1,6 +1,6 @@
 //! Bad input gets a clear error and changes nothing.
 
-use crate::util::{Harness, components, guest_path, stderr};
+use crate::util::{Harness, components, fill, guest_path, stderr};
 use donut_host::runtime::LoadError;
 
 fn load_error(bytes: &[u8]) -> LoadError {
@@ -125,9 +125,11 @@ async fn a_corrupted_page_is_an_error_not_wrong_rows() {
     h.create("k.db").await;
     h.sql_ok(
         "k.db",
-        "create table t(id integer primary key, v text);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 500)
-         insert into t(v) select 'value ' || i from c;",
+        &format!(
+            "create table t(id integer primary key, v text);
+         {}",
+            fill("t(v)", 500, "'value ' || i")
+        ),
     )
     .await;
     let name = donut_format::DbName::new("k.db").unwrap();
@@ -153,9 +155,11 @@ async fn a_failed_pull_leaves_the_destination_untouched() {
     h.create("p.db").await;
     h.sql_ok(
         "p.db",
-        "create table t(v blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
-         insert into t select randomblob(200) from c;",
+        &format!(
+            "create table t(v blob);
+         {}",
+            fill("t", 300, "randomblob(200)")
+        ),
     )
     .await;
     let name = donut_format::DbName::new("p.db").unwrap();

@@ -2,7 +2,7 @@
 //! `just test-dynamodb-local` starts it and runs them (CI does); plain
 //! `cargo test` skips them.
 
-use crate::util::{Harness, guest_path, host_bin, stderr};
+use crate::util::{Harness, fill, guest_path, host_bin, stderr};
 use std::process::Command;
 
 fn endpoint() -> String {
@@ -99,12 +99,8 @@ async fn conformance_push_pull_fifty_megabytes_byte_identical() {
         "create table b(id integer primary key, data blob)",
     )
     .await;
-    h.sql_ok(
-        "big.db",
-        "with recursive c(i) as (select 1 union all select i + 1 from c where i < 13000)
-         insert into b(data) select randomblob(4000) from c",
-    )
-    .await;
+    h.sql_ok("big.db", &fill("b(data)", 13000, "randomblob(4000)"))
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     let name = |n: &str| donut_format::DbName::new(n).unwrap();

@@ -1,6 +1,6 @@
 //! Storage calls per SQL operation, counted by the host (in-memory backend).
 
-use crate::util::{Harness, components};
+use crate::util::{Harness, components, fill};
 
 /// A one-row autocommit insert: one root compare-and-swap; its pages
 /// travel together — in the swap's own request where the backend has one
@@ -49,12 +49,7 @@ async fn a_large_commit_sends_its_pages_in_few_batched_calls() {
     let (out, stats) = h
         .run_with(
             &components().sql,
-            &[
-                "exec",
-                "l.db",
-                "with recursive c(i) as (select 1 union all select i + 1 from c where i < 2000)
-                 insert into t(v) select randomblob(2000) from c",
-            ],
+            &["exec", "l.db", &fill("t(v)", 2000, "randomblob(2000)")],
             "",
         )
         .await;
@@ -96,9 +91,11 @@ async fn reads_are_cached_across_transactions_in_an_instance() {
     h.create("c.db").await;
     h.sql_ok(
         "c.db",
-        "create table t(id integer primary key, v blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 2000)
-         insert into t(v) select randomblob(100) from c;",
+        &format!(
+            "create table t(id integer primary key, v blob);
+         {}",
+            fill("t(v)", 2000, "randomblob(100)")
+        ),
     )
     .await;
     let scan = "select count(*), sum(length(v)) from t;\n";
@@ -121,9 +118,11 @@ async fn a_sequential_scan_reads_ahead() {
     h.create("s.db").await;
     h.sql_ok(
         "s.db",
-        "create table t(id integer primary key, v blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000)
-         insert into t(v) select randomblob(3000) from c;",
+        &format!(
+            "create table t(id integer primary key, v blob);
+         {}",
+            fill("t(v)", 3000, "randomblob(3000)")
+        ),
     )
     .await;
     let pages: u64 = h.value("s.db", "pragma page_count").await.parse().unwrap();

@@ -2,7 +2,7 @@
 //! (dynoxide), with faults injected between client and server.
 
 use crate::faults::Proxy;
-use crate::util::{Dynoxide, Harness, components, dynamo_options, stderr, stdout};
+use crate::util::{Dynoxide, Harness, components, dynamo_options, fill, stderr, stdout};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use donut_host::backend::dynamo::{ConnectError, DynamoBackend, create_table};
@@ -76,9 +76,11 @@ async fn unprocessed_keys_and_items_are_sent_again() {
     proxy.faults.unprocess_next.store(50, Ordering::SeqCst);
     h.sql_ok(
         "u.db",
-        "create table t(id integer primary key, v blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000)
-         insert into t(v) select randomblob(300) from c;",
+        &format!(
+            "create table t(id integer primary key, v blob);
+         {}",
+            fill("t(v)", 3000, "randomblob(300)")
+        ),
     )
     .await;
     // pull reads pages in batches of many keys.
@@ -174,9 +176,11 @@ async fn push_and_pull_round_trip_byte_identical() {
     h.create("src.db").await;
     h.sql_ok(
         "src.db",
-        "create table t(id integer primary key, v blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 5000)
-         insert into t(v) select randomblob(700) from c;",
+        &format!(
+            "create table t(id integer primary key, v blob);
+         {}",
+            fill("t(v)", 5000, "randomblob(700)")
+        ),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@
 //! A failure names its seed; `DONUT_FUZZ_SEED=N` replays one,
 //! `DONUT_FUZZ_SEEDS=N` runs more (`just fuzz 1000`).
 
-use crate::util::Harness;
+use crate::util::{Harness, fill};
 use donut_sim::Rng;
 use std::path::PathBuf;
 
@@ -74,10 +74,13 @@ fn insert_rows(rng: &mut Rng, schema: &str, t: u64, rows_max: u64) -> String {
     let text_max = *rng.pick(&[10u64, 300, 3000]);
     let blob_max = *rng.pick(&[1u64, 100, 5000]);
     let salt = rng.below(1000);
+    let row = format!(
+        "i * {salt}, printf('%.*c', (i * 7 + {salt}) % {text_max}, char(65 + (i + {salt}) % 26)), zeroblob((i * 13) % {blob_max})"
+    );
     format!(
-        "{ddl} with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
-         insert into {schema}t{t}(a, b, c) select i * {salt}, printf('%.*c', (i * 7 + {salt}) % {text_max}, char(65 + (i + {salt}) % 26)), zeroblob((i * 13) % {blob_max}) from c;",
-        ddl = table_ddl(schema, t)
+        "{} {}",
+        table_ddl(schema, t),
+        fill(&format!("{schema}t{t}(a, b, c)"), rows, &row)
     )
 }
 
@@ -152,9 +155,13 @@ fn generate(seed: u64) -> Vec<Step> {
             let t = rng.below(TABLES);
             steps.push(Step {
                 sql: format!(
-                    "{prefix}pragma cache_size = 2;\nbegin;\n{}\nwith recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
-                     insert into t{t}(a, b, c) select i, printf('%.*c', i % 200, 'L'), zeroblob(4000) from c;\ncommit;",
-                    table_ddl("", t)
+                    "{prefix}pragma cache_size = 2;\nbegin;\n{}\n{}\ncommit;",
+                    table_ddl("", t),
+                    fill(
+                        &format!("t{t}(a, b, c)"),
+                        rows,
+                        "i, printf('%.*c', i % 200, 'L'), zeroblob(4000)"
+                    )
                 ),
                 expect: Expect::Same,
                 copy: None,

@@ -7,7 +7,7 @@
 
 use crate::dynamo::through_proxy_with;
 use crate::faults::{Loss, Refusal};
-use crate::util::{Harness, components, stderr, stdout};
+use crate::util::{Harness, components, fill, stderr, stdout};
 use donut_format::{DbName, Hash, LockState, hash};
 use donut_host::backend::dynamo::DynamoBackend;
 use donut_host::backend::{Backend, Commit, Fence, Meta, MetaKind};
@@ -295,12 +295,14 @@ async fn a_commit_over_the_one_request_limits_whose_root_answer_was_lost_applies
     proxy.faults.lose("PutItem", 1, Loss::Status500);
     h.sql_ok(
         "c.db",
-        "begin;
+        &format!(
+            "begin;
          create table big(x);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
-         insert into big select randomblob(2000) from c;
+         {}
          update c set n = n + 1;
          commit;",
+            fill("big", 300, "randomblob(2000)")
+        ),
     )
     .await;
     assert_eq!(

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 fn sim() -> &'static Sim {
     static SIM: OnceLock<Sim> = OnceLock::new();
     SIM.get_or_init(|| {
-        let cache = std::path::PathBuf::from(env!("DONUT_TEST_CACHE"));
-        Sim::new(std::path::Path::new(env!("DONUT_GUEST_DIR")), Some(cache)).expect("simulator")
+        let cache = donut_testkit::component_cache_dir();
+        Sim::new(donut_testkit::guest_dir(), Some(cache)).expect("simulator")
     })
 }
 

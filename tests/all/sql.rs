@@ -1,7 +1,7 @@
 //! SQL end to end through the real guest component, on every backend.
 
 use crate::backend_tests;
-use crate::util::{Harness, components, stderr, stdout};
+use crate::util::{Harness, components, fill, stderr, stdout};
 
 backend_tests!(
     create_insert_query_reopen,
@@ -70,10 +70,12 @@ pub(crate) async fn ten_thousand_rows_in_one_transaction(h: Harness) {
     let before = h.version("big.db").await;
     h.sql_ok(
         "big.db",
-        "begin;
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 10000)
-         insert into t(v) select 'row ' || i from c;
+        &format!(
+            "begin;
+         {}
          commit;",
+            fill("t(v)", 10000, "'row ' || i")
+        ),
     )
     .await;
     assert_eq!(h.version("big.db").await, before + 1, "one commit");
@@ -90,12 +92,8 @@ async fn hundred_megabyte_database_has_no_item_over_400_kb(h: Harness) {
     )
     .await;
     // 26,000 rows of 4,000 random bytes: ~104 MB in one transaction.
-    h.sql_ok(
-        "huge.db",
-        "with recursive c(i) as (select 1 union all select i + 1 from c where i < 26000)
-         insert into b(data) select randomblob(4000) from c",
-    )
-    .await;
+    h.sql_ok("huge.db", &fill("b(data)", 26000, "randomblob(4000)"))
+        .await;
     let size: u64 = h
         .value(
             "huge.db",

@@ -4,7 +4,7 @@
 //! test is named for what broke before its fix.
 
 use crate::backend_tests;
-use crate::util::{Harness, components, stderr, stdout};
+use crate::util::{Harness, components, fill, stderr, stdout};
 
 backend_tests!(
     a_page_size_change_by_vacuum_keeps_every_row,
@@ -21,10 +21,12 @@ backend_tests!(
 );
 
 /// 300 rows of 100 to 400 bytes: several pages at every page size.
-const FILL: &str = "create table t(id integer primary key, v text);
-     with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
-     insert into t(v) select printf('%.*c', 100 + i, 'x') from c;
-     create index t_v on t(v);";
+fn fill_t() -> String {
+    format!(
+        "create table t(id integer primary key, v text); {} create index t_v on t(v);",
+        fill("t(v)", 300, "printf('%.*c', 100 + i, 'x')")
+    )
+}
 
 /// Row count and total length of `t`, as one value.
 const SUMMARY: &str = "select count(*) || ':' || sum(length(v)) from t";
@@ -41,7 +43,7 @@ async fn a_page_size_change_by_vacuum_keeps_every_row(h: Harness) {
     ] {
         let db = format!("p{from}-{to}.db");
         h.create_with_page_size(&db, from).await;
-        h.sql_ok(&db, FILL).await;
+        h.sql_ok(&db, &fill_t()).await;
         let version = h.version(&db).await;
         h.sql_ok(&db, &format!("pragma page_size = {to}; vacuum;"))
             .await;
@@ -134,7 +136,7 @@ async fn every_journal_mode_commits_and_wal_keeps_the_current_mode(h: Harness) {
 
 async fn vacuum_into_another_donutdb_database_keeps_every_row(h: Harness) {
     h.create("src.db").await;
-    h.sql_ok("src.db", FILL).await;
+    h.sql_ok("src.db", &fill_t()).await;
     for page_size in [4096, 1024] {
         let copy = format!("copy{page_size}.db");
         h.create_with_page_size(&copy, page_size).await;
@@ -279,14 +281,8 @@ async fn one_big_transaction(mut h: Harness, rows: u64, memory_limit_mb: usize) 
     )
     .await;
     let version = h.version("big.db").await;
-    h.sql_ok(
-        "big.db",
-        &format!(
-            "with recursive c(i) as (select 1 union all select i + 1 from c where i < {rows})
-             insert into b(data) select randomblob(4000) from c"
-        ),
-    )
-    .await;
+    h.sql_ok("big.db", &fill("b(data)", rows, "randomblob(4000)"))
+        .await;
     assert_eq!(h.version("big.db").await, version + 1, "one commit");
     assert_eq!(
         h.value(
@@ -334,9 +330,11 @@ async fn a_transaction_whose_journal_outgrows_memory_fails_with_sqlite_full() {
     h.create("j.db").await;
     h.sql_ok(
         "j.db",
-        "create table b(id integer primary key, data blob);
-         with recursive c(i) as (select 1 union all select i + 1 from c where i < 25000)
-         insert into b(data) select randomblob(4000) from c;",
+        &format!(
+            "create table b(id integer primary key, data blob);
+         {}",
+            fill("b(data)", 25000, "randomblob(4000)")
+        ),
     )
     .await;
     let version = h.version("j.db").await;
@@ -365,7 +363,7 @@ async fn a_transaction_whose_journal_outgrows_memory_fails_with_sqlite_full() {
 
 async fn journal_memory_is_given_back_in_every_journal_mode(h: Harness) {
     h.create("m.db").await;
-    h.sql_ok("m.db", FILL).await;
+    h.sql_ok("m.db", &fill_t()).await;
     for mode in ["delete", "truncate", "persist"] {
         // A tiny cache: the update spills pages, so SQLite journals them.
         let out = h
@@ -458,14 +456,16 @@ async fn backup_between_donutdb_databases_of_other_page_sizes_keeps_every_row(h:
         h.create_with_page_size(&src, from).await;
         h.create_with_page_size(&dst, to).await;
         if filled {
-            h.sql_ok(&src, FILL).await;
+            h.sql_ok(&src, &fill_t()).await;
         }
         // Larger than the source: the backup shrinks it.
         h.sql_ok(
             &dst,
-            "create table d(x);
-             with recursive c(i) as (select 1 union all select i + 1 from c where i < 300)
-             insert into d select randomblob(1000) from c;",
+            &format!(
+                "create table d(x);
+             {}",
+                fill("d", 300, "randomblob(1000)")
+            ),
         )
         .await;
         let (out, _) = h

@@ -1,7 +1,8 @@
 //! DonutDB's on-table format, v3, and the pure parts of its commit protocol.
 //!
 //! This crate owns every byte DonutDB stores (see `docs/format.md`): database
-//! names, roots, manifest chunks and content hashes. It has no SQLite and does
+//! names, roots, manifest chunks and content hashes; and the bytes it reads
+//! of SQLite's own header ([`sqlite_header`]). It has no SQLite and does
 //! no I/O, so the guest (wasm32-wasip2) and the host (native) compile the same
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
@@ -11,6 +12,7 @@ pub mod lru;
 mod manifest;
 mod name;
 mod root;
+pub mod sqlite_header;
 mod tombstone;
 
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};

@@ -26,3 +26,8 @@ pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;
 /// Largest item a backend stores (DynamoDB's item size limit); every
 /// backend holds to it, so a store can move between them.
 pub const ITEM_BYTES_MAX: usize = 400 * 1024;
+
+/// The environment variable in which the host tells a guest its instance's
+/// memory limit in bytes; the guest sizes its journal budget and spill
+/// threshold from it.
+pub const MEMORY_LIMIT_ENV: &str = "DONUT_MEMORY_LIMIT_BYTES";

@@ -7,7 +7,7 @@ use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
 use crate::error::StorageError;
 use donut_format::{
     Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, TreeRef,
-    ZERO_HASH, hash, hash_hex, validate_page_size, verify,
+    ZERO_HASH, hash, hash_hex, sqlite_header, validate_page_size, verify,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -57,18 +57,15 @@ fn sqlite_geometry(path: &Path, file: &mut std::fs::File) -> Result<(u32, u32), 
         detail: detail.to_string(),
     };
     let len = file.metadata().map_err(io(path))?.len();
-    let mut header = [0u8; 100];
-    if len < 100 {
+    let mut header = [0u8; sqlite_header::HEADER_BYTES];
+    if len < header.len() as u64 {
         return Err(not("shorter than a SQLite header"));
     }
     file.read_exact(&mut header).map_err(io(path))?;
-    if &header[..16] != b"SQLite format 3\0" {
-        return Err(not("no SQLite header"));
-    }
-    let raw = u16::from_be_bytes([header[16], header[17]]) as u64;
-    let page_size = if raw == 1 { 65536 } else { raw };
+    let page_size =
+        sqlite_header::declared_page_size(&header).ok_or_else(|| not("no SQLite header"))?;
     let page_size = validate_page_size(page_size).map_err(|e| not(&e.to_string()))?;
-    if header[18] == 2 || header[19] == 2 {
+    if sqlite_header::wal_mode(&header) {
         return Err(not(
             "it is in WAL mode; run `PRAGMA journal_mode=DELETE` on it first (which checkpoints it)",
         ));

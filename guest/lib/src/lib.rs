@@ -12,41 +12,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod cache;
-mod error;
-mod memfs;
-mod remote;
-mod vfs;
+mod port;
 
-pub use remote::{LEASE_MS_DEFAULT, LEASE_MS_MAX, Writer};
-
-/// Deliberate bugs for the simulator's mutation checks: compiled only with
-/// the `planted-bugs` feature (test components), off until switched on.
 #[cfg(feature = "planted-bugs")]
-pub mod planted {
-    use std::cell::Cell;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Bug {
-        /// Reads go to the latest root, not the transaction's snapshot.
-        UnpinnedReads,
-        /// An exclusive writer trusts its claim however little of its
-        /// lease is left.
-        TrustedClaims,
-    }
-
-    thread_local! {
-        static ACTIVE: Cell<Option<Bug>> = const { Cell::new(None) };
-    }
-
-    pub fn plant(bug: Bug) {
-        ACTIVE.with(|a| a.set(Some(bug)));
-    }
-
-    pub(crate) fn active(bug: Bug) -> bool {
-        ACTIVE.with(|a| a.get() == Some(bug))
-    }
-}
+pub use donut_vfs::planted;
+pub use donut_vfs::{
+    Error, LEASE_MS_DEFAULT, LEASE_MS_MAX, Writer, describe_sqlite_error, error_code_name,
+    last_storage_error,
+};
 
 #[allow(clippy::all, missing_docs)]
 mod bindings {
@@ -56,33 +29,11 @@ mod bindings {
     });
 }
 
-/// The instance's memory limit, as the host tells it (environment variable
-/// `DONUT_MEMORY_LIMIT_BYTES`), if it does.
-pub(crate) fn memory_limit_bytes() -> Option<usize> {
-    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::env::var("DONUT_MEMORY_LIMIT_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
-}
-
-/// What the instance's memory limit leaves for a transaction's in-memory
-/// journal and pending pages once the caches ([`cache`]) and a margin for
-/// SQLite's heap and the host calls' copies are set aside; `None` when the
-/// host does not say its limit. Half of it is the journal budget, a quarter
-/// (at most 64 MiB) the spill threshold.
-pub(crate) fn memory_available_bytes() -> Option<usize> {
-    const MARGIN_BYTES: usize = 24 << 20;
-    let fixed = cache::PAGE_CACHE_BYTES + cache::CHUNK_CACHE_BYTES + MARGIN_BYTES;
-    // Under a small limit the caches rarely fill: a quarter of it at least.
-    memory_limit_bytes().map(|limit| limit.saturating_sub(fixed).max(limit / 4))
-}
-
-pub use error::{Error, describe_sqlite_error, error_code_name, last_storage_error};
 pub use rusqlite;
 
 use bindings::donut::storage::storage::Database;
+use donut_vfs::Vfs;
+use donut_vfs::port::{StorageError, StoredRoot};
 use rusqlite::{Connection, OpenFlags};
 
 /// Name the VFS is registered under.
@@ -92,29 +43,44 @@ pub const VFS_NAME: &str = "donut";
 /// SQLite's busy handler retries a held lease before SQLITE_BUSY.
 pub const BUSY_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(5);
 
+thread_local! {
+    /// The `donut` VFS over this instance's `donut:storage` imports,
+    /// registered on first use.
+    static VFS: &'static Vfs = donut_vfs::register(VFS_NAME, Box::new(port::WitPort));
+}
+
+fn vfs() -> &'static Vfs {
+    VFS.with(|vfs| *vfs)
+}
+
 /// Opens an existing database.
 pub fn open(name: &str) -> Result<Connection, Error> {
-    let handle = Database::open(name).map_err(|e| Error::storage("open", name, e))?;
+    let handle = vfs()
+        .port()
+        .open(name)
+        .map_err(|e| Error::storage("open", name, e))?;
     connect(name, handle, None)
 }
 
 /// Creates a database with `page_size` (a power of two, 512..=65536) and
 /// opens it. Fails if the name is taken.
 pub fn create(name: &str, page_size: u32) -> Result<Connection, Error> {
-    let handle =
-        Database::create(name, page_size).map_err(|e| Error::storage("create", name, e))?;
+    let handle = vfs()
+        .port()
+        .create(name, page_size)
+        .map_err(|e| Error::storage("create", name, e))?;
     connect(name, handle, None)
 }
 
 /// Opens the database, creating it with `page_size` if it does not exist.
 pub fn open_or_create(name: &str, page_size: u32) -> Result<Connection, Error> {
-    use bindings::donut::storage::types::Error as E;
-    match Database::open(name) {
-        Ok(handle) => match handle.read_root() {
-            Ok(root) => connect(name, handle, Some(root)),
-            Err(E::NotFound(_)) => create(name, page_size),
-            Err(e) => Err(Error::storage("open", name, e)),
-        },
+    let handle = vfs()
+        .port()
+        .open(name)
+        .map_err(|e| Error::storage("open", name, e))?;
+    match handle.read_root() {
+        Ok(root) => connect(name, handle, Some(root)),
+        Err(StorageError::NotFound(_)) => create(name, page_size),
         Err(e) => Err(Error::storage("open", name, e)),
     }
 }
@@ -194,10 +160,10 @@ fn backoff(attempt: u32) -> std::time::Duration {
 /// each kind took per call. What a storage call costs beyond its request.
 pub fn probe_host_calls(name: &str, n: u32) -> Result<(u64, u64), Error> {
     assert!(n > 0, "probe at least one call");
-    let handle = Database::open(name).map_err(|e| Error::storage("open", name, e))?;
+    let handle = Database::open(name).map_err(|e| Error::storage("open", name, port::error(e)))?;
     handle
         .read_root()
-        .map_err(|e| Error::storage("read", name, e))?;
+        .map_err(|e| Error::storage("read", name, port::error(e)))?;
     let start = std::time::Instant::now();
     for _ in 0..n {
         std::hint::black_box(handle.newest_version_seen());
@@ -207,7 +173,7 @@ pub fn probe_host_calls(name: &str, n: u32) -> Result<(u64, u64), Error> {
     for _ in 0..n {
         let root = handle
             .read_root()
-            .map_err(|e| Error::storage("read", name, e))?;
+            .map_err(|e| Error::storage("read", name, port::error(e)))?;
         std::hint::black_box(root);
     }
     let root_read_ns = start.elapsed().as_nanos() as u64 / n as u64;
@@ -216,8 +182,8 @@ pub fn probe_host_calls(name: &str, n: u32) -> Result<(u64, u64), Error> {
 
 fn connect(
     name: &str,
-    handle: Database,
-    root: Option<bindings::donut::storage::types::Root>,
+    handle: Box<dyn donut_vfs::port::Database>,
+    root: Option<StoredRoot>,
 ) -> Result<Connection, Error> {
     // Reading the root now both checks that the database exists (a clear
     // error instead of SQLite's "unable to open") and primes the snapshot the
@@ -228,14 +194,14 @@ fn connect(
             .read_root()
             .map_err(|e| Error::storage("open", name, e))?,
     };
-    let root = remote::decode_root(name, &root).map_err(|detail| Error::Corrupt {
+    let root = Vfs::decode_root(name, &root).map_err(|detail| Error::Corrupt {
         name: name.to_string(),
         detail,
     })?;
     let page_count = root.page_count;
     let page_size = root.page_size;
-    vfs::register();
-    remote::prime(name, handle, root);
+    let vfs = vfs();
+    vfs.prime(name, handle, root);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_EXRESCODE;
@@ -256,7 +222,7 @@ fn connect(
     // has not chosen a busy timeout yet.
     conn.busy_timeout(std::time::Duration::ZERO)
         .map_err(|e| Error::sqlite(name, e))?;
-    let _ = remote::loading_schema(|| conn.prepare("select 1 from sqlite_schema").map(drop));
+    let _ = vfs.loading_schema(|| conn.prepare("select 1 from sqlite_schema").map(drop));
     conn.busy_timeout(BUSY_TIMEOUT_DEFAULT)
         .map_err(|e| Error::sqlite(name, e))?;
     Ok(conn)

@@ -5,16 +5,18 @@
 //! which no VFS crate does.
 
 use crate::error::set_last;
+use crate::main_file::{MainDb, Writer};
 use crate::memfs;
-use crate::remote::{MainDb, Writer};
+use crate::port::Port;
+use crate::shared::Vfs;
 use libsqlite3_sys as ffi;
-use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Once;
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 
 /// What a `sqlite3_file` of ours points to.
 enum Inner {
     Main(MainDb),
     Mem {
+        vfs: &'static Vfs,
         data: memfs::Shared,
         name: Option<String>,
         delete_on_close: bool,
@@ -28,40 +30,60 @@ struct File {
     inner: *mut Inner,
 }
 
-static REGISTER: Once = Once::new();
+/// Registers a DonutDB VFS named `name` over `port`, for the life of the
+/// process (SQLite keeps a pointer to it), and returns its shared state.
+/// Connections open through it with `Connection::open_with_flags_and_vfs`.
+///
+/// # Panics
+///
+/// If a VFS of that name is registered already, or `name` holds a NUL.
+pub fn register(name: &str, port: Box<dyn Port>) -> &'static Vfs {
+    let z_name = CString::new(name).expect("a VFS name without NUL");
+    // SAFETY: a NUL-terminated name.
+    let existing = unsafe { ffi::sqlite3_vfs_find(z_name.as_ptr()) };
+    assert!(
+        existing.is_null(),
+        "a VFS named {name:?} is registered already"
+    );
+    let state: &'static Vfs = Box::leak(Box::new(Vfs::new(
+        port,
+        memfs::budget_for(crate::memory_available_bytes()),
+    )));
+    let z_name: &'static CStr = Box::leak(z_name.into_boxed_c_str());
+    let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: std::mem::size_of::<File>() as c_int,
+        mxPathname: 512,
+        pNext: std::ptr::null_mut(),
+        zName: z_name.as_ptr(),
+        pAppData: state as *const Vfs as *mut c_void,
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: Some(x_dl_sym),
+        xDlClose: Some(x_dl_close),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    }));
+    // SAFETY: `vfs` is leaked, so it outlives every connection.
+    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
+    assert_eq!(rc, ffi::SQLITE_OK, "registering the {name:?} VFS");
+    state
+}
 
-/// Registers the `donut` VFS (once per instance).
-pub fn register() {
-    REGISTER.call_once(|| {
-        memfs::set_budget_bytes(memfs::budget_for(crate::memory_available_bytes()));
-        let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
-            iVersion: 2,
-            szOsFile: std::mem::size_of::<File>() as c_int,
-            mxPathname: 512,
-            pNext: std::ptr::null_mut(),
-            zName: c"donut".as_ptr(),
-            pAppData: std::ptr::null_mut(),
-            xOpen: Some(x_open),
-            xDelete: Some(x_delete),
-            xAccess: Some(x_access),
-            xFullPathname: Some(x_full_pathname),
-            xDlOpen: Some(x_dl_open),
-            xDlError: Some(x_dl_error),
-            xDlSym: Some(x_dl_sym),
-            xDlClose: Some(x_dl_close),
-            xRandomness: Some(x_randomness),
-            xSleep: Some(x_sleep),
-            xCurrentTime: Some(x_current_time),
-            xGetLastError: Some(x_get_last_error),
-            xCurrentTimeInt64: Some(x_current_time_int64),
-            xSetSystemCall: None,
-            xGetSystemCall: None,
-            xNextSystemCall: None,
-        }));
-        // SAFETY: `vfs` is leaked, so it outlives every connection.
-        let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
-        assert_eq!(rc, ffi::SQLITE_OK, "registering the donut VFS");
-    });
+/// The state of a VFS [`register`] made, from SQLite's pointer to it.
+unsafe fn state(vfs: *mut ffi::sqlite3_vfs) -> &'static Vfs {
+    // SAFETY: `register` set pAppData to a leaked `Vfs`.
+    unsafe { &*((*vfs).pAppData as *const Vfs) }
 }
 
 static MAIN_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -104,7 +126,7 @@ unsafe fn c_str<'a>(ptr: *const c_char) -> Option<&'a str> {
 }
 
 unsafe extern "C" fn x_open(
-    _vfs: *mut ffi::sqlite3_vfs,
+    vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
     file: *mut ffi::sqlite3_file,
     flags: c_int,
@@ -117,11 +139,12 @@ unsafe extern "C" fn x_open(
         (*file).inner = std::ptr::null_mut();
     }
     let name = unsafe { c_str(name) };
+    let vfs = unsafe { state(vfs) };
     let (inner, methods) = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
         let Some(name) = name else {
             return ffi::SQLITE_CANTOPEN;
         };
-        match MainDb::open(name) {
+        match MainDb::open(vfs, name) {
             Ok(db) => (Inner::Main(db), &MAIN_METHODS),
             Err(fail) => return fail.code,
         }
@@ -131,7 +154,8 @@ unsafe extern "C" fn x_open(
     } else {
         (
             Inner::Mem {
-                data: memfs::open(name),
+                vfs,
+                data: vfs.memfs.open(name),
                 name: name.map(str::to_string),
                 delete_on_close: flags & ffi::SQLITE_OPEN_DELETEONCLOSE != 0,
             },
@@ -149,16 +173,17 @@ unsafe extern "C" fn x_open(
 }
 
 unsafe extern "C" fn x_delete(
-    _vfs: *mut ffi::sqlite3_vfs,
+    vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     _sync_dir: c_int,
 ) -> c_int {
     let Some(name) = (unsafe { c_str(name) }) else {
         return ffi::SQLITE_OK;
     };
-    memfs::delete(name);
+    let vfs = unsafe { state(vfs) };
+    vfs.memfs.delete(name);
     // Deleting a super-journal commits a multi-database transaction.
-    match crate::remote::commit_staged(name) {
+    match vfs.commit_staged(name) {
         Ok(()) => ffi::SQLITE_OK,
         Err(fail) => fail.code,
     }
@@ -273,12 +298,13 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     let inner = unsafe { Box::from_raw(inner) };
     unsafe { (*file).inner = std::ptr::null_mut() };
     if let Inner::Mem {
+        vfs,
         name: Some(name),
         delete_on_close: true,
         ..
     } = *inner
     {
-        memfs::delete(&name);
+        vfs.memfs.delete(&name);
     }
     ffi::SQLITE_OK
 }
@@ -424,10 +450,12 @@ fn memory_pragma(
             .map_err(|_| format!("{name} is a number of bytes, not {v:?}"))
     };
     let answer = match (name.as_str(), value) {
-        ("donut_journal_bytes", None) => Ok(memfs::held_bytes()),
+        ("donut_journal_bytes", None) => Ok(db.vfs().memfs.held_bytes()),
         ("donut_journal_bytes", Some(_)) => Err("donut_journal_bytes cannot be set".to_string()),
-        ("donut_journal_bytes_max", None) => Ok(memfs::budget_bytes()),
-        ("donut_journal_bytes_max", Some(v)) => bytes(v).inspect(|&b| memfs::set_budget_bytes(b)),
+        ("donut_journal_bytes_max", None) => Ok(db.vfs().memfs.budget_bytes()),
+        ("donut_journal_bytes_max", Some(v)) => {
+            bytes(v).inspect(|&b| db.vfs().memfs.set_budget_bytes(b))
+        }
         ("donut_spill_bytes", None) => Ok(db.spill_bytes()),
         ("donut_spill_bytes", Some(v)) => bytes(v).inspect(|&b| db.set_spill_bytes(b)),
         _ => return None,
@@ -494,7 +522,7 @@ unsafe extern "C" fn x_file_control(
             let outcome = match unsafe { c_str(arg as *const c_char) } {
                 None => db.sync(),
                 Some(super_journal) => {
-                    crate::remote::stage(super_journal, db);
+                    crate::main_file::stage(super_journal, db);
                     Ok(())
                 }
             };

@@ -1,4 +1,5 @@
-//! Tells the tests where the built components and the host binary are.
+//! Tells the test kit where the built components, the host binary and the
+//! test servers are.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../target")
+            PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../target")
         });
     let target = std::fs::canonicalize(&target).unwrap_or(target);
     println!(

@@ -4,7 +4,7 @@
 //!
 //! Files are chunked ([`CHUNK_BYTES`]), so a growing journal never copies
 //! itself into a buffer twice its size, and every byte they hold counts
-//! against one instance-wide budget ([`JOURNAL_BYTES_MAX_DEFAULT`],
+//! against one budget per VFS ([`JOURNAL_BYTES_MAX_DEFAULT`],
 //! `PRAGMA donut_journal_bytes_max`): past it a write fails with
 //! `SQLITE_FULL` and a message, where growing further would stop the whole
 //! instance at its memory limit (a trap, not an error SQLite can roll back).
@@ -28,12 +28,19 @@ pub fn budget_for(available_bytes: Option<usize>) -> usize {
     available_bytes.map_or(JOURNAL_BYTES_MAX_DEFAULT, |bytes| bytes / 2)
 }
 
+/// The bytes every in-memory file of a VFS holds, and the most they may.
+#[derive(Debug)]
+pub struct Budget {
+    held_bytes: Cell<usize>,
+    budget_bytes: Cell<usize>,
+}
+
 /// One in-memory file: chunks of [`CHUNK_BYTES`], `len` bytes long. Bytes
 /// past `len` in the last chunk are zero.
-#[derive(Default)]
 pub struct MemFile {
     chunks: Vec<Box<[u8]>>,
     len: usize,
+    budget: Rc<Budget>,
 }
 
 pub type Shared = Rc<RefCell<MemFile>>;
@@ -58,25 +65,71 @@ impl std::fmt::Display for Full {
     }
 }
 
-thread_local! {
-    static FILES: RefCell<HashMap<String, Shared>> = RefCell::new(HashMap::new());
-    /// Bytes held by every in-memory file's chunks.
-    static HELD_BYTES: Cell<usize> = const { Cell::new(0) };
-    static BUDGET_BYTES: Cell<usize> = const { Cell::new(JOURNAL_BYTES_MAX_DEFAULT) };
+/// A VFS's in-memory files: named ones shared by name, private ones, and
+/// their one budget.
+pub struct MemFs {
+    files: RefCell<HashMap<String, Shared>>,
+    budget: Rc<Budget>,
 }
 
-/// Bytes the in-memory files of this instance hold now.
-pub fn held_bytes() -> usize {
-    HELD_BYTES.with(Cell::get)
-}
+impl MemFs {
+    pub fn new(budget_bytes: usize) -> MemFs {
+        MemFs {
+            files: RefCell::default(),
+            budget: Rc::new(Budget {
+                held_bytes: Cell::new(0),
+                budget_bytes: Cell::new(budget_bytes),
+            }),
+        }
+    }
 
-/// The budget for [`held_bytes`].
-pub fn budget_bytes() -> usize {
-    BUDGET_BYTES.with(Cell::get)
-}
+    /// Bytes the in-memory files hold now.
+    pub fn held_bytes(&self) -> usize {
+        self.budget.held_bytes.get()
+    }
 
-pub fn set_budget_bytes(bytes: usize) {
-    BUDGET_BYTES.with(|b| b.set(bytes));
+    /// The budget for [`MemFs::held_bytes`].
+    pub fn budget_bytes(&self) -> usize {
+        self.budget.budget_bytes.get()
+    }
+
+    pub fn set_budget_bytes(&self, bytes: usize) {
+        self.budget.budget_bytes.set(bytes);
+    }
+
+    /// Opens (creating if missing) the named in-memory file, or a private one.
+    pub fn open(&self, name: Option<&str>) -> Shared {
+        let new = || {
+            Rc::new(RefCell::new(MemFile {
+                chunks: Vec::new(),
+                len: 0,
+                budget: self.budget.clone(),
+            }))
+        };
+        match name {
+            None => new(),
+            Some(name) => self
+                .files
+                .borrow_mut()
+                .entry(name.to_string())
+                .or_insert_with(new)
+                .clone(),
+        }
+    }
+
+    pub fn delete(&self, name: &str) -> bool {
+        self.files.borrow_mut().remove(name).is_some()
+    }
+
+    /// Empties the named file, if it exists, and gives its memory back. For
+    /// a journal once its write transaction is over: journals here are
+    /// never hot (nothing outlives the transaction storage saw), so what
+    /// `journal_mode=PERSIST` leaves behind is dead weight.
+    pub fn release(&self, name: &str) {
+        if let Some(file) = self.files.borrow().get(name) {
+            file.borrow_mut().truncate(0);
+        }
+    }
 }
 
 impl MemFile {
@@ -104,8 +157,8 @@ impl MemFile {
         let chunks_needed = end.div_ceil(CHUNK_BYTES);
         if chunks_needed > self.chunks.len() {
             let wanted_bytes = (chunks_needed - self.chunks.len()) * CHUNK_BYTES;
-            let held_bytes = held_bytes();
-            let budget_bytes = budget_bytes();
+            let held_bytes = self.budget.held_bytes.get();
+            let budget_bytes = self.budget.budget_bytes.get();
             if held_bytes + wanted_bytes > budget_bytes {
                 return Err(Full {
                     held_bytes,
@@ -115,7 +168,7 @@ impl MemFile {
             }
             self.chunks
                 .resize_with(chunks_needed, || vec![0u8; CHUNK_BYTES].into_boxed_slice());
-            HELD_BYTES.with(|h| h.set(held_bytes + wanted_bytes));
+            self.budget.held_bytes.set(held_bytes + wanted_bytes);
         }
         let mut done = 0;
         while done < buf.len() {
@@ -140,10 +193,12 @@ impl MemFile {
         let freed_bytes = (self.chunks.len() - keep) * CHUNK_BYTES;
         self.chunks.truncate(keep);
         self.chunks.shrink_to_fit();
-        HELD_BYTES.with(|h| {
-            assert!(h.get() >= freed_bytes, "in-memory file bytes undercounted");
-            h.set(h.get() - freed_bytes)
-        });
+        let held = &self.budget.held_bytes;
+        assert!(
+            held.get() >= freed_bytes,
+            "in-memory file bytes undercounted"
+        );
+        held.set(held.get() - freed_bytes);
         // Reads, and a later write past a gap, must see zeros here.
         if let Some(last) = self.chunks.last_mut()
             && !size.is_multiple_of(CHUNK_BYTES)
@@ -160,24 +215,6 @@ impl Drop for MemFile {
     }
 }
 
-/// Opens (creating if missing) the named in-memory file, or a private one.
-pub fn open(name: Option<&str>) -> Shared {
-    match name {
-        None => Rc::default(),
-        Some(name) => FILES.with(|files| {
-            files
-                .borrow_mut()
-                .entry(name.to_string())
-                .or_default()
-                .clone()
-        }),
-    }
-}
-
-pub fn delete(name: &str) -> bool {
-    FILES.with(|files| files.borrow_mut().remove(name).is_some())
-}
-
 pub fn read(file: &Shared, buf: &mut [u8], offset: usize) -> bool {
     file.borrow().read(buf, offset)
 }
@@ -191,29 +228,18 @@ pub fn truncate(file: &Shared, size: usize) {
     file.borrow_mut().truncate(size);
 }
 
-/// Empties the named file, if it exists, and gives its memory back. For a
-/// journal once its write transaction is over: journals here are never
-/// hot (nothing outlives the transaction storage saw), so what
-/// `journal_mode=PERSIST` leaves behind is dead weight.
-pub fn release(name: &str) {
-    FILES.with(|files| {
-        if let Some(file) = files.borrow().get(name) {
-            file.borrow_mut().truncate(0);
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file() -> Shared {
-        open(None)
+    fn file(fs: &MemFs) -> Shared {
+        fs.open(None)
     }
 
     #[test]
     fn reads_what_was_written_across_chunks_and_zeros_past_the_end() {
-        let f = file();
+        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let f = file(&fs);
         let data: Vec<u8> = (0..3 * CHUNK_BYTES + 17).map(|i| i as u8).collect();
         write(&f, &data, 5).unwrap();
         let mut back = vec![1u8; data.len() + 10];
@@ -225,12 +251,13 @@ mod tests {
 
     #[test]
     fn truncation_zeroes_the_tail_and_gives_chunks_back() {
-        let f = file();
-        let before = held_bytes();
+        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let f = file(&fs);
+        let before = fs.held_bytes();
         write(&f, &vec![7u8; 2 * CHUNK_BYTES], 0).unwrap();
-        assert_eq!(held_bytes(), before + 2 * CHUNK_BYTES);
+        assert_eq!(fs.held_bytes(), before + 2 * CHUNK_BYTES);
         truncate(&f, 10);
-        assert_eq!(held_bytes(), before + CHUNK_BYTES);
+        assert_eq!(fs.held_bytes(), before + CHUNK_BYTES);
         write(&f, &[9], 100).unwrap();
         let mut back = vec![1u8; 101];
         assert!(read(&f, &mut back, 0));
@@ -241,18 +268,19 @@ mod tests {
         );
         assert_eq!(back[100], 9);
         drop(f);
-        assert_eq!(held_bytes(), before);
+        assert_eq!(fs.held_bytes(), before);
     }
 
     #[test]
     fn a_write_past_the_budget_fails_and_changes_nothing() {
-        let f = file();
-        set_budget_bytes(held_bytes() + 2 * CHUNK_BYTES);
+        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let f = file(&fs);
+        fs.set_budget_bytes(fs.held_bytes() + 2 * CHUNK_BYTES);
         write(&f, &[1u8; 10], 0).unwrap();
         let full = write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap_err();
         assert!(full.to_string().contains("donut_journal_bytes_max"));
         assert_eq!(f.borrow().len(), 10);
-        set_budget_bytes(JOURNAL_BYTES_MAX_DEFAULT);
+        fs.set_budget_bytes(JOURNAL_BYTES_MAX_DEFAULT);
         write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap();
     }
 }

@@ -1,9 +1,10 @@
-//! Errors of the guest library, and the storage error behind the last
+//! Errors of opening a database, and the storage error behind the last
 //! SQLITE_IOERR / SQLITE_BUSY the VFS reported.
 
-use crate::bindings::donut::storage::types::Error as StorageError;
+use crate::port::StorageError;
 use std::cell::RefCell;
 
+/// Opening a database, or running SQL on it, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{op} {name:?}: {detail}")]
@@ -27,16 +28,19 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn storage(op: &'static str, name: &str, error: StorageError) -> Error {
+    /// Storage refused `op` on database `name`.
+    pub fn storage(op: &'static str, name: &str, error: StorageError) -> Error {
         Error::Storage {
             op,
             name: name.to_string(),
             not_found: matches!(error, StorageError::NotFound(_)),
-            detail: describe(&error),
+            detail: describe_storage_error(&error),
         }
     }
 
-    pub(crate) fn sqlite(name: &str, source: rusqlite::Error) -> Error {
+    /// SQLite failed on database `name`; takes what storage said behind
+    /// it ([`last_storage_error`]).
+    pub fn sqlite(name: &str, source: rusqlite::Error) -> Error {
         Error::Sqlite {
             name: name.to_string(),
             source,
@@ -57,7 +61,7 @@ impl Error {
 }
 
 /// Human words for a storage error.
-pub(crate) fn describe(error: &StorageError) -> String {
+pub fn describe_storage_error(error: &StorageError) -> String {
     match error {
         StorageError::NotFound(m) => format!("not found: {m}"),
         StorageError::AlreadyExists(m) => format!("already exists: {m}"),

@@ -9,17 +9,17 @@
 //! stores the new pages and manifest chunks, then swaps the root from the
 //! pinned version to the next. That swap is the only commit point.
 
-use crate::bindings::donut::storage::storage::{Database, Lock};
-use crate::bindings::donut::storage::types::{Error as StorageError, LockMode, Root as WitRoot};
 use crate::cache;
-use crate::error::{describe, set_last};
+use crate::error::{describe_storage_error as describe, set_last};
+use crate::port::{Database, Lock, LockMode, StorageError, StoredRoot};
+use crate::shared::Vfs;
 use donut_format::limits::SECTORS_PER_CALL_MAX;
+use donut_format::sqlite_header;
 use donut_format::{
     Chunk, ChunkSource, DbId, FormatError, HEAD_PAGES, Hash, Manifest, PAGE_COUNT_MAX, Root,
     TreeRef, ZERO_HASH, hash_hex, validate_page_size,
 };
 use libsqlite3_sys as ffi;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,31 +56,7 @@ impl From<FormatError> for Fail {
     }
 }
 
-thread_local! {
-    /// Handles and roots read by `crate::connect`, waiting for SQLite's xOpen.
-    static PRIMED: RefCell<HashMap<String, (Database, Root)>> = RefCell::new(HashMap::new());
-}
-
-pub fn prime(name: &str, handle: Database, root: Root) {
-    PRIMED.with(|p| p.borrow_mut().insert(name.to_string(), (handle, root)));
-}
-
-thread_local! {
-    /// Set while `crate::connect` has SQLite load the schema.
-    static LOADING_SCHEMA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `load` (`crate::connect`'s schema load) as part of opening: its
-/// read transaction uses the root read at open and leaves it for the
-/// connection's first transaction, which may still use it (see `lock`).
-pub fn loading_schema<T>(load: impl FnOnce() -> T) -> T {
-    LOADING_SCHEMA.with(|l| l.set(true));
-    let out = load();
-    LOADING_SCHEMA.with(|l| l.set(false));
-    out
-}
-
-pub fn decode_root(name: &str, stored: &WitRoot) -> Result<Root, String> {
+pub(crate) fn decode_root(name: &str, stored: &StoredRoot) -> Result<Root, String> {
     let root = Root::decode(&stored.body).map_err(|e| e.to_string())?;
     if root.version != stored.version {
         return Err(format!(
@@ -89,34 +65,6 @@ pub fn decode_root(name: &str, stored: &WitRoot) -> Result<Root, String> {
         ));
     }
     Ok(root)
-}
-
-/// SQLite's in-header database size (page 1, offset 28), if valid: the
-/// "version-valid-for" number (offset 92) must equal the change counter
-/// (offset 24).
-fn header_page_count(page1: &[u8]) -> Option<u32> {
-    if page1.len() < 100 {
-        return None;
-    }
-    let be = |at: usize| u32::from_be_bytes(page1[at..at + 4].try_into().unwrap());
-    let (counter, size, valid_for) = (be(24), be(28), be(92));
-    (size > 0 && counter == valid_for).then_some(size)
-}
-
-/// The page size page 1's header declares (offset 16, big-endian; 1 means
-/// 65536), if `page1` starts with SQLite's header string.
-fn header_page_size(page1: &[u8]) -> Option<u32> {
-    if page1.len() < 100 || &page1[..16] != b"SQLite format 3\0" {
-        return None;
-    }
-    let raw = u16::from_be_bytes([page1[16], page1[17]]) as u64;
-    let size = if raw == 1 { 65536 } else { raw };
-    validate_page_size(size).ok()
-}
-
-/// SQLite's file change counter (page 1, offset 24).
-fn header_change_counter(page1: &[u8]) -> Option<u32> {
-    (page1.len() >= 100).then(|| u32::from_be_bytes(page1[24..28].try_into().unwrap()))
 }
 
 fn now_ms() -> u64 {
@@ -135,7 +83,13 @@ fn random_u64() -> u64 {
 }
 
 /// Decodes a fetched manifest chunk into the instance cache.
-fn cache_chunk(name: &str, db: DbId, h: &Hash, bytes: Option<Vec<u8>>) -> Result<Arc<Chunk>, Fail> {
+fn cache_chunk(
+    vfs: &Vfs,
+    name: &str,
+    db: DbId,
+    h: &Hash,
+    bytes: Option<Vec<u8>>,
+) -> Result<Arc<Chunk>, Fail> {
     let bytes = bytes.ok_or_else(|| {
         Fail::new(
             ffi::SQLITE_IOERR_CORRUPTFS,
@@ -146,15 +100,19 @@ fn cache_chunk(name: &str, db: DbId, h: &Hash, bytes: Option<Vec<u8>>) -> Result
         )
     })?;
     let chunk = Arc::new(Chunk::decode(&bytes)?);
-    cache::with(|c| c.chunks.insert((db, *h), chunk.clone(), bytes.len()));
+    vfs.caches
+        .borrow_mut()
+        .chunks
+        .insert((db, *h), chunk.clone(), bytes.len());
     Ok(chunk)
 }
 
 /// Loads manifest chunks through the instance cache, fetching every miss of
 /// one tree level in one `get-sectors` call.
 struct Source<'a> {
+    vfs: &'a Vfs,
     name: &'a str,
-    handle: &'a Database,
+    handle: &'a dyn Database,
     root: &'a Root,
 }
 
@@ -163,8 +121,10 @@ impl ChunkSource for Source<'_> {
 
     fn load(&mut self, hashes: &[Hash]) -> Result<Vec<Arc<Chunk>>, Fail> {
         let db = self.root.db_id;
-        let mut out: Vec<Option<Arc<Chunk>>> =
-            cache::with(|c| hashes.iter().map(|h| c.chunks.get(&(db, *h))).collect());
+        let mut out: Vec<Option<Arc<Chunk>>> = hashes
+            .iter()
+            .map(|h| self.vfs.caches.borrow_mut().chunks.get(&(db, *h)))
+            .collect();
         let missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
@@ -183,7 +143,7 @@ impl ChunkSource for Source<'_> {
                 ));
             }
             for (&i, bytes) in missing.iter().zip(fetched) {
-                out[i] = Some(cache_chunk(self.name, db, &hashes[i], bytes)?);
+                out[i] = Some(cache_chunk(self.vfs, self.name, db, &hashes[i], bytes)?);
             }
         }
         Ok(out.into_iter().map(|c| c.expect("filled")).collect())
@@ -214,8 +174,9 @@ pub const LEASE_MS_DEFAULT: u32 = 10_000;
 pub use donut_format::limits::LEASE_MS_MAX;
 
 pub struct MainDb {
+    vfs: &'static Vfs,
     name: String,
-    handle: Database,
+    handle: Box<dyn Database>,
     /// SQLite lock level (SQLITE_LOCK_*).
     lock: i32,
     /// The pinned root while lock >= SHARED; the last one seen otherwise.
@@ -249,12 +210,12 @@ pub struct MainDb {
     lease_ms: u32,
     /// The lease held from RESERVED to the end of a write transaction (to
     /// the connection's end for an exclusive writer).
-    lease: Option<Lock>,
+    lease: Option<Box<dyn Lock>>,
     /// Exclusive writers: `lease` has been held without a gap since a root
     /// requiring it was current (read under it, or written by us), so the
     /// snapshot is the latest root for as long as the lease lasts.
     claimed: bool,
-    /// This connection's key in the instance's lock table (`RESERVED`).
+    /// This connection's key in the VFS's lock table (`Vfs::reserved`).
     id: u64,
     /// The super-journal of a multi-database commit this connection's
     /// changes wait in (see [`stage`]): they commit when SQLite deletes it.
@@ -270,23 +231,6 @@ pub struct MainDb {
     spill_bytes: usize,
 }
 
-thread_local! {
-    /// Per database name, the connection of this instance that holds
-    /// RESERVED or more: one writer at a time, as a native VFS's file
-    /// locks would give. (Storage needs no lock for that — the root swap
-    /// decides — but two writing connections in one instance would share
-    /// journals by name and could replay each other's.)
-    static RESERVED: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
-    static NEXT_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
-    /// Connections whose changes wait for a super-journal's deletion, or
-    /// (key [`connection_group`]) for their connection's phase two.
-    static STAGED: RefCell<HashMap<String, Vec<*mut MainDb>>> = RefCell::new(HashMap::new());
-    /// Per SQLite connection, the DonutDB databases of it at EXCLUSIVE:
-    /// SQLite takes EXCLUSIVE on every database a transaction changed
-    /// before it commits any of them.
-    static EXCLUSIVE: RefCell<HashMap<usize, HashSet<u64>>> = RefCell::new(HashMap::new());
-}
-
 /// The staging key of a connection's transaction across databases that
 /// SQLite commits without a super-journal.
 fn connection_group(connection: usize) -> String {
@@ -296,17 +240,17 @@ fn connection_group(connection: usize) -> String {
 /// A multi-database transaction: SQLite syncs each database's changes
 /// naming the super-journal, then deletes the super-journal — its commit
 /// point. So `db` commits at that deletion ([`commit_staged`]), not now.
-pub fn stage(super_journal: &str, db: &mut MainDb) {
+pub(crate) fn stage(super_journal: &str, db: &mut MainDb) {
     if !db.has_changes() {
         return;
     }
     db.staged = Some(super_journal.to_string());
-    STAGED.with(|s| {
-        s.borrow_mut()
-            .entry(super_journal.to_string())
-            .or_default()
-            .push(db as *mut MainDb)
-    });
+    db.vfs
+        .staged
+        .borrow_mut()
+        .entry(super_journal.to_string())
+        .or_default()
+        .push(db as *mut MainDb);
 }
 
 /// SQLite deletes a super-journal: the commit point of the databases
@@ -314,15 +258,20 @@ pub fn stage(super_journal: &str, db: &mut MainDb) {
 /// any of them stored: DonutDB has no commit that swaps several roots at
 /// once yet, and committing them one by one could leave half a
 /// transaction behind (ARCHITECTURE.md, "Transactions across databases").
-pub fn commit_staged(super_journal: &str) -> Result<(), Fail> {
-    commit_group(super_journal, ffi::SQLITE_IOERR_DELETE, None)
+pub(crate) fn commit_staged(vfs: &Vfs, super_journal: &str) -> Result<(), Fail> {
+    commit_group(vfs, super_journal, ffi::SQLITE_IOERR_DELETE, None)
 }
 
 /// Commits or refuses the group staged under `key`. `caller`: the
 /// database whose callback this is, if one (its own pointer in the group
 /// is not dereferenced: the caller's borrow stands for it).
-fn commit_group(key: &str, io_code: i32, caller: Option<&mut MainDb>) -> Result<(), Fail> {
-    let staged = STAGED.with(|s| s.borrow_mut().remove(key));
+fn commit_group(
+    vfs: &Vfs,
+    key: &str,
+    io_code: i32,
+    caller: Option<&mut MainDb>,
+) -> Result<(), Fail> {
+    let staged = vfs.staged.borrow_mut().remove(key);
     let Some(staged) = staged else {
         return Ok(());
     };
@@ -330,7 +279,7 @@ fn commit_group(key: &str, io_code: i32, caller: Option<&mut MainDb>) -> Result<
         .as_deref()
         .map_or(std::ptr::null(), |c| c as *const MainDb);
     let caller_staged = staged.iter().any(|&p| std::ptr::eq(p, caller_ptr));
-    // SAFETY: a staged connection removes itself from STAGED when it
+    // SAFETY: a staged connection removes itself from `staged` when it
     // unlocks or closes, so every pointer left here is a live MainDb; the
     // guest is single-threaded, and the only one SQLite's current callback
     // borrows is the caller's, which is skipped here.
@@ -380,11 +329,9 @@ fn commit_group(key: &str, io_code: i32, caller: Option<&mut MainDb>) -> Result<
 fn unstage(db: &mut MainDb) {
     if let Some(super_journal) = db.staged.take() {
         let me = db as *mut MainDb;
-        STAGED.with(|s| {
-            if let Some(list) = s.borrow_mut().get_mut(&super_journal) {
-                list.retain(|&p| p != me);
-            }
-        });
+        if let Some(list) = db.vfs.staged.borrow_mut().get_mut(&super_journal) {
+            list.retain(|&p| p != me);
+        }
     }
 }
 
@@ -409,23 +356,24 @@ const FRESH_ROOT_MS: u128 = 100;
 impl MainDb {
     /// Opens the main file of database `name`, from a primed handle if
     /// `crate::connect` left one.
-    pub fn open(name: &str) -> Result<MainDb, Fail> {
-        let primed = PRIMED.with(|p| p.borrow_mut().remove(name));
+    pub fn open(vfs: &'static Vfs, name: &str) -> Result<MainDb, Fail> {
+        let primed = vfs.primed.borrow_mut().remove(name);
         let fresh_since = primed.is_some().then(std::time::Instant::now);
         let (handle, root) = match primed {
             Some(primed) => primed,
             None => {
-                let handle = Database::open(name).map_err(|e| {
+                let handle = vfs.port.open(name).map_err(|e| {
                     Fail::new(
                         ffi::SQLITE_CANTOPEN,
                         format!("open {name:?}: {}", describe(&e)),
                     )
                 })?;
-                let root = read_root(name, &handle, ffi::SQLITE_CANTOPEN)?;
+                let root = read_root(vfs, name, &*handle, ffi::SQLITE_CANTOPEN)?;
                 (handle, root)
             }
         };
         Ok(MainDb {
+            vfs,
             name: name.to_string(),
             handle,
             lock: ffi::SQLITE_LOCK_NONE,
@@ -444,16 +392,17 @@ impl MainDb {
             lease_ms: LEASE_MS_DEFAULT,
             lease: None,
             claimed: false,
-            id: NEXT_ID.with(|n| {
-                let id = n.get();
-                n.set(id + 1);
-                id
-            }),
+            id: vfs.next_connection_id(),
             staged: None,
             connection: 0,
             committed: false,
             spill_bytes: spill_bytes_for(crate::memory_available_bytes()),
         })
+    }
+
+    /// The VFS this file was opened through.
+    pub fn vfs(&self) -> &'static Vfs {
+        self.vfs
     }
 
     pub fn set_connection(&mut self, connection: usize) {
@@ -468,9 +417,9 @@ impl MainDb {
         self.lease_ms
     }
 
-    /// `SQLITE_FCNTL_HAS_MOVED` for this database ([`has_moved`]).
+    /// `SQLITE_FCNTL_HAS_MOVED` for this database ([`Vfs::has_moved`]).
     pub fn has_moved(&self) -> bool {
-        has_moved(&self.name)
+        self.vfs.has_moved(&self.name)
     }
 
     pub fn spill_bytes(&self) -> usize {
@@ -516,7 +465,7 @@ impl MainDb {
         // not claimed: the root may have moved under it. (One that lapsed
         // is replaced below, rather than fencing a commit to be refused.)
         if self.lease.is_some() && self.lease_left_ms() > 0 {
-            let current = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_LOCK)?;
+            let current = read_root(self.vfs, &self.name, &*self.handle, ffi::SQLITE_IOERR_LOCK)?;
             if current.version != self.snapshot.version {
                 return Err(moved(&self.name));
             }
@@ -532,7 +481,7 @@ impl MainDb {
             }
             Err(e) => return Err(storage_fail(&self.name, "lock", e, ffi::SQLITE_IOERR_LOCK)),
         };
-        let current = match read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_LOCK) {
+        let current = match read_root(self.vfs, &self.name, &*self.handle, ffi::SQLITE_IOERR_LOCK) {
             Ok(root) => root,
             Err(fail) => {
                 let _ = lock.release();
@@ -629,7 +578,7 @@ impl MainDb {
             // at open, if this is the first; it is as current as a fresh one
             // to a caller who just opened the database). Opening's own
             // schema load uses it without using it up.
-            let fresh_since = if LOADING_SCHEMA.with(|l| l.get()) {
+            let fresh_since = if self.vfs.loading_schema.get() {
                 self.fresh_since
             } else {
                 self.fresh_since.take()
@@ -641,7 +590,12 @@ impl MainDb {
                 && self.handle.newest_version_seen() <= self.snapshot.version;
             // An exclusive writer's claim makes its snapshot the latest.
             if !fresh && !self.claim_holds() {
-                let root = read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_RDLOCK)?;
+                let root = read_root(
+                    self.vfs,
+                    &self.name,
+                    &*self.handle,
+                    ffi::SQLITE_IOERR_RDLOCK,
+                )?;
                 self.snapshot = Rc::new(root);
                 self.reclaim();
             }
@@ -660,26 +614,24 @@ impl MainDb {
         }
         self.lock = self.lock.max(level);
         if self.lock == ffi::SQLITE_LOCK_EXCLUSIVE && self.connection != 0 {
-            EXCLUSIVE.with(|e| {
-                e.borrow_mut()
-                    .entry(self.connection)
-                    .or_default()
-                    .insert(self.id)
-            });
+            self.vfs
+                .exclusive
+                .borrow_mut()
+                .entry(self.connection)
+                .or_default()
+                .insert(self.id);
         }
         Ok(())
     }
 
     fn leave_exclusive(&mut self) {
-        EXCLUSIVE.with(|e| {
-            let mut e = e.borrow_mut();
-            if let Some(set) = e.get_mut(&self.connection) {
-                set.remove(&self.id);
-                if set.is_empty() {
-                    e.remove(&self.connection);
-                }
+        let mut exclusive = self.vfs.exclusive.borrow_mut();
+        if let Some(set) = exclusive.get_mut(&self.connection) {
+            set.remove(&self.id);
+            if set.is_empty() {
+                exclusive.remove(&self.connection);
             }
-        });
+        }
     }
 
     /// Commits now, or — when another DonutDB database of this connection
@@ -693,11 +645,12 @@ impl MainDb {
     /// differential fuzzer (seed 5).
     fn commit_or_defer(&mut self, io_code: i32) -> Result<(), Fail> {
         let shared = self.connection != 0
-            && EXCLUSIVE.with(|e| {
-                e.borrow()
-                    .get(&self.connection)
-                    .is_some_and(|set| set.iter().any(|&id| id != self.id))
-            });
+            && self
+                .vfs
+                .exclusive
+                .borrow()
+                .get(&self.connection)
+                .is_some_and(|set| set.iter().any(|&id| id != self.id));
         if shared {
             stage(&connection_group(self.connection), self);
             return Ok(());
@@ -708,7 +661,12 @@ impl MainDb {
     /// Takes this instance's RESERVED lock on the database name: busy while
     /// another connection of the instance writes to it.
     fn reserve(&mut self) -> Result<(), Fail> {
-        let holder = RESERVED.with(|r| *r.borrow_mut().entry(self.name.clone()).or_insert(self.id));
+        let holder = *self
+            .vfs
+            .reserved
+            .borrow_mut()
+            .entry(self.name.clone())
+            .or_insert(self.id);
         if holder != self.id {
             return Err(Fail::new(
                 ffi::SQLITE_BUSY,
@@ -722,18 +680,18 @@ impl MainDb {
     }
 
     fn unreserve(&mut self) {
-        let held = RESERVED.with(|r| {
-            let mut r = r.borrow_mut();
-            let held = r.get(&self.name) == Some(&self.id);
+        let held = {
+            let mut reserved = self.vfs.reserved.borrow_mut();
+            let held = reserved.get(&self.name) == Some(&self.id);
             if held {
-                r.remove(&self.name);
+                reserved.remove(&self.name);
             }
             held
-        });
+        };
         if held {
             // The writer's journal is done with (rolled back or finalized
             // while the lock was held).
-            crate::memfs::release(&format!("{}-journal", self.name));
+            self.vfs.memfs.release(&format!("{}-journal", self.name));
         }
     }
 
@@ -769,8 +727,9 @@ impl MainDb {
         let snap = &self.snapshot;
         let db = snap.db_id;
         let mut source = Source {
+            vfs: self.vfs,
             name: &self.name,
-            handle: &self.handle,
+            handle: &*self.handle,
             root: snap,
         };
         let mut hashes = Manifest::new(snap).lookup_many(indices, &mut source)?;
@@ -784,7 +743,7 @@ impl MainDb {
         let mut found: HashMap<Hash, Rc<[u8]>> = HashMap::new();
         let mut missing: Vec<(Hash, u32)> = Vec::new();
         let mut wanted: HashSet<Hash> = HashSet::new();
-        cache::with(|c| {
+        self.vfs.with_caches(|c| {
             for (&h, &index) in hashes.iter().zip(indices) {
                 if h == ZERO_HASH || found.contains_key(&h) || wanted.contains(&h) {
                     continue;
@@ -806,7 +765,7 @@ impl MainDb {
                 .filter(|i| !self.pending.contains_key(i) && !self.spilled.contains_key(i))
                 .collect();
             let extra_hashes = Manifest::new(snap).lookup_many(&extra, &mut source)?;
-            cache::with(|c| {
+            self.vfs.with_caches(|c| {
                 for (h, index) in extra_hashes.into_iter().zip(extra) {
                     if h != ZERO_HASH && !wanted.contains(&h) && !c.pages.contains(&(db, h)) {
                         wanted.insert(h);
@@ -822,7 +781,7 @@ impl MainDb {
         // the B-tree descents that follow start from cache.
         let mut chunks_wanted: Vec<Hash> = Vec::new();
         if missing.iter().any(|&(_, index)| index == 0) {
-            cache::with(|c| {
+            self.vfs.with_caches(|c| {
                 for &(index, h) in snap.overlay.iter().take_while(|e| e.0 < HEAD_PAGES) {
                     if h != ZERO_HASH && !wanted.contains(&h) && !c.pages.contains(&(db, h)) {
                         wanted.insert(h);
@@ -852,7 +811,7 @@ impl MainDb {
             }
             let chunk_bytes = fetched.split_off(missing.len());
             for (h, bytes) in chunks_wanted.iter().zip(chunk_bytes) {
-                cache_chunk(&self.name, db, h, bytes)?;
+                cache_chunk(self.vfs, &self.name, db, h, bytes)?;
             }
             for ((h, index), bytes) in missing.iter().zip(fetched) {
                 let page_no = *index as u64 + 1;
@@ -877,7 +836,11 @@ impl MainDb {
                     ));
                 }
                 let page: Rc<[u8]> = bytes.into();
-                cache::with(|c| c.pages.insert((db, *h), page.clone(), page_size));
+                self.vfs
+                    .caches
+                    .borrow_mut()
+                    .pages
+                    .insert((db, *h), page.clone(), page_size);
                 found.insert(*h, page);
             }
         }
@@ -906,7 +869,12 @@ impl MainDb {
             && !self.has_changes()
         {
             // Planted bug: read the latest root instead of the snapshot.
-            self.snapshot = Rc::new(read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_READ)?);
+            self.snapshot = Rc::new(read_root(
+                self.vfs,
+                &self.name,
+                &*self.handle,
+                ffi::SQLITE_IOERR_READ,
+            )?);
         }
         let page_size = self.page_size() as u64;
         let size = self.file_size();
@@ -1088,7 +1056,7 @@ impl MainDb {
         self.snapshot.page_count == 0
             && self.pending.len() == 1
             && self.spilled.is_empty()
-            && header_page_count(page1) == Some(1)
+            && sqlite_header::page_count(page1) == Some(1)
             && page1.get(100) == Some(&0x0d) // a table B-tree leaf
             && page1.get(103..105) == Some(&[0, 0]) // with no cells
     }
@@ -1100,7 +1068,8 @@ impl MainDb {
         if let Some(key) = self.staged.clone()
             && key == connection_group(self.connection)
         {
-            return commit_group(&key, ffi::SQLITE_IOERR_FSYNC, Some(self));
+            let vfs = self.vfs;
+            return commit_group(vfs, &key, ffi::SQLITE_IOERR_FSYNC, Some(self));
         }
         if self.failed || self.staged.is_some() || !self.has_changes() {
             return Ok(());
@@ -1130,8 +1099,8 @@ impl MainDb {
             return Ok(());
         }
         let stored = self.fetch_pages(&[0], 0)?;
-        let ours = header_change_counter(page1);
-        if ours.is_some() && ours == header_change_counter(&stored[0]) {
+        let ours = sqlite_header::change_counter(page1);
+        if ours.is_some() && ours == sqlite_header::change_counter(&stored[0]) {
             return Err(Fail::new(
                 ffi::SQLITE_IOERR_FSYNC,
                 format!(
@@ -1199,13 +1168,17 @@ impl MainDb {
     /// size page 1 now declares, in writes this VFS split at the old size.
     /// Re-cuts the pending file at the new size; true if it did.
     fn regroup_if_resized(&mut self) -> Result<bool, Fail> {
-        let Some(new_size) = self.pending.get(&0).and_then(|p| header_page_size(p)) else {
+        let Some(new_size) = self
+            .pending
+            .get(&0)
+            .and_then(|p| sqlite_header::page_size(p))
+        else {
             return Ok(false);
         };
         if new_size == self.page_size() {
             return Ok(false);
         }
-        let page_count = match header_page_count(&self.pending[&0]) {
+        let page_count = match sqlite_header::page_count(&self.pending[&0]) {
             Some(count) => count as u64,
             None => self.file_size().div_ceil(new_size as u64),
         };
@@ -1244,7 +1217,11 @@ impl MainDb {
         };
         let page_size = self.page_size();
         let mut page_count = self.file_size().div_ceil(page_size as u64);
-        if let Some(count) = self.pending.get(&0).and_then(|p| header_page_count(p)) {
+        if let Some(count) = self
+            .pending
+            .get(&0)
+            .and_then(|p| sqlite_header::page_count(p))
+        {
             page_count = count as u64;
         }
         assert!(page_count <= PAGE_COUNT_MAX, "write checked the size");
@@ -1263,8 +1240,9 @@ impl MainDb {
             .chain(spilled.iter().map(|s| s.0))
             .collect();
         let mut source = Source {
+            vfs: self.vfs,
             name: &self.name,
-            handle: &self.handle,
+            handle: &*self.handle,
             root: &snap,
         };
         let current = Manifest::new(&base).lookup_many(&indices, &mut source)?;
@@ -1336,7 +1314,7 @@ impl MainDb {
         let landed = loop {
             let outcome =
                 self.handle
-                    .commit_root(snap.version, &body, self.lease.as_ref(), &with_root);
+                    .commit_root(snap.version, &body, self.lease.as_deref(), &with_root);
             let refusal = match outcome {
                 Ok(version) if version == root.version => break root,
                 Ok(version) => {
@@ -1387,7 +1365,8 @@ impl MainDb {
     /// Did our commit of `root` (whose earlier attempts went unanswered)
     /// land? The current root tells while it is at most one version on.
     fn resolve(&self, root: &Root, txn_id: u64) -> Resolved {
-        let current = match read_root(&self.name, &self.handle, ffi::SQLITE_IOERR_FSYNC) {
+        let current = match read_root(self.vfs, &self.name, &*self.handle, ffi::SQLITE_IOERR_FSYNC)
+        {
             Ok(current) => current,
             Err(_) => return Resolved::Unknown("the root could not be read".into()),
         };
@@ -1416,7 +1395,10 @@ impl MainDb {
             if batch.is_empty() {
                 return Ok(());
             }
-            let hashes = crate::bindings::donut::storage::storage::hash_all(batch)
+            let hashes = self
+                .vfs
+                .port
+                .hash_all(batch)
                 .map_err(|e| storage_fail(&self.name, "hash pages of", e, io_code))?;
             if hashes.len() != batch.len() {
                 return Err(Fail::new(
@@ -1486,7 +1468,7 @@ impl MainDb {
         let db = self.snapshot.db_id;
         let page_size = self.snapshot.page_size as usize;
         let keep = cache::PAGE_CACHE_BYTES / page_size.max(1);
-        cache::with(|c| {
+        self.vfs.with_caches(|c| {
             for (page_hash, index) in pages.iter().rev().take(keep).rev() {
                 if let Some(bytes) = self.pending.get(index) {
                     c.pages
@@ -1571,70 +1553,32 @@ fn storage_fail(name: &str, op: &str, e: StorageError, io_code: i32) -> Fail {
     Fail::new(code, format!("{op} {name:?}: {}", describe(&e)))
 }
 
-thread_local! {
-    /// The last root decoded per database, with its stored bytes: a root
-    /// that did not change since (most transactions' case) is not decoded
-    /// and checksummed again — SHA-256 in wasm is what a read transaction
-    /// would otherwise spend most of its CPU on.
-    static DECODED: RefCell<HashMap<String, (WitRoot, Root)>> = RefCell::new(HashMap::new());
-}
-
-thread_local! {
-    /// Databases whose last root read in this instance said they no longer
-    /// exist (removed, maybe created again under the same name since).
-    static MOVED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
-/// `SQLITE_FCNTL_HAS_MOVED`: true once a root read found `name` gone.
-/// SQLite asks before it opens a rollback journal and then fails the write
-/// with `SQLITE_READONLY_DBMOVED`; costs no request.
-pub fn has_moved(name: &str) -> bool {
-    MOVED.with(|m| m.borrow().contains(name))
-}
-
-fn read_root(name: &str, handle: &Database, io_code: i32) -> Result<Root, Fail> {
+fn read_root(vfs: &Vfs, name: &str, handle: &dyn Database, io_code: i32) -> Result<Root, Fail> {
     let stored = match handle.read_root() {
         Ok(stored) => {
-            MOVED.with(|m| m.borrow_mut().remove(name));
+            vfs.moved.borrow_mut().remove(name);
             stored
         }
         Err(e) => {
             if matches!(e, StorageError::NotFound(_)) {
-                MOVED.with(|m| m.borrow_mut().insert(name.to_string()));
+                vfs.moved.borrow_mut().insert(name.to_string());
             }
             return Err(storage_fail(name, "read root of", e, io_code));
         }
     };
-    let known = DECODED.with(|d| {
-        d.borrow()
-            .get(name)
-            .filter(|(bytes, _)| bytes.version == stored.version && bytes.body == stored.body)
-            .map(|(_, root)| root.clone())
-    });
+    let known = vfs
+        .decoded
+        .borrow()
+        .get(name)
+        .filter(|(bytes, _)| *bytes == stored)
+        .map(|(_, root)| root.clone());
     if let Some(root) = known {
         return Ok(root);
     }
     let root = decode_root(name, &stored)
         .map_err(|detail| Fail::new(ffi::SQLITE_IOERR_CORRUPTFS, format!("corrupt: {detail}")))?;
-    DECODED.with(|d| {
-        d.borrow_mut()
-            .insert(name.to_string(), (stored, root.clone()))
-    });
+    vfs.decoded
+        .borrow_mut()
+        .insert(name.to_string(), (stored, root.clone()));
     Ok(root)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_page_count_needs_a_valid_header() {
-        let mut page = vec![0u8; 512];
-        page[24..28].copy_from_slice(&7u32.to_be_bytes());
-        page[28..32].copy_from_slice(&42u32.to_be_bytes());
-        assert_eq!(header_page_count(&page), None, "version-valid-for differs");
-        page[92..96].copy_from_slice(&7u32.to_be_bytes());
-        assert_eq!(header_page_count(&page), Some(42));
-        assert_eq!(header_page_count(&page[..50]), None);
-    }
 }

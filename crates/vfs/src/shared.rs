@@ -1,0 +1,128 @@
+//! What every connection of one registered VFS shares: the storage port,
+//! the caches, the in-memory files, and the instance's lock and staging
+//! tables. SQLite hands each callback the `sqlite3_vfs` (whose `pAppData`
+//! points here) or a file opened through it (which keeps a reference), so
+//! no state lives in globals.
+//!
+//! Single-threaded (`RefCell`): a component instance runs on one thread.
+//! A build that shares a VFS across threads puts this behind a mutex.
+
+use crate::cache::Caches;
+use crate::main_file::{self, Fail, MainDb};
+use crate::memfs::MemFs;
+use crate::port::{Database, Port, StoredRoot};
+use donut_format::Root;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
+/// A database handle and the root an opener read through it.
+type Primed = (Box<dyn Database>, Root);
+
+/// A registered DonutDB VFS and the state its connections share
+/// ([`crate::register`]).
+pub struct Vfs {
+    pub(crate) port: Box<dyn Port>,
+    /// Handles and roots read by an opener, waiting for SQLite's xOpen.
+    pub(crate) primed: RefCell<HashMap<String, Primed>>,
+    /// Set while an opener has SQLite load the schema.
+    pub(crate) loading_schema: Cell<bool>,
+    pub(crate) caches: RefCell<Caches>,
+    pub(crate) memfs: MemFs,
+    /// Per database name, the connection of this VFS that holds RESERVED
+    /// or more: one writer at a time, as a native VFS's file locks would
+    /// give. (Storage needs no lock for that — the root swap decides — but
+    /// two writing connections would share journals by name and could
+    /// replay each other's.)
+    pub(crate) reserved: RefCell<HashMap<String, u64>>,
+    pub(crate) next_id: Cell<u64>,
+    /// Connections whose changes wait for a super-journal's deletion, or
+    /// (key `connection_group`) for their connection's phase two.
+    pub(crate) staged: RefCell<HashMap<String, Vec<*mut MainDb>>>,
+    /// Per SQLite connection, the DonutDB databases of it at EXCLUSIVE:
+    /// SQLite takes EXCLUSIVE on every database a transaction changed
+    /// before it commits any of them.
+    pub(crate) exclusive: RefCell<HashMap<usize, HashSet<u64>>>,
+    /// The last root decoded per database, with its stored bytes: a root
+    /// that did not change since (most transactions' case) is not decoded
+    /// and checksummed again — SHA-256 in wasm is what a read transaction
+    /// would otherwise spend most of its CPU on.
+    pub(crate) decoded: RefCell<HashMap<String, (StoredRoot, Root)>>,
+    /// Databases whose last root read said they no longer exist (removed,
+    /// maybe created again under the same name since).
+    pub(crate) moved: RefCell<HashSet<String>>,
+}
+
+impl Vfs {
+    pub(crate) fn new(port: Box<dyn Port>, journal_budget_bytes: usize) -> Vfs {
+        Vfs {
+            port,
+            primed: RefCell::default(),
+            loading_schema: Cell::new(false),
+            caches: RefCell::new(Caches::new()),
+            memfs: MemFs::new(journal_budget_bytes),
+            reserved: RefCell::default(),
+            next_id: Cell::new(1),
+            staged: RefCell::default(),
+            exclusive: RefCell::default(),
+            decoded: RefCell::default(),
+            moved: RefCell::default(),
+        }
+    }
+
+    /// The storage this VFS reads and commits through.
+    pub fn port(&self) -> &dyn Port {
+        &*self.port
+    }
+
+    /// Hands SQLite's next xOpen of `name` a handle and the root just read
+    /// through it (decoded by [`Vfs::decode_root`]): opening costs one root
+    /// read, not two.
+    pub fn prime(&self, name: &str, handle: Box<dyn Database>, root: Root) {
+        self.primed
+            .borrow_mut()
+            .insert(name.to_string(), (handle, root));
+    }
+
+    /// Runs `load` (an opener's schema load) as part of opening: its read
+    /// transaction uses the root read at open and leaves it for the
+    /// connection's first transaction, which may still use it.
+    pub fn loading_schema<T>(&self, load: impl FnOnce() -> T) -> T {
+        self.loading_schema.set(true);
+        let out = load();
+        self.loading_schema.set(false);
+        out
+    }
+
+    /// Decodes a stored root of `name`, checking its version.
+    pub fn decode_root(name: &str, stored: &StoredRoot) -> Result<Root, String> {
+        main_file::decode_root(name, stored)
+    }
+
+    /// `SQLITE_FCNTL_HAS_MOVED`: true once a root read found `name` gone.
+    /// SQLite asks before it opens a rollback journal and then fails the
+    /// write with `SQLITE_READONLY_DBMOVED`; costs no request.
+    pub fn has_moved(&self, name: &str) -> bool {
+        self.moved.borrow().contains(name)
+    }
+
+    /// Bytes the in-memory files hold now (`PRAGMA donut_journal_bytes`).
+    pub fn journal_bytes(&self) -> usize {
+        self.memfs.held_bytes()
+    }
+
+    pub(crate) fn with_caches<R>(&self, f: impl FnOnce(&mut Caches) -> R) -> R {
+        f(&mut self.caches.borrow_mut())
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    /// SQLite deletes a super-journal: the commit point of the databases
+    /// staged under it ([`main_file::commit_staged`]).
+    pub(crate) fn commit_staged(&'static self, super_journal: &str) -> Result<(), Fail> {
+        main_file::commit_staged(self, super_journal)
+    }
+}
