@@ -5,8 +5,8 @@
 //!   (no wasmtime), where items live and the operations on them;
 //! - [`storage`]: the `donut:storage` host implementation over the store
 //!   (handles, grants, hash checks, limits, counters);
-//! - [`runtime`]: engine, compiled-component cache, one store per call;
-//! - [`stats`]: request counters.
+//! - [`runtime`]: engine, compiled-component cache, one store per call,
+//!   the stock component's argument contract (`StockSql`).
 
 pub mod runtime;
 pub mod storage;

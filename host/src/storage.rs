@@ -9,7 +9,7 @@ pub use donut_format::limits::{
 use donut_format::{DbId, DbName, HASH_LEN, Hash, LockState, Root, hash_hex, verify};
 use donut_store::backend::{Backend, BackendError, Commit, Fence, Meta, PutMetaError};
 pub use donut_store::cache::{SectorCache, Versions};
-pub use donut_store::clock::Clock;
+pub use donut_store::clock::{Clock, VirtualTime};
 pub use donut_store::db::{
     Stored, create_database, new_root, read_root, read_stored, remove_database, swap_root,
 };
@@ -741,7 +741,7 @@ mod tests {
     #[tokio::test]
     async fn leases_exclude_expire_and_fence() {
         let now = Arc::new(AtomicU64::new(1_000_000));
-        let (mut ctx, db) = ctx_with_db(Clock::Manual(now.clone())).await;
+        let (mut ctx, db) = ctx_with_db(Clock::Virtual(now.clone())).await;
         let first = HostDatabase::acquire(&mut ctx, borrow(&db), WitLockMode::Exclusive, 5_000)
             .await
             .unwrap();

@@ -12,7 +12,7 @@ use crate::check::{self, History, OpRecord, Status};
 use donut_host::runtime::{
     Call, Determinism, MemoryOutputPipe, Outcome, Program, RunError, Runtime, Stdio,
 };
-use donut_host::storage::{Clock, LeaseRenewal, SectorCache};
+use donut_host::storage::{Clock, LeaseRenewal, SectorCache, VirtualTime};
 use donut_host::{Grant, MemoryBackend, StorageCtx};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -221,11 +221,26 @@ fn run_now<T>(future: impl Future<Output = T>) -> T {
     panic!("a setup or final call never finished");
 }
 
+/// The simulation's virtual time read with a fixed skew, as a host whose
+/// clock runs ahead (positive) or behind: each client gets one.
+struct SkewedClock {
+    ms: Arc<AtomicU64>,
+    skew_ms: i64,
+}
+
+impl VirtualTime for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        self.ms
+            .load(Ordering::SeqCst)
+            .saturating_add_signed(self.skew_ms)
+    }
+}
+
 impl Sim {
     /// Runs one guest call straight on the store, no scheduler, no faults.
     fn direct(&self, store: &MemoryBackend, args: &[&str], clock: &Arc<AtomicU64>) -> Outcome {
         let storage = StorageCtx::new(Arc::new(store.clone()), Grant::all())
-            .with_clock(Clock::Manual(clock.clone()))
+            .with_clock(Clock::Virtual(clock.clone()))
             .with_lease_renewal(LeaseRenewal::OnCall);
         let mut call = Call::new(
             std::iter::once("test-guest")
@@ -592,7 +607,10 @@ impl Sim {
             bug,
         };
         let storage = StorageCtx::new(Arc::new(backend), Grant::all())
-            .with_clock(Clock::Skewed(clock.clone(), client.skew_ms))
+            .with_clock(Clock::Virtual(Arc::new(SkewedClock {
+                ms: clock.clone(),
+                skew_ms: client.skew_ms,
+            })))
             .with_lease_renewal(LeaseRenewal::OnCall)
             .with_cache(cache.clone());
         // Values a client writes are unique across clients and incarnations.

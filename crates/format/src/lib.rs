@@ -6,6 +6,7 @@
 //! no I/O, so the guest (wasm32-wasip2) and the host (native) compile the same
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
+pub mod items;
 pub mod limits;
 mod lock;
 pub mod lru;

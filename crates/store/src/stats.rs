@@ -153,10 +153,6 @@ impl fmt::Display for RequestStats {
 }
 
 impl RequestStats {
-    pub fn total_requests(&self) -> u64 {
-        self.requests.values().sum()
-    }
-
     /// What happened since `earlier`.
     pub fn since(&self, earlier: &RequestStats) -> RequestStats {
         let mut requests = self.requests.clone();

@@ -105,11 +105,6 @@ impl Vfs {
         self.moved.borrow().contains(name)
     }
 
-    /// Bytes the in-memory files hold now (`PRAGMA donut_journal_bytes`).
-    pub fn journal_bytes(&self) -> usize {
-        self.memfs.held_bytes()
-    }
-
     pub(crate) fn with_caches<R>(&self, f: impl FnOnce(&mut Caches) -> R) -> R {
         f(&mut self.caches.borrow_mut())
     }

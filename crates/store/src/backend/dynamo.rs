@@ -28,6 +28,10 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TransactWriteItem,
     WriteRequest,
 };
+use donut_format::items::dynamo::{
+    ATTR_BODY, ATTR_CODEC, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD, HASH_KEY,
+    RANGE_KEY, catalog_range, lock_key, root_key, sector_key,
+};
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
 use std::fmt;
@@ -35,17 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-const HASH_KEY: &str = "hash_key";
-const RANGE_KEY: &str = "range_key";
-const ATTR_BODY: &str = "b";
-const ATTR_VERSION: &str = "v";
-const ATTR_CODEC: &str = "c";
-const ATTR_NAME: &str = "n";
-const CATALOG_KEY: &str = "catalog";
-
-const CODEC_RAW: u8 = 0;
-const CODEC_ZSTD: u8 = 1;
-const ZSTD_LEVEL: i32 = 3;
+/// zstd's level for sector bodies (the metered backend bills with it too).
+pub(crate) const ZSTD_LEVEL: i32 = 3;
 
 /// Requests of one batch call in flight at once.
 const REQUESTS_IN_FLIGHT: usize = 16;
@@ -287,20 +282,9 @@ fn n(value: u64) -> AttributeValue {
 
 fn meta_key(kind: MetaKind, name: &DbName) -> String {
     match kind {
-        MetaKind::Root => format!("r/{name}"),
-        MetaKind::Lock => format!("l/{name}"),
+        MetaKind::Root => root_key(name),
+        MetaKind::Lock => lock_key(name),
     }
-}
-
-fn sector_key(db: DbId, sector: &Hash) -> String {
-    format!("s/{}/{}", db.hex(), hash_hex(sector))
-}
-
-/// Catalog entries are items of one partition, sorted by a 63-bit hash of
-/// the name (a DynamoDB number key), so `ls` is a Query, not a Scan.
-fn catalog_range(name: &DbName) -> u64 {
-    let h = hash(name.as_str().as_bytes());
-    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) >> 1
 }
 
 fn key(hash_key: String, range: u64) -> HashMap<String, AttributeValue> {

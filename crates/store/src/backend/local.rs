@@ -15,7 +15,7 @@ use super::{
     StoredSummary,
 };
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, HASH_LEN, Hash, hash, hash_hex};
+use donut_format::{DbId, DbName, Hash, hash_hex};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -23,11 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MARKER_FILE: &str = "DONUTDB";
-const MARKER: &str = "donutdb local store v1\n";
-const PACK_MAGIC: &[u8; 8] = b"DNTPACK1";
-const META_MAGIC: &[u8; 8] = b"DNTMETA1";
-const RECORD_HEADER_LEN: usize = 16 + HASH_LEN + 4;
+use donut_format::items::local::{self, MARKER, MARKER_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenLocalError {
@@ -159,11 +155,9 @@ impl LocalBackend {
 
 impl Inner {
     fn meta_path(&self, kind: MetaKind, name: &DbName) -> PathBuf {
-        self.dir.join("meta").join(format!(
-            "{}-{}",
-            kind.as_str(),
-            hash_hex(&hash(name.as_str().as_bytes()))
-        ))
+        self.dir
+            .join("meta")
+            .join(local::meta_file_name(kind.as_str(), name))
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -191,44 +185,23 @@ impl Inner {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .map_err(|e| unavailable("reading", &path, e))?;
-            if bytes.len() < PACK_MAGIC.len() || &bytes[..PACK_MAGIC.len()] != PACK_MAGIC {
-                return Err(BackendError::Corrupt(format!(
-                    "{} is not a pack",
-                    path.display()
-                )));
-            }
+            let records = local::decode_pack(&bytes)
+                .map_err(|detail| BackendError::Corrupt(format!("{}: {detail}", path.display())))?;
             let pack = index.packs.len();
-            let mut at = PACK_MAGIC.len();
-            while at < bytes.len() {
-                if bytes.len() - at < RECORD_HEADER_LEN {
-                    return Err(BackendError::Corrupt(format!(
-                        "{}: truncated record at byte {at}",
-                        path.display()
-                    )));
-                }
-                let mut db = [0u8; 16];
-                db.copy_from_slice(&bytes[at..at + 16]);
-                let mut sector_hash = [0u8; HASH_LEN];
-                sector_hash.copy_from_slice(&bytes[at + 16..at + 16 + HASH_LEN]);
-                let len_at = at + 16 + HASH_LEN;
-                let len = u32::from_le_bytes(bytes[len_at..len_at + 4].try_into().unwrap());
-                let offset = (at + RECORD_HEADER_LEN) as u64;
-                if offset as usize + len as usize > bytes.len() {
-                    return Err(BackendError::Corrupt(format!(
-                        "{}: record at byte {at} runs past the end",
-                        path.display()
-                    )));
-                }
-                let location = Location { pack, offset, len };
+            for record in records {
+                let location = Location {
+                    pack,
+                    offset: record.offset,
+                    len: record.len,
+                };
                 if index
                     .sectors
-                    .insert((DbId(db), sector_hash), location)
+                    .insert((record.db, record.hash), location)
                     .is_none()
                 {
-                    index.bytes += len as u64;
-                    index.largest = index.largest.max(len as u64);
+                    index.bytes += record.len as u64;
+                    index.largest = index.largest.max(record.len as u64);
                 }
-                at = offset as usize + len as usize;
             }
             index.packs.push(file);
             index.pack_names.insert(name);
@@ -286,13 +259,13 @@ impl Inner {
             return Ok(());
         }
         let mut pack = Vec::with_capacity(
-            PACK_MAGIC.len()
+            local::PACK_MAGIC.len()
                 + new
                     .iter()
-                    .map(|s| RECORD_HEADER_LEN + s.1.len())
+                    .map(|s| local::RECORD_HEADER_BYTES + s.1.len())
                     .sum::<usize>(),
         );
-        pack.extend_from_slice(PACK_MAGIC);
+        pack.extend_from_slice(local::PACK_MAGIC);
         for (sector_hash, bytes) in &new {
             if bytes.len() > ITEM_BYTES_MAX {
                 return Err(BackendError::TooLarge(format!(
@@ -301,10 +274,7 @@ impl Inner {
                     bytes.len()
                 )));
             }
-            pack.extend_from_slice(&db.0);
-            pack.extend_from_slice(sector_hash);
-            pack.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            pack.extend_from_slice(bytes);
+            local::push_record(&mut pack, db, sector_hash, bytes);
         }
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| BackendError::Unavailable(e.to_string()))?;
@@ -320,8 +290,8 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(unavailable("reading", path, e)),
         };
-        decode_meta(&bytes)
-            .map(Some)
+        local::decode_meta(&bytes)
+            .map(|(name, version, body)| Some((name, Meta { version, body })))
             .ok_or_else(|| BackendError::Corrupt(format!("{} is damaged", path.display())))
     }
 
@@ -357,41 +327,10 @@ impl Inner {
         if current != expected {
             return Err(PutMetaError::Conflict);
         }
-        write_atomically(&path, &encode_meta(name, &meta))
+        write_atomically(&path, &local::encode_meta(name, meta.version, &meta.body))
             .map_err(|e| unavailable("writing", &path, e))?;
         Ok(()) // dropping `lock` unlocks
     }
-}
-
-fn encode_meta(name: &DbName, meta: &Meta) -> Vec<u8> {
-    let name = name.as_str().as_bytes();
-    let mut out = Vec::with_capacity(8 + 2 + name.len() + 8 + 4 + meta.body.len() + 8);
-    out.extend_from_slice(META_MAGIC);
-    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-    out.extend_from_slice(name);
-    out.extend_from_slice(&meta.version.to_le_bytes());
-    out.extend_from_slice(&(meta.body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&meta.body);
-    let checksum = hash(&out);
-    out.extend_from_slice(&checksum[..8]);
-    out
-}
-
-fn decode_meta(bytes: &[u8]) -> Option<(DbName, Meta)> {
-    let body_end = bytes.len().checked_sub(8)?;
-    if bytes.get(..8)? != META_MAGIC || hash(&bytes[..body_end])[..8] != bytes[body_end..] {
-        return None;
-    }
-    let name_len = u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?) as usize;
-    let name = std::str::from_utf8(bytes.get(10..10 + name_len)?).ok()?;
-    let at = 10 + name_len;
-    let version = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
-    let len = u32::from_le_bytes(bytes.get(at + 8..at + 12)?.try_into().ok()?) as usize;
-    let body = bytes.get(at + 12..at + 12 + len)?.to_vec();
-    if at + 12 + len != body_end {
-        return None;
-    }
-    Some((DbName::new(name).ok()?, Meta { version, body }))
 }
 
 #[async_trait]
@@ -491,21 +430,7 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meta_file_round_trips_and_detects_damage() {
-        let name = DbName::new("app.db").unwrap();
-        let meta = Meta {
-            version: 3,
-            body: vec![1, 2, 3],
-        };
-        let bytes = encode_meta(&name, &meta);
-        assert_eq!(decode_meta(&bytes), Some((name, meta)));
-        let mut bad = bytes.clone();
-        bad[12] ^= 1;
-        assert_eq!(decode_meta(&bad), None);
-        assert_eq!(decode_meta(&bytes[..bytes.len() - 1]), None);
-    }
+    use donut_format::hash;
 
     #[test]
     fn refuses_a_directory_that_is_not_a_store() {

@@ -8,15 +8,13 @@ use super::{
 };
 use crate::stats::RequestStats;
 use async_trait::async_trait;
+use donut_format::items::dynamo::{
+    META_ITEM_OVERHEAD_BYTES as META_ITEM_OVERHEAD,
+    SECTOR_ITEM_OVERHEAD_BYTES as SECTOR_ITEM_OVERHEAD,
+};
 use donut_format::{DbId, DbName, Hash};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Bytes of key and attribute names a sector item carries besides its body
-/// (`hash_key` "s/<32 hex>/<64 hex>", `range_key`, `c`, `b`).
-const SECTOR_ITEM_OVERHEAD: usize = 8 + 99 + 9 + 1 + 1 + 1 + 1;
-/// The same for a root or lock item (`r/NAME`, `v`, `b`).
-const META_ITEM_OVERHEAD: usize = 8 + 2 + 9 + 1 + 8 + 1;
 
 /// What a workload cost, as DynamoDB would bill it.
 /// Read units: 4 KB each, halved for eventually consistent reads.
@@ -32,7 +30,7 @@ fn write_units(item_bytes: usize) -> f64 {
 
 /// Sector bytes as the DynamoDB backend would store them (zstd when smaller).
 fn stored_len(bytes: &[u8]) -> usize {
-    match zstd::bulk::compress(bytes, 3) {
+    match zstd::bulk::compress(bytes, super::dynamo::ZSTD_LEVEL) {
         Ok(packed) if packed.len() < bytes.len() => packed.len(),
         _ => bytes.len(),
     }
