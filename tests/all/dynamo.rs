@@ -25,14 +25,9 @@ pub(crate) async fn through_proxy_with(one_request_commit: bool) -> (Harness, Pr
     options.one_request_commit = one_request_commit;
     let dynamo = DynamoBackend::connect(&options, Vec::new()).await.unwrap();
     let h = Harness {
-        backend: Arc::new(dynamo.clone()),
-        memory: None,
-        dynamo: Some(dynamo),
-        _dir: None,
+        dynamo: Some(dynamo.clone()),
         _server: Some(server),
-        cache: None,
-        memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
-        time_limit: None,
+        ..Harness::over(Arc::new(dynamo))
     };
     (h, proxy)
 }

@@ -57,17 +57,25 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn memory() -> Harness {
-        let memory = MemoryBackend::new();
+    /// A harness over `backend` with the default limits and no cache.
+    pub fn over(backend: Arc<dyn Backend>) -> Harness {
         Harness {
-            backend: Arc::new(memory.clone()),
-            memory: Some(memory),
+            backend,
+            memory: None,
             dynamo: None,
             _dir: None,
             _server: None,
             cache: None,
             memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
             time_limit: None,
+        }
+    }
+
+    pub fn memory() -> Harness {
+        let memory = MemoryBackend::new();
+        Harness {
+            memory: Some(memory.clone()),
+            ..Harness::over(Arc::new(memory))
         }
     }
 
@@ -96,14 +104,8 @@ impl Harness {
             .await
             .expect("connect");
         Harness {
-            backend: Arc::new(dynamo.clone()),
-            memory: None,
-            dynamo: Some(dynamo),
-            _dir: None,
-            _server: None,
-            cache: None,
-            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
-            time_limit: None,
+            dynamo: Some(dynamo.clone()),
+            ..Harness::over(Arc::new(dynamo))
         }
     }
 
@@ -111,14 +113,8 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let backend = LocalBackend::open(dir.path().join("store")).expect("local store");
         Harness {
-            backend: Arc::new(backend),
-            memory: None,
-            dynamo: None,
             _dir: Some(dir),
-            _server: None,
-            cache: None,
-            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
-            time_limit: None,
+            ..Harness::over(Arc::new(backend))
         }
     }
 
