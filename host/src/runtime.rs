@@ -2,7 +2,7 @@
 //! a [`Program`] (pre-instantiated component) per component, and one store
 //! per call with its own WASI context, storage grant and memory limit.
 
-use crate::storage::{self, StorageCtx};
+use crate::storage::{self, QuotaExceeded, QuotaUse, StorageCtx};
 use donut_format::limits::MEMORY_LIMIT_ENV;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
@@ -119,6 +119,48 @@ pub enum RunError {
         "{label} tried to use more than its memory limit of {limit_bytes} bytes and was stopped"
     )]
     MemoryLimit { label: String, limit_bytes: usize },
+    #[error("{label} reached {exceeded} and was stopped")]
+    StorageLimit {
+        label: String,
+        exceeded: QuotaExceeded,
+    },
+}
+
+/// What one call used: every call reports it, whatever its outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// From instantiation to exit.
+    pub wall: Duration,
+    /// Time the call's work was running on a thread: the guest's own
+    /// execution and the host's work on its calls, not the waits for
+    /// storage.
+    pub busy: Duration,
+    /// Storage calls, sectors and bytes, as the call's quota counts them.
+    pub storage: QuotaUse,
+    /// The most linear memory the instance held.
+    pub peak_memory_bytes: usize,
+    /// The exit code, if the guest exited (not stopped or trapped).
+    pub exit_code: Option<i32>,
+}
+
+/// Runs a future and adds up the time spent polling it.
+struct Busy<'a, F> {
+    inner: std::pin::Pin<Box<F>>,
+    busy: &'a mut Duration,
+}
+
+impl<F: std::future::Future> std::future::Future for Busy<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let started = std::time::Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        *self.busy += started.elapsed();
+        polled
+    }
 }
 
 /// How often the engine's epoch advances: the granularity of time limits.
@@ -132,6 +174,8 @@ struct MemoryLimitExceeded(usize);
 /// Per-call limits on linear memory and tables.
 struct Limiter {
     memory_bytes: usize,
+    /// The most linear memory asked for and granted.
+    peak_memory_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -144,6 +188,7 @@ impl ResourceLimiter for Limiter {
         if desired > self.memory_bytes {
             return Err(MemoryLimitExceeded(self.memory_bytes).into());
         }
+        self.peak_memory_bytes = self.peak_memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -477,6 +522,29 @@ impl Runtime {
 
     /// Runs one call of `program` in a fresh store.
     pub async fn run(&self, program: &Program, call: Call) -> Result<Outcome, RunError> {
+        self.run_with_usage(program, call).await.0
+    }
+
+    /// Runs one call of `program` in a fresh store, and says what it used.
+    pub async fn run_with_usage(
+        &self,
+        program: &Program,
+        call: Call,
+    ) -> (Result<Outcome, RunError>, Usage) {
+        let started = std::time::Instant::now();
+        let mut usage = Usage::default();
+        let outcome = self.run_measured(program, call, &mut usage).await;
+        usage.wall = started.elapsed();
+        usage.exit_code = outcome.as_ref().ok().map(|o| o.exit_code);
+        (outcome, usage)
+    }
+
+    async fn run_measured(
+        &self,
+        program: &Program,
+        call: Call,
+        usage: &mut Usage,
+    ) -> Result<Outcome, RunError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&call.args)
             // The guest library sizes its memory budgets from it (in-memory
@@ -524,6 +592,7 @@ impl Runtime {
             storage: call.storage,
             limits: Limiter {
                 memory_bytes: call.memory_limit_bytes,
+                peak_memory_bytes: 0,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -547,15 +616,26 @@ impl Runtime {
         let memory_limit_bytes = call.memory_limit_bytes;
         let time_limit = call.time_limit;
         let label = program.label.clone();
-        let command = program
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| RunError::Instantiate {
-                label: label.clone(),
-                detail: format!("{e:#}"),
-            })?;
-        let result = command.wasi_cli_run().call_run(&mut store).await;
+        let instantiated = Busy {
+            inner: Box::pin(program.pre.instantiate_async(&mut store)),
+            busy: &mut usage.busy,
+        }
+        .await;
+        let command = instantiated.map_err(|e| RunError::Instantiate {
+            label: label.clone(),
+            detail: format!("{e:#}"),
+        })?;
+        let result = Busy {
+            inner: Box::pin(command.wasi_cli_run().call_run(&mut store)),
+            busy: &mut usage.busy,
+        }
+        .await;
+        let state = store.data();
+        usage.storage = state.storage.quota_used();
+        usage.peak_memory_bytes = state.limits.peak_memory_bytes;
+        if let Some(exceeded) = state.storage.quota_exceeded() {
+            return Err(RunError::StorageLimit { label, exceeded });
+        }
         let exit_code = match result {
             Ok(Ok(())) => 0,
             Ok(Err(())) => 1,

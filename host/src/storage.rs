@@ -19,6 +19,7 @@ pub use donut_store::lease::LeaseRenewal;
 use donut_store::lease::{
     Lease, SharedLease, renew_in_background, renew_lease, update_lock, with_holder, without_holder,
 };
+pub use donut_store::quota::{CallQuota, QuotaExceeded, QuotaUse};
 use donut_store::random_u64;
 use donut_store::stats::StorageStats;
 use std::sync::Arc;
@@ -107,6 +108,11 @@ pub struct StorageCtx {
     /// one — usually the guest re-sending the same commit — backs off
     /// first ([`commit_backoff_ms`]).
     unanswered_commits: u32,
+    /// What this call may ask of storage, what it asked, and the limit it
+    /// reached if it did (the instance is then stopped).
+    quota: CallQuota,
+    quota_used: QuotaUse,
+    quota_exceeded: Option<QuotaExceeded>,
 }
 
 /// First and largest pause before a commit that follows an unanswered
@@ -137,7 +143,43 @@ impl StorageCtx {
             known_locks: std::collections::HashMap::new(),
             versions: Versions::default(),
             unanswered_commits: 0,
+            quota: CallQuota::unlimited(),
+            quota_used: QuotaUse::default(),
+            quota_exceeded: None,
         }
+    }
+
+    /// Limits this call's storage work; past a limit the instance stops.
+    pub fn with_quota(mut self, quota: CallQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// What this call has asked of storage so far.
+    pub fn quota_used(&self) -> QuotaUse {
+        self.quota_used
+    }
+
+    /// The per-call limit this call reached, if it did.
+    pub fn quota_exceeded(&self) -> Option<QuotaExceeded> {
+        self.quota_exceeded
+    }
+
+    /// Counts work against the call's quota. Past a limit the guest is
+    /// stopped (a trap: whatever it was doing, nothing more reaches
+    /// storage; a commit not yet swapped never lands), and so is every
+    /// later call.
+    fn charge(&mut self, storage_calls: u64, sectors: u64, bytes: u64) -> Result<(), StorageError> {
+        let charged = match self.quota_exceeded {
+            Some(exceeded) => Err(exceeded),
+            None => self
+                .quota
+                .charge(&mut self.quota_used, storage_calls, sectors, bytes),
+        };
+        charged.map_err(|exceeded| {
+            self.quota_exceeded = Some(exceeded);
+            StorageError::Trap(format!("the call reached {exceeded} and was stopped"))
+        })
     }
 
     /// Creates database `name` if the grant allows, counted as one root
@@ -270,6 +312,12 @@ impl StorageCtx {
         }
     }
 
+    /// Counts the bytes a sector read returns (cache hits included).
+    fn charge_read_bytes(&mut self, out: &[Option<Vec<u8>>]) -> Result<(), StorageError> {
+        let bytes: usize = out.iter().flatten().map(Vec::len).sum();
+        self.charge(0, 0, bytes as u64)
+    }
+
     async fn db_id(
         &mut self,
         db: &Resource<DatabaseHandle>,
@@ -331,6 +379,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         name: String,
         page_size: u32,
     ) -> Result<Resource<DatabaseHandle>, StorageError> {
+        self.charge(1, 0, 0)?;
         let (name, root) = self.create_database(&name, page_size).await?;
         self.table.push(DatabaseHandle {
             name,
@@ -344,8 +393,10 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
 
     async fn read_root(&mut self, db: Resource<DatabaseHandle>) -> Result<WitRoot, StorageError> {
         let name = self.table.get(&db)?.name.clone();
+        self.charge(1, 0, 0)?;
         self.stats.read_root.fetch_add(1, Ordering::Relaxed);
         let (meta, root) = read_root(&*self.backend, &name).await?;
+        self.charge(0, 0, meta.body.len() as u64)?;
         self.versions().saw(root.db_id, meta.version);
         // The first root read binds the handle to that database id; a root
         // with another id means the name was removed and created again.
@@ -372,6 +423,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             .iter()
             .map(|h| to_hash(h))
             .collect::<Result<_, _>>()?;
+        self.charge(1, hashes.len() as u64, 0)?;
         let (name, db_id) = self.db_id(&db).await?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; hashes.len()];
         let mut missing: Vec<usize> = Vec::new();
@@ -391,6 +443,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             .sector_cache_hits
             .fetch_add((hashes.len() - missing.len()) as u64, Ordering::Relaxed);
         if missing.is_empty() {
+            self.charge_read_bytes(&out)?;
             return Ok(out);
         }
         let wanted: Vec<Hash> = missing.iter().map(|&i| hashes[i]).collect();
@@ -419,6 +472,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         for (&i, sector) in missing.iter().zip(found) {
             out[i] = sector;
         }
+        self.charge_read_bytes(&out)?;
         self.stats.get_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .get_sectors_items
@@ -435,7 +489,10 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         sectors: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), StorageError> {
         let checked = check_sectors(sectors)?;
-        let (_, db_id) = self.db_id(&db).await?;
+        let bytes: usize = checked.iter().map(|s| s.1.len()).sum();
+        self.charge(1, checked.len() as u64, bytes as u64)?;
+        let (name, db_id) = self.db_id(&db).await?;
+        self.grant.check_write(&name, "storing sectors of")?;
         self.backend.put_sectors(db_id, &checked).await?;
         self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stored(db_id, &checked);
@@ -451,7 +508,10 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         sectors: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<u64, StorageError> {
         let sectors = check_sectors(sectors)?;
+        let bytes: usize = sectors.iter().map(|s| s.1.len()).sum::<usize>() + body.len();
+        self.charge(1, sectors.len() as u64, bytes as u64)?;
         let (name, db_id) = self.db_id(&db).await?;
+        self.grant.check_write(&name, "a commit to")?;
         let root =
             Root::decode(&body).map_err(|e| StorageError::Invalid(format!("new root: {e}")))?;
         if root.version != expected_version + 1 {
@@ -573,6 +633,10 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let name = self.table.get(&db)?.name.clone();
         let owner = random_u64();
         let exclusive = matches!(mode, WitLockMode::Exclusive);
+        self.charge(1, 0, 0)?;
+        if exclusive {
+            self.grant.check_write(&name, "an exclusive lease on")?;
+        }
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
         self.renew_due_leases().await;
         let (backend, clock) = (self.backend.clone(), self.clock.clone());
@@ -645,6 +709,7 @@ impl donut::storage::storage::HostLock for StorageCtx {
             )));
         }
         let lease = self.table.get(&lock)?.lease.clone();
+        self.charge(1, 0, 0)?;
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
         let mut held = lease.lock().await;
         held.lease_ms = lease_ms;
@@ -653,6 +718,7 @@ impl donut::storage::storage::HostLock for StorageCtx {
 
     async fn release(&mut self, lock: Resource<LockHandle>) -> Result<(), StorageError> {
         let lease = self.table.get(&lock)?.lease.clone();
+        self.charge(1, 0, 0)?;
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
         let mut held = lease.lock().await;
         if held.ended {

@@ -14,4 +14,5 @@ mod lost_answers;
 mod sim;
 mod sql;
 mod surface;
+mod tenancy;
 mod util;

@@ -6,7 +6,8 @@
 //! - [`db`]: database operations on roots (read, create, swap, remove);
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
-//! - [`grant`], [`clock`]: which databases an instance may use, and time;
+//! - [`grant`], [`quota`], [`clock`]: which databases an instance may use
+//!   and how, what one call may ask of storage, and time;
 //! - [`transfer`]: push and pull of SQLite files;
 //! - [`stats`]: request counters; [`error`]: the storage error.
 
@@ -17,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod grant;
 pub mod lease;
+pub mod quota;
 pub mod stats;
 pub mod transfer;
 

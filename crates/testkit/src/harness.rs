@@ -5,9 +5,11 @@ use aws_sdk_dynamodb::config::SharedInterceptor;
 use donut_format::DbName;
 use donut_host::backend::dynamo::{DynamoBackend, create_table};
 use donut_host::backend::{Backend, StoredSummary};
-use donut_host::runtime::{Call, Outcome, Program, Runtime, RuntimeOptions, Stdio, StockSql};
+use donut_host::runtime::{
+    Call, Outcome, Program, RunError, Runtime, RuntimeOptions, Stdio, StockSql, Usage,
+};
 use donut_host::stats::{StatsSnapshot, StorageStats};
-use donut_host::storage::SectorCache;
+use donut_host::storage::{CallQuota, SectorCache};
 use donut_host::{Grant, LocalBackend, MemoryBackend, StorageCtx};
 use std::sync::{Arc, OnceLock};
 
@@ -38,6 +40,42 @@ pub fn components() -> &'static Components {
             test_guest,
         }
     })
+}
+
+/// Who a call runs as: which databases it may use and how, and its limits.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub grant: Grant,
+    pub quota: CallQuota,
+    pub memory_limit_bytes: usize,
+}
+
+impl Tenant {
+    /// `grant`, with no storage quota and the default memory limit.
+    pub fn granted(grant: Grant) -> Tenant {
+        Tenant {
+            grant,
+            quota: CallQuota::unlimited(),
+            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// One call's result, its usage and its storage counters.
+pub struct Run {
+    pub outcome: Result<Outcome, RunError>,
+    pub usage: Usage,
+    pub stats: StatsSnapshot,
+}
+
+impl Run {
+    /// The outcome of a call that must have run to its exit.
+    pub fn ran(&self) -> &Outcome {
+        match &self.outcome {
+            Ok(outcome) => outcome,
+            Err(e) => panic!("the call did not run to its exit: {e}"),
+        }
+    }
 }
 
 /// A store (one backend) and ways to run components against it.
@@ -136,10 +174,7 @@ impl Harness {
         program: &Program,
         args: &[&str],
         stdin: &str,
-    ) -> (
-        Result<Outcome, donut_host::runtime::RunError>,
-        StatsSnapshot,
-    ) {
+    ) -> (Result<Outcome, RunError>, StatsSnapshot) {
         self.try_run_within(self.memory_limit_bytes, program, args, stdin)
             .await
     }
@@ -151,7 +186,7 @@ impl Harness {
         memory_limit_bytes: usize,
         db: &str,
         sql: &str,
-    ) -> Result<Outcome, donut_host::runtime::RunError> {
+    ) -> Result<Outcome, RunError> {
         let argv = csv_exec(db, sql);
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.try_run_within(memory_limit_bytes, &components().sql, &args, "")
@@ -165,13 +200,36 @@ impl Harness {
         program: &Program,
         args: &[&str],
         stdin: &str,
-    ) -> (
-        Result<Outcome, donut_host::runtime::RunError>,
-        StatsSnapshot,
-    ) {
+    ) -> (Result<Outcome, RunError>, StatsSnapshot) {
+        let tenant = Tenant {
+            grant: Grant::all(),
+            quota: CallQuota::unlimited(),
+            memory_limit_bytes,
+        };
+        let run = self.run_as(&tenant, program, args, stdin).await;
+        (run.outcome, run.stats)
+    }
+
+    /// Runs SQL through the stock component as `tenant` (csv output).
+    pub async fn sql_as(&self, tenant: &Tenant, db: &str, sql: &str) -> Run {
+        let argv = csv_exec(db, sql);
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.run_as(tenant, &components().sql, &args, "").await
+    }
+
+    /// Runs `program` with `args` (argv[0] added) as `tenant`, with
+    /// captured output; a trap or a limit is returned, not a panic.
+    pub async fn run_as(
+        &self,
+        tenant: &Tenant,
+        program: &Program,
+        args: &[&str],
+        stdin: &str,
+    ) -> Run {
         let stats = Arc::new(StorageStats::default());
-        let mut storage =
-            StorageCtx::new(self.backend.clone(), Grant::all()).with_stats(stats.clone());
+        let mut storage = StorageCtx::new(self.backend.clone(), tenant.grant.clone())
+            .with_stats(stats.clone())
+            .with_quota(tenant.quota);
         if let Some(cache) = &self.cache {
             storage = storage.with_cache(cache.clone());
         }
@@ -182,10 +240,14 @@ impl Harness {
         call.stdio = Stdio::Capture {
             stdin: stdin.as_bytes().to_vec(),
         };
-        call.memory_limit_bytes = memory_limit_bytes;
+        call.memory_limit_bytes = tenant.memory_limit_bytes;
         call.time_limit = self.time_limit;
-        let outcome = components().runtime.run(program, call).await;
-        (outcome, stats.snapshot())
+        let (outcome, usage) = components().runtime.run_with_usage(program, call).await;
+        Run {
+            outcome,
+            usage,
+            stats: stats.snapshot(),
+        }
     }
 
     /// Runs SQL through the stock component (csv output).
