@@ -10,6 +10,7 @@
 
 pub mod runtime;
 pub mod storage;
+pub mod tenant;
 
 // The store (`donut-store`) under the paths callers know.
 pub use donut_store::{backend, stats, transfer};

@@ -141,6 +141,9 @@ pub struct Usage {
     pub peak_memory_bytes: usize,
     /// The exit code, if the guest exited (not stopped or trapped).
     pub exit_code: Option<i32>,
+    /// Requests, capacity units and bytes as DynamoDB bills them, if the
+    /// call's storage was billed (`StorageCtx::billed`).
+    pub billed: Option<crate::stats::RequestStats>,
 }
 
 /// Runs a future and adds up the time spent polling it.
@@ -633,6 +636,7 @@ impl Runtime {
         let state = store.data();
         usage.storage = state.storage.quota_used();
         usage.peak_memory_bytes = state.limits.peak_memory_bytes;
+        usage.billed = state.storage.bill();
         if let Some(exceeded) = state.storage.quota_exceeded() {
             return Err(RunError::StorageLimit { label, exceeded });
         }

@@ -21,7 +21,7 @@ use donut_store::lease::{
 };
 pub use donut_store::quota::{CallQuota, QuotaExceeded, QuotaUse};
 use donut_store::random_u64;
-use donut_store::stats::StorageStats;
+use donut_store::stats::{RequestStats, StorageStats};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
@@ -113,6 +113,8 @@ pub struct StorageCtx {
     quota: CallQuota,
     quota_used: QuotaUse,
     quota_exceeded: Option<QuotaExceeded>,
+    /// What this call's requests cost, if billed ([`StorageCtx::billed`]).
+    bill: Option<Arc<std::sync::Mutex<RequestStats>>>,
 }
 
 /// First and largest pause before a commit that follows an unanswered
@@ -146,7 +148,24 @@ impl StorageCtx {
             quota: CallQuota::unlimited(),
             quota_used: QuotaUse::default(),
             quota_exceeded: None,
+            bill: None,
         }
+    }
+
+    /// Bills this call's requests as DynamoDB does: what the DynamoDB
+    /// backend's answers report, or the billing model's figures on the
+    /// other backends ([`RequestStats`], read by [`StorageCtx::bill`]).
+    pub fn billed(mut self) -> Self {
+        let bill = Arc::new(std::sync::Mutex::new(RequestStats::default()));
+        self.backend = donut_store::backend::metered::billed(&self.backend, &bill);
+        self.bill = Some(bill);
+        self
+    }
+
+    /// What this call's requests have cost so far, if it is billed.
+    pub fn bill(&self) -> Option<RequestStats> {
+        let bill = self.bill.as_ref()?;
+        Some(bill.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Limits this call's storage work; past a limit the instance stops.

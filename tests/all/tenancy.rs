@@ -1,12 +1,19 @@
 //! Tenants at the library boundary: grants by name and prefix, read-only
-//! grants, per-call storage quotas, and the usage every call reports.
+//! grants, per-call storage quotas, the usage every call reports, and the
+//! `Tenants` registry a service embeds (budgets, instance limits, billing).
 
 use crate::backend_tests;
-use crate::util::{Harness, Tenant, fill, stderr};
+use crate::util::{Harness, Tenant, fill, guest_path, stderr};
 use donut_format::DbName;
 use donut_host::backend::Backend;
-use donut_host::runtime::RunError;
-use donut_host::storage::{CallQuota, Grant, QuotaExceeded};
+use donut_host::runtime::{Program, RunError, Runtime, RuntimeOptions};
+use donut_host::storage::{CallQuota, Clock, Grant, QuotaExceeded};
+use donut_host::tenant::{
+    AddTenantError, CapacityBudget, InvokeError, Tenant as TenantSpec, TenantLimits, Tenants,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 fn prefixed(prefix: &str) -> Tenant {
     Tenant::granted(Grant::prefixed([prefix.to_string()], true))
@@ -180,4 +187,228 @@ async fn every_call_reports_what_it_used() {
     assert!(usage.peak_memory_bytes > 0);
     assert!(usage.busy > std::time::Duration::ZERO);
     assert!(usage.busy <= usage.wall, "{usage:?}");
+}
+
+/// A service's tenants over `h`'s store, with their own runtime.
+fn tenants(h: &Harness) -> (Tenants, Program, Program) {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(donut_testkit::component_cache_dir()),
+        time_limits: true,
+    })
+    .expect("runtime");
+    let sql = runtime.stock_sql().expect("donut-sql");
+    let guest = runtime
+        .load_file(&guest_path("test-guest.wasm"))
+        .expect("test guest");
+    (Tenants::new(runtime, h.backend.clone()), sql, guest)
+}
+
+fn tenant(name: &str, limits: TenantLimits) -> TenantSpec {
+    TenantSpec {
+        name: name.to_string(),
+        grant: Grant::prefixed([format!("{name}-")], true),
+        limits,
+    }
+}
+
+fn exec(db: &str, sql: &str) -> Vec<String> {
+    donut_testkit::csv_exec(db, sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cannot_be_registered_over_each_others_databases() {
+    let h = Harness::memory();
+    let (tenants, _, _) = tenants(&h);
+    tenants
+        .add(tenant("alpha", TenantLimits::default()))
+        .unwrap();
+    let overlapping = [
+        ("alphabet", Grant::prefixed(["alpha".to_string()], true)),
+        ("sub", Grant::prefixed(["alpha-x".to_string()], true)),
+        (
+            "named",
+            Grant::only([DbName::new("alpha-1").unwrap()], true),
+        ),
+    ];
+    for (name, grant) in overlapping {
+        let spec = TenantSpec {
+            name: name.to_string(),
+            grant,
+            limits: TenantLimits::default(),
+        };
+        assert!(
+            matches!(tenants.add(spec), Err(AddTenantError::Overlaps { .. })),
+            "{name}"
+        );
+    }
+    let everything = TenantSpec {
+        name: "root".into(),
+        grant: Grant::all(),
+        limits: TenantLimits::default(),
+    };
+    assert!(matches!(
+        tenants.add(everything),
+        Err(AddTenantError::Unbounded(_))
+    ));
+    assert!(matches!(
+        tenants.add(tenant("alpha", TenantLimits::default())),
+        Err(AddTenantError::Exists(_))
+    ));
+    tenants
+        .add(tenant("beta", TenantLimits::default()))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_capacity_budget_is_refused_until_the_period_renews() {
+    let h = Harness::memory();
+    h.create("acme-1").await;
+    h.create("other-1").await;
+    h.sql_ok("acme-1", "create table t(v)").await;
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let (tenants, sql, _) = tenants(&h);
+    let tenants = tenants.with_clock(Clock::Virtual(now.clone()));
+    let budget = CapacityBudget {
+        read_units: 1000.0,
+        write_units: 20.0,
+        period: Duration::from_secs(60),
+    };
+    tenants
+        .add(tenant(
+            "acme",
+            TenantLimits {
+                budget: Some(budget),
+                ..TenantLimits::default()
+            },
+        ))
+        .unwrap();
+    tenants
+        .add(tenant("other", TenantLimits::default()))
+        .unwrap();
+    let insert = exec("acme-1", "insert into t values (randomblob(3000))");
+    let mut written = 0.0;
+    let refusal = loop {
+        match tenants
+            .invoke("acme", &sql, insert.clone(), Vec::new())
+            .await
+        {
+            Ok(done) => {
+                assert!(done.outcome.success(), "{}", stderr(&done.outcome));
+                let billed = done.usage.billed.expect("billed");
+                assert!(billed.write_capacity_units > 0.0, "{billed:?}");
+                written += billed.write_capacity_units;
+                assert!(written < 20.0 + 100.0, "never refused");
+            }
+            Err(InvokeError::Refused(refusal)) => break refusal,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(written >= 20.0, "refused before the budget was used");
+    assert_eq!(refusal.limit_name(), "write_units");
+    assert!(
+        refusal
+            .to_string()
+            .contains("20 write capacity units per 60s"),
+        "{refusal}"
+    );
+    // Another tenant is untouched; reads are not over budget.
+    let other = tenants
+        .invoke("other", &sql, exec("other-1", "select 1"), Vec::new())
+        .await
+        .unwrap();
+    assert!(other.outcome.success());
+    // The next period renews the budget.
+    now.fetch_add(60_000, Ordering::SeqCst);
+    let renewed = tenants
+        .invoke("acme", &sql, insert.clone(), Vec::new())
+        .await
+        .unwrap();
+    assert!(renewed.outcome.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_instance_limit_is_refused_not_queued_and_a_runaway_is_stopped() {
+    let h = Harness::memory();
+    h.create("solo-1").await;
+    h.create("other-1").await;
+    let (tenants, sql, guest) = tenants(&h);
+    let tenants = Arc::new(tenants);
+    let limits = TenantLimits {
+        instances_max: 1,
+        time_limit: Some(Duration::from_secs(2)),
+        ..TenantLimits::default()
+    };
+    tenants.add(tenant("solo", limits)).unwrap();
+    tenants
+        .add(tenant("other", TenantLimits::default()))
+        .unwrap();
+    let runaway = {
+        let (tenants, guest) = (tenants.clone(), guest);
+        tokio::spawn(async move {
+            let args = vec!["spin".to_string(), "solo-1".to_string()];
+            tenants.invoke("solo", &guest, args, Vec::new()).await
+        })
+    };
+    // Until the runaway holds the tenant's one slot a call may still get
+    // it; then every call is refused at once.
+    let refusal = loop {
+        match tenants
+            .invoke("solo", &sql, exec("solo-1", "select 1"), Vec::new())
+            .await
+        {
+            Ok(_) => assert!(!runaway.is_finished(), "never saw the limit"),
+            Err(InvokeError::Refused(refusal)) => break refusal,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(refusal.limit_name(), "instances");
+    let other = tenants
+        .invoke("other", &sql, exec("other-1", "select 1"), Vec::new())
+        .await
+        .unwrap();
+    assert!(other.outcome.success(), "the other tenant was disturbed");
+    match runaway.await.unwrap() {
+        Err(InvokeError::Stopped {
+            error: RunError::TimeLimit { .. },
+            usage,
+        }) => assert_eq!(usage.exit_code, None),
+        other => panic!("expected the time limit, got {other:?}"),
+    }
+    let after = tenants
+        .invoke("solo", &sql, exec("solo-1", "select 1"), Vec::new())
+        .await
+        .unwrap();
+    assert!(after.outcome.success(), "the slot was given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_dynamodb_a_call_is_billed_what_the_server_answered_for_its_requests() {
+    let h = Harness::dynamodb().await;
+    h.create("acme-1").await;
+    h.sql_ok(
+        "acme-1",
+        &format!("create table t(v); {}", fill("t", 300, "randomblob(500)")),
+    )
+    .await;
+    let (tenants, sql, _) = tenants(&h);
+    tenants
+        .add(tenant("acme", TenantLimits::default()))
+        .unwrap();
+    let dynamo = h.dynamo.as_ref().expect("dynamodb");
+    let before = dynamo.stats();
+    let done = tenants
+        .invoke(
+            "acme",
+            &sql,
+            exec("acme-1", "insert into t select v from t limit 100"),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(done.outcome.success(), "{}", stderr(&done.outcome));
+    let server = dynamo.stats().since(&before);
+    let mut billed = done.usage.billed.expect("billed");
+    billed.attempts = server.attempts.clone(); // the SDK's, counted per client
+    assert_eq!(billed, server);
+    assert!(billed.read_capacity_units > 0.0 && billed.write_capacity_units > 0.0);
 }

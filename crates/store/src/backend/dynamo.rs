@@ -108,6 +108,9 @@ pub struct DynamoBackend {
     where_: String,
     one_request_commit: bool,
     stats: Arc<Mutex<RequestStats>>,
+    /// One call's share of `stats` (`Backend::billed_to`), if this handle
+    /// is a call's.
+    bill: Option<Arc<Mutex<RequestStats>>>,
 }
 
 fn is_loopback(endpoint: &str) -> bool {
@@ -418,6 +421,7 @@ impl DynamoBackend {
             where_,
             one_request_commit: options.one_request_commit,
             stats,
+            bill: None,
         })
     }
 
@@ -433,47 +437,59 @@ impl DynamoBackend {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Applies `record` to the backend's counters and to the call's bill.
+    fn record(&self, record: impl Fn(&mut RequestStats)) {
+        for sink in std::iter::once(&self.stats).chain(self.bill.as_ref()) {
+            record(&mut sink.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
     fn count<'a>(
         &self,
         op: &'static str,
         capacity: impl IntoIterator<Item = &'a ConsumedCapacity>,
     ) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        *stats.requests.entry(op).or_default() += 1;
+        let (mut read_units, mut write_units) = (0.0, 0.0);
         for c in capacity {
-            stats.read_capacity_units += c.read_capacity_units().unwrap_or(0.0);
-            stats.write_capacity_units += c.write_capacity_units().unwrap_or(0.0);
+            read_units += c.read_capacity_units().unwrap_or(0.0);
+            write_units += c.write_capacity_units().unwrap_or(0.0);
             // Some servers report only the total.
             if c.read_capacity_units().is_none() && c.write_capacity_units().is_none() {
                 let units = c.capacity_units().unwrap_or(0.0);
                 if op.starts_with("Get") || op.starts_with("BatchGet") || op == "Query" {
-                    stats.read_capacity_units += units;
+                    read_units += units;
                 } else {
-                    stats.write_capacity_units += units;
+                    write_units += units;
                 }
             }
         }
+        self.record(|stats| {
+            *stats.requests.entry(op).or_default() += 1;
+            stats.read_capacity_units += read_units;
+            stats.write_capacity_units += write_units;
+        });
     }
 
     /// Counts a request whose answer carried no consumed capacity but
     /// which DynamoDB bills: a write of `item_bytes` (1 KB units).
     fn count_estimated_write(&self, op: &'static str, item_bytes: usize) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        *stats.requests.entry(op).or_default() += 1;
-        stats.write_capacity_units += item_bytes.div_ceil(1024).max(1) as f64;
+        self.record(|stats| {
+            *stats.requests.entry(op).or_default() += 1;
+            stats.write_capacity_units += item_bytes.div_ceil(1024).max(1) as f64;
+        });
     }
 
     /// Write units a request consumed that its answer did not report.
     fn add_estimated_write_units(&self, units: f64) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.write_capacity_units += units;
+        self.record(|stats| stats.write_capacity_units += units);
     }
 
     fn add_bytes(&self, read: usize, written: usize, retries: usize) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.bytes_read += read as u64;
-        stats.bytes_written += written as u64;
-        stats.unprocessed_retries += retries as u64;
+        self.record(|stats| {
+            stats.bytes_read += read as u64;
+            stats.bytes_written += written as u64;
+            stats.unprocessed_retries += retries as u64;
+        });
     }
 
     fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
@@ -862,6 +878,12 @@ async fn backoff(attempt: u32) {
 
 #[async_trait]
 impl Backend for DynamoBackend {
+    fn billed_to(&self, bill: &Arc<Mutex<RequestStats>>) -> Option<Arc<dyn Backend>> {
+        let mut billed = self.clone();
+        billed.bill = Some(bill.clone());
+        Some(Arc::new(billed))
+    }
+
     fn describe(&self) -> String {
         format!("DynamoDB table {} ({})", self.table, self.where_)
     }

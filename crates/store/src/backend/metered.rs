@@ -47,6 +47,19 @@ pub struct Metered<B> {
     meta_sizes: Mutex<std::collections::HashMap<(MetaKind, String), usize>>,
 }
 
+/// `backend` with what its requests cost added to `bill`: what DynamoDB
+/// answered, for a backend that reports it, else the billing model's
+/// figures ([`Metered`]). One call's share of the cost.
+pub fn billed(backend: &Arc<dyn Backend>, bill: &Arc<Mutex<RequestStats>>) -> Arc<dyn Backend> {
+    backend.billed_to(bill).unwrap_or_else(|| {
+        Arc::new(Metered {
+            inner: backend.clone(),
+            meter: bill.clone(),
+            meta_sizes: Mutex::new(std::collections::HashMap::new()),
+        })
+    })
+}
+
 impl<B: Backend> Metered<B> {
     pub fn new(inner: B) -> Self {
         Metered {

@@ -13,8 +13,10 @@ pub mod local;
 pub mod memory;
 pub mod metered;
 
+use crate::stats::RequestStats;
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
+use std::sync::{Arc, Mutex};
 
 /// Which meta item of a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -190,6 +192,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn yield_point(&self, point: YieldPoint) {
         let _ = point;
     }
+
+    /// This backend with what its requests cost also added to `bill` (one
+    /// call's share), if it reports what DynamoDB billed; `None` if it
+    /// does not (`metered::billed` then bills with the model).
+    fn billed_to(&self, bill: &Arc<Mutex<RequestStats>>) -> Option<Arc<dyn Backend>> {
+        let _ = bill;
+        None
+    }
 }
 
 /// A commit as two requests: the sectors, then the root swap. A fence is
@@ -316,6 +326,13 @@ pub trait Layer: Send + Sync + 'static {
     async fn yield_point(&self, point: YieldPoint) {
         self.inner().yield_point(point).await
     }
+
+    /// `None`: a wrapper that changes calls cannot hand out the backend
+    /// underneath it (billing then uses the model over the wrapper).
+    fn billed_to(&self, bill: &Arc<Mutex<RequestStats>>) -> Option<Arc<dyn Backend>> {
+        let _ = bill;
+        None
+    }
 }
 
 #[async_trait]
@@ -369,6 +386,10 @@ impl<L: Layer> Backend for L {
     async fn yield_point(&self, point: YieldPoint) {
         Layer::yield_point(self, point).await
     }
+
+    fn billed_to(&self, bill: &Arc<Mutex<RequestStats>>) -> Option<Arc<dyn Backend>> {
+        Layer::billed_to(self, bill)
+    }
 }
 
 /// A shared backend is a backend, so wrappers compose over `Arc<dyn Backend>`.
@@ -377,6 +398,10 @@ impl<B: Backend + ?Sized> Layer for std::sync::Arc<B> {
 
     fn inner(&self) -> &B {
         self
+    }
+
+    fn billed_to(&self, bill: &Arc<Mutex<RequestStats>>) -> Option<Arc<dyn Backend>> {
+        self.as_ref().billed_to(bill)
     }
 }
 

@@ -1,0 +1,360 @@
+//! Many tenants' plugins on one store: who may run, within which limits,
+//! and what each tenant's storage may cost per period. A service embeds a
+//! [`Tenants`] registry and calls [`Tenants::invoke`]; every refusal and
+//! every stopped call is a typed error naming the limit.
+//!
+//! ```no_run
+//! # async fn demo(runtime: donut_host::Runtime, backend: std::sync::Arc<dyn donut_host::Backend>,
+//! #               plugin: donut_host::Program) -> anyhow::Result<()> {
+//! use donut_host::tenant::{Tenant, TenantLimits, Tenants};
+//! use donut_host::Grant;
+//! let tenants = Tenants::new(runtime, backend);
+//! tenants.add(Tenant {
+//!     name: "acme".into(),
+//!     grant: Grant::prefixed(["acme-".to_string()], true),
+//!     limits: TenantLimits::default(),
+//! })?;
+//! let done = tenants.invoke("acme", &plugin, vec!["report".into()], Vec::new()).await?;
+//! println!("{} RCU", done.usage.billed.map_or(0.0, |b| b.read_capacity_units));
+//! # Ok(()) }
+//! ```
+
+use crate::Backend;
+use crate::runtime::{Call, Outcome, Program, RunError, Runtime, Stdio, Usage};
+use crate::storage::{CallQuota, Clock, Grant, SectorCache, StorageCtx};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What one tenant's calls may use.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    /// Linear memory of one instance.
+    pub memory_bytes: usize,
+    /// Wall-clock time of one call's guest execution.
+    pub time_limit: Option<Duration>,
+    /// Storage calls, sectors and bytes of one call.
+    pub quota: CallQuota,
+    /// Calls of the tenant running at once; one more is refused, not
+    /// queued.
+    pub instances_max: usize,
+    /// Capacity units the tenant's calls may consume per period.
+    pub budget: Option<CapacityBudget>,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits {
+            memory_bytes: 256 << 20,
+            time_limit: Some(Duration::from_secs(30)),
+            quota: CallQuota::unlimited(),
+            instances_max: 16,
+            budget: None,
+        }
+    }
+}
+
+/// DynamoDB capacity units a tenant may consume per period, as billed.
+/// Checked when a call starts and charged when it ends, so one call may
+/// overrun what was left by what one call can do (its [`CallQuota`]
+/// bounds that).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityBudget {
+    pub read_units: f64,
+    pub write_units: f64,
+    pub period: Duration,
+}
+
+/// A tenant: its name, its grant and its limits.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub grant: Grant,
+    pub limits: TenantLimits,
+}
+
+/// Which capacity a budget ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Units {
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for Units {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Units::Read => "read",
+            Units::Write => "write",
+        })
+    }
+}
+
+/// Why a call was not started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("tenant {tenant:?} already runs its limit of {max} calls at once")]
+    TooManyInstances { tenant: String, max: usize },
+    #[error(
+        "tenant {tenant:?} used its budget of {budget} {units} capacity units per {period:?}; it renews in {renews_in:?}"
+    )]
+    BudgetExhausted {
+        tenant: String,
+        units: Units,
+        budget: f64,
+        period: Duration,
+        renews_in: Duration,
+    },
+}
+
+impl Refusal {
+    /// A stable name for the limit (metrics, JSON errors).
+    pub fn limit_name(&self) -> &'static str {
+        match self {
+            Refusal::UnknownTenant(_) => "tenant",
+            Refusal::TooManyInstances { .. } => "instances",
+            Refusal::BudgetExhausted {
+                units: Units::Read, ..
+            } => "read_units",
+            Refusal::BudgetExhausted {
+                units: Units::Write,
+                ..
+            } => "write_units",
+        }
+    }
+}
+
+/// Registering a tenant failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddTenantError {
+    #[error("tenant {0:?} exists")]
+    Exists(String),
+    #[error("tenant {tenant:?} would share databases with {other:?}: {detail}")]
+    Overlaps {
+        tenant: String,
+        other: String,
+        detail: String,
+    },
+    #[error("tenant {0:?} has no databases: give it names or prefixes")]
+    Unbounded(String),
+}
+
+/// A call that was started: how it ended, or why it was stopped, and what
+/// it used either way.
+#[derive(Debug)]
+pub enum InvokeError {
+    Refused(Refusal),
+    Stopped { error: RunError, usage: Usage },
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::Refused(refusal) => write!(f, "refused: {refusal}"),
+            InvokeError::Stopped { error, .. } => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for InvokeError {}
+
+/// A call that ran to its exit.
+#[derive(Debug)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub usage: Usage,
+}
+
+/// The budget's ledger: units used in the current period.
+#[derive(Debug, Default)]
+struct Ledger {
+    period_start_ms: u64,
+    read_units: f64,
+    write_units: f64,
+}
+
+struct TenantState {
+    tenant: Tenant,
+    live: Arc<tokio::sync::Semaphore>,
+    ledger: Mutex<Ledger>,
+}
+
+/// The tenants of one service, over one store.
+pub struct Tenants {
+    runtime: Runtime,
+    backend: Arc<dyn Backend>,
+    cache: Arc<SectorCache>,
+    clock: Clock,
+    tenants: Mutex<BTreeMap<String, Arc<TenantState>>>,
+}
+
+/// The host-wide sector cache of a [`Tenants`]: sectors are immutable and
+/// keyed by database id, so tenants share it without seeing each other's.
+pub const SECTOR_CACHE_BYTES: usize = 256 << 20;
+
+impl Tenants {
+    pub fn new(runtime: Runtime, backend: Arc<dyn Backend>) -> Tenants {
+        Tenants {
+            runtime,
+            backend,
+            cache: SectorCache::new(SECTOR_CACHE_BYTES),
+            clock: Clock::System,
+            tenants: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Budget periods follow `clock` (tests move virtual time).
+    pub fn with_clock(mut self, clock: Clock) -> Tenants {
+        self.clock = clock;
+        self
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Registers `tenant`. Its grant must name databases (names or
+    /// prefixes), and no database may fall under two tenants' grants.
+    pub fn add(&self, tenant: Tenant) -> Result<(), AddTenantError> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if tenants.contains_key(&tenant.name) {
+            return Err(AddTenantError::Exists(tenant.name));
+        }
+        if tenant.grant.names.is_none() {
+            return Err(AddTenantError::Unbounded(tenant.name));
+        }
+        for other in tenants.values() {
+            if let Some(detail) = overlap(&tenant.grant, &other.tenant.grant) {
+                return Err(AddTenantError::Overlaps {
+                    tenant: tenant.name,
+                    other: other.tenant.name.clone(),
+                    detail,
+                });
+            }
+        }
+        let live = Arc::new(tokio::sync::Semaphore::new(tenant.limits.instances_max));
+        let state = TenantState {
+            tenant,
+            live,
+            ledger: Mutex::new(Ledger::default()),
+        };
+        tenants.insert(state.tenant.name.clone(), Arc::new(state));
+        Ok(())
+    }
+
+    fn state(&self, name: &str) -> Result<Arc<TenantState>, Refusal> {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Refusal::UnknownTenant(name.to_string()))
+    }
+
+    /// Runs `program` for tenant `name` with `args` (argv[0] added) and
+    /// `stdin`, output captured, storage billed.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        program: &Program,
+        args: Vec<String>,
+        stdin: Vec<u8>,
+    ) -> Result<Invocation, InvokeError> {
+        let state = self.state(name).map_err(InvokeError::Refused)?;
+        let tenant = &state.tenant;
+        let _slot = state.live.clone().try_acquire_owned().map_err(|_| {
+            InvokeError::Refused(Refusal::TooManyInstances {
+                tenant: tenant.name.clone(),
+                max: tenant.limits.instances_max,
+            })
+        })?;
+        self.check_budget(&state).map_err(InvokeError::Refused)?;
+        let storage = StorageCtx::new(self.backend.clone(), tenant.grant.clone())
+            .with_cache(self.cache.clone())
+            .with_quota(tenant.limits.quota)
+            .billed();
+        let argv = std::iter::once(program.label().to_string())
+            .chain(args)
+            .collect();
+        let mut call = Call::new(argv, storage);
+        call.stdio = Stdio::Capture { stdin };
+        call.memory_limit_bytes = tenant.limits.memory_bytes;
+        call.time_limit = tenant.limits.time_limit;
+        let (outcome, usage) = self.runtime.run_with_usage(program, call).await;
+        self.charge(&state, &usage);
+        match outcome {
+            Ok(outcome) => Ok(Invocation { outcome, usage }),
+            Err(error) => Err(InvokeError::Stopped { error, usage }),
+        }
+    }
+
+    /// The ledger of `state`'s budget, its period renewed if it is over.
+    fn ledger<'a>(&self, state: &'a TenantState) -> std::sync::MutexGuard<'a, Ledger> {
+        let mut ledger = state.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(budget) = state.tenant.limits.budget {
+            let now_ms = self.clock.now_ms();
+            let period_ms = budget.period.as_millis() as u64;
+            if now_ms >= ledger.period_start_ms.saturating_add(period_ms) {
+                *ledger = Ledger {
+                    period_start_ms: now_ms,
+                    ..Ledger::default()
+                };
+            }
+        }
+        ledger
+    }
+
+    fn check_budget(&self, state: &TenantState) -> Result<(), Refusal> {
+        let Some(budget) = state.tenant.limits.budget else {
+            return Ok(());
+        };
+        let ledger = self.ledger(state);
+        let exhausted = if ledger.read_units >= budget.read_units {
+            Some((Units::Read, budget.read_units))
+        } else if ledger.write_units >= budget.write_units {
+            Some((Units::Write, budget.write_units))
+        } else {
+            None
+        };
+        let Some((units, limit)) = exhausted else {
+            return Ok(());
+        };
+        let renews_ms = (ledger.period_start_ms + budget.period.as_millis() as u64)
+            .saturating_sub(self.clock.now_ms());
+        Err(Refusal::BudgetExhausted {
+            tenant: state.tenant.name.clone(),
+            units,
+            budget: limit,
+            period: budget.period,
+            renews_in: Duration::from_millis(renews_ms),
+        })
+    }
+
+    fn charge(&self, state: &TenantState, usage: &Usage) {
+        let Some(billed) = &usage.billed else {
+            return;
+        };
+        let mut ledger = self.ledger(state);
+        ledger.read_units += billed.read_capacity_units;
+        ledger.write_units += billed.write_capacity_units;
+    }
+}
+
+/// Why two grants would share a database, if they would.
+fn overlap(a: &Grant, b: &Grant) -> Option<String> {
+    let (a_names, b_names) = (a.names.as_ref()?, b.names.as_ref()?);
+    if let Some(name) = a_names.iter().find(|n| b.covers(n)) {
+        return Some(format!("both cover {name:?}"));
+    }
+    if let Some(name) = b_names.iter().find(|n| a.covers(n)) {
+        return Some(format!("both cover {name:?}"));
+    }
+    for p in &a.prefixes {
+        for q in &b.prefixes {
+            if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
+                return Some(format!("prefixes {p:?} and {q:?} overlap"));
+            }
+        }
+    }
+    None
+}
