@@ -6,6 +6,7 @@ use crate::storage::{self, QuotaExceeded, QuotaUse, StorageCtx};
 use donut_format::limits::MEMORY_LIMIT_ENV;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
@@ -101,7 +102,12 @@ pub enum LoadError {
     MissingStorageImport { label: String },
     #[error("{label} cannot run here: {detail}")]
     Link { label: String, detail: String },
+    #[error("{label} is {bytes} bytes; the limit is {COMPONENT_BYTES_MAX}")]
+    TooLarge { label: String, bytes: usize },
 }
+
+/// Largest component a runtime loads (the stock one is under 2 MB).
+pub const COMPONENT_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -269,6 +275,9 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     /// `RuntimeOptions::time_limits`.
     time_limits: bool,
+    /// Programs loaded through [`Runtime::load_shared`], by the SHA-256
+    /// of their bytes.
+    programs: std::sync::Mutex<std::collections::HashMap<donut_format::Hash, Arc<Program>>>,
 }
 
 /// A component ready to instantiate many times.
@@ -428,6 +437,7 @@ impl Runtime {
             linker,
             cache_dir: options.cache_dir,
             time_limits: options.time_limits,
+            programs: std::sync::Mutex::default(),
         })
     }
 
@@ -445,8 +455,29 @@ impl Runtime {
         self.load(DONUT_SQL_WASM, "donut-sql (built in)")
     }
 
+    /// Loads `bytes` once per content: loading the same bytes again (under
+    /// any label) returns the program loaded first, with no work. For a
+    /// service whose tenants upload components.
+    pub fn load_shared(&self, bytes: &[u8], label: &str) -> Result<Arc<Program>, LoadError> {
+        let key = donut_format::hash(bytes);
+        let programs = || self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(program) = programs().get(&key) {
+            return Ok(program.clone());
+        }
+        // Compiled outside the lock: two first uploads of the same bytes
+        // may both compile; the first one in is kept.
+        let program = Arc::new(self.load(bytes, label)?);
+        Ok(programs().entry(key).or_insert(program).clone())
+    }
+
     pub fn load(&self, bytes: &[u8], label: &str) -> Result<Program, LoadError> {
         let label = label.to_string();
+        if bytes.len() > COMPONENT_BYTES_MAX {
+            return Err(LoadError::TooLarge {
+                label,
+                bytes: bytes.len(),
+            });
+        }
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(LoadError::NotWasm { label });
         }

@@ -6,7 +6,7 @@ use crate::backend_tests;
 use crate::util::{Harness, Tenant, fill, guest_path, stderr};
 use donut_format::DbName;
 use donut_host::backend::Backend;
-use donut_host::runtime::{Program, RunError, Runtime, RuntimeOptions};
+use donut_host::runtime::{LoadError, Program, RunError, Runtime, RuntimeOptions};
 use donut_host::storage::{CallQuota, Clock, Grant, QuotaExceeded};
 use donut_host::tenant::{
     AddTenantError, CapacityBudget, InvokeError, Tenant as TenantSpec, TenantLimits, Tenants,
@@ -411,4 +411,27 @@ async fn on_dynamodb_a_call_is_billed_what_the_server_answered_for_its_requests(
     billed.attempts = server.attempts.clone(); // the SDK's, counted per client
     assert_eq!(billed, server);
     assert!(billed.read_capacity_units > 0.0 && billed.write_capacity_units > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_component_uploaded_twice_is_loaded_once_and_an_oversized_one_is_refused() {
+    let h = Harness::memory();
+    let (tenants, _, _) = tenants(&h);
+    let runtime = tenants.runtime();
+    let query = std::fs::read(guest_path("query.wasm")).unwrap();
+    let guest = std::fs::read(guest_path("test-guest.wasm")).unwrap();
+    let first = runtime.load_shared(&query, "tenant a's query").unwrap();
+    let again = runtime.load_shared(&query, "tenant b's query").unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "loaded twice");
+    let other = runtime.load_shared(&guest, "test guest").unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+    let mut huge = query.clone();
+    huge.resize(donut_host::runtime::COMPONENT_BYTES_MAX + 1, 0);
+    match runtime.load_shared(&huge, "huge") {
+        Err(e @ LoadError::TooLarge { .. }) => {
+            assert!(e.to_string().contains("the limit is"), "{e}")
+        }
+        Err(e) => panic!("expected TooLarge, got {e}"),
+        Ok(_) => panic!("an oversized component was loaded"),
+    }
 }
