@@ -75,12 +75,16 @@ bench-smoke: build tools
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest
     cargo fmt --all -- --check
-    cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim --all-targets -- -D warnings
+    cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim -p donut-example-tenants --all-targets -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-test-guest -- -D warnings
 
 # What CI runs (README line two, via .ci/run).
-ci: lint bench-smoke test-dynamodb-local test sim-ci
+ci: lint bench-smoke test-dynamodb-local test sim-ci example-tenants
+
+# The embedding example (README, "Embedding"): two tenants on a scratch store.
+example-tenants: build
+    cargo run --release -p donut-example-tenants
 
 # The simulator's CI budget: 250 seeds with faults (it prints its totals).
 sim-ci: (sim "--seeds" "250" "--ops" "30")
