@@ -17,7 +17,7 @@ use donut_host::backend::Backend;
 use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
 use donut_host::backend::memory::MemoryBackend;
 use donut_host::backend::metered::{Latency, Metered};
-use donut_host::runtime::{Call, Program, Runtime, RuntimeOptions, Stdio};
+use donut_host::runtime::{Call, Pooling, Program, Runtime, RuntimeOptions, Stdio};
 use donut_host::stats::RequestStats;
 use donut_host::stats::{StatsSnapshot, StorageStats};
 use donut_host::storage::SectorCache;
@@ -567,6 +567,8 @@ struct Engine {
     root_read_ns: u64,
     rows: u64,
     call_us_p50: f64,
+    pooled_call_us_p50: f64,
+    pooled_call_us_p99: f64,
     call_us_p99: f64,
 }
 
@@ -585,6 +587,8 @@ impl Engine {
             "root_read_in_memory_ns": self.root_read_ns,
             "rows": self.rows,
             "call_us_p50": self.call_us_p50,
+            "pooled_call_us_p50": self.pooled_call_us_p50,
+            "pooled_call_us_p99": self.pooled_call_us_p99,
             "call_us_p99": self.call_us_p99,
         })
     }
@@ -628,10 +632,15 @@ impl std::fmt::Display for Engine {
             self.boundary_ns as f64 / 1000.0,
             self.root_read_ns as f64 / 1000.0
         )?;
-        write!(
+        writeln!(
             f,
             "  a call (new store + instantiate + run + exit): p50 {:.0} us, p99 {:.0} us",
             self.call_us_p50, self.call_us_p99
+        )?;
+        write!(
+            f,
+            "  the same on the pooling allocator:              p50 {:.0} us, p99 {:.0} us",
+            self.pooled_call_us_p50, self.pooled_call_us_p99
         )
     }
 }
@@ -707,16 +716,17 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
     // The same without epoch checks compiled in (a runtime that never
     // limits time, like the CLI without --time-limit-secs).
     let (unlimited_ms, unlimited_memdb_ms, _) = guest_engine(&script, native_rows, false).await?;
-    let mut calls = Vec::new();
-    for _ in 0..if smoke { 20 } else { 200 } {
-        calls.push(
-            zero.call(&args_of(&["noop", "x.db"], &[]))
-                .await?
-                .wall
-                .as_micros() as u64,
-        );
-    }
-    calls.sort_unstable();
+    let call_count = if smoke { 20 } else { 200 };
+    let calls = noop_calls(&zero, call_count).await?;
+    // The same on the pooling allocator (a service's runtime).
+    let pooled = plain_bench(RuntimeOptions {
+        pooling: Some(Pooling {
+            instances_max: 1000,
+            memory_bytes_max: 256 << 20,
+        }),
+        ..RuntimeOptions::default()
+    })?;
+    let pooled_calls = noop_calls(&pooled, call_count).await?;
     // Per storage request: the boundary alone, and a root read on the
     // in-memory store (best of three runs of 10,000 each).
     zero.call(&args_of(&["insert", "probe.db"], &[1])).await?;
@@ -747,7 +757,33 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
         rows: native_rows,
         call_us_p50: percentile(&calls, 0.5) * 1000.0,
         call_us_p99: percentile(&calls, 0.99) * 1000.0,
+        pooled_call_us_p50: percentile(&pooled_calls, 0.5) * 1000.0,
+        pooled_call_us_p99: percentile(&pooled_calls, 0.99) * 1000.0,
     })
+}
+
+/// The bench component on a runtime of its own over an unmetered
+/// in-memory store: nothing added per call.
+fn plain_bench(options: RuntimeOptions) -> Result<Bench> {
+    let runtime = Runtime::new(options)?;
+    let program = runtime.load_file(&bench_component())?;
+    Ok(Bench {
+        runtime,
+        program,
+        store: Store::Plain(MemoryBackend::new()),
+        cache: SectorCache::new(256 << 20),
+    })
+}
+
+/// Wall time of `n` calls of the no-op workload, sorted, in µs.
+async fn noop_calls(bench: &Bench, n: usize) -> Result<Vec<u64>> {
+    let mut calls = Vec::with_capacity(n);
+    for _ in 0..n {
+        let run = bench.call(&args_of(&["noop", "x.db"], &[])).await?;
+        calls.push(run.wall.as_micros() as u64);
+    }
+    calls.sort_unstable();
+    Ok(calls)
 }
 
 /// Best of three runs of `script` in the guest, through DonutDB and on
@@ -759,17 +795,10 @@ async fn guest_engine(
     time_limits: bool,
 ) -> Result<(f64, f64, Bench)> {
     // A program belongs to the engine that compiled it: load it again.
-    let runtime = Runtime::new(RuntimeOptions {
+    let zero = plain_bench(RuntimeOptions {
         time_limits,
         ..RuntimeOptions::default()
     })?;
-    let program = runtime.load_file(&bench_component())?;
-    let zero = Bench {
-        runtime,
-        program,
-        store: Store::Plain(MemoryBackend::new()),
-        cache: SectorCache::new(256 << 20),
-    };
     let mut guest_ms = f64::MAX;
     let mut guest_memdb_ms = f64::MAX;
     for i in 0..3 {

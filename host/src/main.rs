@@ -141,6 +141,7 @@ async fn env(cli: &Cli) -> Result<Env> {
         },
         // Epoch checks cost ~15% of guest CPU: only when a limit is asked for.
         time_limits: time_limit.is_some(),
+        pooling: None,
     };
     Ok(Env {
         runtime: Runtime::new(options)?,

@@ -233,13 +233,34 @@ pub struct RuntimeOptions {
     /// runtime that never limits time (a user's own one-shot CLI call)
     /// can go without. A service running others' code must keep them.
     pub time_limits: bool,
+    /// Instances from wasmtime's pooling allocator (slots reserved up
+    /// front, reused warm: cheaper instantiation for a service), or `None`
+    /// for on-demand allocation (a one-shot CLI call).
+    pub pooling: Option<Pooling>,
 }
+
+/// The pooling allocator's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling {
+    /// Component instances alive at once.
+    pub instances_max: u32,
+    /// Linear memory of one instance: every call's memory limit is capped
+    /// to it.
+    pub memory_bytes_max: usize,
+}
+
+/// Core instances, memories and tables one DonutDB component may hold (a
+/// `wasm32-wasip2` Rust component has a few core instances, one memory).
+const CORE_INSTANCES_PER_COMPONENT_MAX: u32 = 32;
+const MEMORIES_PER_COMPONENT_MAX: u32 = 2;
+const TABLES_PER_COMPONENT_MAX: u32 = 8;
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             cache_dir: default_cache_dir(),
             time_limits: true,
+            pooling: None,
         }
     }
 }
@@ -275,6 +296,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     /// `RuntimeOptions::time_limits`.
     time_limits: bool,
+    /// `RuntimeOptions::pooling`.
+    pooling: Option<Pooling>,
     /// Programs loaded through [`Runtime::load_shared`], by the SHA-256
     /// of their bytes.
     programs: std::sync::Mutex<std::collections::HashMap<donut_format::Hash, Arc<Program>>>,
@@ -413,6 +436,11 @@ impl Runtime {
         // Time limits: the guest checks the engine's epoch at loop heads and
         // function entries; a thread advances it every EPOCH_TICK.
         config.epoch_interruption(options.time_limits);
+        if let Some(pooling) = options.pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+                pooling_config(pooling),
+            ));
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let weak = engine.weak();
         if options.time_limits {
@@ -437,6 +465,7 @@ impl Runtime {
             linker,
             cache_dir: options.cache_dir,
             time_limits: options.time_limits,
+            pooling: options.pooling,
             programs: std::sync::Mutex::default(),
         })
     }
@@ -554,6 +583,14 @@ impl Runtime {
         Ok((component, false))
     }
 
+    /// A call's memory limit, within the pool's slot size if pooled.
+    fn memory_limit_bytes(&self, call: &Call) -> usize {
+        match self.pooling {
+            Some(pooling) => call.memory_limit_bytes.min(pooling.memory_bytes_max),
+            None => call.memory_limit_bytes,
+        }
+    }
+
     /// Runs one call of `program` in a fresh store.
     pub async fn run(&self, program: &Program, call: Call) -> Result<Outcome, RunError> {
         self.run_with_usage(program, call).await.0
@@ -579,12 +616,13 @@ impl Runtime {
         call: Call,
         usage: &mut Usage,
     ) -> Result<Outcome, RunError> {
+        let memory_limit_bytes = self.memory_limit_bytes(&call);
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&call.args)
             // The guest library sizes its memory budgets from it (in-memory
             // journals, pending pages), so a big transaction fails with
             // SQLITE_FULL instead of trapping at the limit.
-            .env(MEMORY_LIMIT_ENV, call.memory_limit_bytes.to_string())
+            .env(MEMORY_LIMIT_ENV, memory_limit_bytes.to_string())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -625,7 +663,7 @@ impl Runtime {
             wasi_table: ResourceTable::new(),
             storage: call.storage,
             limits: Limiter {
-                memory_bytes: call.memory_limit_bytes,
+                memory_bytes: memory_limit_bytes,
                 peak_memory_bytes: 0,
             },
         };
@@ -647,7 +685,6 @@ impl Runtime {
             // "Never": far enough that current + this cannot overflow.
             None => store.set_epoch_deadline(u64::MAX / 2),
         }
-        let memory_limit_bytes = call.memory_limit_bytes;
         let time_limit = call.time_limit;
         let label = program.label.clone();
         let instantiated = Busy {
@@ -704,4 +741,21 @@ impl Runtime {
             stderr,
         })
     }
+}
+
+fn pooling_config(pooling: Pooling) -> wasmtime::PoolingAllocationConfig {
+    let instances = pooling.instances_max;
+    let mut config = wasmtime::PoolingAllocationConfig::default();
+    config
+        .total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT_MAX))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT_MAX))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT_MAX))
+        .total_stacks(instances)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT_MAX)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT_MAX)
+        .max_tables_per_component(TABLES_PER_COMPONENT_MAX)
+        .max_memory_size(pooling.memory_bytes_max)
+        .table_elements(TABLE_ELEMENTS_MAX);
+    config
 }

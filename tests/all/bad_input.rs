@@ -242,6 +242,7 @@ async fn a_time_limit_on_a_runtime_without_time_limits_is_refused() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: None,
         time_limits: false,
+        pooling: None,
     })
     .expect("runtime");
     let program = runtime

@@ -6,7 +6,7 @@ use crate::backend_tests;
 use crate::util::{Harness, Tenant, fill, guest_path, stderr};
 use donut_format::DbName;
 use donut_host::backend::Backend;
-use donut_host::runtime::{LoadError, Program, RunError, Runtime, RuntimeOptions};
+use donut_host::runtime::{LoadError, Pooling, Program, RunError, Runtime, RuntimeOptions};
 use donut_host::storage::{CallQuota, Clock, Grant, QuotaExceeded};
 use donut_host::tenant::{
     AddTenantError, CapacityBudget, InvokeError, Tenant as TenantSpec, TenantLimits, Tenants,
@@ -194,6 +194,7 @@ fn tenants(h: &Harness) -> (Tenants, Program, Program) {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(donut_testkit::component_cache_dir()),
         time_limits: true,
+        pooling: None,
     })
     .expect("runtime");
     let sql = runtime.stock_sql().expect("donut-sql");
@@ -433,5 +434,47 @@ async fn the_same_component_uploaded_twice_is_loaded_once_and_an_oversized_one_i
         }
         Err(e) => panic!("expected TooLarge, got {e}"),
         Ok(_) => panic!("an oversized component was loaded"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_runtime_runs_calls_and_caps_memory_at_its_slot_size() {
+    let h = Harness::memory();
+    h.create("pool-1").await;
+    let slot_bytes = 96 << 20;
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: Some(donut_testkit::component_cache_dir()),
+        time_limits: true,
+        pooling: Some(Pooling {
+            instances_max: 8,
+            memory_bytes_max: slot_bytes,
+        }),
+    })
+    .expect("pooled runtime");
+    let sql = runtime.stock_sql().unwrap();
+    let guest = runtime.load_file(&guest_path("test-guest.wasm")).unwrap();
+    let tenants = Tenants::new(runtime, h.backend.clone());
+    let limits = TenantLimits {
+        memory_bytes: 1 << 30, // more than a slot holds
+        ..TenantLimits::default()
+    };
+    tenants.add(tenant("pool", limits)).unwrap();
+    for _ in 0..20 {
+        let done = tenants
+            .invoke("pool", &sql, exec("pool-1", "select 1"), Vec::new())
+            .await
+            .unwrap();
+        assert!(done.outcome.success(), "{}", stderr(&done.outcome));
+    }
+    let hog = vec!["hog".to_string(), "pool-1".to_string()];
+    match tenants.invoke("pool", &guest, hog, Vec::new()).await {
+        Err(InvokeError::Stopped {
+            error: RunError::MemoryLimit { limit_bytes, .. },
+            usage,
+        }) => {
+            assert_eq!(limit_bytes, slot_bytes);
+            assert!(usage.peak_memory_bytes <= slot_bytes);
+        }
+        other => panic!("expected the memory limit, got {other:?}"),
     }
 }

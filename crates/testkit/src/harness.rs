@@ -27,6 +27,7 @@ pub fn components() -> &'static Components {
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: Some(component_cache_dir()),
             time_limits: true,
+            pooling: None,
         })
         .expect("runtime");
         let load = |file: &str| runtime.load_file(&guest_path(file)).expect(file);
