@@ -21,7 +21,11 @@
 
 use crate::Backend;
 use crate::runtime::{Call, Outcome, Program, RunError, Runtime, Stdio, Usage};
-use crate::storage::{CallQuota, Clock, Grant, SectorCache, StorageCtx};
+use crate::storage::{
+    CallQuota, Clock, Grant, SectorCache, StorageCtx, StorageError, create_database,
+    remove_database,
+};
+use donut_format::DbName;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,6 +163,15 @@ impl std::fmt::Display for InvokeError {
 
 impl std::error::Error for InvokeError {}
 
+/// A database operation on a tenant's behalf failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantOpError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// A call that ran to its exit.
 #[derive(Debug)]
 pub struct Invocation {
@@ -249,6 +262,50 @@ impl Tenants {
             .get(name)
             .cloned()
             .ok_or_else(|| Refusal::UnknownTenant(name.to_string()))
+    }
+
+    /// The live databases tenant `name` may use, in name order.
+    pub async fn databases(&self, name: &str) -> Result<Vec<DbName>, TenantOpError> {
+        let state = self.state(name)?;
+        let all = donut_store::db::list_databases(&*self.backend).await?;
+        Ok(all
+            .into_iter()
+            .filter(|(db, root)| root.is_ok() && state.tenant.grant.covers(db))
+            .map(|(db, _)| db)
+            .collect())
+    }
+
+    /// Creates database `db` for tenant `name`, if its grant allows.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        db: &str,
+        page_size: u32,
+    ) -> Result<DbName, TenantOpError> {
+        let state = self.state(name)?;
+        let grant = &state.tenant.grant;
+        let db = grant.check(db)?;
+        if !grant.may_create {
+            return Err(
+                StorageError::Denied(format!("tenant {name:?} may not create databases")).into(),
+            );
+        }
+        create_database(&*self.backend, &db, page_size).await?;
+        Ok(db)
+    }
+
+    /// Removes database `db` of tenant `name`, if its grant allows.
+    pub async fn remove_database(&self, name: &str, db: &str) -> Result<(), TenantOpError> {
+        let state = self.state(name)?;
+        let grant = &state.tenant.grant;
+        let db = grant.check(db)?;
+        if !grant.may_remove || grant.read_only {
+            return Err(
+                StorageError::Denied(format!("tenant {name:?} may not remove databases")).into(),
+            );
+        }
+        remove_database(&*self.backend, &db).await?;
+        Ok(())
     }
 
     /// Runs `program` for tenant `name` with `args` (argv[0] added) and

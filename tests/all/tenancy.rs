@@ -7,9 +7,11 @@ use crate::util::{Harness, Tenant, fill, guest_path, stderr};
 use donut_format::DbName;
 use donut_host::backend::Backend;
 use donut_host::runtime::{LoadError, Pooling, Program, RunError, Runtime, RuntimeOptions};
+use donut_host::storage::StorageError;
 use donut_host::storage::{CallQuota, Clock, Grant, QuotaExceeded};
 use donut_host::tenant::{
-    AddTenantError, CapacityBudget, InvokeError, Tenant as TenantSpec, TenantLimits, Tenants,
+    AddTenantError, CapacityBudget, InvokeError, Refusal, Tenant as TenantSpec, TenantLimits,
+    TenantOpError, Tenants,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -602,4 +604,60 @@ async fn under_load_on_memory_with_latency() {
 async fn under_load_on_dynamodb() {
     let h = Harness::dynamodb().await;
     many_tenants_under_load_lose_nothing_and_apply_nothing_twice(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_lists_creates_and_removes_only_its_own_databases() {
+    let h = Harness::memory();
+    let (tenants, _, _) = tenants(&h);
+    let mut alpha = tenant("alpha", TenantLimits::default());
+    alpha.grant.may_remove = true;
+    tenants.add(alpha).unwrap();
+    tenants
+        .add(tenant("beta", TenantLimits::default()))
+        .unwrap();
+    h.create("alphabet").await; // no tenant's
+    for db in ["alpha-1", "alpha-2"] {
+        tenants.create_database("alpha", db, 4096).await.unwrap();
+    }
+    tenants
+        .create_database("beta", "beta-1", 4096)
+        .await
+        .unwrap();
+    for (tenant, db) in [
+        ("alpha", "beta-1"),
+        ("alpha", "alphabet"),
+        ("beta", "alpha-3"),
+    ] {
+        let refused = tenants.create_database(tenant, db, 4096).await;
+        assert!(
+            matches!(
+                refused,
+                Err(TenantOpError::Storage(StorageError::Denied(_)))
+            ),
+            "{tenant} created {db}: {refused:?}"
+        );
+    }
+    let names = |list: Vec<DbName>| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(tenants.databases("alpha").await.unwrap()),
+        ["alpha-1", "alpha-2"]
+    );
+    assert_eq!(names(tenants.databases("beta").await.unwrap()), ["beta-1"]);
+    // Removing: only within the grant, and only with the power to.
+    assert!(tenants.remove_database("alpha", "beta-1").await.is_err());
+    assert!(
+        tenants.remove_database("beta", "beta-1").await.is_err(),
+        "beta may not remove"
+    );
+    tenants.remove_database("alpha", "alpha-2").await.unwrap();
+    assert_eq!(
+        names(tenants.databases("alpha").await.unwrap()),
+        ["alpha-1"]
+    );
+    assert_eq!(names(tenants.databases("beta").await.unwrap()), ["beta-1"]);
+    assert!(matches!(
+        tenants.databases("gamma").await,
+        Err(TenantOpError::Refused(Refusal::UnknownTenant(_)))
+    ));
 }

@@ -18,6 +18,9 @@ pub struct Grant {
     pub prefixes: BTreeSet<String>,
     /// May the instance create databases (within the grant)?
     pub may_create: bool,
+    /// May its owner remove databases (within the grant)? Not a guest's
+    /// power (the WIT has no remove): a service's, on the tenant's behalf.
+    pub may_remove: bool,
     /// Reads only: no sectors stored, no root swapped, no exclusive lock.
     pub read_only: bool,
 }
@@ -28,6 +31,7 @@ impl Grant {
             names: None,
             prefixes: BTreeSet::new(),
             may_create: true,
+            may_remove: true,
             read_only: false,
         }
     }
@@ -37,6 +41,7 @@ impl Grant {
             names: Some(names.into_iter().collect()),
             prefixes: BTreeSet::new(),
             may_create,
+            may_remove: false,
             read_only: false,
         }
     }
@@ -47,6 +52,7 @@ impl Grant {
             names: Some(BTreeSet::new()),
             prefixes: prefixes.into_iter().collect(),
             may_create,
+            may_remove: false,
             read_only: false,
         }
     }
@@ -55,6 +61,7 @@ impl Grant {
     pub fn read_only(mut self) -> Grant {
         self.read_only = true;
         self.may_create = false;
+        self.may_remove = false;
         self
     }
 
