@@ -3,22 +3,42 @@
 //! `Tenants` registry a service embeds (budgets, instance limits, billing).
 
 use crate::backend_tests;
-use crate::util::{Harness, Tenant, fill, guest_path, stderr};
+use crate::util::{Harness, fill, guest_path, stderr};
 use donut_format::DbName;
 use donut_host::backend::Backend;
 use donut_host::runtime::{LoadError, Pooling, Program, RunError, Runtime, RuntimeOptions};
 use donut_host::storage::StorageError;
 use donut_host::storage::{CallQuota, Clock, Grant, QuotaExceeded};
 use donut_host::tenant::{
-    AddTenantError, CapacityBudget, InvokeError, Refusal, Tenant as TenantSpec, TenantLimits,
-    TenantOpError, Tenants,
+    AddTenantError, CapacityBudget, InvokeError, Refusal, Tenant, TenantLimits, TenantOpError,
+    Tenants,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// A tenant of the databases whose names start with `prefix`.
 fn prefixed(prefix: &str) -> Tenant {
-    Tenant::granted(Grant::prefixed([prefix.to_string()], true))
+    granted(prefix, Grant::prefixed([prefix.to_string()], true))
+}
+
+fn granted(name: &str, grant: Grant) -> Tenant {
+    Tenant {
+        name: name.to_string(),
+        grant,
+        limits: TenantLimits::default(),
+    }
+}
+
+/// `tenant` with `quota` per call.
+fn with_quota(tenant: Tenant, quota: CallQuota) -> Tenant {
+    Tenant {
+        limits: TenantLimits {
+            quota,
+            ..tenant.limits
+        },
+        ..tenant
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +95,10 @@ async fn a_read_only_grant_reads_and_cannot_change_anything() {
     h.sql_ok("r.db", "create table t(x); insert into t values (1);")
         .await;
     let version = h.version("r.db").await;
-    let reader = Tenant::granted(Grant::only([DbName::new("r.db").unwrap()], false).read_only());
+    let reader = granted(
+        "reader",
+        Grant::only([DbName::new("r.db").unwrap()], false).read_only(),
+    );
     let read = h.sql_as(&reader, "r.db", "select count(*) from t").await;
     assert!(read.ran().success(), "{}", stderr(read.ran()));
     for write in [
@@ -102,13 +125,13 @@ async fn a_call_past_its_sector_quota_is_stopped_and_its_commit_never_lands(h: H
     h.sql_ok("q.db", "create table t(id integer primary key, v blob)")
         .await;
     let version = h.version("q.db").await;
-    let hungry = Tenant {
-        quota: CallQuota {
+    let hungry = with_quota(
+        prefixed("q"),
+        CallQuota {
             sectors_max: Some(200),
             ..CallQuota::unlimited()
         },
-        ..prefixed("q")
-    };
+    );
     // ~1,000 pages of 4 KiB: past the quota only when the commit stores them.
     let insert = fill("t(v)", 2000, "randomblob(2000)");
     let other_tenant = prefixed("o");
@@ -144,13 +167,13 @@ async fn a_call_past_its_storage_call_quota_is_stopped_naming_the_limit() {
         &format!("create table t(v); {}", fill("t", 3000, "randomblob(3000)")),
     )
     .await;
-    let tenant = Tenant {
-        quota: CallQuota {
+    let tenant = with_quota(
+        prefixed("c"),
+        CallQuota {
             storage_calls_max: Some(3),
             ..CallQuota::unlimited()
         },
-        ..prefixed("c")
-    };
+    );
     let run = h
         .sql_as(&tenant, "c.db", "select sum(length(v)) from t")
         .await;
@@ -206,8 +229,8 @@ fn tenants(h: &Harness) -> (Tenants, Program, Program) {
     (Tenants::new(runtime, h.backend.clone()), sql, guest)
 }
 
-fn tenant(name: &str, limits: TenantLimits) -> TenantSpec {
-    TenantSpec {
+fn tenant(name: &str, limits: TenantLimits) -> Tenant {
+    Tenant {
         name: name.to_string(),
         grant: Grant::prefixed([format!("{name}-")], true),
         limits,
@@ -234,7 +257,7 @@ async fn tenants_cannot_be_registered_over_each_others_databases() {
         ),
     ];
     for (name, grant) in overlapping {
-        let spec = TenantSpec {
+        let spec = Tenant {
             name: name.to_string(),
             grant,
             limits: TenantLimits::default(),
@@ -244,7 +267,7 @@ async fn tenants_cannot_be_registered_over_each_others_databases() {
             "{name}"
         );
     }
-    let everything = TenantSpec {
+    let everything = Tenant {
         name: "root".into(),
         grant: Grant::all(),
         limits: TenantLimits::default(),

@@ -3,8 +3,7 @@
 
 use donut_host::backend::Backend;
 pub use donut_testkit::{
-    Dynoxide, Harness, Tenant, components, dynamo_options, fill, guest_path, host_bin, stderr,
-    stdout,
+    Dynoxide, Harness, components, dynamo_options, fill, guest_path, host_bin, stderr, stdout,
 };
 
 /// Declares each listed test body once per backend:

@@ -10,6 +10,7 @@ use donut_host::runtime::{
 };
 use donut_host::stats::{StatsSnapshot, StorageStats};
 use donut_host::storage::{CallQuota, SectorCache};
+use donut_host::tenant::{Tenant, TenantLimits};
 use donut_host::{Grant, LocalBackend, MemoryBackend, StorageCtx};
 use std::sync::{Arc, OnceLock};
 
@@ -41,25 +42,6 @@ pub fn components() -> &'static Components {
             test_guest,
         }
     })
-}
-
-/// Who a call runs as: which databases it may use and how, and its limits.
-#[derive(Debug, Clone)]
-pub struct Tenant {
-    pub grant: Grant,
-    pub quota: CallQuota,
-    pub memory_limit_bytes: usize,
-}
-
-impl Tenant {
-    /// `grant`, with no storage quota and the default memory limit.
-    pub fn granted(grant: Grant) -> Tenant {
-        Tenant {
-            grant,
-            quota: CallQuota::unlimited(),
-            memory_limit_bytes: donut_host::runtime::MEMORY_LIMIT_BYTES_DEFAULT,
-        }
-    }
 }
 
 /// One call's result, its usage and its storage counters.
@@ -203,9 +185,14 @@ impl Harness {
         stdin: &str,
     ) -> (Result<Outcome, RunError>, StatsSnapshot) {
         let tenant = Tenant {
+            name: "harness".into(),
             grant: Grant::all(),
-            quota: CallQuota::unlimited(),
-            memory_limit_bytes,
+            limits: TenantLimits {
+                memory_bytes: memory_limit_bytes,
+                time_limit: self.time_limit,
+                quota: CallQuota::unlimited(),
+                ..TenantLimits::default()
+            },
         };
         let run = self.run_as(&tenant, program, args, stdin).await;
         (run.outcome, run.stats)
@@ -218,8 +205,10 @@ impl Harness {
         self.run_as(tenant, &components().sql, &args, "").await
     }
 
-    /// Runs `program` with `args` (argv[0] added) as `tenant`, with
-    /// captured output; a trap or a limit is returned, not a panic.
+    /// Runs `program` with `args` (argv[0] added) under `tenant`'s grant,
+    /// quota, memory and time limits (straight on the harness's backend,
+    /// not through a `Tenants` registry), with captured output; a trap or
+    /// a limit is returned, not a panic.
     pub async fn run_as(
         &self,
         tenant: &Tenant,
@@ -230,7 +219,7 @@ impl Harness {
         let stats = Arc::new(StorageStats::default());
         let mut storage = StorageCtx::new(self.backend.clone(), tenant.grant.clone())
             .with_stats(stats.clone())
-            .with_quota(tenant.quota);
+            .with_quota(tenant.limits.quota);
         if let Some(cache) = &self.cache {
             storage = storage.with_cache(cache.clone());
         }
@@ -241,8 +230,8 @@ impl Harness {
         call.stdio = Stdio::Capture {
             stdin: stdin.as_bytes().to_vec(),
         };
-        call.memory_limit_bytes = tenant.memory_limit_bytes;
-        call.time_limit = self.time_limit;
+        call.memory_limit_bytes = tenant.limits.memory_bytes;
+        call.time_limit = tenant.limits.time_limit;
         let (outcome, usage) = components().runtime.run_with_usage(program, call).await;
         Run {
             outcome,

@@ -8,7 +8,7 @@ mod dynoxide;
 mod harness;
 
 pub use dynoxide::{Dynoxide, dynamo_options};
-pub use harness::{Components, Harness, Run, Tenant, components, csv_exec, stderr, stdout};
+pub use harness::{Components, Harness, Run, components, csv_exec, stderr, stdout};
 
 use std::path::{Path, PathBuf};
 

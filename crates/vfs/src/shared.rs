@@ -117,7 +117,7 @@ impl Vfs {
 
     /// SQLite deletes a super-journal: the commit point of the databases
     /// staged under it ([`main_file::commit_staged`]).
-    pub(crate) fn commit_staged(&'static self, super_journal: &str) -> Result<(), Fail> {
+    pub(crate) fn commit_staged(&self, super_journal: &str) -> Result<(), Fail> {
         main_file::commit_staged(self, super_journal)
     }
 }
