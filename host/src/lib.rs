@@ -6,9 +6,12 @@
 //! - [`storage`]: the `donut:storage` host implementation over the store
 //!   (handles, grants, hash checks, limits, counters);
 //! - [`runtime`]: engine, compiled-component cache, one store per call,
-//!   the stock component's argument contract (`StockSql`).
+//!   the stock component's argument contract (`StockSql`);
+//! - [`tenant`]: many tenants' calls under grants, limits and budgets;
+//! - [`service`]: `donut-host serve`, the tenants over HTTP.
 
 pub mod runtime;
+pub mod service;
 pub mod storage;
 pub mod tenant;
 

@@ -91,6 +91,11 @@ enum Command {
     Rm(commands::rm::Args),
     /// Create the DynamoDB table (hash_key S, range_key N; on-demand billing).
     CreateTable,
+    /// Serve tenants' plugins over HTTP (see the README's "Service").
+    Serve(commands::serve::Args),
+    /// Manage a service's tenants file.
+    #[command(subcommand)]
+    Tenant(commands::tenant::Command),
 }
 
 fn local_dir(cli: &Cli) -> Result<PathBuf> {
@@ -133,14 +138,16 @@ async fn env(cli: &Cli) -> Result<Env> {
         .time_limit_secs
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(std::time::Duration::from_secs_f64);
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        donut_host::runtime::default_cache_dir()
+    };
     let options = RuntimeOptions {
-        cache_dir: if cli.no_cache {
-            None
-        } else {
-            donut_host::runtime::default_cache_dir()
-        },
+        cache_dir: cache_dir.clone(),
         // Epoch checks cost ~15% of guest CPU: only when a limit is asked for.
         time_limits: time_limit.is_some(),
+        fuel: false,
         pooling: None,
     };
     Ok(Env {
@@ -150,6 +157,7 @@ async fn env(cli: &Cli) -> Result<Env> {
         stats: Arc::new(StorageStats::default()),
         memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
         time_limit,
+        cache_dir,
     })
 }
 
@@ -161,6 +169,9 @@ async fn main_async(cli: Cli) -> Result<i32> {
             .context("create-table needs --table NAME")?;
         return commands::create_table::run(&dynamo_options(&cli, table)).await;
     }
+    if let Command::Tenant(command) = cli.command {
+        return commands::tenant::run(command);
+    }
     let env = env(&cli).await?;
     let code = match cli.command {
         Command::Run(args) => commands::run::run(&env, args).await?,
@@ -171,7 +182,10 @@ async fn main_async(cli: Cli) -> Result<i32> {
         Command::Push(args) => commands::push::run(&env, args).await?,
         Command::Pull(args) => commands::pull::run(&env, args).await?,
         Command::Rm(args) => commands::rm::run(&env, args).await?,
-        Command::CreateTable => unreachable!("handled before a backend is opened"),
+        Command::Serve(args) => commands::serve::run(&env, args).await?,
+        Command::CreateTable | Command::Tenant(_) => {
+            unreachable!("handled before a backend is opened")
+        }
     };
     if cli.stats {
         eprintln!("{}", env.stats.snapshot());

@@ -130,6 +130,29 @@ pub enum RunError {
         label: String,
         exceeded: QuotaExceeded,
     },
+    #[error("{label} used its CPU limit of {fuel_max} units of fuel and was stopped")]
+    CpuLimit { label: String, fuel_max: u64 },
+    #[error(
+        "{label}: a CPU limit was asked for, but this runtime was built without fuel (RuntimeOptions::fuel)"
+    )]
+    NoFuel { label: String },
+}
+
+impl RunError {
+    /// The stable name of the limit that stopped the call (metrics, JSON
+    /// errors), or `None` when no limit did.
+    pub fn limit_name(&self) -> Option<&'static str> {
+        match self {
+            RunError::TimeLimit { .. } => Some("time"),
+            RunError::MemoryLimit { .. } => Some("memory"),
+            RunError::CpuLimit { .. } => Some("cpu"),
+            RunError::StorageLimit { exceeded, .. } => Some(exceeded.limit_name()),
+            RunError::Instantiate { .. }
+            | RunError::Trap { .. }
+            | RunError::NoTimeLimits { .. }
+            | RunError::NoFuel { .. } => None,
+        }
+    }
 }
 
 /// What one call used: every call reports it, whatever its outcome.
@@ -145,6 +168,9 @@ pub struct Usage {
     pub storage: QuotaUse,
     /// The most linear memory the instance held.
     pub peak_memory_bytes: usize,
+    /// Fuel the guest burned (one unit per WebAssembly instruction,
+    /// roughly), if the runtime meters fuel (`RuntimeOptions::fuel`).
+    pub fuel: Option<u64>,
     /// The exit code, if the guest exited (not stopped or trapped).
     pub exit_code: Option<i32>,
     /// Requests, capacity units and bytes as DynamoDB bills them, if the
@@ -233,6 +259,11 @@ pub struct RuntimeOptions {
     /// runtime that never limits time (a user's own one-shot CLI call)
     /// can go without. A service running others' code must keep them.
     pub time_limits: bool,
+    /// Whether calls may have CPU limits in fuel (`Call::fuel_max`): a
+    /// count of the guest's instructions, the same on every machine and
+    /// under any load, where a time limit is not. Metering costs guest
+    /// CPU (BENCHMARKS.md, "Engine overhead").
+    pub fuel: bool,
     /// Instances from wasmtime's pooling allocator (slots reserved up
     /// front, reused warm: cheaper instantiation for a service), or `None`
     /// for on-demand allocation (a one-shot CLI call).
@@ -260,6 +291,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             cache_dir: default_cache_dir(),
             time_limits: true,
+            fuel: false,
             pooling: None,
         }
     }
@@ -296,6 +328,8 @@ pub struct Runtime {
     cache_dir: Option<PathBuf>,
     /// `RuntimeOptions::time_limits`.
     time_limits: bool,
+    /// `RuntimeOptions::fuel`.
+    fuel: bool,
     /// `RuntimeOptions::pooling`.
     pooling: Option<Pooling>,
     /// Programs loaded through [`Runtime::load_shared`], by the SHA-256
@@ -398,6 +432,8 @@ pub struct Call {
     /// Wall-clock budget of the guest's own execution (granularity 10 ms);
     /// `None`: no limit.
     pub time_limit: Option<Duration>,
+    /// CPU budget in fuel; `None`: no limit. Needs `RuntimeOptions::fuel`.
+    pub fuel_max: Option<u64>,
     /// Virtual clocks and seeded randomness; `None`: the real ones.
     pub determinism: Option<Determinism>,
 }
@@ -410,6 +446,7 @@ impl Call {
             stdio: Stdio::Inherit,
             memory_limit_bytes: MEMORY_LIMIT_BYTES_DEFAULT,
             time_limit: None,
+            fuel_max: None,
             determinism: None,
         }
     }
@@ -436,6 +473,7 @@ impl Runtime {
         // Time limits: the guest checks the engine's epoch at loop heads and
         // function entries; a thread advances it every EPOCH_TICK.
         config.epoch_interruption(options.time_limits);
+        config.consume_fuel(options.fuel);
         if let Some(pooling) = options.pooling {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
                 pooling_config(pooling),
@@ -465,6 +503,7 @@ impl Runtime {
             linker,
             cache_dir: options.cache_dir,
             time_limits: options.time_limits,
+            fuel: options.fuel,
             pooling: options.pooling,
             programs: std::sync::Mutex::default(),
         })
@@ -685,6 +724,22 @@ impl Runtime {
             // "Never": far enough that current + this cannot overflow.
             None => store.set_epoch_deadline(u64::MAX / 2),
         }
+        let fuel_max = match (call.fuel_max, self.fuel) {
+            (Some(_), false) => {
+                return Err(RunError::NoFuel {
+                    label: program.label.clone(),
+                });
+            }
+            (_, false) => None,
+            (limit, true) => {
+                let fuel = limit.unwrap_or(u64::MAX);
+                store.set_fuel(fuel).map_err(|e| RunError::Instantiate {
+                    label: program.label.clone(),
+                    detail: format!("setting fuel: {e}"),
+                })?;
+                Some(fuel)
+            }
+        };
         let time_limit = call.time_limit;
         let label = program.label.clone();
         let instantiated = Busy {
@@ -701,6 +756,7 @@ impl Runtime {
             busy: &mut usage.busy,
         }
         .await;
+        usage.fuel = fuel_max.map(|max| max - store.get_fuel().unwrap_or(0));
         let state = store.data();
         usage.storage = state.storage.quota_used();
         usage.peak_memory_bytes = state.limits.peak_memory_bytes;
@@ -719,6 +775,10 @@ impl Runtime {
                         label,
                         limit_bytes: memory_limit_bytes,
                     });
+                } else if let (Some(wasmtime::Trap::OutOfFuel), Some(fuel_max)) =
+                    (e.downcast_ref::<wasmtime::Trap>(), call.fuel_max)
+                {
+                    return Err(RunError::CpuLimit { label, fuel_max });
                 } else if let (Some(wasmtime::Trap::Interrupt), Some(limit)) =
                     (e.downcast_ref::<wasmtime::Trap>(), time_limit)
                 {

@@ -21,8 +21,9 @@
 
 use crate::Backend;
 use crate::runtime::{Call, Outcome, Program, RunError, Runtime, Stdio, Usage};
+use crate::stats::{StatsSnapshot, StorageStats};
 use crate::storage::{
-    CallQuota, Clock, Grant, SectorCache, StorageCtx, StorageError, create_database,
+    CallQuota, Clock, Grant, QuotaUse, SectorCache, StorageCtx, StorageError, create_database,
     remove_database,
 };
 use donut_format::DbName;
@@ -37,6 +38,9 @@ pub struct TenantLimits {
     pub memory_bytes: usize,
     /// Wall-clock time of one call's guest execution.
     pub time_limit: Option<Duration>,
+    /// CPU of one call, in fuel (needs a runtime built with
+    /// `RuntimeOptions::fuel`).
+    pub fuel_max: Option<u64>,
     /// Storage calls, sectors and bytes of one call.
     pub quota: CallQuota,
     /// Calls of the tenant running at once; one more is refused, not
@@ -51,6 +55,7 @@ impl Default for TenantLimits {
         TenantLimits {
             memory_bytes: 256 << 20,
             time_limit: Some(Duration::from_secs(30)),
+            fuel_max: None,
             quota: CallQuota::unlimited(),
             instances_max: 16,
             budget: None,
@@ -187,10 +192,38 @@ struct Ledger {
     write_units: f64,
 }
 
+/// What one tenant's calls have used and met since it was added.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantTotals {
+    /// Calls started (refused ones are not).
+    pub calls: u64,
+    /// Storage calls, sectors and bytes, as call quotas count them.
+    pub storage: QuotaUse,
+    /// Capacity units as billed.
+    pub read_units: f64,
+    pub write_units: f64,
+    /// Calls running now.
+    pub live: usize,
+    /// Calls refused or stopped, by the limit's stable name
+    /// ([`Refusal::limit_name`], [`RunError::limit_name`]).
+    pub limited: BTreeMap<&'static str, u64>,
+}
+
 struct TenantState {
     tenant: Tenant,
     live: Arc<tokio::sync::Semaphore>,
     ledger: Mutex<Ledger>,
+    totals: Mutex<TenantTotals>,
+}
+
+impl TenantState {
+    fn totals(&self) -> std::sync::MutexGuard<'_, TenantTotals> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count_limit(&self, limit: &'static str) {
+        *self.totals().limited.entry(limit).or_default() += 1;
+    }
 }
 
 /// The tenants of one service, over one store.
@@ -198,6 +231,8 @@ pub struct Tenants {
     runtime: Runtime,
     backend: Arc<dyn Backend>,
     cache: Arc<SectorCache>,
+    /// Every call's storage counters, added up host-wide.
+    stats: Arc<StorageStats>,
     clock: Clock,
     tenants: Mutex<BTreeMap<String, Arc<TenantState>>>,
 }
@@ -212,6 +247,7 @@ impl Tenants {
             runtime,
             backend,
             cache: SectorCache::new(SECTOR_CACHE_BYTES),
+            stats: Arc::new(StorageStats::default()),
             clock: Clock::System,
             tenants: Mutex::new(BTreeMap::new()),
         }
@@ -227,30 +263,42 @@ impl Tenants {
         &self.runtime
     }
 
+    /// The storage counters of every call so far, added up (commits,
+    /// conflicts, sector cache hits...).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Each tenant's totals, in name order.
+    pub fn totals(&self) -> Vec<(String, TenantTotals)> {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .iter()
+            .map(|(name, state)| {
+                let mut totals = state.totals().clone();
+                totals.live = state.tenant.limits.instances_max - state.live.available_permits();
+                (name.clone(), totals)
+            })
+            .collect()
+    }
+
+    /// Tenant `name`, as added.
+    pub fn tenant(&self, name: &str) -> Option<Tenant> {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.get(name).map(|state| state.tenant.clone())
+    }
+
     /// Registers `tenant`. Its grant must name databases (names or
     /// prefixes), and no database may fall under two tenants' grants.
     pub fn add(&self, tenant: Tenant) -> Result<(), AddTenantError> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        if tenants.contains_key(&tenant.name) {
-            return Err(AddTenantError::Exists(tenant.name));
-        }
-        if tenant.grant.names.is_none() {
-            return Err(AddTenantError::Unbounded(tenant.name));
-        }
-        for other in tenants.values() {
-            if let Some(detail) = overlap(&tenant.grant, &other.tenant.grant) {
-                return Err(AddTenantError::Overlaps {
-                    tenant: tenant.name,
-                    other: other.tenant.name.clone(),
-                    detail,
-                });
-            }
-        }
+        check_new_tenant(&tenant, tenants.values().map(|state| &state.tenant))?;
         let live = Arc::new(tokio::sync::Semaphore::new(tenant.limits.instances_max));
         let state = TenantState {
             tenant,
             live,
             ledger: Mutex::new(Ledger::default()),
+            totals: Mutex::default(),
         };
         tenants.insert(state.tenant.name.clone(), Arc::new(state));
         Ok(())
@@ -319,15 +367,21 @@ impl Tenants {
     ) -> Result<Invocation, InvokeError> {
         let state = self.state(name).map_err(InvokeError::Refused)?;
         let tenant = &state.tenant;
+        let refuse = |refusal: Refusal| {
+            state.count_limit(refusal.limit_name());
+            InvokeError::Refused(refusal)
+        };
         let _slot = state.live.clone().try_acquire_owned().map_err(|_| {
-            InvokeError::Refused(Refusal::TooManyInstances {
+            refuse(Refusal::TooManyInstances {
                 tenant: tenant.name.clone(),
                 max: tenant.limits.instances_max,
             })
         })?;
-        self.check_budget(&state).map_err(InvokeError::Refused)?;
+        self.check_budget(&state).map_err(refuse)?;
+        state.totals().calls += 1;
         let storage = StorageCtx::new(self.backend.clone(), tenant.grant.clone())
             .with_cache(self.cache.clone())
+            .with_stats(self.stats.clone())
             .with_quota(tenant.limits.quota)
             .billed();
         let argv = std::iter::once(program.label().to_string())
@@ -337,11 +391,17 @@ impl Tenants {
         call.stdio = Stdio::Capture { stdin };
         call.memory_limit_bytes = tenant.limits.memory_bytes;
         call.time_limit = tenant.limits.time_limit;
+        call.fuel_max = tenant.limits.fuel_max;
         let (outcome, usage) = self.runtime.run_with_usage(program, call).await;
         self.charge(&state, &usage);
         match outcome {
             Ok(outcome) => Ok(Invocation { outcome, usage }),
-            Err(error) => Err(InvokeError::Stopped { error, usage }),
+            Err(error) => {
+                if let Some(limit) = error.limit_name() {
+                    state.count_limit(limit);
+                }
+                Err(InvokeError::Stopped { error, usage })
+            }
         }
     }
 
@@ -388,6 +448,16 @@ impl Tenants {
     }
 
     fn charge(&self, state: &TenantState, usage: &Usage) {
+        {
+            let mut totals = state.totals();
+            totals.storage.storage_calls += usage.storage.storage_calls;
+            totals.storage.sectors += usage.storage.sectors;
+            totals.storage.bytes += usage.storage.bytes;
+            if let Some(billed) = &usage.billed {
+                totals.read_units += billed.read_capacity_units;
+                totals.write_units += billed.write_capacity_units;
+            }
+        }
         let Some(billed) = &usage.billed else {
             return;
         };
@@ -395,6 +465,31 @@ impl Tenants {
         ledger.read_units += billed.read_capacity_units;
         ledger.write_units += billed.write_capacity_units;
     }
+}
+
+/// Refuses `tenant` beside `others`: a name taken, a grant without bounds,
+/// or a database two grants would share. Service configurations check
+/// their tenants with it before serving.
+pub fn check_new_tenant<'a>(
+    tenant: &Tenant,
+    others: impl IntoIterator<Item = &'a Tenant>,
+) -> Result<(), AddTenantError> {
+    if tenant.grant.names.is_none() {
+        return Err(AddTenantError::Unbounded(tenant.name.clone()));
+    }
+    for other in others {
+        if other.name == tenant.name {
+            return Err(AddTenantError::Exists(tenant.name.clone()));
+        }
+        if let Some(detail) = overlap(&tenant.grant, &other.grant) {
+            return Err(AddTenantError::Overlaps {
+                tenant: tenant.name.clone(),
+                other: other.name.clone(),
+                detail,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Why two grants would share a database, if they would.

@@ -114,6 +114,7 @@ impl Sim {
         let runtime = Runtime::new(donut_host::runtime::RuntimeOptions {
             cache_dir,
             time_limits: true,
+            fuel: false,
             pooling: None,
         })?;
         let path = guest_dir.join("test-guest.wasm");

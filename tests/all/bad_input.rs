@@ -242,6 +242,7 @@ async fn a_time_limit_on_a_runtime_without_time_limits_is_refused() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: None,
         time_limits: false,
+        fuel: false,
         pooling: None,
     })
     .expect("runtime");
@@ -261,4 +262,47 @@ async fn a_time_limit_on_a_runtime_without_time_limits_is_refused() {
         .expect_err("a time limit nobody enforces was accepted");
     assert!(matches!(e, RunError::NoTimeLimits { .. }), "{e}");
     assert!(e.to_string().contains("without time limits"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_on_a_runtime_without_fuel_is_refused_and_one_with_fuel_stops_a_spin() {
+    use donut_host::runtime::{Call, RunError, Runtime, RuntimeOptions};
+    let h = Harness::memory();
+    h.create("r.db").await;
+    for fuel in [false, true] {
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: Some(donut_testkit::component_cache_dir()),
+            time_limits: true,
+            fuel,
+            pooling: None,
+        })
+        .expect("runtime");
+        let program = runtime
+            .load_file(&guest_path("test-guest.wasm"))
+            .expect("load");
+        let storage = donut_host::StorageCtx::new(h.backend.clone(), donut_host::Grant::all());
+        let args = ["test-guest", "spin", "r.db"].map(String::from).to_vec();
+        let mut call = Call::new(args, storage);
+        call.fuel_max = Some(30_000_000);
+        call.time_limit = Some(std::time::Duration::from_secs(60));
+        let (e, usage) = runtime.run_with_usage(&program, call).await;
+        let e = e.expect_err("a spin ran to its end");
+        if fuel {
+            assert!(
+                matches!(
+                    e,
+                    RunError::CpuLimit {
+                        fuel_max: 30_000_000,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert_eq!(e.limit_name(), Some("cpu"));
+            assert!(usage.fuel >= Some(30_000_000), "{usage:?}");
+        } else {
+            assert!(matches!(e, RunError::NoFuel { .. }), "{e}");
+            assert!(e.to_string().contains("without fuel"), "{e}");
+        }
+    }
 }

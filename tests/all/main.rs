@@ -11,6 +11,7 @@ mod faults;
 mod fence;
 mod fuzz;
 mod lost_answers;
+mod serve;
 mod sim;
 mod sql;
 mod surface;

@@ -219,6 +219,7 @@ fn tenants(h: &Harness) -> (Tenants, Program, Program) {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(donut_testkit::component_cache_dir()),
         time_limits: true,
+        fuel: false,
         pooling: None,
     })
     .expect("runtime");
@@ -470,6 +471,7 @@ async fn a_pooled_runtime_runs_calls_and_caps_memory_at_its_slot_size() {
     let runtime = Runtime::new(RuntimeOptions {
         cache_dir: Some(donut_testkit::component_cache_dir()),
         time_limits: true,
+        fuel: false,
         pooling: Some(Pooling {
             instances_max: 8,
             memory_bytes_max: slot_bytes,
@@ -505,9 +507,9 @@ async fn a_pooled_runtime_runs_calls_and_caps_memory_at_its_slot_size() {
 }
 
 /// Invocations, tenants and calls in flight of the load test.
-const LOAD_INVOCATIONS: usize = 1_000;
-const LOAD_TENANTS: usize = 50;
-const LOAD_IN_FLIGHT: usize = 64;
+pub(crate) const LOAD_INVOCATIONS: usize = 1_000;
+pub(crate) const LOAD_TENANTS: usize = 50;
+pub(crate) const LOAD_IN_FLIGHT: usize = 64;
 
 /// ≥ 1,000 invocations over ≥ 50 tenants with ≥ 64 in flight: every insert
 /// a call acknowledged is stored exactly once, every refused one (a lost
@@ -515,21 +517,43 @@ const LOAD_IN_FLIGHT: usize = 64;
 async fn many_tenants_under_load_lose_nothing_and_apply_nothing_twice(h: Harness) {
     let (tenants, sql, _) = tenants(&h);
     for t in 0..LOAD_TENANTS {
-        let name = format!("t{t}");
-        h.create(&format!("{name}-db")).await;
-        h.sql_ok(&format!("{name}-db"), "create table acks(call integer)")
-            .await;
-        tenants.add(tenant(&name, TenantLimits::default())).unwrap();
+        tenants
+            .add(tenant(&format!("t{t}"), TenantLimits::default()))
+            .unwrap();
     }
-    let tenants = Arc::new(tenants);
-    let sql = Arc::new(sql);
+    let (tenants, sql) = (Arc::new(tenants), Arc::new(sql));
+    under_load(&h, move |tenant, args| {
+        let (tenants, sql) = (tenants.clone(), sql.clone());
+        async move {
+            let done = tenants
+                .invoke(&tenant, &sql, args, Vec::new())
+                .await
+                .unwrap_or_else(|e| panic!("{tenant}: {e}"));
+            (done.outcome.success(), stderr(&done.outcome))
+        }
+    })
+    .await;
+}
+
+/// The load test, through `invoke(tenant, args)` (a stock SQL call that
+/// says whether it succeeded, and its stderr): creates tenant `t{i}`'s
+/// database `t{i}-db`, runs the calls, checks every database.
+pub(crate) async fn under_load<F, Fut>(h: &Harness, invoke: F)
+where
+    F: Fn(String, Vec<String>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (bool, String)> + Send,
+{
+    for t in 0..LOAD_TENANTS {
+        let db = format!("t{t}-db");
+        h.create(&db).await;
+        h.sql_ok(&db, "create table acks(call integer)").await;
+    }
     let gate = Arc::new(tokio::sync::Semaphore::new(LOAD_IN_FLIGHT));
-    // Calls inside `invoke` now, and the most there were at once.
+    // Calls in flight now, and the most there were at once.
     let live = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let mut calls = tokio::task::JoinSet::new();
     for call in 0..LOAD_INVOCATIONS {
-        let (tenants, sql, gate) = (tenants.clone(), sql.clone(), gate.clone());
-        let live = live.clone();
+        let (invoke, gate, live) = (invoke.clone(), gate.clone(), live.clone());
         calls.spawn(async move {
             let _in_flight = gate.acquire_owned().await.expect("gate");
             let now = live.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -539,13 +563,9 @@ async fn many_tenants_under_load_lose_nothing_and_apply_nothing_twice(h: Harness
                 &format!("t{t}-db"),
                 &format!("insert into acks values ({call})"),
             );
-            let done = tenants
-                .invoke(&format!("t{t}"), &sql, args, Vec::new())
-                .await
-                .unwrap_or_else(|e| panic!("call {call}: {e}"));
+            let (success, err) = invoke(format!("t{t}"), args).await;
             live.0.fetch_sub(1, Ordering::SeqCst);
-            let err = stderr(&done.outcome);
-            let outcome = if done.outcome.success() {
+            let outcome = if success {
                 "ack"
             } else if err.contains("SQLITE_BUSY") {
                 "refused"
@@ -601,7 +621,7 @@ async fn many_tenants_under_load_lose_nothing_and_apply_nothing_twice(h: Harness
 }
 
 /// The process's peak resident set (`VmHWM`), as Linux reports it.
-fn peak_rss() -> String {
+pub(crate) fn peak_rss() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -28,6 +28,7 @@ pub fn components() -> &'static Components {
         let runtime = Runtime::new(RuntimeOptions {
             cache_dir: Some(component_cache_dir()),
             time_limits: true,
+            fuel: false,
             pooling: None,
         })
         .expect("runtime");

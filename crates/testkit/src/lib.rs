@@ -2,13 +2,15 @@
 //! two: where the built artifacts are ([`guest_path`], [`host_bin`]), a
 //! DynamoDB-compatible server on loopback ([`Dynoxide`]), the [`Harness`]
 //! that runs components against one backend, and SQL that fills tables
-//! ([`fill`]).
+//! ([`fill`]), and `donut-host serve` with a client ([`Served`], [`Api`]).
 
 mod dynoxide;
 mod harness;
+mod service;
 
 pub use dynoxide::{Dynoxide, dynamo_options};
 pub use harness::{Components, Harness, Run, components, csv_exec, stderr, stdout};
+pub use service::{Api, Reply, Served};
 
 use std::path::{Path, PathBuf};
 

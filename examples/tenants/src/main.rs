@@ -26,6 +26,7 @@ async fn main() -> Result<()> {
         let limits = TenantLimits {
             memory_bytes: 64 << 20,
             time_limit: Some(Duration::from_secs(5)),
+            fuel_max: None,
             quota: CallQuota {
                 sectors_max: Some(10_000),
                 ..CallQuota::unlimited()

@@ -9,8 +9,10 @@ pub mod pull;
 pub mod push;
 pub mod rm;
 pub mod run;
+pub mod serve;
 pub mod shell;
 pub mod sql;
+pub mod tenant;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -48,6 +50,8 @@ pub struct Env {
     pub stats: Arc<StorageStats>,
     pub memory_limit_bytes: usize,
     pub time_limit: Option<std::time::Duration>,
+    /// Where compiled components are cached (`None`: --no-cache).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Env {

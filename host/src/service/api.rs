@@ -1,0 +1,538 @@
+//! The HTTP API: routes, handlers and the JSON error shape
+//! `{"error": {"code", "message", "limit"?}, "usage"?}` with a stable
+//! `code` per kind of failure.
+
+use super::Service;
+use super::plugins::PluginError;
+use crate::runtime::{RunError, Usage};
+use crate::storage::StorageError;
+use crate::tenant::{InvokeError, Refusal, TenantOpError};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use donut_format::{DbName, PAGE_SIZE_DEFAULT};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tracing::Instrument;
+
+type Shared = State<Arc<Service>>;
+
+pub fn router(service: Arc<Service>) -> Router {
+    let plugin_bytes_max = service.config.plugin_bytes_max;
+    let request_bytes_max = service.config.request_bytes_max;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/plugins", get(list_plugins))
+        .route(
+            "/v1/plugins/{name}",
+            put(put_plugin)
+                .layer(DefaultBodyLimit::max(plugin_bytes_max))
+                .get(get_plugin)
+                .delete(delete_plugin),
+        )
+        .route(
+            "/v1/plugins/{name}/invoke",
+            post(invoke).layer(DefaultBodyLimit::max(request_bytes_max)),
+        )
+        .route("/v1/databases", get(list_databases))
+        .route(
+            "/v1/databases/{db}",
+            put(create_database).delete(remove_database),
+        )
+        .route_layer(middleware::from_fn_with_state(service.clone(), observe))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
+}
+
+/// An answer that is not a success.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// The limit met, for `limit_exceeded`.
+    limit: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+    usage: Option<Box<UsageJson>>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            limit: None,
+            retry_after_secs: None,
+            usage: None,
+        }
+    }
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "error": ErrorBody { code: self.code, message: &self.message, limit: self.limit },
+        });
+        if let Some(usage) = &self.usage {
+            body["usage"] = serde_json::to_value(usage).unwrap_or_default();
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                status,
+                "too_large",
+                "the request body is over this route's limit",
+            );
+        }
+        ApiError::new(status, "bad_body", rejection.body_text())
+    }
+}
+
+impl From<PluginError> for ApiError {
+    fn from(error: PluginError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            PluginError::IllegalName(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "illegal_name", message)
+            }
+            PluginError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", message)
+            }
+            PluginError::Load(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_component",
+                message,
+            ),
+            PluginError::Io(_) => {
+                tracing::error!("plugin store: {message}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> ApiError {
+        let message = error.to_string();
+        let (status, code) = match error {
+            StorageError::NotFound(_) => (StatusCode::NOT_FOUND, "database_not_found"),
+            StorageError::AlreadyExists(_) => (StatusCode::CONFLICT, "exists"),
+            StorageError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            StorageError::Conflict | StorageError::Busy(_) => (StatusCode::CONFLICT, "busy"),
+            StorageError::Throttled(_) | StorageError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
+            StorageError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            StorageError::TooLarge(_) | StorageError::Corrupt(_) | StorageError::Trap(_) => {
+                tracing::error!("storage: {message}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<TenantOpError> for ApiError {
+    fn from(error: TenantOpError) -> ApiError {
+        match error {
+            TenantOpError::Refused(refusal) => refused(refusal),
+            TenantOpError::Storage(error) => error.into(),
+        }
+    }
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    let message = refusal.to_string();
+    let retry_after_secs = match &refusal {
+        Refusal::BudgetExhausted { renews_in, .. } => Some(renews_in.as_secs_f64().ceil() as u64),
+        _ => None,
+    };
+    let status = match refusal {
+        // A token maps to a configured tenant; this is the service's bug.
+        Refusal::UnknownTenant(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError {
+        limit: Some(refusal.limit_name()),
+        retry_after_secs,
+        ..ApiError::new(status, "limit_exceeded", message)
+    }
+}
+
+fn stopped(error: RunError, usage: Usage) -> ApiError {
+    let message = error.to_string();
+    let mut answer = match error.limit_name() {
+        Some(limit) => ApiError {
+            limit: Some(limit),
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
+        },
+        None if matches!(error, RunError::Trap { .. }) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "plugin_trapped", message)
+        }
+        None => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "plugin_failed", message),
+    };
+    answer.usage = Some(Box::new(UsageJson::from(&usage)));
+    answer
+}
+
+/// The tenant whose bearer token the request carries.
+fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be Bearer <token>"))?;
+    service
+        .tenant_of(token.trim())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+}
+
+fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(wanted) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type must be {wanted}, not {given:?}"),
+    ))
+}
+
+/// Counts, times and logs every routed request; tags it with an id.
+async fn observe(State(service): Shared, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let id = service.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("request", id, method = %request.method(), route = %route);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    service.metrics.record(&route, status, elapsed);
+    response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
+    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered"));
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(service): Shared) -> impl IntoResponse {
+    let text = service.metrics.render(&service.tenants);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Runs blocking plugin-store work (reading, compiling) off the async
+/// threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done?),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("plugin work failed: {e}"),
+        )),
+    }
+}
+
+async fn list_plugins(State(service): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let svc = service.clone();
+    let plugins = blocking(move || svc.plugins.list(&tenant)).await?;
+    Ok(Json(serde_json::json!({ "plugins": plugins })).into_response())
+}
+
+async fn put_plugin(
+    State(service): Shared,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(name) = name?;
+    require_content_type(&headers, "application/wasm")?;
+    let body = body?;
+    let svc = service.clone();
+    let info = blocking(move || {
+        let runtime = svc.tenants.runtime();
+        svc.plugins.put(runtime, &tenant, &name, &body)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn get_plugin(
+    State(service): Shared,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(name) = name?;
+    let svc = service.clone();
+    let plugins = blocking(move || svc.plugins.list(&tenant)).await?;
+    match plugins.into_iter().find(|p| p.name == name) {
+        Some(info) => Ok(Json(info).into_response()),
+        None => Err(PluginError::NotFound(name).into()),
+    }
+}
+
+async fn delete_plugin(
+    State(service): Shared,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(name) = name?;
+    let svc = service.clone();
+    blocking(move || svc.plugins.remove(&tenant, &name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/plugins/{name}/invoke`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeRequest {
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    stdin: String,
+}
+
+#[derive(Serialize)]
+struct InvokeResponse {
+    exit_code: i32,
+    stdout: String,
+    stderr: String,
+    usage: UsageJson,
+}
+
+/// A call's [`Usage`] as JSON.
+#[derive(Debug, Serialize)]
+struct UsageJson {
+    wall_ms: f64,
+    cpu_ms: f64,
+    storage_calls: u64,
+    sectors: u64,
+    bytes: u64,
+    read_units: f64,
+    write_units: f64,
+    /// Storage requests by operation, as billed.
+    requests: BTreeMap<&'static str, u64>,
+    peak_memory_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fuel: Option<u64>,
+    exit_code: Option<i32>,
+}
+
+impl From<&Usage> for UsageJson {
+    fn from(usage: &Usage) -> UsageJson {
+        let billed = usage.billed.clone().unwrap_or_default();
+        UsageJson {
+            wall_ms: usage.wall.as_secs_f64() * 1e3,
+            cpu_ms: usage.busy.as_secs_f64() * 1e3,
+            storage_calls: usage.storage.storage_calls,
+            sectors: usage.storage.sectors,
+            bytes: usage.storage.bytes,
+            read_units: billed.read_capacity_units,
+            write_units: billed.write_capacity_units,
+            requests: billed.requests,
+            peak_memory_bytes: usage.peak_memory_bytes,
+            fuel: usage.fuel,
+            exit_code: usage.exit_code,
+        }
+    }
+}
+
+async fn invoke(
+    State(service): Shared,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(name) = name?;
+    require_content_type(&headers, "application/json")?;
+    let body = body?;
+    let request: InvokeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+    let svc = service.clone();
+    let (who, plugin) = (tenant.clone(), name.clone());
+    let program = blocking(move || svc.plugins.get(svc.tenants.runtime(), &who, &plugin)).await?;
+    let called = service
+        .tenants
+        .invoke(&tenant, &program, request.args, request.stdin.into_bytes())
+        .await;
+    match called {
+        Ok(done) => {
+            let usage = UsageJson::from(&done.usage);
+            tracing::info!(
+                tenant,
+                plugin = name,
+                exit_code = done.outcome.exit_code,
+                wall_ms = usage.wall_ms,
+                storage_calls = usage.storage_calls,
+                read_units = usage.read_units,
+                write_units = usage.write_units,
+                "invoked"
+            );
+            Ok(Json(InvokeResponse {
+                exit_code: done.outcome.exit_code,
+                stdout: String::from_utf8_lossy(&done.outcome.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&done.outcome.stderr).into_owned(),
+                usage,
+            })
+            .into_response())
+        }
+        Err(InvokeError::Refused(refusal)) => {
+            tracing::info!(
+                tenant,
+                plugin = name,
+                limit = refusal.limit_name(),
+                "refused"
+            );
+            Err(refused(refusal))
+        }
+        Err(InvokeError::Stopped { error, usage }) => {
+            tracing::info!(tenant, plugin = name, %error, "stopped");
+            Err(stopped(error, usage))
+        }
+    }
+}
+
+async fn list_databases(State(service): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let names = service.tenants.databases(&tenant).await?;
+    let names: Vec<&str> = names.iter().map(DbName::as_str).collect();
+    Ok(Json(serde_json::json!({ "databases": names })).into_response())
+}
+
+/// The database named in the path, if legal and within `tenant`'s grant:
+/// 400 for an illegal name, 403 for a name outside the grant.
+fn granted_database(service: &Service, tenant: &str, db: &str) -> Result<DbName, ApiError> {
+    let name = DbName::new(db)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "illegal_name", e.to_string()))?;
+    let granted = service
+        .tenants
+        .tenant(tenant)
+        .is_some_and(|t| t.grant.covers(&name));
+    if !granted {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("database {db:?} is not this tenant's"),
+        ));
+    }
+    Ok(name)
+}
+
+async fn create_database(
+    State(service): Shared,
+    headers: HeaderMap,
+    db: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(db) = db?;
+    let name = granted_database(&service, &tenant, &db)?;
+    service
+        .tenants
+        .create_database(&tenant, name.as_str(), PAGE_SIZE_DEFAULT)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "database": name.as_str() })),
+    )
+        .into_response())
+}
+
+async fn remove_database(
+    State(service): Shared,
+    headers: HeaderMap,
+    db: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&service, &headers)?;
+    let Path(db) = db?;
+    let name = granted_database(&service, &tenant, &db)?;
+    service
+        .tenants
+        .remove_database(&tenant, name.as_str())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
