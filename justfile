@@ -71,6 +71,7 @@ bench *ARGS: build tools
 bench-smoke: build tools
     cargo run --release -p donut-bench -- --scale smoke --latency-ms 1
     cargo run --release -p donut-bench -- --scale smoke --backend dynoxide
+    cargo run --release -p donut-bench -- --scale smoke --service
 
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest

@@ -4,13 +4,16 @@
 //!
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
-//!             [--two-request-commit] [--json FILE] [--engine-only]
+//!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
 //! in-region DynamoDB round trip), billed by `Metered` as DynamoDB would.
 //! `dynoxide`: a real DynamoDB-compatible server on loopback through the
 //! DynamoDB backend, billed by the server's consumed-capacity answers.
+//! `--service`: only the service's overhead (`service.rs`).
+
+mod service;
 
 use anyhow::{Context, Result, bail};
 use donut_host::backend::Backend;
@@ -36,6 +39,8 @@ struct Args {
     two_request_commit: bool,
     /// Only the engine-overhead comparison.
     engine_only: bool,
+    /// Only the service benchmark.
+    service: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -46,6 +51,7 @@ fn parse_args() -> Result<Args> {
         json: None,
         two_request_commit: false,
         engine_only: false,
+        service: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Args> {
             "--json" => args.json = Some(it.next().context("--json needs a path")?.into()),
             "--two-request-commit" => args.two_request_commit = true,
             "--engine-only" => args.engine_only = true,
+            "--service" => args.service = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -290,6 +297,10 @@ impl Bench {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.service {
+        println!("{}", service::run(args.smoke, &bench_component()).await?);
+        return Ok(());
+    }
     if args.engine_only {
         println!("{}", engine_overhead(args.smoke).await?);
         return Ok(());

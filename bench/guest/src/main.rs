@@ -16,6 +16,8 @@
 //! - `engine DB`: runs the SQL script on stdin (engine overhead);
 //! - `engine-memdb DB`: the same on SQLite's in-memory VFS (no DonutDB);
 //! - `noop DB`: returns at once (the cost of a call);
+//! - `sleep DB MS`: sleeps MS milliseconds, then returns (an instance kept
+//!   alive, for counting what live instances hold);
 //! - `calls DB N`: N storage calls that do no storage work, then N root
 //!   reads (the cost of crossing into the host per storage request).
 
@@ -53,6 +55,10 @@ fn main() {
     let (workload, db) = (args[1].as_str(), args[2].as_str());
     if workload == "noop" {
         return; // instantiate-and-return: what a call costs the host
+    }
+    if workload == "sleep" {
+        std::thread::sleep(std::time::Duration::from_millis(arg(&args, 3) as u64));
+        return;
     }
     if workload == "calls" {
         let (boundary_ns, root_read_ns) =

@@ -433,9 +433,14 @@ async fn invoke(
     let body = body?;
     let request: InvokeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
-    let svc = service.clone();
-    let (who, plugin) = (tenant.clone(), name.clone());
-    let program = blocking(move || svc.plugins.get(svc.tenants.runtime(), &who, &plugin)).await?;
+    let program = match service.plugins.cached(&tenant, &name) {
+        Some(program) => program,
+        None => {
+            let svc = service.clone();
+            let (who, plugin) = (tenant.clone(), name.clone());
+            blocking(move || svc.plugins.get(svc.tenants.runtime(), &who, &plugin)).await?
+        }
+    };
     let called = service
         .tenants
         .invoke(&tenant, &program, request.args, request.stdin.into_bytes())

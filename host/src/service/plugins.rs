@@ -89,6 +89,13 @@ impl Plugins {
         })
     }
 
+    /// `tenant`'s plugin `name` if it is loaded already: no disk, no
+    /// blocking (the common case of an invoke).
+    pub fn cached(&self, tenant: &str, name: &str) -> Option<Arc<Program>> {
+        let key = (tenant.to_string(), name.to_string());
+        self.loaded().get(&key).map(|(_, program)| program.clone())
+    }
+
     /// `tenant`'s plugin `name`, loaded from disk on first use. Blocking.
     pub fn get(
         &self,
