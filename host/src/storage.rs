@@ -4,7 +4,8 @@
 //! without a guest (that lives in `donut_store`).
 
 pub use donut_format::limits::{
-    LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX, SECTORS_PER_CALL_MAX,
+    HANDLES_PER_INSTANCE_MAX, LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX,
+    SECTORS_PER_CALL_MAX,
 };
 use donut_format::{DbId, DbName, HASH_LEN, Hash, LockState, Root, hash_hex, verify};
 use donut_store::backend::{Backend, BackendError, Commit, Fence, Meta, PutMetaError};
@@ -44,7 +45,11 @@ use donut::storage::types::{Error as WitError, LockMode as WitLockMode, Root as 
 /// The instance's resource table, its errors as storage errors: a bad
 /// handle is a host fault that ends the call.
 #[derive(Default)]
-struct Handles(ResourceTable);
+struct Handles {
+    table: ResourceTable,
+    /// Handles held now (at most [`HANDLES_PER_INSTANCE_MAX`]).
+    live: usize,
+}
 
 fn fault(e: ResourceTableError) -> StorageError {
     StorageError::Trap(e.to_string())
@@ -52,19 +57,29 @@ fn fault(e: ResourceTableError) -> StorageError {
 
 impl Handles {
     fn push<T: Send + 'static>(&mut self, value: T) -> Result<Resource<T>, StorageError> {
-        self.0.push(value).map_err(fault)
+        if self.live >= HANDLES_PER_INSTANCE_MAX {
+            return Err(StorageError::TooLarge(format!(
+                "{HANDLES_PER_INSTANCE_MAX} handles open at once; drop some first"
+            )));
+        }
+        let handle = self.table.push(value).map_err(fault)?;
+        self.live += 1;
+        Ok(handle)
     }
 
     fn get<T: 'static>(&self, handle: &Resource<T>) -> Result<&T, StorageError> {
-        self.0.get(handle).map_err(fault)
+        self.table.get(handle).map_err(fault)
     }
 
     fn get_mut<T: 'static>(&mut self, handle: &Resource<T>) -> Result<&mut T, StorageError> {
-        self.0.get_mut(handle).map_err(fault)
+        self.table.get_mut(handle).map_err(fault)
     }
 
     fn delete<T: 'static>(&mut self, handle: Resource<T>) -> Result<T, StorageError> {
-        self.0.delete(handle).map_err(fault)
+        let value = self.table.delete(handle).map_err(fault)?;
+        assert!(self.live > 0, "a handle deleted that was never pushed");
+        self.live -= 1;
+        Ok(value)
     }
 }
 
@@ -346,6 +361,9 @@ impl StorageCtx {
         if let Some(id) = handle.db_id {
             return Ok((name, id));
         }
+        // Sectors before any root read: the id costs a root read, counted
+        // like the guest's own.
+        self.charge(1, 0, 0)?;
         self.stats.read_root.fetch_add(1, Ordering::Relaxed);
         let (_, root) = read_root(&*self.backend, &name).await?;
         self.table.get_mut(db)?.db_id = Some(root.db_id);
@@ -780,6 +798,10 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     Client::add_to_linker::<T, wasmtime::component::HasSelf<StorageCtx>>(linker, get)
 }
+
+#[cfg(test)]
+#[path = "storage_hostile_tests.rs"]
+mod hostile_tests;
 
 #[cfg(test)]
 mod tests {

@@ -374,6 +374,13 @@ async fn each_limit_stops_its_call_over_http_while_another_tenant_runs_undisturb
         "donut_limit_refusals_total{tenant=\"greedy\",limit=\"bytes\"} 1",
         "donut_limit_refusals_total{tenant=\"thrifty\",limit=\"write_units\"} 1",
         "donut_tenant_calls_total{tenant=\"calm\"} 32",
+        "donut_http_requests_total{route=\"/v1/plugins/{name}/invoke\",status=\"422\"} 4",
+        "donut_http_requests_total{route=\"/v1/plugins/{name}/invoke\",status=\"429\"} 1",
+        "donut_http_request_duration_seconds_bucket{route=\"/v1/plugins/{name}/invoke\",le=\"+Inf\"}",
+        "donut_live_instances 0",
+        "donut_commits_total ",
+        "donut_sector_cache_hits_total ",
+        "donut_tenant_write_capacity_units_total{tenant=\"thrifty\"} ",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
@@ -762,6 +769,58 @@ async fn shutdown_during_load_keeps_every_acknowledged_call() {
         "{} acknowledged before and during shutdown, {} stored",
         acked.len(),
         stored.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_still_running_when_the_grace_period_ends_does_not_hold_up_shutdown() {
+    let tenants = Tenants::new(
+        "shutdown_grace_secs = 0.5",
+        &[("alpha", "prefixes = [\"alpha-\"]\ntime_limit_secs = 600")],
+    );
+    let mut served = tenants.serve_local();
+    let api = served.api();
+    let a = tenants.token("alpha").to_string();
+    assert_eq!(
+        api.put_plugin(&a, "guest", &component("test-guest.wasm"))
+            .await
+            .status,
+        201
+    );
+    create_db(&api, &a, "alpha-1").await;
+    let spinning = {
+        let (api, a) = (api.clone(), a.clone());
+        tokio::spawn(async move {
+            let body = serde_json::json!({ "args": ["spin", "alpha-1"] }).to_string();
+            let path = "/v1/plugins/guest/invoke";
+            api.try_send(
+                "POST",
+                path,
+                Some(&a),
+                Some("application/json"),
+                body.into_bytes(),
+            )
+            .await
+        })
+    };
+    // The spin is running once the service counts it live.
+    loop {
+        let metrics = api.get("/metrics", None).await.text();
+        if metrics.contains("donut_live_instances 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, log) =
+        tokio::task::spawn_blocking(move || (served.terminate(), served.log_text()))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("grace period over"), "{log}");
+    let answer = spinning.await.unwrap();
+    assert!(
+        answer.is_err(),
+        "the spinning call was answered: {answer:?}"
     );
 }
 

@@ -9,6 +9,10 @@ pub const SECTORS_PER_CALL_MAX: usize = 10_000;
 pub const PUT_CALL_BYTES_MAX: usize = 64 << 20;
 /// Largest sector: DynamoDB's 400 KB item limit, less room for the key.
 pub const SECTOR_BYTES_MAX: usize = 390 * 1024;
+/// Most database and lock handles one instance may hold at once: host
+/// memory a guest could otherwise grow without bound, outside its own
+/// memory limit.
+pub const HANDLES_PER_INSTANCE_MAX: usize = 4096;
 /// Longest lease a guest may ask for.
 pub const LEASE_MS_MAX: u32 = 10 * 60 * 1000;
 
