@@ -218,6 +218,32 @@ fn stopped(error: RunError, usage: Usage) -> ApiError {
     answer
 }
 
+/// The tenant whose bearer token the request carries; a request without
+/// a known token is answered 401 before its handler runs.
+struct Caller(String);
+
+impl axum::extract::FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        service: &Arc<Service>,
+    ) -> Result<Caller, ApiError> {
+        authenticate(service, &parts.headers).map(Caller)
+    }
+}
+
+/// The request's body, if its content type is `wanted` (415 otherwise)
+/// and it is within the route's limit (413 otherwise).
+fn body_of(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    wanted: &str,
+) -> Result<Bytes, ApiError> {
+    require_content_type(headers, wanted)?;
+    Ok(body?)
+}
+
 /// The tenant whose bearer token the request carries.
 fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers
@@ -313,8 +339,10 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn list_plugins(State(service): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
+async fn list_plugins(
+    State(service): Shared,
+    Caller(tenant): Caller,
+) -> Result<Response, ApiError> {
     let svc = service.clone();
     let plugins = blocking(move || svc.plugins.list(&tenant)).await?;
     Ok(Json(serde_json::json!({ "plugins": plugins })).into_response())
@@ -322,14 +350,13 @@ async fn list_plugins(State(service): Shared, headers: HeaderMap) -> Result<Resp
 
 async fn put_plugin(
     State(service): Shared,
+    Caller(tenant): Caller,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(name) = name?;
-    require_content_type(&headers, "application/wasm")?;
-    let body = body?;
+    let body = body_of(&headers, body, "application/wasm")?;
     let svc = service.clone();
     let info = blocking(move || {
         let runtime = svc.tenants.runtime();
@@ -341,10 +368,9 @@ async fn put_plugin(
 
 async fn get_plugin(
     State(service): Shared,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(name) = name?;
     let svc = service.clone();
     let plugins = blocking(move || svc.plugins.list(&tenant)).await?;
@@ -356,10 +382,9 @@ async fn get_plugin(
 
 async fn delete_plugin(
     State(service): Shared,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(name) = name?;
     let svc = service.clone();
     blocking(move || svc.plugins.remove(&tenant, &name)).await?;
@@ -423,14 +448,13 @@ impl From<&Usage> for UsageJson {
 
 async fn invoke(
     State(service): Shared,
+    Caller(tenant): Caller,
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(name) = name?;
-    require_content_type(&headers, "application/json")?;
-    let body = body?;
+    let body = body_of(&headers, body, "application/json")?;
     let request: InvokeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
     let program = match service.plugins.cached(&tenant, &name) {
@@ -482,8 +506,10 @@ async fn invoke(
     }
 }
 
-async fn list_databases(State(service): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
+async fn list_databases(
+    State(service): Shared,
+    Caller(tenant): Caller,
+) -> Result<Response, ApiError> {
     let names = service.tenants.databases(&tenant).await?;
     let names: Vec<&str> = names.iter().map(DbName::as_str).collect();
     Ok(Json(serde_json::json!({ "databases": names })).into_response())
@@ -510,10 +536,9 @@ fn granted_database(service: &Service, tenant: &str, db: &str) -> Result<DbName,
 
 async fn create_database(
     State(service): Shared,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     db: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(db) = db?;
     let name = granted_database(&service, &tenant, &db)?;
     service
@@ -529,10 +554,9 @@ async fn create_database(
 
 async fn remove_database(
     State(service): Shared,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     db: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&service, &headers)?;
     let Path(db) = db?;
     let name = granted_database(&service, &tenant, &db)?;
     service
