@@ -572,6 +572,9 @@ struct Engine {
     /// Both again in a runtime without time limits (no epoch checks).
     unlimited_ms: f64,
     unlimited_memdb_ms: f64,
+    /// Both again with fuel metered besides the epoch checks.
+    fuel_ms: f64,
+    fuel_memdb_ms: f64,
     /// A storage call that does no storage work, and a root read on the
     /// in-memory store, per call.
     boundary_ns: u64,
@@ -594,6 +597,8 @@ impl Engine {
             "unlimited_ms": self.unlimited_ms,
             "unlimited_ratio": self.unlimited_ms / self.native_ms,
             "unlimited_memdb_ms": self.unlimited_memdb_ms,
+            "fuel_ms": self.fuel_ms,
+            "fuel_memdb_ms": self.fuel_memdb_ms,
             "storage_call_boundary_ns": self.boundary_ns,
             "root_read_in_memory_ns": self.root_read_ns,
             "rows": self.rows,
@@ -636,6 +641,14 @@ impl std::fmt::Display for Engine {
             self.unlimited_memdb_ms / self.native_ms,
             self.unlimited_ms,
             self.unlimited_ms / self.native_ms
+        )?;
+        writeln!(
+            f,
+            "  the same two with fuel metered (CPU limits):      {:.1} ms ({:.2}x), {:.1} ms ({:.2}x)",
+            self.fuel_memdb_ms,
+            self.fuel_memdb_ms / self.native_ms,
+            self.fuel_ms,
+            self.fuel_ms / self.native_ms
         )?;
         writeln!(
             f,
@@ -723,10 +736,13 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
         native_ms = native_ms.min(ms);
         native_rows = rows;
     }
-    let (guest_ms, guest_memdb_ms, zero) = guest_engine(&script, native_rows, true).await?;
+    let (guest_ms, guest_memdb_ms, zero) = guest_engine(&script, native_rows, true, false).await?;
     // The same without epoch checks compiled in (a runtime that never
     // limits time, like the CLI without --time-limit-secs).
-    let (unlimited_ms, unlimited_memdb_ms, _) = guest_engine(&script, native_rows, false).await?;
+    let (unlimited_ms, unlimited_memdb_ms, _) =
+        guest_engine(&script, native_rows, false, false).await?;
+    // The same with fuel metered as well (a service with CPU limits).
+    let (fuel_ms, fuel_memdb_ms, _) = guest_engine(&script, native_rows, true, true).await?;
     let call_count = if smoke { 20 } else { 200 };
     let calls = noop_calls(&zero, call_count).await?;
     // The same on the pooling allocator (a service's runtime).
@@ -763,6 +779,8 @@ async fn engine_overhead(smoke: bool) -> Result<Engine> {
         guest_memdb_ms,
         unlimited_ms,
         unlimited_memdb_ms,
+        fuel_ms,
+        fuel_memdb_ms,
         boundary_ns,
         root_read_ns,
         rows: native_rows,
@@ -804,10 +822,12 @@ async fn guest_engine(
     script: &str,
     native_rows: u64,
     time_limits: bool,
+    fuel: bool,
 ) -> Result<(f64, f64, Bench)> {
     // A program belongs to the engine that compiled it: load it again.
     let zero = plain_bench(RuntimeOptions {
         time_limits,
+        fuel,
         ..RuntimeOptions::default()
     })?;
     let mut guest_ms = f64::MAX;

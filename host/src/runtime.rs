@@ -262,7 +262,7 @@ pub struct RuntimeOptions {
     /// Whether calls may have CPU limits in fuel (`Call::fuel_max`): a
     /// count of the guest's instructions, the same on every machine and
     /// under any load, where a time limit is not. Metering costs guest
-    /// CPU (not measured here yet; epoch checks cost ~15%).
+    /// CPU: ~20% on top of the epoch checks (BENCHMARKS.md, "Fuel").
     pub fuel: bool,
     /// Instances from wasmtime's pooling allocator (slots reserved up
     /// front, reused warm: cheaper instantiation for a service), or `None`
