@@ -16,7 +16,7 @@ default:
 
 # Build the guest components: donut-sql (embedded in the host) and the example.
 guest:
-    {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-sql -p donut-example-query -p donut-test-plain -p donut-bench-guest
+    {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-sql -p donut-session -p donut-example-query -p donut-test-plain -p donut-bench-guest
     # Alone, so its `planted-bugs` feature stays out of the components above.
     {{guest_env}} cargo build --profile guest --target wasm32-wasip2 -p donut-test-guest
     @ls -l {{guest_dir}}/*.wasm
@@ -77,7 +77,7 @@ bench-smoke: build tools
 lint: guest
     cargo fmt --all -- --check
     cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim -p donut-example-tenants --all-targets -- -D warnings
-    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-example-query -p donut-bench-guest -- -D warnings
+    {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-session -p donut-example-query -p donut-bench-guest -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-test-guest -- -D warnings
 
 # What CI runs (README line two, via .ci/run).

@@ -7,11 +7,13 @@
 //!   (handles, grants, hash checks, limits, counters);
 //! - [`runtime`]: engine, compiled-component cache, one store per call,
 //!   the stock component's argument contract (`StockSql`);
+//! - [`session`]: SQL sessions in a long-lived instance (the session world);
 //! - [`tenant`]: many tenants' calls under grants, limits and budgets;
 //! - [`service`]: `donut-host serve`, the tenants over HTTP.
 
 pub mod runtime;
 pub mod service;
+pub mod session;
 pub mod storage;
 pub mod tenant;
 

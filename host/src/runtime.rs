@@ -313,6 +313,12 @@ pub struct HostState {
     limits: Limiter,
 }
 
+impl HostState {
+    pub(crate) fn storage_ctx(&self) -> &StorageCtx {
+        &self.storage
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -539,6 +545,25 @@ impl Runtime {
     }
 
     pub fn load(&self, bytes: &[u8], label: &str) -> Result<Program, LoadError> {
+        let (instance_pre, from_cache) = self.instance_pre(bytes, label)?;
+        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Link {
+            label: label.to_string(),
+            detail: format!("not a command component (no wasi:cli/run export): {e:#}"),
+        })?;
+        Ok(Program {
+            label: label.to_string(),
+            pre,
+            from_cache,
+        })
+    }
+
+    /// Checks `bytes` (size, a component, the storage import), compiles
+    /// them (or takes the cached machine code) and links them.
+    pub(crate) fn instance_pre(
+        &self,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<(wasmtime::component::InstancePre<HostState>, bool), LoadError> {
         let label = label.to_string();
         if bytes.len() > COMPONENT_BYTES_MAX {
             return Err(LoadError::TooLarge {
@@ -572,15 +597,112 @@ impl Runtime {
                     label: label.clone(),
                     detail: format!("{e:#}"),
                 })?;
-        let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Link {
-            label: label.clone(),
-            detail: format!("not a command component (no wasi:cli/run export): {e:#}"),
-        })?;
-        Ok(Program {
-            label,
-            pre,
-            from_cache,
-        })
+        Ok((instance_pre, from_cache))
+    }
+
+    /// A store for a long-lived instance (a SQL session): no arguments,
+    /// no stdio, no network; `memory_limit_bytes` (within the pool's slot)
+    /// for its whole life; deadlines and fuel are set per call by the
+    /// caller ([`Runtime::arm`]).
+    pub(crate) fn session_store(
+        &self,
+        storage: StorageCtx,
+        memory_limit_bytes: usize,
+    ) -> Store<HostState> {
+        let memory_limit_bytes = match self.pooling {
+            Some(pooling) => memory_limit_bytes.min(pooling.memory_bytes_max),
+            None => memory_limit_bytes,
+        };
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.env(MEMORY_LIMIT_ENV, memory_limit_bytes.to_string())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let state = HostState {
+            wasi: wasi.build(),
+            wasi_table: ResourceTable::new(),
+            storage,
+            limits: Limiter {
+                memory_bytes: memory_limit_bytes,
+                peak_memory_bytes: 0,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store
+    }
+
+    /// Sets `store`'s deadline and fuel for its next call: `time_limit`
+    /// and `fuel_max` from now, or none.
+    pub(crate) fn arm(
+        &self,
+        store: &mut Store<HostState>,
+        label: &str,
+        time_limit: Option<Duration>,
+        fuel_max: Option<u64>,
+    ) -> Result<(), RunError> {
+        match (time_limit, self.time_limits) {
+            (Some(_), false) => {
+                return Err(RunError::NoTimeLimits {
+                    label: label.to_string(),
+                });
+            }
+            (None, false) => {}
+            (Some(limit), true) => {
+                let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+                store.set_epoch_deadline(ticks);
+                store.epoch_deadline_trap();
+            }
+            // "Never": far enough that current + this cannot overflow.
+            (None, true) => store.set_epoch_deadline(u64::MAX / 2),
+        }
+        match (fuel_max, self.fuel) {
+            (Some(_), false) => Err(RunError::NoFuel {
+                label: label.to_string(),
+            }),
+            (_, false) => Ok(()),
+            (limit, true) => {
+                store
+                    .set_fuel(limit.unwrap_or(u64::MAX))
+                    .map_err(|e| RunError::Instantiate {
+                        label: label.to_string(),
+                        detail: format!("setting fuel: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// What stopped a call that failed with `e`: a limit, or a trap.
+    pub(crate) fn stopped(
+        store: &Store<HostState>,
+        e: &wasmtime::Error,
+        label: &str,
+        time_limit: Option<Duration>,
+        fuel_max: Option<u64>,
+    ) -> RunError {
+        let label = label.to_string();
+        let state = store.data();
+        if let Some(exceeded) = state.storage.quota_exceeded() {
+            return RunError::StorageLimit { label, exceeded };
+        }
+        if e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+            return RunError::MemoryLimit {
+                label,
+                limit_bytes: state.limits.memory_bytes,
+            };
+        }
+        match (e.downcast_ref::<wasmtime::Trap>(), time_limit, fuel_max) {
+            (Some(wasmtime::Trap::OutOfFuel), _, Some(fuel_max)) => {
+                RunError::CpuLimit { label, fuel_max }
+            }
+            (Some(wasmtime::Trap::Interrupt), Some(limit), _) => {
+                RunError::TimeLimit { label, limit }
+            }
+            _ => RunError::Trap {
+                label,
+                detail: format!("{e:?}"),
+            },
+        }
     }
 
     /// Compiles `bytes`, or loads the machine code a previous compile cached.
@@ -708,38 +830,9 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        match call.time_limit {
-            Some(_) if !self.time_limits => {
-                return Err(RunError::NoTimeLimits {
-                    label: program.label.clone(),
-                });
-            }
-            // Without epoch checks compiled in there is no deadline to set.
-            None if !self.time_limits => {}
-            Some(limit) => {
-                let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
-            }
-            // "Never": far enough that current + this cannot overflow.
-            None => store.set_epoch_deadline(u64::MAX / 2),
-        }
-        let fuel_max = match (call.fuel_max, self.fuel) {
-            (Some(_), false) => {
-                return Err(RunError::NoFuel {
-                    label: program.label.clone(),
-                });
-            }
-            (_, false) => None,
-            (limit, true) => {
-                let fuel = limit.unwrap_or(u64::MAX);
-                store.set_fuel(fuel).map_err(|e| RunError::Instantiate {
-                    label: program.label.clone(),
-                    detail: format!("setting fuel: {e}"),
-                })?;
-                Some(fuel)
-            }
-        };
+        self.arm(&mut store, &program.label, call.time_limit, call.fuel_max)?;
+        // The fuel the call started with, if fuel is metered.
+        let fuel_max = self.fuel.then(|| call.fuel_max.unwrap_or(u64::MAX));
         let time_limit = call.time_limit;
         let label = program.label.clone();
         let instantiated = Busy {
@@ -767,29 +860,13 @@ impl Runtime {
         let exit_code = match result {
             Ok(Ok(())) => 0,
             Ok(Err(())) => 1,
-            Err(e) => {
-                if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                    exit.0
-                } else if e.downcast_ref::<MemoryLimitExceeded>().is_some() {
-                    return Err(RunError::MemoryLimit {
-                        label,
-                        limit_bytes: memory_limit_bytes,
-                    });
-                } else if let (Some(wasmtime::Trap::OutOfFuel), Some(fuel_max)) =
-                    (e.downcast_ref::<wasmtime::Trap>(), call.fuel_max)
-                {
-                    return Err(RunError::CpuLimit { label, fuel_max });
-                } else if let (Some(wasmtime::Trap::Interrupt), Some(limit)) =
-                    (e.downcast_ref::<wasmtime::Trap>(), time_limit)
-                {
-                    return Err(RunError::TimeLimit { label, limit });
-                } else {
-                    return Err(RunError::Trap {
-                        label,
-                        detail: format!("{e:?}"),
-                    });
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0,
+                None => {
+                    let stopped = Runtime::stopped(&store, &e, &label, time_limit, call.fuel_max);
+                    return Err(stopped);
                 }
-            }
+            },
         };
         let (stdout, stderr) = match captured {
             Some((out, err)) => (out.contents().to_vec(), err.contents().to_vec()),

@@ -12,6 +12,7 @@ mod fence;
 mod fuzz;
 mod lost_answers;
 mod serve;
+mod session;
 mod sim;
 mod sql;
 mod surface;

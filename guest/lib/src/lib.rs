@@ -21,8 +21,12 @@ pub use donut_vfs::{
     last_storage_error,
 };
 
+/// The `donut:storage` imports as wit-bindgen generated them; a component
+/// that exports more of the package (the session component) reuses them
+/// through wit-bindgen's `with`.
+#[doc(hidden)]
 #[allow(clippy::all, missing_docs)]
-mod bindings {
+pub mod bindings {
     wit_bindgen::generate!({
         world: "client",
         path: "../../wit",
