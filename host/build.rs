@@ -1,4 +1,4 @@
-//! Embeds the stock `donut-sql` component, built for wasm32-wasip2 by
+//! Embeds the stock `donut-sql` and session components, built for wasm32-wasip2 by
 //! `just guest` before the host.
 
 use std::path::PathBuf;
@@ -29,4 +29,14 @@ fn main() {
         .canonicalize()
         .expect("canonical path of donut-sql.wasm");
     println!("cargo:rustc-env=DONUT_SQL_WASM={}", path.display());
+    // The stock session component, beside it.
+    let session = path.with_file_name("donut_session.wasm");
+    println!("cargo:rerun-if-changed={}", session.display());
+    if !session.exists() {
+        panic!(
+            "the stock session component is not built ({} is missing): run `just guest` first",
+            session.display()
+        );
+    }
+    println!("cargo:rustc-env=DONUT_SESSION_WASM={}", session.display());
 }

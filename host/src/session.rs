@@ -27,7 +27,7 @@ wasmtime::component::bindgen!({
     world: "donut:storage/session-plugin",
     imports: { default: async | trappable },
     exports: { default: async },
-    additional_derives: [PartialEq],
+    additional_derives: [PartialEq, Clone],
     with: {
         "donut:storage/types": crate::storage::donut::storage::types,
         "donut:storage/storage": crate::storage::donut::storage::storage,
@@ -49,6 +49,9 @@ impl Statement {
         }
     }
 }
+
+/// The stock session component (`guest/session`), built in.
+pub static DONUT_SESSION_WASM: &[u8] = include_bytes!(env!("DONUT_SESSION_WASM"));
 
 /// A session component, compiled and linked, ready to open sessions.
 pub struct SessionProgram {
@@ -216,6 +219,16 @@ impl Session {
             })
         })
         .await
+    }
+
+    /// Was the instance stopped (a trap or a limit)? Then every call fails.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// What the session's storage requests cost so far, if billed.
+    pub fn bill(&self) -> Option<crate::stats::RequestStats> {
+        self.store.data().storage_ctx().bill()
     }
 
     /// Storage calls, sectors and bytes the session has used so far.

@@ -356,6 +356,47 @@ impl Tenants {
         Ok(())
     }
 
+    /// Storage for a SQL session of tenant `name` (its grant, the shared
+    /// cache, billed) and the session's limits, if its budget has room.
+    pub fn session_storage(
+        &self,
+        name: &str,
+    ) -> Result<(StorageCtx, crate::session::SessionLimits), Refusal> {
+        let state = self.state(name)?;
+        self.check_budget(&state)?;
+        let limits = &state.tenant.limits;
+        let storage = StorageCtx::new(self.backend.clone(), state.tenant.grant.clone())
+            .with_cache(self.cache.clone())
+            .with_stats(self.stats.clone())
+            .billed();
+        let session = crate::session::SessionLimits {
+            memory_bytes: limits.memory_bytes,
+            time_limit: limits.time_limit,
+            fuel_max: limits.fuel_max,
+        };
+        Ok((storage, session))
+    }
+
+    /// Checks tenant `name`'s budget before a request on a session.
+    pub fn check_session_budget(&self, name: &str) -> Result<(), Refusal> {
+        let state = self.state(name)?;
+        self.check_budget(&state)
+    }
+
+    /// Charges tenant `name` for capacity a session used.
+    pub fn charge_session(&self, name: &str, read_units: f64, write_units: f64) {
+        let Ok(state) = self.state(name) else {
+            return;
+        };
+        let mut totals = state.totals();
+        totals.read_units += read_units;
+        totals.write_units += write_units;
+        drop(totals);
+        let mut ledger = self.ledger(&state);
+        ledger.read_units += read_units;
+        ledger.write_units += write_units;
+    }
+
     /// Runs `program` for tenant `name` with `args` (argv[0] added) and
     /// `stdin`, output captured, storage billed.
     pub async fn invoke(

@@ -10,6 +10,7 @@ mod exclusive;
 mod faults;
 mod fence;
 mod fuzz;
+mod libsql;
 mod lost_answers;
 mod serve;
 mod session;

@@ -43,6 +43,18 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/plugins/{name}/invoke",
             post(invoke).layer(DefaultBodyLimit::max(request_bytes_max)),
         )
+        // libSQL clients (Hrana over HTTP, JSON): `http://HOST/db/NAME/`
+        // selects database NAME.
+        .route("/db/{db}/v2", get(hrana_version))
+        .route("/db/{db}/v3", get(hrana_version))
+        .route(
+            "/db/{db}/v2/pipeline",
+            post(hrana_pipeline).layer(DefaultBodyLimit::max(request_bytes_max)),
+        )
+        .route(
+            "/db/{db}/v3/pipeline",
+            post(hrana_pipeline).layer(DefaultBodyLimit::max(request_bytes_max)),
+        )
         .route("/v1/databases", get(list_databases))
         .route(
             "/v1/databases/{db}",
@@ -564,4 +576,64 @@ async fn remove_database(
         .remove_database(&tenant, name.as_str())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /db/{db}/v2`, `/v3`: this version of Hrana over HTTP (JSON) is
+/// served.
+async fn hrana_version() -> StatusCode {
+    StatusCode::OK
+}
+
+/// A Hrana error as the protocol's clients parse it: `{message, code}`.
+fn hrana_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "message": message, "code": code });
+    (status, Json(body)).into_response()
+}
+
+/// `POST /db/{db}/v2/pipeline`, `/v3/pipeline`: a pipeline of requests on
+/// a stream (a new one on database `db` without a baton).
+async fn hrana_pipeline(
+    State(service): Shared,
+    Caller(tenant): Caller,
+    db: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use super::hrana::PipelineError;
+    let Path(db) = db?;
+    let body = body?;
+    let request: super::hrana::PipelineReq = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return Ok(hrana_error(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                e.to_string(),
+            ));
+        }
+    };
+    let db = granted_database(&service, &tenant, &db)?;
+    let answer = service
+        .streams
+        .pipeline(&service.tenants, &tenant, db.as_str(), request)
+        .await;
+    Ok(match answer {
+        Ok(response) => Json(response).into_response(),
+        Err(e @ PipelineError::UnknownBaton) => {
+            hrana_error(StatusCode::BAD_REQUEST, "STREAM_EXPIRED", e.to_string())
+        }
+        Err(e @ PipelineError::TooManyStreams { .. }) => hrana_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "STREAMS_LIMIT",
+            e.to_string(),
+        ),
+        Err(PipelineError::Refused(refusal)) => refused(refusal).into_response(),
+        Err(e @ PipelineError::Open(_)) => {
+            hrana_error(StatusCode::BAD_REQUEST, "DB_OPEN", e.to_string())
+        }
+        Err(PipelineError::Stopped(e)) => hrana_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PLUGIN_STOPPED",
+            e.to_string(),
+        ),
+    })
 }

@@ -79,6 +79,10 @@ pub struct ServiceSection {
     pub instances_max: u32,
     /// The largest `memory_mb` a tenant may have (the size of one slot).
     pub instance_memory_mb_max: usize,
+    /// A libSQL stream idle this long is closed (its instance freed).
+    pub stream_idle_secs: f64,
+    /// libSQL streams one tenant may hold open at once.
+    pub streams_per_tenant_max: usize,
 }
 
 impl Default for ServiceSection {
@@ -90,6 +94,8 @@ impl Default for ServiceSection {
             shutdown_grace_secs: 30.0,
             instances_max: 1000,
             instance_memory_mb_max: 256,
+            stream_idle_secs: 30.0,
+            streams_per_tenant_max: 32,
         }
     }
 }
@@ -219,6 +225,9 @@ impl ServiceSection {
             return Err(invalid(
                 "shutdown_grace_secs must be a number of seconds ≥ 0",
             ));
+        }
+        if !(self.stream_idle_secs.is_finite() && self.stream_idle_secs > 0.0) {
+            return Err(invalid("stream_idle_secs must be a number of seconds > 0"));
         }
         if self.instances_max == 0 || self.instance_memory_mb_max == 0 {
             return Err(invalid(

@@ -10,6 +10,7 @@
 
 mod api;
 pub mod config;
+pub mod hrana;
 pub mod metrics;
 pub mod plugins;
 
@@ -38,6 +39,8 @@ pub enum ServiceError {
     },
     #[error("serving HTTP: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Load(#[from] crate::runtime::LoadError),
 }
 
 /// Everything a request handler needs.
@@ -47,6 +50,8 @@ pub struct Service {
     /// SHA-256 of each tenant's token, and the tenant's name.
     tokens: Vec<([u8; 32], String)>,
     metrics: Metrics,
+    /// libSQL streams (Hrana over HTTP).
+    streams: hrana::Streams,
     config: config::ServiceSection,
     next_request_id: AtomicU64,
 }
@@ -73,6 +78,15 @@ impl Service {
                 memory_bytes_max: service.instance_memory_mb_max << 20,
             }),
         })?;
+        let session = runtime.load_session(
+            crate::session::DONUT_SESSION_WASM,
+            "donut-session (built in)",
+        )?;
+        let streams = hrana::Streams::new(
+            session,
+            Duration::from_secs_f64(service.stream_idle_secs),
+            service.streams_per_tenant_max,
+        );
         let tenants = Tenants::new(runtime, backend);
         let mut tokens = Vec::new();
         for (tenant, token_sha256) in config.tenants {
@@ -89,6 +103,7 @@ impl Service {
             plugins,
             tokens,
             metrics: Metrics::default(),
+            streams,
             config: service,
             next_request_id: AtomicU64::new(1),
         })
@@ -125,6 +140,16 @@ pub async fn serve(
     let grace = Duration::from_secs_f64(service.config.shutdown_grace_secs);
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let router = api::router(service.clone());
+    let expiring = service.clone();
+    let expiry = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let closed = expiring.streams.expire();
+            if closed > 0 {
+                tracing::info!(closed, "idle libSQL streams closed");
+            }
+        }
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; letting calls in flight finish");
@@ -134,6 +159,7 @@ pub async fn serve(
         let _ = stopping_rx.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(grace).await;
     };
+    let _stop_expiry = AbortOnDrop(expiry);
     tokio::select! {
         served = server => served.map_err(ServiceError::Http)?,
         () = deadline => {
@@ -142,6 +168,15 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves at the first SIGTERM or SIGINT.
