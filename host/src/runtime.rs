@@ -609,10 +609,7 @@ impl Runtime {
         storage: StorageCtx,
         memory_limit_bytes: usize,
     ) -> Store<HostState> {
-        let memory_limit_bytes = match self.pooling {
-            Some(pooling) => memory_limit_bytes.min(pooling.memory_bytes_max),
-            None => memory_limit_bytes,
-        };
+        let memory_limit_bytes = self.memory_limit_bytes(memory_limit_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.env(MEMORY_LIMIT_ENV, memory_limit_bytes.to_string())
             .allow_tcp(false)
@@ -745,10 +742,10 @@ impl Runtime {
     }
 
     /// A call's memory limit, within the pool's slot size if pooled.
-    fn memory_limit_bytes(&self, call: &Call) -> usize {
+    fn memory_limit_bytes(&self, asked_bytes: usize) -> usize {
         match self.pooling {
-            Some(pooling) => call.memory_limit_bytes.min(pooling.memory_bytes_max),
-            None => call.memory_limit_bytes,
+            Some(pooling) => asked_bytes.min(pooling.memory_bytes_max),
+            None => asked_bytes,
         }
     }
 
@@ -777,7 +774,7 @@ impl Runtime {
         call: Call,
         usage: &mut Usage,
     ) -> Result<Outcome, RunError> {
-        let memory_limit_bytes = self.memory_limit_bytes(&call);
+        let memory_limit_bytes = self.memory_limit_bytes(call.memory_limit_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&call.args)
             // The guest library sizes its memory budgets from it (in-memory

@@ -365,10 +365,7 @@ impl Tenants {
         let state = self.state(name)?;
         self.check_budget(&state)?;
         let limits = &state.tenant.limits;
-        let storage = StorageCtx::new(self.backend.clone(), state.tenant.grant.clone())
-            .with_cache(self.cache.clone())
-            .with_stats(self.stats.clone())
-            .billed();
+        let storage = self.storage(&state);
         let session = crate::session::SessionLimits {
             memory_bytes: limits.memory_bytes,
             time_limit: limits.time_limit,
@@ -385,16 +382,18 @@ impl Tenants {
 
     /// Charges tenant `name` for capacity a session used.
     pub fn charge_session(&self, name: &str, read_units: f64, write_units: f64) {
-        let Ok(state) = self.state(name) else {
-            return;
-        };
-        let mut totals = state.totals();
-        totals.read_units += read_units;
-        totals.write_units += write_units;
-        drop(totals);
-        let mut ledger = self.ledger(&state);
-        ledger.read_units += read_units;
-        ledger.write_units += write_units;
+        if let Ok(state) = self.state(name) {
+            self.charge_units(&state, read_units, write_units);
+        }
+    }
+
+    /// Storage for one of `state`'s calls or sessions: its grant, the
+    /// shared sector cache, the host-wide counters, billed.
+    fn storage(&self, state: &TenantState) -> StorageCtx {
+        StorageCtx::new(self.backend.clone(), state.tenant.grant.clone())
+            .with_cache(self.cache.clone())
+            .with_stats(self.stats.clone())
+            .billed()
     }
 
     /// Runs `program` for tenant `name` with `args` (argv[0] added) and
@@ -420,11 +419,7 @@ impl Tenants {
         })?;
         self.check_budget(&state).map_err(refuse)?;
         state.totals().calls += 1;
-        let storage = StorageCtx::new(self.backend.clone(), tenant.grant.clone())
-            .with_cache(self.cache.clone())
-            .with_stats(self.stats.clone())
-            .with_quota(tenant.limits.quota)
-            .billed();
+        let storage = self.storage(&state).with_quota(tenant.limits.quota);
         let argv = std::iter::once(program.label().to_string())
             .chain(args)
             .collect();
@@ -494,17 +489,26 @@ impl Tenants {
             totals.storage.storage_calls += usage.storage.storage_calls;
             totals.storage.sectors += usage.storage.sectors;
             totals.storage.bytes += usage.storage.bytes;
-            if let Some(billed) = &usage.billed {
-                totals.read_units += billed.read_capacity_units;
-                totals.write_units += billed.write_capacity_units;
-            }
         }
-        let Some(billed) = &usage.billed else {
-            return;
-        };
+        if let Some(billed) = &usage.billed {
+            self.charge_units(
+                state,
+                billed.read_capacity_units,
+                billed.write_capacity_units,
+            );
+        }
+    }
+
+    /// Adds capacity units to `state`'s totals and its budget's ledger.
+    fn charge_units(&self, state: &TenantState, read_units: f64, write_units: f64) {
+        {
+            let mut totals = state.totals();
+            totals.read_units += read_units;
+            totals.write_units += write_units;
+        }
         let mut ledger = self.ledger(state);
-        ledger.read_units += billed.read_capacity_units;
-        ledger.write_units += billed.write_capacity_units;
+        ledger.read_units += read_units;
+        ledger.write_units += write_units;
     }
 }
 

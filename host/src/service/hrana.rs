@@ -244,13 +244,36 @@ fn cols(cols: Vec<session::Column>) -> Vec<Col> {
 /// How long an autocommit statement that lost a commit race is run again.
 const AUTOCOMMIT_RETRY_MS_MAX: u64 = 5_000;
 
-/// One open stream.
+/// One open stream. While a pipeline runs on it, it is out of the map of
+/// idle streams: a baton names it only between requests.
 pub struct Stream {
     tenant: String,
     session: Session,
     /// `store_sql` texts, by id (a stream's own).
     sqls: HashMap<i32, String>,
     last_used: Instant,
+    /// Its place in its tenant's count of open streams, freed on drop
+    /// however the stream ends (closed, stopped, expired, or its request
+    /// abandoned by the client).
+    _slot: Slot,
+}
+
+/// Open streams by tenant.
+type Live = Arc<Mutex<HashMap<String, usize>>>;
+
+struct Slot {
+    live: Live,
+    tenant: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = live.get_mut(&self.tenant) {
+            assert!(*count > 0, "a stream slot freed twice");
+            *count -= 1;
+        }
+    }
 }
 
 /// Why a pipeline could not run at all (an HTTP error, not a result).
@@ -271,7 +294,9 @@ pub enum PipelineError {
 /// Every open stream of a service.
 pub struct Streams {
     program: SessionProgram,
-    open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Stream>>>>,
+    /// Streams between requests, by baton.
+    idle: Mutex<HashMap<String, Stream>>,
+    live: Live,
     pub idle_max: Duration,
     pub per_tenant_max: usize,
 }
@@ -280,35 +305,52 @@ impl Streams {
     pub fn new(program: SessionProgram, idle_max: Duration, per_tenant_max: usize) -> Streams {
         Streams {
             program,
-            open: Mutex::default(),
+            idle: Mutex::default(),
+            live: Live::default(),
             idle_max,
             per_tenant_max,
         }
     }
 
-    fn open_streams(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Stream>>>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    fn idle_streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stream>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Closes streams idle longer than `idle_max`; returns how many.
     pub fn expire(&self) -> usize {
-        let mut open = self.open_streams();
-        let before = open.len();
-        open.retain(|_, stream| match stream.try_lock() {
-            Ok(stream) => stream.last_used.elapsed() < self.idle_max,
-            Err(_) => true, // in use
-        });
-        before - open.len()
+        let mut idle = self.idle_streams();
+        let before = idle.len();
+        idle.retain(|_, stream| stream.last_used.elapsed() < self.idle_max);
+        before - idle.len()
     }
 
-    /// Open streams of `tenant`.
-    fn count(&self, tenant: &str) -> usize {
-        self.open_streams()
-            .values()
-            .filter(|s| s.try_lock().map_or(true, |s| s.tenant == tenant))
-            .count()
+    /// A slot for a new stream of `tenant`, if it is under its cap.
+    fn take_slot(&self, tenant: &str) -> Result<Slot, PipelineError> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let count = live.entry(tenant.to_string()).or_default();
+        if *count >= self.per_tenant_max {
+            return Err(PipelineError::TooManyStreams {
+                tenant: tenant.to_string(),
+                max: self.per_tenant_max,
+            });
+        }
+        *count += 1;
+        Ok(Slot {
+            live: self.live.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
+
+    /// The stream `baton` names, if it is `tenant`'s (another tenant's is
+    /// left where it was and answered like an unknown one).
+    fn take(&self, baton: &str, tenant: &str) -> Result<Stream, PipelineError> {
+        let mut idle = self.idle_streams();
+        match idle.get(baton) {
+            Some(stream) if stream.tenant == tenant => {
+                idle.remove(baton).ok_or(PipelineError::UnknownBaton)
+            }
+            _ => Err(PipelineError::UnknownBaton),
+        }
     }
 
     /// Runs `req` for `tenant` on database `db` (for a new stream).
@@ -319,40 +361,28 @@ impl Streams {
         db: &str,
         req: PipelineReq,
     ) -> Result<PipelineResp, PipelineError> {
-        let stream = match &req.baton {
+        let mut stream = match &req.baton {
             Some(baton) => {
-                let stream = self.open_streams().remove(baton);
-                let stream = stream.ok_or(PipelineError::UnknownBaton)?;
-                if stream.lock().await.tenant != tenant {
-                    // Not this tenant's: put it back untouched.
-                    self.open_streams().insert(baton.clone(), stream);
-                    return Err(PipelineError::UnknownBaton);
-                }
                 tenants.check_session_budget(tenant)?;
-                stream
+                self.take(baton, tenant)?
             }
             None => {
-                if self.count(tenant) >= self.per_tenant_max {
-                    return Err(PipelineError::TooManyStreams {
-                        tenant: tenant.to_string(),
-                        max: self.per_tenant_max,
-                    });
-                }
+                let slot = self.take_slot(tenant)?;
                 let (storage, limits) = tenants.session_storage(tenant)?;
                 let runtime = tenants.runtime();
                 let session = Session::open(runtime, &self.program, storage, limits, db)
                     .await?
                     .map_err(|e| PipelineError::Open(e.message))?;
-                Arc::new(tokio::sync::Mutex::new(Stream {
+                Stream {
                     tenant: tenant.to_string(),
                     session,
                     sqls: HashMap::new(),
                     last_used: Instant::now(),
-                }))
+                    _slot: slot,
+                }
             }
         };
-        let mut guard = stream.lock().await;
-        let billed_before = guard.session.bill().unwrap_or_default();
+        let billed_before = stream.session.bill().unwrap_or_default();
         let mut results = Vec::with_capacity(req.requests.len());
         let mut closed = false;
         for request in req.requests {
@@ -365,26 +395,24 @@ impl Streams {
             if matches!(request, StreamRequest::Close) {
                 closed = true;
             }
-            let result = run(tenants, &mut guard, request).await;
+            let result = run(tenants, &mut stream, request).await;
             results.push(match result {
                 Ok(response) => StreamResult::Ok { response },
                 Err(error) => StreamResult::Error { error },
             });
         }
-        let billed = guard.session.bill().unwrap_or_default();
+        let billed = stream.session.bill().unwrap_or_default();
         tenants.charge_session(
             tenant,
             billed.read_capacity_units - billed_before.read_capacity_units,
             billed.write_capacity_units - billed_before.write_capacity_units,
         );
-        guard.last_used = Instant::now();
-        let dead = guard.session.is_dead();
-        drop(guard);
-        let baton = if closed || dead {
+        stream.last_used = Instant::now();
+        let baton = if closed || stream.session.is_dead() {
             None
         } else {
             let baton = new_baton()?;
-            self.open_streams().insert(baton.clone(), stream);
+            self.idle_streams().insert(baton.clone(), stream);
             Some(baton)
         };
         Ok(PipelineResp {

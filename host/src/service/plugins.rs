@@ -104,10 +104,10 @@ impl Plugins {
         name: &str,
     ) -> Result<Arc<Program>, PluginError> {
         let path = self.path(tenant, name)?;
-        let key = (tenant.to_string(), name.to_string());
-        if let Some((_, program)) = self.loaded().get(&key) {
-            return Ok(program.clone());
+        if let Some(program) = self.cached(tenant, name) {
+            return Ok(program);
         }
+        let key = (tenant.to_string(), name.to_string());
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
