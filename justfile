@@ -36,8 +36,16 @@ demo: build
 tools:
     @test -x {{CARGO_TARGET_DIR}}/tools/bin/dynoxide || cargo install --quiet --root {{CARGO_TARGET_DIR}}/tools dynoxide-rs --version 3.2.0 --no-default-features --features native-sqlite,http-server,cli --locked
 
+# The real libSQL clients the client suites use (tests/all/clients.rs):
+# `@libsql/client` and Drizzle from npm (clients/node, locked), Python's
+# `libsql-client` from PyPI in a virtual environment.
+clients:
+    cd clients/node && ([ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error)
+    [ -x {{CARGO_TARGET_DIR}}/tools/py/bin/python3 ] || python3 -m venv {{CARGO_TARGET_DIR}}/tools/py
+    {{CARGO_TARGET_DIR}}/tools/py/bin/python3 -m pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
+
 # Every test: unit and integration, all backends.
-test: build tools
+test: build tools clients
     cargo test --release -p donut-format -p donut-store -p donut-vfs -p donut-host -p donut-tests -p donut-sim
     {{guest_env}} cargo test --release -p donut-guest -p donut-sql
 

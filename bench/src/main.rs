@@ -5,6 +5,7 @@
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
 //!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
+//!             [--libsql]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -12,7 +13,10 @@
 //! `dynoxide`: a real DynamoDB-compatible server on loopback through the
 //! DynamoDB backend, billed by the server's consumed-capacity answers.
 //! `--service`: only the service's overhead (`service.rs`).
+//! `--libsql`: only `@libsql/client` against the service on the chosen
+//! backend (`libsql.rs`; `just clients` installs the client).
 
+mod libsql;
 mod service;
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +45,8 @@ struct Args {
     engine_only: bool,
     /// Only the service benchmark.
     service: bool,
+    /// Only the libSQL client benchmark.
+    libsql: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -52,6 +58,7 @@ fn parse_args() -> Result<Args> {
         two_request_commit: false,
         engine_only: false,
         service: false,
+        libsql: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -65,6 +72,7 @@ fn parse_args() -> Result<Args> {
             "--two-request-commit" => args.two_request_commit = true,
             "--engine-only" => args.engine_only = true,
             "--service" => args.service = true,
+            "--libsql" => args.libsql = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -317,6 +325,18 @@ async fn main() -> Result<()> {
         "dynoxide" => dynoxide(!args.two_request_commit).await?,
         other => bail!("unknown backend {other:?}: memory or dynoxide"),
     };
+    if args.libsql {
+        let label = match args.backend.as_str() {
+            "memory" => format!(
+                "the in-memory store with {} ms per storage call",
+                args.latency_ms
+            ),
+            other => other.to_string(),
+        };
+        let report = libsql::run(args.smoke, store.backend(), || store.meter(), &label).await?;
+        println!("{report}");
+        return Ok(());
+    }
     let bench = Bench {
         runtime,
         program,

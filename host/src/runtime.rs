@@ -317,6 +317,10 @@ impl HostState {
     pub(crate) fn storage_ctx(&self) -> &StorageCtx {
         &self.storage
     }
+
+    pub(crate) fn storage_ctx_mut(&mut self) -> &mut StorageCtx {
+        &mut self.storage
+    }
 }
 
 impl WasiView for HostState {

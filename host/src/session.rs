@@ -81,6 +81,8 @@ pub struct SessionLimits {
     pub memory_bytes: usize,
     pub time_limit: Option<Duration>,
     pub fuel_max: Option<u64>,
+    /// Storage work per request ([`Session::begin_request`]), as a call's.
+    pub quota: crate::storage::CallQuota,
 }
 
 impl Default for SessionLimits {
@@ -89,6 +91,7 @@ impl Default for SessionLimits {
             memory_bytes: 256 << 20,
             time_limit: Some(Duration::from_secs(30)),
             fuel_max: None,
+            quota: crate::storage::CallQuota::unlimited(),
         }
     }
 }
@@ -115,7 +118,31 @@ impl Session {
         limits: SessionLimits,
         db: &str,
     ) -> Result<Result<Session, SqlError>, RunError> {
+        let mut session =
+            match Session::open_in_request(runtime, program, storage, limits, db).await? {
+                Ok(session) => session,
+                Err(refused) => return Ok(Err(refused)),
+            };
+        if let Err(refused) = session.settle(runtime).await? {
+            return Ok(Err(refused));
+        }
+        Ok(Ok(session))
+    }
+
+    /// Opens a session whose first transaction may use the root read at
+    /// open (for a moment): one storage round trip fewer for the request
+    /// that opens it. Call [`Session::settle`] once that request is
+    /// answered, so a later request's statements read a root no older than
+    /// themselves.
+    pub async fn open_in_request(
+        runtime: &Runtime,
+        program: &SessionProgram,
+        storage: StorageCtx,
+        limits: SessionLimits,
+        db: &str,
+    ) -> Result<Result<Session, SqlError>, RunError> {
         let label = program.label.clone();
+        let storage = storage.with_quota(limits.quota);
         let mut store = runtime.session_store(storage, limits.memory_bytes);
         runtime.arm(&mut store, &label, limits.time_limit, limits.fuel_max)?;
         let plugin = match program.pre.instantiate_async(&mut store).await {
@@ -167,6 +194,13 @@ impl Session {
             })
         })
         .await
+    }
+
+    /// Ends the root read at open standing in for a transaction's: every
+    /// later transaction reads the root when it starts. No storage call.
+    pub async fn settle(&mut self, runtime: &Runtime) -> Result<Result<(), SqlError>, RunError> {
+        self.execute_script(runtime, "pragma donut_open_root_fresh = 0")
+            .await
     }
 
     /// Runs statements separated by semicolons, without results.
@@ -229,6 +263,17 @@ impl Session {
     /// What the session's storage requests cost so far, if billed.
     pub fn bill(&self) -> Option<crate::stats::RequestStats> {
         self.store.data().storage_ctx().bill()
+    }
+
+    /// Starts a request on a kept session: it gets the storage quota of
+    /// [`SessionLimits::quota`] of its own (the opening request has it
+    /// from `open`); past it the instance is stopped and the session dead.
+    pub fn begin_request(&mut self) {
+        let quota = self.limits.quota;
+        self.store
+            .data_mut()
+            .storage_ctx_mut()
+            .limit_from_now(quota);
     }
 
     /// Storage calls, sectors and bytes the session has used so far.

@@ -189,6 +189,18 @@ impl StorageCtx {
         self
     }
 
+    /// Allows `quota` more work from now on: a session's next request gets
+    /// a call's quota of its own (what came before is not counted in it).
+    pub fn limit_from_now(&mut self, quota: CallQuota) {
+        let used = self.quota_used;
+        let from_now = |max: Option<u64>, used: u64| max.map(|max| used.saturating_add(max));
+        self.quota = CallQuota {
+            storage_calls_max: from_now(quota.storage_calls_max, used.storage_calls),
+            sectors_max: from_now(quota.sectors_max, used.sectors),
+            bytes_max: from_now(quota.bytes_max, used.bytes),
+        };
+    }
+
     /// What this call has asked of storage so far.
     pub fn quota_used(&self) -> QuotaUse {
         self.quota_used

@@ -370,6 +370,7 @@ impl Tenants {
             memory_bytes: limits.memory_bytes,
             time_limit: limits.time_limit,
             fuel_max: limits.fuel_max,
+            quota: limits.quota,
         };
         Ok((storage, session))
     }
@@ -380,9 +381,11 @@ impl Tenants {
         self.check_budget(&state)
     }
 
-    /// Charges tenant `name` for capacity a session used.
-    pub fn charge_session(&self, name: &str, read_units: f64, write_units: f64) {
+    /// Charges tenant `name` for what a session used in one request: its
+    /// storage calls, sectors and bytes, and the capacity they took.
+    pub fn charge_session(&self, name: &str, storage: QuotaUse, read_units: f64, write_units: f64) {
         if let Ok(state) = self.state(name) {
+            add_storage(&mut state.totals(), storage);
             self.charge_units(&state, read_units, write_units);
         }
     }
@@ -484,12 +487,7 @@ impl Tenants {
     }
 
     fn charge(&self, state: &TenantState, usage: &Usage) {
-        {
-            let mut totals = state.totals();
-            totals.storage.storage_calls += usage.storage.storage_calls;
-            totals.storage.sectors += usage.storage.sectors;
-            totals.storage.bytes += usage.storage.bytes;
-        }
+        add_storage(&mut state.totals(), usage.storage);
         if let Some(billed) = &usage.billed {
             self.charge_units(
                 state,
@@ -510,6 +508,12 @@ impl Tenants {
         ledger.read_units += read_units;
         ledger.write_units += write_units;
     }
+}
+
+fn add_storage(totals: &mut TenantTotals, storage: QuotaUse) {
+    totals.storage.storage_calls += storage.storage_calls;
+    totals.storage.sectors += storage.sectors;
+    totals.storage.bytes += storage.bytes;
 }
 
 /// Refuses `tenant` beside `others`: a name taken, a grant without bounds,

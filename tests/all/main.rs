@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod clients;
 mod conformance;
 mod counts;
 mod dynamo;

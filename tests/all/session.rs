@@ -195,11 +195,8 @@ async fn a_transaction_spans_calls_and_sqlite_errors_carry_their_codes() {
         ),
     )
     .await;
-    assert_eq!(unique.code, "SQLITE_CONSTRAINT");
-    assert_eq!(
-        unique.extended_code, 1555,
-        "SQLITE_CONSTRAINT_PRIMARYKEY: {unique:?}"
-    );
+    assert_eq!(unique.code, "SQLITE_CONSTRAINT_PRIMARYKEY");
+    assert_eq!(unique.extended_code, 1555, "{unique:?}");
     assert!(unique.message.contains("UNIQUE"), "{unique:?}");
     let syntax = refused(&mut a, &rt, Statement::sql("selec 1")).await;
     assert_eq!(syntax.code, "SQLITE_ERROR");

@@ -308,6 +308,47 @@ async fn a_transaction_three_times_the_memory_limit_commits_on_local() {
     one_big_transaction(Harness::local(), 100_000, 128).await;
 }
 
+/// A 40 MB table in 512-byte pages dropped and filled again under a
+/// 32 MiB limit: the drop reads all 80,000 pages and the refill rewrites
+/// them from the freelist. Before the caches were sized by the memory limit
+/// (they were 40 MiB whatever it was) the drop stopped the instance, and
+/// before a commit held its bookkeeping once the refill's commit did
+/// (differential fuzzer, seed 272).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_table_dropped_and_refilled_fits_a_32_mib_memory_limit() {
+    let mut h = Harness::memory();
+    h.memory_limit_bytes = 32 << 20;
+    h.create("d.db").await;
+    let refill = |table: &str| {
+        format!(
+            "create table {table}(id integer primary key, data blob); {}",
+            fill(&format!("{table}(data)"), 10_000, "zeroblob(4000)")
+        )
+    };
+    h.sql_ok(
+        "d.db",
+        &format!("pragma page_size = 512; vacuum; {}", refill("a")),
+    )
+    .await;
+    assert_eq!(h.value("d.db", "pragma page_size").await, "512");
+    h.sql_ok("d.db", "drop table a").await;
+    assert!(
+        h.value("d.db", "pragma freelist_count")
+            .await
+            .parse::<u64>()
+            .unwrap()
+            > 80_000
+    );
+    h.sql_ok("d.db", &format!("pragma cache_size = 2; {}", refill("b")))
+        .await;
+    assert_eq!(
+        h.value("d.db", "select count(*) || ':' || sum(length(data)) from b")
+            .await,
+        "10000:40000000"
+    );
+    h.assert_integrity("d.db").await;
+}
+
 /// The ceiling under the default memory limit (2 GiB): a 3 GB transaction.
 /// Slow (minutes) and memory-hungry on the host (the store keeps 3 GB):
 /// `cargo test --release -p donut-tests -- --ignored three_gigabyte`.

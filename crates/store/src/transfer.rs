@@ -134,7 +134,7 @@ pub async fn push(
         ..base.clone()
     };
     let mut source = NoChunks;
-    let update = Manifest::new(&empty).update(&changes, page_count, &mut source)?;
+    let update = Manifest::new(&empty).update(changes, page_count, &mut source)?;
     let chunks: Vec<(Hash, Vec<u8>)> = update.new_chunks;
     for batch in chunks.chunks(PAGES_PER_CALL) {
         backend

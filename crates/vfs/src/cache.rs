@@ -7,10 +7,7 @@ use donut_format::{Chunk, DbId, Hash};
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Page bytes kept per VFS.
-pub const PAGE_CACHE_BYTES: usize = 32 << 20;
-/// Manifest chunks kept per VFS.
-pub const CHUNK_CACHE_BYTES: usize = 8 << 20;
+use crate::memory::{CACHE_ENTRY_OVERHEAD_BYTES, MemoryPlan};
 
 pub struct Caches {
     pub pages: Lru<(DbId, Hash), Rc<[u8]>>,
@@ -18,10 +15,17 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new() -> Caches {
+    /// Caches of the sizes `plan` gives them.
+    pub fn new(plan: &MemoryPlan) -> Caches {
         Caches {
-            pages: Lru::new(PAGE_CACHE_BYTES),
-            chunks: Lru::new(CHUNK_CACHE_BYTES),
+            pages: Lru::new(plan.page_cache_bytes),
+            chunks: Lru::new(plan.chunk_cache_bytes),
         }
+    }
+
+    /// Keeps a page, charged with what its entry costs besides its bytes.
+    pub fn insert_page(&mut self, db: DbId, page_hash: Hash, page: Rc<[u8]>) {
+        let charged_bytes = page.len() + CACHE_ENTRY_OVERHEAD_BYTES;
+        self.pages.insert((db, page_hash), page, charged_bytes);
     }
 }

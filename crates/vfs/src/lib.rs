@@ -9,13 +9,15 @@
 //! main database file and the commit protocol), `sqlite_vfs` (SQLite's C
 //! VFS callbacks over it, and [`register`]), `shared` ([`Vfs`], the state a
 //! VFS's connections share), `memfs` (journals and temporary files in
-//! memory), `cache` (the sector caches), `error` (what the last failure
+//! memory), `memory` (how the instance's memory limit is shared among
+//! them), `cache` (the sector caches), `error` (what the last failure
 //! was, and SQLite result-code names).
 
 mod cache;
 mod error;
 mod main_file;
 mod memfs;
+mod memory;
 pub mod port;
 mod shared;
 mod sqlite_vfs;
@@ -65,16 +67,4 @@ pub(crate) fn memory_limit_bytes() -> Option<usize> {
             .ok()
             .and_then(|v| v.parse().ok())
     })
-}
-
-/// What the instance's memory limit leaves for a transaction's in-memory
-/// journal and pending pages once the caches (`cache`) and a margin for
-/// SQLite's heap and the host calls' copies are set aside; `None` when the
-/// host does not say its limit. Half of it is the journal budget, a quarter
-/// (at most 64 MiB) the spill threshold.
-pub(crate) fn memory_available_bytes() -> Option<usize> {
-    const MARGIN_BYTES: usize = 24 << 20;
-    let fixed = cache::PAGE_CACHE_BYTES + cache::CHUNK_CACHE_BYTES + MARGIN_BYTES;
-    // Under a small limit the caches rarely fill: a quarter of it at least.
-    memory_limit_bytes().map(|limit| limit.saturating_sub(fixed).max(limit / 4))
 }

@@ -9,8 +9,8 @@
 //! stores the new pages and manifest chunks, then swaps the root from the
 //! pinned version to the next. That swap is the only commit point.
 
-use crate::cache;
 use crate::error::{describe_storage_error as describe, set_last};
+use crate::memory::CACHE_ENTRY_OVERHEAD_BYTES;
 use crate::port::{Database, Lock, LockMode, StorageError, StoredRoot};
 use crate::shared::Vfs;
 use donut_format::limits::SECTORS_PER_CALL_MAX;
@@ -107,6 +107,13 @@ fn cache_chunk(
     Ok(chunk)
 }
 
+/// What a transaction changes: page index → new hash, and the pending pages
+/// to store (hash, index), each content once.
+struct Changes {
+    changes: BTreeMap<u32, Hash>,
+    new_pages: Vec<(Hash, u32)>,
+}
+
 /// Loads manifest chunks through the instance cache, fetching every miss of
 /// one tree level in one `get-sectors` call.
 struct Source<'a> {
@@ -184,7 +191,7 @@ pub struct MainDb {
     /// Page index → bytes written since the snapshot, not yet committed.
     pending: BTreeMap<u32, Vec<u8>>,
     /// Page index → hash of pages this transaction wrote and already
-    /// stored (spilled: [`SPILL_BYTES`]); invisible until the root swap.
+    /// stored (spilled: `MemoryPlan::spill_bytes`); invisible until the root swap.
     spilled: BTreeMap<u32, Hash>,
     /// File size set by writes or truncation, if it changed.
     pending_size: Option<u64>,
@@ -227,7 +234,7 @@ pub struct MainDb {
     /// only sizes the file ([`MainDb::only_sizes_the_file`]).
     committed: bool,
     /// Bytes of pending pages past which they are stored early
-    /// ([`SPILL_BYTES`]; `PRAGMA donut_spill_bytes`).
+    /// (`MemoryPlan::spill_bytes`; `PRAGMA donut_spill_bytes`).
     spill_bytes: usize,
 }
 
@@ -338,18 +345,6 @@ fn unstage(db: &mut MainDb) {
 /// Most bytes one read-ahead fetches.
 const READ_AHEAD_BYTES: u64 = 2 << 20;
 
-/// Pending page bytes past which a write transaction stores its pages
-/// early: they are immutable and content-addressed, and invisible until
-/// the root swap, so a transaction's size is bounded by storage, not by
-/// the instance's memory.
-const SPILL_BYTES: usize = 64 << 20;
-
-/// The spill threshold: [`SPILL_BYTES`], or a quarter of what a smaller
-/// memory limit leaves (`crate::memory_available_bytes`).
-fn spill_bytes_for(available_bytes: Option<usize>) -> usize {
-    available_bytes.map_or(SPILL_BYTES, |bytes| SPILL_BYTES.min(bytes / 4))
-}
-
 /// How long the root read at open stands in for the first transaction's.
 const FRESH_ROOT_MS: u128 = 100;
 
@@ -396,7 +391,7 @@ impl MainDb {
             staged: None,
             connection: 0,
             committed: false,
-            spill_bytes: spill_bytes_for(crate::memory_available_bytes()),
+            spill_bytes: vfs.plan.spill_bytes,
         })
     }
 
@@ -420,6 +415,19 @@ impl MainDb {
     /// `SQLITE_FCNTL_HAS_MOVED` for this database ([`Vfs::has_moved`]).
     pub fn has_moved(&self) -> bool {
         self.vfs.has_moved(&self.name)
+    }
+
+    /// Whether the root read at open would still stand in for the next
+    /// transaction's (FRESH_ROOT_MS).
+    pub fn open_root_fresh(&self) -> bool {
+        self.fresh_since
+            .is_some_and(|at| at.elapsed().as_millis() < FRESH_ROOT_MS)
+    }
+
+    /// The next transaction reads the root, whenever it starts: for a
+    /// connection kept open past the request that opened it.
+    pub fn spend_open_root(&mut self) {
+        self.fresh_since = None;
     }
 
     pub fn spill_bytes(&self) -> usize {
@@ -839,8 +847,7 @@ impl MainDb {
                 self.vfs
                     .caches
                     .borrow_mut()
-                    .pages
-                    .insert((db, *h), page.clone(), page_size);
+                    .insert_page(db, *h, page.clone());
                 found.insert(*h, page);
             }
         }
@@ -1201,6 +1208,55 @@ impl MainDb {
         Ok(true)
     }
 
+    /// What this transaction changes below `page_count` (index → new
+    /// hash, against `base`, whose chunks are read as of `snap`), and the
+    /// pending pages to store, each content once. Its lookup vectors are
+    /// dropped before the manifest update, which holds the changes again.
+    fn changes(
+        &self,
+        base: &Root,
+        snap: &Root,
+        page_count: u32,
+        io_code: i32,
+    ) -> Result<Changes, Fail> {
+        let page_size = self.page_size() as usize;
+        // Pages still in memory, then pages spilled earlier (their hashes
+        // known, their sectors stored).
+        let pending: Vec<u32> = self.pending.range(..page_count).map(|(&i, _)| i).collect();
+        let spilled = self.spilled.range(..page_count);
+        let indices: Vec<u32> = pending
+            .iter()
+            .copied()
+            .chain(spilled.clone().map(|(&i, _)| i))
+            .collect();
+        let mut source = Source {
+            vfs: self.vfs,
+            name: &self.name,
+            handle: &*self.handle,
+            root: snap,
+        };
+        let current = Manifest::new(base).lookup_many(&indices, &mut source)?;
+        let hashes = self.hash_pages(&pending, io_code)?;
+        let hashes = hashes.into_iter().chain(spilled.map(|(_, &h)| h));
+        let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
+        let mut new_pages: Vec<(Hash, u32)> = Vec::new();
+        let mut seen: HashSet<Hash> = HashSet::new();
+        for ((&index, current), page_hash) in indices.iter().zip(current).zip(hashes) {
+            if page_hash != current {
+                changes.insert(index, page_hash);
+                if self.pending.contains_key(&index) && seen.insert(page_hash) {
+                    assert_eq!(
+                        self.pending[&index].len(),
+                        page_size,
+                        "pending pages are whole"
+                    );
+                    new_pages.push((page_hash, index));
+                }
+            }
+        }
+        Ok(Changes { changes, new_pages })
+    }
+
     fn try_commit(&mut self, io_code: i32) -> Result<(), Fail> {
         let snap = self.snapshot.clone();
         // After a page-size change every page is new: the manifest is built
@@ -1226,49 +1282,17 @@ impl MainDb {
         }
         assert!(page_count <= PAGE_COUNT_MAX, "write checked the size");
         let page_count = page_count as u32;
-        // Pages still in memory, then pages spilled earlier (their hashes
-        // known, their sectors stored).
-        let pending: Vec<u32> = self.pending.range(..page_count).map(|(&i, _)| i).collect();
-        let spilled: Vec<(u32, Hash)> = self
-            .spilled
-            .range(..page_count)
-            .map(|(&i, &h)| (i, h))
-            .collect();
-        let indices: Vec<u32> = pending
-            .iter()
-            .copied()
-            .chain(spilled.iter().map(|s| s.0))
-            .collect();
+        let Changes { changes, new_pages } = self.changes(&base, &snap, page_count, io_code)?;
+        if changes.is_empty() && page_count == snap.page_count && page_size == snap.page_size {
+            return Ok(()); // nothing changed: no round trip
+        }
         let mut source = Source {
             vfs: self.vfs,
             name: &self.name,
             handle: &*self.handle,
             root: &snap,
         };
-        let current = Manifest::new(&base).lookup_many(&indices, &mut source)?;
-        let hashes = self.hash_pages(&pending, io_code)?;
-        let hashes = hashes.into_iter().chain(spilled.iter().map(|s| s.1));
-        let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
-        // Pending pages to store, by hash (each once).
-        let mut new_pages: Vec<(Hash, u32)> = Vec::new();
-        let mut seen: HashSet<Hash> = HashSet::new();
-        for ((&index, current), page_hash) in indices.iter().zip(current).zip(hashes) {
-            if page_hash != current {
-                changes.insert(index, page_hash);
-                if self.pending.contains_key(&index) && seen.insert(page_hash) {
-                    assert_eq!(
-                        self.pending[&index].len(),
-                        page_size as usize,
-                        "pending pages are whole"
-                    );
-                    new_pages.push((page_hash, index));
-                }
-            }
-        }
-        if changes.is_empty() && page_count == snap.page_count && page_size == snap.page_size {
-            return Ok(()); // nothing changed: no round trip
-        }
-        let update = Manifest::new(&base).update(&changes, page_count, &mut source)?;
+        let update = Manifest::new(&base).update(changes, page_count, &mut source)?;
         let chunks: Vec<(Vec<u8>, Vec<u8>)> = update
             .new_chunks
             .into_iter()
@@ -1467,12 +1491,11 @@ impl MainDb {
     fn cache_pages(&self, pages: &[(Hash, u32)]) {
         let db = self.snapshot.db_id;
         let page_size = self.snapshot.page_size as usize;
-        let keep = cache::PAGE_CACHE_BYTES / page_size.max(1);
+        let keep = self.vfs.plan.page_cache_bytes / (page_size + CACHE_ENTRY_OVERHEAD_BYTES);
         self.vfs.with_caches(|c| {
             for (page_hash, index) in pages.iter().rev().take(keep).rev() {
                 if let Some(bytes) = self.pending.get(index) {
-                    c.pages
-                        .insert((db, *page_hash), bytes.as_slice().into(), bytes.len());
+                    c.insert_page(db, *page_hash, bytes.as_slice().into());
                 }
             }
         });

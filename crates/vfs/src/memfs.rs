@@ -4,7 +4,9 @@
 //!
 //! Files are chunked ([`CHUNK_BYTES`]), so a growing journal never copies
 //! itself into a buffer twice its size, and every byte they hold counts
-//! against one budget per VFS ([`JOURNAL_BYTES_MAX_DEFAULT`],
+//! against one budget per VFS (`MemoryPlan::journal_bytes_max`: a write
+//! transaction may change up to this much of what the database held before
+//! it; new pages are not limited by it, they spill to storage;
 //! `PRAGMA donut_journal_bytes_max`): past it a write fails with
 //! `SQLITE_FULL` and a message, where growing further would stop the whole
 //! instance at its memory limit (a trap, not an error SQLite can roll back).
@@ -15,18 +17,6 @@ use std::rc::Rc;
 
 /// Size of one chunk of an in-memory file.
 pub const CHUNK_BYTES: usize = 64 << 10;
-/// Default budget for the bytes all in-memory files of an instance hold
-/// when the host does not say its memory limit: a write transaction may
-/// change up to this much of what the database held before it (its
-/// rollback journal); new pages are not limited by it (they spill to
-/// storage). Otherwise it follows the host's limit ([`budget_for`]).
-pub const JOURNAL_BYTES_MAX_DEFAULT: usize = 1 << 30;
-
-/// The journal budget: half of what the instance's memory limit leaves
-/// (`crate::memory_available_bytes`).
-pub fn budget_for(available_bytes: Option<usize>) -> usize {
-    available_bytes.map_or(JOURNAL_BYTES_MAX_DEFAULT, |bytes| bytes / 2)
-}
 
 /// The bytes every in-memory file of a VFS holds, and the most they may.
 #[derive(Debug)]
@@ -232,13 +222,15 @@ pub fn truncate(file: &Shared, size: usize) {
 mod tests {
     use super::*;
 
+    const JOURNAL_BYTES_MAX: usize = 1 << 30;
+
     fn file(fs: &MemFs) -> Shared {
         fs.open(None)
     }
 
     #[test]
     fn reads_what_was_written_across_chunks_and_zeros_past_the_end() {
-        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let fs = MemFs::new(JOURNAL_BYTES_MAX);
         let f = file(&fs);
         let data: Vec<u8> = (0..3 * CHUNK_BYTES + 17).map(|i| i as u8).collect();
         write(&f, &data, 5).unwrap();
@@ -251,7 +243,7 @@ mod tests {
 
     #[test]
     fn truncation_zeroes_the_tail_and_gives_chunks_back() {
-        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let fs = MemFs::new(JOURNAL_BYTES_MAX);
         let f = file(&fs);
         let before = fs.held_bytes();
         write(&f, &vec![7u8; 2 * CHUNK_BYTES], 0).unwrap();
@@ -273,14 +265,14 @@ mod tests {
 
     #[test]
     fn a_write_past_the_budget_fails_and_changes_nothing() {
-        let fs = MemFs::new(JOURNAL_BYTES_MAX_DEFAULT);
+        let fs = MemFs::new(JOURNAL_BYTES_MAX);
         let f = file(&fs);
         fs.set_budget_bytes(fs.held_bytes() + 2 * CHUNK_BYTES);
         write(&f, &[1u8; 10], 0).unwrap();
         let full = write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap_err();
         assert!(full.to_string().contains("donut_journal_bytes_max"));
         assert_eq!(f.borrow().len(), 10);
-        fs.set_budget_bytes(JOURNAL_BYTES_MAX_DEFAULT);
+        fs.set_budget_bytes(JOURNAL_BYTES_MAX);
         write(&f, &[2u8; 10], 2 * CHUNK_BYTES).unwrap();
     }
 }

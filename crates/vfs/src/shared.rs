@@ -10,6 +10,7 @@
 use crate::cache::Caches;
 use crate::main_file::{self, Fail, MainDb};
 use crate::memfs::MemFs;
+use crate::memory::MemoryPlan;
 use crate::port::{Database, Port, StoredRoot};
 use donut_format::Root;
 use std::cell::{Cell, RefCell};
@@ -26,6 +27,9 @@ pub struct Vfs {
     pub(crate) primed: RefCell<HashMap<String, Primed>>,
     /// Set while an opener has SQLite load the schema.
     pub(crate) loading_schema: Cell<bool>,
+    /// How the instance's memory limit is shared among the caches, the
+    /// journals and pending pages.
+    pub(crate) plan: MemoryPlan,
     pub(crate) caches: RefCell<Caches>,
     pub(crate) memfs: MemFs,
     /// Per database name, the connection of this VFS that holds RESERVED
@@ -53,13 +57,14 @@ pub struct Vfs {
 }
 
 impl Vfs {
-    pub(crate) fn new(port: Box<dyn Port>, journal_budget_bytes: usize) -> Vfs {
+    pub(crate) fn new(port: Box<dyn Port>, plan: MemoryPlan) -> Vfs {
         Vfs {
             port,
             primed: RefCell::default(),
             loading_schema: Cell::new(false),
-            caches: RefCell::new(Caches::new()),
-            memfs: MemFs::new(journal_budget_bytes),
+            plan,
+            caches: RefCell::new(Caches::new(&plan)),
+            memfs: MemFs::new(plan.journal_bytes_max),
             reserved: RefCell::default(),
             next_id: Cell::new(1),
             staged: RefCell::default(),

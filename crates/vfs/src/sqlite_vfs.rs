@@ -7,6 +7,7 @@
 use crate::error::set_last;
 use crate::main_file::{MainDb, Writer};
 use crate::memfs;
+use crate::memory::MemoryPlan;
 use crate::port::Port;
 use crate::shared::Vfs;
 use libsqlite3_sys as ffi;
@@ -45,10 +46,7 @@ pub fn register(name: &str, port: Box<dyn Port>) -> &'static Vfs {
         existing.is_null(),
         "a VFS named {name:?} is registered already"
     );
-    let state: &'static Vfs = Box::leak(Box::new(Vfs::new(
-        port,
-        memfs::budget_for(crate::memory_available_bytes()),
-    )));
+    let state: &'static Vfs = Box::leak(Box::new(Vfs::new(port, MemoryPlan::instance())));
     let z_name: &'static CStr = Box::leak(z_name.into_boxed_c_str());
     let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
@@ -431,7 +429,34 @@ fn donut_pragma(
     name: &str,
     value: Option<&str>,
 ) -> Option<Result<String, String>> {
-    writer_pragma(db, name, value).or_else(|| memory_pragma(db, name, value))
+    writer_pragma(db, name, value)
+        .or_else(|| memory_pragma(db, name, value))
+        .or_else(|| open_root_pragma(db, name, value))
+}
+
+/// `PRAGMA donut_open_root_fresh`: 1 while the root read at open stands in
+/// for the next transaction's (for a moment after opening), else 0; `= 0`
+/// ends that, so the next transaction reads the root whenever it starts (a
+/// session kept open past the request that opened it).
+fn open_root_pragma(
+    db: &mut MainDb,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<String, String>> {
+    if !name.eq_ignore_ascii_case("donut_open_root_fresh") {
+        return None;
+    }
+    let value = value.map(|v| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase());
+    match value.as_deref() {
+        None => {}
+        Some("0" | "off" | "false" | "no") => db.spend_open_root(),
+        Some(other) => {
+            return Some(Err(format!(
+                "donut_open_root_fresh can only be set to 0, not {other:?}"
+            )));
+        }
+    }
+    Some(Ok(u8::from(db.open_root_fresh()).to_string()))
 }
 
 /// `PRAGMA donut_journal_bytes_max [= N]` (the instance's budget for

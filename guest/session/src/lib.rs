@@ -77,9 +77,8 @@ fn open_error(e: donut_guest::Error) -> SqlError {
     }
 }
 
-/// The primary code's name for an extended code the VFS does not name
-/// (`SQLITE_CONSTRAINT_UNIQUE` is reported as `SQLITE_CONSTRAINT`, with
-/// the extended code beside it).
+/// The primary code's name for an extended code SQLite does not define
+/// (one from a newer SQLite), with the number beside it.
 fn primary_code_name(extended_code: i32) -> String {
     donut_guest::error_code_name(extended_code & 0xff)
         .map_or_else(|| format!("SQLITE_CODE_{extended_code}"), str::to_string)
@@ -133,19 +132,37 @@ fn named_index(stmt: &rusqlite::Statement<'_>, name: &str) -> Result<usize, rusq
     Err(rusqlite::Error::InvalidParameterName(name.to_string()))
 }
 
+/// Binds every argument; a parameter left without one is an error (the
+/// protocol's rule), not the NULL SQLite would bind.
 fn bind(stmt: &mut rusqlite::Statement<'_>, statement: &Statement) -> Result<(), rusqlite::Error> {
-    if statement.args.len() > stmt.parameter_count() {
+    let count = stmt.parameter_count();
+    if statement.args.len() > count {
         return Err(rusqlite::Error::InvalidParameterCount(
             statement.args.len(),
-            stmt.parameter_count(),
+            count,
         ));
     }
+    let mut bound = vec![false; count + 1];
     for (i, value) in statement.args.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, to_sql(value))?;
+        bound[i + 1] = true;
     }
     for (name, value) in &statement.named_args {
         let index = named_index(stmt, name)?;
         stmt.raw_bind_parameter(index, to_sql(value))?;
+        bound[index] = true;
+    }
+    if let Some(index) = (1..=count).find(|&i| !bound[i]) {
+        let name = stmt
+            .parameter_name(index)
+            .map_or_else(|| format!("?{index}"), str::to_string);
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_RANGE),
+            Some(format!(
+                "no value for parameter {name} (the statement has {count}, {} given)",
+                statement.args.len() + statement.named_args.len()
+            )),
+        ));
     }
     Ok(())
 }
@@ -181,12 +198,10 @@ impl GuestConnection for Session {
     ) -> Result<bindings::exports::donut::storage::session::Connection, SqlError> {
         let conn = donut_guest::open_or_create(&name, PAGE_SIZE_NEW).map_err(open_error)?;
         // The root read at open stands in for the first transaction's for
-        // a moment (FRESH_ROOT_MS in the VFS): right for a one-shot call,
-        // stale for a session whose first statement may come much later.
-        // Spend it now, on loading the schema, so every statement reads a
-        // root no older than the statement.
-        conn.execute_batch("select 1 from sqlite_master limit 0")
-            .map_err(|e| sql_error(&e))?;
+        // a moment (FRESH_ROOT_MS in the VFS): right for the statements of
+        // the request that opened the connection, stale for later ones. The
+        // host ends it when that request is answered (`PRAGMA
+        // donut_open_root_fresh = 0`, `Session::settle`).
         Ok(bindings::exports::donut::storage::session::Connection::new(
             Session {
                 conn: RefCell::new(conn),

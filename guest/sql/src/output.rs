@@ -30,11 +30,18 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// A REAL as SQLite's shell prints it: with a decimal point or an exponent
+/// (`19.0`, `1e300`), so it never reads as an INTEGER (`f64`'s `Display`
+/// prints `19` and 301 digits for `1e300`).
+fn real(f: f64) -> String {
+    format!("{f:?}")
+}
+
 fn plain(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
+        Value::Real(f) => real(*f),
         Value::Text(t) => t.clone(),
         Value::Blob(b) => format!("X'{}'", hex(b)),
     }
@@ -72,7 +79,7 @@ fn json_value(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Integer(i) => i.to_string(),
-        Value::Real(f) if f.is_finite() => f.to_string(),
+        Value::Real(f) if f.is_finite() => real(*f),
         Value::Real(_) => "null".into(),
         Value::Text(t) => json_string(t),
         Value::Blob(b) => json_string(&hex(b)),
@@ -169,6 +176,23 @@ mod tests {
         let mut out = Vec::new();
         print(&mut out, format, &columns, &rows).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The differential test of Hrana and the CLI found a REAL of 19.0
+    /// printed as the INTEGER 19.
+    #[test]
+    fn reals_keep_a_decimal_point_or_an_exponent() {
+        let columns = vec!["r".to_string()];
+        let rows = [19.0, -0.5, 1e300, 0.1]
+            .map(|f| vec![Value::Real(f)])
+            .to_vec();
+        let mut out = Vec::new();
+        print(&mut out, Format::Json, &columns, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[\n  {\"r\": 19.0},\n  {\"r\": -0.5},\n  {\"r\": 1e300},\n  {\"r\": 0.1}\n]\n"
+        );
+        assert_eq!(plain(&Value::Real(2.0)), "2.0");
     }
 
     #[test]

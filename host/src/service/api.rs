@@ -45,6 +45,14 @@ pub fn router(service: Arc<Service>) -> Router {
         )
         // libSQL clients (Hrana over HTTP, JSON): `http://HOST/db/NAME/`
         // selects database NAME.
+        .route(
+            "/db/{db}/v1/execute",
+            post(hrana_v1_execute).layer(DefaultBodyLimit::max(request_bytes_max)),
+        )
+        .route(
+            "/db/{db}/v1/batch",
+            post(hrana_v1_batch).layer(DefaultBodyLimit::max(request_bytes_max)),
+        )
         .route("/db/{db}/v2", get(hrana_version))
         .route("/db/{db}/v3", get(hrana_version))
         .route(
@@ -590,6 +598,11 @@ fn hrana_error(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The protocol's error for a request body that is not what it should be.
+fn malformed(e: serde_json::Error) -> Response {
+    hrana_error(StatusCode::BAD_REQUEST, "MALFORMED_JSON", e.to_string())
+}
+
 /// `POST /db/{db}/v2/pipeline`, `/v3/pipeline`: a pipeline of requests on
 /// a stream (a new one on database `db` without a baton).
 async fn hrana_pipeline(
@@ -598,18 +611,11 @@ async fn hrana_pipeline(
     db: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    use super::hrana::PipelineError;
     let Path(db) = db?;
     let body = body?;
     let request: super::hrana::PipelineReq = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => {
-            return Ok(hrana_error(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_JSON",
-                e.to_string(),
-            ));
-        }
+        Err(e) => return Ok(malformed(e)),
     };
     let db = granted_database(&service, &tenant, &db)?;
     let answer = service
@@ -618,22 +624,109 @@ async fn hrana_pipeline(
         .await;
     Ok(match answer {
         Ok(response) => Json(response).into_response(),
-        Err(e @ PipelineError::UnknownBaton) => {
+        Err(e) => pipeline_error(e),
+    })
+}
+
+/// Why a pipeline did not run, as the protocol's error.
+fn pipeline_error(e: super::hrana::PipelineError) -> Response {
+    use super::hrana::PipelineError;
+    match e {
+        e @ PipelineError::UnknownBaton => {
             hrana_error(StatusCode::BAD_REQUEST, "STREAM_EXPIRED", e.to_string())
         }
-        Err(e @ PipelineError::TooManyStreams { .. }) => hrana_error(
+        e @ PipelineError::TooManyStreams { .. } => hrana_error(
             StatusCode::TOO_MANY_REQUESTS,
             "STREAMS_LIMIT",
             e.to_string(),
         ),
-        Err(PipelineError::Refused(refusal)) => refused(refusal).into_response(),
-        Err(e @ PipelineError::Open(_)) => {
+        PipelineError::Refused(refusal) => refused(refusal).into_response(),
+        e @ PipelineError::Open(_) => {
             hrana_error(StatusCode::BAD_REQUEST, "DB_OPEN", e.to_string())
         }
-        Err(PipelineError::Stopped(e)) => hrana_error(
+        PipelineError::Stopped(e) => hrana_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "PLUGIN_STOPPED",
             e.to_string(),
+        ),
+    }
+}
+
+/// `POST /db/{db}/v1/execute`: `{stmt}` → `{result}` on a stream opened
+/// and closed for it.
+async fn hrana_v1_execute(
+    State(service): Shared,
+    Caller(tenant): Caller,
+    db: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use super::hrana::StreamRequest;
+    let Path(db) = db?;
+    let request: super::hrana::ExecuteReq = match serde_json::from_slice(&body?) {
+        Ok(request) => request,
+        Err(e) => return Ok(malformed(e)),
+    };
+    let request = StreamRequest::Execute { stmt: request.stmt };
+    hrana_v1(&service, &tenant, &db, request).await
+}
+
+/// `POST /db/{db}/v1/batch`: `{batch}` → `{result}` on a stream opened
+/// and closed for it.
+async fn hrana_v1_batch(
+    State(service): Shared,
+    Caller(tenant): Caller,
+    db: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use super::hrana::StreamRequest;
+    let Path(db) = db?;
+    let request: super::hrana::BatchReq = match serde_json::from_slice(&body?) {
+        Ok(request) => request,
+        Err(e) => return Ok(malformed(e)),
+    };
+    let request = StreamRequest::Batch {
+        batch: request.batch,
+    };
+    hrana_v1(&service, &tenant, &db, request).await
+}
+
+/// One request of the stateless API: a pipeline of it and `close`; its
+/// result as `{result}`, its error as the protocol's (HTTP 400).
+async fn hrana_v1(
+    service: &Arc<Service>,
+    tenant: &str,
+    db: &str,
+    request: super::hrana::StreamRequest,
+) -> Result<Response, ApiError> {
+    use super::hrana::{PipelineReq, StreamRequest, StreamResponse, StreamResult};
+    let db = granted_database(service, tenant, db)?;
+    let pipeline = PipelineReq {
+        baton: None,
+        requests: vec![request, StreamRequest::Close],
+    };
+    let answer = service
+        .streams
+        .pipeline(&service.tenants, tenant, db.as_str(), pipeline)
+        .await;
+    let mut response = match answer {
+        Ok(response) => response,
+        Err(e) => return Ok(pipeline_error(e)),
+    };
+    assert_eq!(response.results.len(), 2, "one result per request");
+    Ok(match response.results.swap_remove(0) {
+        StreamResult::Ok {
+            response: StreamResponse::Execute { result },
+        } => Json(serde_json::json!({ "result": result })).into_response(),
+        StreamResult::Ok {
+            response: StreamResponse::Batch { result },
+        } => Json(serde_json::json!({ "result": result })).into_response(),
+        StreamResult::Ok { response } => {
+            unreachable!("an execute or batch request answered {response:?}")
+        }
+        StreamResult::Error { error } => hrana_error(
+            StatusCode::BAD_REQUEST,
+            error.code.as_deref().unwrap_or("UNKNOWN"),
+            error.message,
         ),
     })
 }

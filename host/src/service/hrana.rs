@@ -22,6 +22,19 @@ pub struct PipelineReq {
     pub requests: Vec<StreamRequest>,
 }
 
+/// `POST …/v1/execute`: one statement on a stream of its own (the
+/// stateless HTTP API Python's `libsql-client` speaks).
+#[derive(Debug, Deserialize)]
+pub struct ExecuteReq {
+    pub stmt: Stmt,
+}
+
+/// `POST …/v1/batch`: one batch on a stream of its own.
+#[derive(Debug, Deserialize)]
+pub struct BatchReq {
+    pub batch: Batch,
+}
+
 #[derive(Debug, Serialize)]
 pub struct PipelineResp {
     pub baton: Option<String>,
@@ -248,6 +261,8 @@ const AUTOCOMMIT_RETRY_MS_MAX: u64 = 5_000;
 /// idle streams: a baton names it only between requests.
 pub struct Stream {
     tenant: String,
+    /// The database it is open on.
+    db: String,
     session: Session,
     /// `store_sql` texts, by id (a stream's own).
     sqls: HashMap<i32, String>,
@@ -297,6 +312,9 @@ pub struct Streams {
     /// Streams between requests, by baton.
     idle: Mutex<HashMap<String, Stream>>,
     live: Live,
+    writers: WriteGates,
+    /// Whether an SQL text only reads, as SQLite's prepare said.
+    readonly: Mutex<HashMap<String, bool>>,
     pub idle_max: Duration,
     pub per_tenant_max: usize,
 }
@@ -307,6 +325,8 @@ impl Streams {
             program,
             idle: Mutex::default(),
             live: Live::default(),
+            writers: WriteGates::default(),
+            readonly: Mutex::default(),
             idle_max,
             per_tenant_max,
         }
@@ -353,6 +373,42 @@ impl Streams {
         }
     }
 
+    /// Whether `sql` only reads (SQLite's `sqlite3_stmt_readonly` through
+    /// `describe`), remembered per text. SQL that does not prepare counts
+    /// as a read: it fails the same way when it runs.
+    async fn is_readonly(
+        &self,
+        runtime: &crate::runtime::Runtime,
+        stream: &mut Stream,
+        sql: &str,
+    ) -> Result<bool, Error> {
+        const REMEMBERED_MAX: usize = 4096;
+        let known = self
+            .readonly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .copied();
+        if let Some(readonly) = known {
+            return Ok(readonly);
+        }
+        let readonly = match stream
+            .session
+            .describe(runtime, sql)
+            .await
+            .map_err(stopped)?
+        {
+            Ok(description) => description.is_readonly,
+            Err(_) => return Ok(true),
+        };
+        let mut remembered = self.readonly.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= REMEMBERED_MAX {
+            remembered.clear();
+        }
+        remembered.insert(sql.to_string(), readonly);
+        Ok(readonly)
+    }
+
     /// Runs `req` for `tenant` on database `db` (for a new stream).
     pub async fn pipeline(
         &self,
@@ -364,17 +420,20 @@ impl Streams {
         let mut stream = match &req.baton {
             Some(baton) => {
                 tenants.check_session_budget(tenant)?;
-                self.take(baton, tenant)?
+                let mut stream = self.take(baton, tenant)?;
+                stream.session.begin_request();
+                stream
             }
             None => {
                 let slot = self.take_slot(tenant)?;
                 let (storage, limits) = tenants.session_storage(tenant)?;
                 let runtime = tenants.runtime();
-                let session = Session::open(runtime, &self.program, storage, limits, db)
+                let session = Session::open_in_request(runtime, &self.program, storage, limits, db)
                     .await?
                     .map_err(|e| PipelineError::Open(e.message))?;
                 Stream {
                     tenant: tenant.to_string(),
+                    db: db.to_string(),
                     session,
                     sqls: HashMap::new(),
                     last_used: Instant::now(),
@@ -382,7 +441,16 @@ impl Streams {
                 }
             }
         };
-        let billed_before = stream.session.bill().unwrap_or_default();
+        let opened_here = req.baton.is_none();
+        // A new stream's own opening (its root read) is this request's too.
+        let (billed_before, used_before) = if opened_here {
+            Default::default()
+        } else {
+            (
+                stream.session.bill().unwrap_or_default(),
+                stream.session.storage_used(),
+            )
+        };
         let mut results = Vec::with_capacity(req.requests.len());
         let mut closed = false;
         for request in req.requests {
@@ -395,15 +463,31 @@ impl Streams {
             if matches!(request, StreamRequest::Close) {
                 closed = true;
             }
-            let result = run(tenants, &mut stream, request).await;
+            let result = run(self, tenants, &mut stream, request).await;
             results.push(match result {
                 Ok(response) => StreamResult::Ok { response },
                 Err(error) => StreamResult::Error { error },
             });
         }
+        // A stream kept past the request that opened it: its next
+        // statements read a root no older than themselves.
+        if opened_here
+            && !closed
+            && !stream.session.is_dead()
+            && let Err(e) = stream.session.settle(tenants.runtime()).await?
+        {
+            return Err(PipelineError::Open(e.message));
+        }
         let billed = stream.session.bill().unwrap_or_default();
+        let used = stream.session.storage_used();
+        let storage = crate::storage::QuotaUse {
+            storage_calls: used.storage_calls - used_before.storage_calls,
+            sectors: used.sectors - used_before.sectors,
+            bytes: used.bytes - used_before.bytes,
+        };
         tenants.charge_session(
             tenant,
+            storage,
             billed.read_capacity_units - billed_before.read_capacity_units,
             billed.write_capacity_units - billed_before.write_capacity_units,
         );
@@ -420,6 +504,56 @@ impl Streams {
             base_url: None,
             results,
         })
+    }
+}
+
+/// One turn at a time per database for autocommit writers, in arrival
+/// order (`tokio::sync::Mutex` is fair). Entries live while someone holds
+/// or waits for them.
+#[derive(Default)]
+struct WriteGates {
+    gates: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A writer's turn; the next one's begins on drop.
+struct Turn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    key: String,
+    gates: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl WriteGates {
+    /// Waits up to `wait_max` for `key`'s turn.
+    async fn enter(&self, key: String, wait_max: Duration) -> Option<Turn> {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = tokio::time::timeout(wait_max, gate.lock_owned()).await.ok();
+        let turn = Turn {
+            guard,
+            key,
+            gates: self.gates.clone(),
+        };
+        // Dropped on a timeout, so the entry can go.
+        turn.guard.is_some().then_some(turn)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: nobody has or waits for this turn.
+        if gates
+            .get(&self.key)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            gates.remove(&self.key);
+        }
     }
 }
 
@@ -458,6 +592,7 @@ fn stopped(e: crate::runtime::RunError) -> Error {
 }
 
 async fn run(
+    streams: &Streams,
     tenants: &Tenants,
     stream: &mut Stream,
     request: StreamRequest,
@@ -466,11 +601,11 @@ async fn run(
     match request {
         StreamRequest::Close => Ok(StreamResponse::Close),
         StreamRequest::Execute { stmt } => {
-            let result = execute(runtime, stream, stmt).await?;
+            let result = execute(streams, runtime, stream, stmt).await?;
             Ok(StreamResponse::Execute { result })
         }
         StreamRequest::Batch { batch } => {
-            let result = batch_run(runtime, stream, batch).await?;
+            let result = batch_run(streams, runtime, stream, batch).await?;
             Ok(StreamResponse::Batch { result })
         }
         StreamRequest::Sequence { sql, sql_id } => {
@@ -532,6 +667,7 @@ async fn run(
 /// `AUTOCOMMIT_RETRY_MS_MAX`, as a `busy_timeout` would; inside a
 /// transaction the client gets the error and retries the transaction.
 async fn execute(
+    streams: &Streams,
     runtime: &crate::runtime::Runtime,
     stream: &mut Stream,
     stmt: Stmt,
@@ -559,6 +695,23 @@ async fn execute(
         .await
         .map_err(stopped)?;
     let started = Instant::now();
+    // Autocommit writers of one database take turns here: racing, most of
+    // 64 concurrent ones lost every commit until they gave up.
+    let _turn = if autocommit && !streams.is_readonly(runtime, stream, &statement.sql).await? {
+        let key = format!("{}\n{}", stream.tenant, stream.db);
+        let wait_max = Duration::from_millis(AUTOCOMMIT_RETRY_MS_MAX);
+        Some(streams.writers.enter(key, wait_max).await.ok_or_else(|| {
+            Error::new(
+                "SQLITE_BUSY",
+                format!(
+                    "database {:?} is busy: other writers held it for {} ms",
+                    stream.db, AUTOCOMMIT_RETRY_MS_MAX
+                ),
+            )
+        })?)
+    } else {
+        None
+    };
     let mut pause_ms = 5;
     loop {
         let done = stream
@@ -593,6 +746,7 @@ async fn execute(
 }
 
 async fn batch_run(
+    streams: &Streams,
     runtime: &crate::runtime::Runtime,
     stream: &mut Stream,
     batch: Batch,
@@ -609,7 +763,7 @@ async fn batch_run(
             step_errors.push(None);
             continue;
         }
-        match execute(runtime, stream, step.stmt).await {
+        match execute(streams, runtime, stream, step.stmt).await {
             Ok(result) => {
                 step_results.push(Some(result));
                 step_errors.push(None);
