@@ -617,3 +617,65 @@ async fn the_per_call_storage_limit_applies_to_each_request_on_a_stream() {
         [json!([{ "type": "integer", "value": "25" }])]
     );
 }
+
+/// An idle stream expires and frees its tenant's slot: with one stream
+/// allowed, a second is refused while the first is open, its baton is
+/// refused once it expired, and a new stream opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_expires_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("idle-{}", std::process::id());
+    let text = format!(
+        "[service]\nstream_idle_secs = 0.2\nstreams_per_tenant_max = 1\n\n[[tenant]]\nname = \"delta\"\ntoken_sha256 = \"{}\"\nprefixes = [\"delta-\"]\n",
+        to_hex(&token_sha256(&token))
+    );
+    let config = dir.path().join("tenants.toml");
+    std::fs::write(&config, text).unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let served = Served::start(&config, &["--local".into(), store]);
+    let api = served.api();
+    let begin = json!([{ "type": "sequence", "sql": "create table if not exists t(x); begin; insert into t values (1)" }]);
+    let (_, baton) = ok(&pipeline(&api, &token, "delta-i", None, begin.clone()).await);
+    let second = pipeline(&api, &token, "delta-i", None, json!([{ "type": "close" }])).await;
+    assert_eq!(
+        (second.status, second.json()["code"].as_str()),
+        (429, Some("STREAMS_LIMIT"))
+    );
+    // The sweep runs every second; the stream is idle after 0.2 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let expired = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let log = served.log_text();
+        if log.contains("idle libSQL streams closed") || std::time::Instant::now() > deadline {
+            break log.contains("idle libSQL streams closed");
+        }
+    };
+    assert!(expired, "no stream expired:\n{}", served.log_text());
+    let stale = pipeline(
+        &api,
+        &token,
+        "delta-i",
+        baton.as_deref(),
+        json!([{ "type": "close" }]),
+    )
+    .await;
+    assert_eq!(
+        (stale.status, stale.json()["code"].as_str()),
+        (400, Some("STREAM_EXPIRED"))
+    );
+    // Its transaction never committed; the slot is free again.
+    let (count, _) = ok(&pipeline(
+        &api,
+        &token,
+        "delta-i",
+        None,
+        json!([
+            execute("select count(*) from t", json!([])), { "type": "close" },
+        ]),
+    )
+    .await);
+    assert_eq!(
+        rows(&count[0]),
+        [json!([{ "type": "integer", "value": "0" }])]
+    );
+}
