@@ -61,6 +61,33 @@ fn setup_on(dynamo: Option<&donut_testkit::Dynoxide>) -> Setup {
     }
 }
 
+/// One tenant NAME (databases `NAME-*`) with `limits` appended to its
+/// table, and `service` as the `[service]` table's keys, over a local
+/// store: the directory to keep alive, the server, its token.
+fn serve_one(name: &str, service: &str, limits: &str) -> (tempfile::TempDir, Served, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("{name}-{}", std::process::id());
+    let text = format!(
+        "[service]\n{service}\n[[tenant]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nprefixes = [\"{name}-\"]\n{limits}",
+        to_hex(&token_sha256(&token))
+    );
+    let config = dir.path().join("tenants.toml");
+    std::fs::write(&config, text).unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let served = Served::start(&config, &["--local".into(), store]);
+    (dir, served, token)
+}
+
+/// A dynoxide with the table `setup_on` serves.
+async fn dynoxide_table() -> donut_testkit::Dynoxide {
+    let dynamo = donut_testkit::Dynoxide::start();
+    let options = donut_testkit::dynamo_options(&dynamo.endpoint, "donut-libsql");
+    donut_host::backend::dynamo::create_table(&options)
+        .await
+        .expect("create table");
+    dynamo
+}
+
 /// One pipeline on database `db`.
 async fn pipeline(api: &Api, token: &str, db: &str, baton: Option<&str>, requests: Value) -> Reply {
     let body = json!({ "baton": baton, "requests": requests }).to_string();
@@ -426,11 +453,7 @@ async fn storage_round_trips(api: &Api) -> f64 {
 /// opening and every request paid one more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hrana_read_costs_one_storage_round_trip_and_an_insert_two() {
-    let dynamo = donut_testkit::Dynoxide::start();
-    let options = donut_testkit::dynamo_options(&dynamo.endpoint, "donut-libsql");
-    donut_host::backend::dynamo::create_table(&options)
-        .await
-        .expect("create table");
+    let dynamo = dynoxide_table().await;
     let s = setup_on(Some(&dynamo));
     let api = s.served.api();
     let one = |sql: &str| json!([execute(sql, json!([])), { "type": "close" }]);
@@ -486,11 +509,7 @@ async fn a_hrana_read_costs_one_storage_round_trip_and_an_insert_two() {
 /// root of the open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_request_on_a_stream_sees_a_commit_another_server_made_since_it_opened() {
-    let dynamo = donut_testkit::Dynoxide::start();
-    let options = donut_testkit::dynamo_options(&dynamo.endpoint, "donut-libsql");
-    donut_host::backend::dynamo::create_table(&options)
-        .await
-        .expect("create table");
+    let dynamo = dynoxide_table().await;
     let (s, other) = (setup_on(Some(&dynamo)), setup_on(Some(&dynamo)));
     let (api, other_api) = (s.served.api(), other.served.api());
     let fresh = || execute("pragma donut_open_root_fresh", json!([]));
@@ -551,16 +570,7 @@ async fn a_later_request_on_a_stream_sees_a_commit_another_server_made_since_it_
 /// stream ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_call_storage_limit_applies_to_each_request_on_a_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = format!("quota-{}", std::process::id());
-    let text = format!(
-        "[[tenant]]\nname = \"gamma\"\ntoken_sha256 = \"{}\"\nprefixes = [\"gamma-\"]\nsectors_max = 40\n",
-        to_hex(&token_sha256(&token))
-    );
-    let config = dir.path().join("tenants.toml");
-    std::fs::write(&config, text).unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let served = Served::start(&config, &["--local".into(), store]);
+    let (_dir, served, token) = serve_one("gamma", "", "sectors_max = 40\n");
     let api = served.api();
     let (_, mut baton) = ok(&pipeline(
         &api,
@@ -623,16 +633,11 @@ async fn the_per_call_storage_limit_applies_to_each_request_on_a_stream() {
 /// refused once it expired, and a new stream opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_expires_and_frees_its_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = format!("idle-{}", std::process::id());
-    let text = format!(
-        "[service]\nstream_idle_secs = 0.2\nstreams_per_tenant_max = 1\n\n[[tenant]]\nname = \"delta\"\ntoken_sha256 = \"{}\"\nprefixes = [\"delta-\"]\n",
-        to_hex(&token_sha256(&token))
+    let (_dir, served, token) = serve_one(
+        "delta",
+        "stream_idle_secs = 0.2\nstreams_per_tenant_max = 1\n",
+        "",
     );
-    let config = dir.path().join("tenants.toml");
-    std::fs::write(&config, text).unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let served = Served::start(&config, &["--local".into(), store]);
     let api = served.api();
     let begin = json!([{ "type": "sequence", "sql": "create table if not exists t(x); begin; insert into t values (1)" }]);
     let (_, baton) = ok(&pipeline(&api, &token, "delta-i", None, begin.clone()).await);

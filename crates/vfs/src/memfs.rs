@@ -222,7 +222,8 @@ pub fn truncate(file: &Shared, size: usize) {
 mod tests {
     use super::*;
 
-    const JOURNAL_BYTES_MAX: usize = 1 << 30;
+    /// The budget an instance without a memory limit gets.
+    const JOURNAL_BYTES_MAX: usize = crate::memory::JOURNAL_BYTES_MAX_DEFAULT;
 
     fn file(fs: &MemFs) -> Shared {
         fs.open(None)

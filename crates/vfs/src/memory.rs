@@ -12,7 +12,7 @@
 /// What a share of memory is set to when the host does not say its limit.
 const PAGE_CACHE_BYTES_MAX: usize = 32 << 20;
 const CHUNK_CACHE_BYTES_MAX: usize = 8 << 20;
-const JOURNAL_BYTES_MAX_DEFAULT: usize = 1 << 30;
+pub(crate) const JOURNAL_BYTES_MAX_DEFAULT: usize = 1 << 30;
 const SPILL_BYTES_MAX: usize = 64 << 20;
 /// Set aside for SQLite's heap (its own page cache, schema, statements), a
 /// transaction's bookkeeping (the hashes of spilled pages, the manifest

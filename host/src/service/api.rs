@@ -47,11 +47,13 @@ pub fn router(service: Arc<Service>) -> Router {
         // selects database NAME.
         .route(
             "/db/{db}/v1/execute",
-            post(hrana_v1_execute).layer(DefaultBodyLimit::max(request_bytes_max)),
+            post(hrana_v1_route::<super::hrana::ExecuteReq>)
+                .layer(DefaultBodyLimit::max(request_bytes_max)),
         )
         .route(
             "/db/{db}/v1/batch",
-            post(hrana_v1_batch).layer(DefaultBodyLimit::max(request_bytes_max)),
+            post(hrana_v1_route::<super::hrana::BatchReq>)
+                .layer(DefaultBodyLimit::max(request_bytes_max)),
         )
         .route("/db/{db}/v2", get(hrana_version))
         .route("/db/{db}/v3", get(hrana_version))
@@ -652,42 +654,23 @@ fn pipeline_error(e: super::hrana::PipelineError) -> Response {
     }
 }
 
-/// `POST /db/{db}/v1/execute`: `{stmt}` → `{result}` on a stream opened
-/// and closed for it.
-async fn hrana_v1_execute(
+/// `POST /db/{db}/v1/execute` (`{stmt}`) and `/v1/batch` (`{batch}`):
+/// `{result}`, on a stream opened and closed for the request.
+async fn hrana_v1_route<T>(
     State(service): Shared,
     Caller(tenant): Caller,
     db: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    use super::hrana::StreamRequest;
+) -> Result<Response, ApiError>
+where
+    T: serde::de::DeserializeOwned + Into<super::hrana::StreamRequest>,
+{
     let Path(db) = db?;
-    let request: super::hrana::ExecuteReq = match serde_json::from_slice(&body?) {
+    let request: T = match serde_json::from_slice(&body?) {
         Ok(request) => request,
         Err(e) => return Ok(malformed(e)),
     };
-    let request = StreamRequest::Execute { stmt: request.stmt };
-    hrana_v1(&service, &tenant, &db, request).await
-}
-
-/// `POST /db/{db}/v1/batch`: `{batch}` → `{result}` on a stream opened
-/// and closed for it.
-async fn hrana_v1_batch(
-    State(service): Shared,
-    Caller(tenant): Caller,
-    db: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    use super::hrana::StreamRequest;
-    let Path(db) = db?;
-    let request: super::hrana::BatchReq = match serde_json::from_slice(&body?) {
-        Ok(request) => request,
-        Err(e) => return Ok(malformed(e)),
-    };
-    let request = StreamRequest::Batch {
-        batch: request.batch,
-    };
-    hrana_v1(&service, &tenant, &db, request).await
+    hrana_v1(&service, &tenant, &db, request.into()).await
 }
 
 /// One request of the stateless API: a pipeline of it and `close`; its

@@ -35,6 +35,18 @@ pub struct BatchReq {
     pub batch: Batch,
 }
 
+impl From<ExecuteReq> for StreamRequest {
+    fn from(req: ExecuteReq) -> StreamRequest {
+        StreamRequest::Execute { stmt: req.stmt }
+    }
+}
+
+impl From<BatchReq> for StreamRequest {
+    fn from(req: BatchReq) -> StreamRequest {
+        StreamRequest::Batch { batch: req.batch }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct PipelineResp {
     pub baton: Option<String>,
