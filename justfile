@@ -80,6 +80,7 @@ bench-smoke: build tools
     cargo run --release -p donut-bench -- --scale smoke --latency-ms 1
     cargo run --release -p donut-bench -- --scale smoke --backend dynoxide
     cargo run --release -p donut-bench -- --scale smoke --service
+    cargo run --release -p donut-bench -- --scale smoke --fresh-processes
 
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest

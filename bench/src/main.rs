@@ -5,7 +5,7 @@
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
 //!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
-//!             [--libsql]
+//!             [--libsql] [--fresh-processes]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -15,7 +15,10 @@
 //! `--service`: only the service's overhead (`service.rs`).
 //! `--libsql`: only `@libsql/client` against the service on the chosen
 //! backend (`libsql.rs`; `just clients` installs the client).
+//! `--fresh-processes`: requests of new `donut-host` processes on dynoxide,
+//! with and without the persistent sector cache (`fresh.rs`).
 
+mod fresh;
 mod libsql;
 mod service;
 
@@ -47,6 +50,8 @@ struct Args {
     service: bool,
     /// Only the libSQL client benchmark.
     libsql: bool,
+    /// Only the new-process benchmark.
+    fresh_processes: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args> {
         engine_only: false,
         service: false,
         libsql: false,
+        fresh_processes: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -73,6 +79,7 @@ fn parse_args() -> Result<Args> {
             "--engine-only" => args.engine_only = true,
             "--service" => args.service = true,
             "--libsql" => args.libsql = true,
+            "--fresh-processes" => args.fresh_processes = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -311,6 +318,10 @@ async fn main() -> Result<()> {
     }
     if args.engine_only {
         println!("{}", engine_overhead(args.smoke).await?);
+        return Ok(());
+    }
+    if args.fresh_processes {
+        println!("{}", fresh::run(if args.smoke { 2 } else { 5 })?);
         return Ok(());
     }
     let runtime = Runtime::new(RuntimeOptions::default())?;

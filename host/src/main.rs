@@ -9,6 +9,7 @@ use commands::Env;
 use donut_host::backend::Backend;
 use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions};
 use donut_host::stats::StorageStats;
+use donut_host::storage::{DiskCache, SectorCache};
 use donut_host::{LocalBackend, Runtime, RuntimeOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +67,21 @@ struct Cli {
     #[arg(long, global = true)]
     no_cache: bool,
 
+    /// Where compiled components (`components/`) and sectors (`sectors/`)
+    /// are cached. Default: $XDG_CACHE_HOME/donutdb, else ~/.cache/donutdb.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Do not keep sectors on disk for later processes (the persistent
+    /// sector cache; sectors never change, so it is never stale).
+    #[arg(long, global = true)]
+    no_sector_cache: bool,
+
+    /// Bound of the persistent sector cache, in MiB (least recently used
+    /// sectors go first).
+    #[arg(long, global = true, default_value_t = 1024, value_name = "MIB")]
+    sector_cache_mb: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +134,13 @@ fn dynamo_options(cli: &Cli, table: &str) -> DynamoOptions {
         max_attempts: 8,
         one_request_commit: !cli.two_request_commit,
         single_writer_region: cli.single_writer_region,
+        // A passed check is remembered beside the caches: a new process
+        // then pays no DescribeTable.
+        table_check_cache: cli
+            .cache_dir
+            .clone()
+            .or_else(donut_host::runtime::default_cache_base)
+            .map(|base| base.join("tables")),
     }
 }
 
@@ -138,11 +161,20 @@ async fn env(cli: &Cli) -> Result<Env> {
         .time_limit_secs
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(std::time::Duration::from_secs_f64);
-    let cache_dir = if cli.no_cache {
-        None
-    } else {
-        donut_host::runtime::default_cache_dir()
+    let cache_base = cli
+        .cache_dir
+        .clone()
+        .or_else(donut_host::runtime::default_cache_base);
+    let cache_dir = match (&cache_base, cli.no_cache) {
+        (Some(base), false) => Some(base.join("components")),
+        _ => None,
     };
+    let memory_bytes = match cli.command {
+        Command::Serve(_) => donut_host::tenant::SECTOR_CACHE_BYTES,
+        _ => SECTOR_CACHE_MEMORY_BYTES,
+    };
+    let sector_cache =
+        SectorCache::with_disk(memory_bytes, sector_disk_cache(cli, cache_base.as_deref()));
     let options = RuntimeOptions {
         cache_dir: cache_dir.clone(),
         // Epoch checks cost ~15% of guest CPU: only when a limit is asked for.
@@ -158,7 +190,27 @@ async fn env(cli: &Cli) -> Result<Env> {
         memory_limit_bytes: cli.memory_mb.saturating_mul(1 << 20),
         time_limit,
         cache_dir,
+        sector_cache,
     })
+}
+
+/// The memory tier of the CLI's sector cache (`serve`: the service's).
+const SECTOR_CACHE_MEMORY_BYTES: usize = 64 << 20;
+
+/// The persistent sector cache the options ask for; `None` (said once, on
+/// stderr) if its directory cannot be used: DonutDB works without it.
+fn sector_disk_cache(cli: &Cli, base: Option<&std::path::Path>) -> Option<DiskCache> {
+    if cli.no_sector_cache {
+        return None;
+    }
+    let dir = base?.join("sectors");
+    match DiskCache::open(&dir, cli.sector_cache_mb.saturating_mul(1 << 20)) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            eprintln!("warning: running without the persistent sector cache: {e}");
+            None
+        }
+    }
 }
 
 async fn main_async(cli: Cli) -> Result<i32> {
@@ -187,6 +239,9 @@ async fn main_async(cli: Cli) -> Result<i32> {
             unreachable!("handled before a backend is opened")
         }
     };
+    if let Some(e) = env.sector_cache.disk.as_ref().and_then(|d| d.write_error()) {
+        eprintln!("warning: the persistent sector cache stopped writing: {e}");
+    }
     if cli.stats {
         eprintln!("{}", env.stats.snapshot());
         if let Some(dynamo) = &env.dynamo {

@@ -299,10 +299,16 @@ impl Default for RuntimeOptions {
 
 /// `$XDG_CACHE_HOME/donutdb/components`, or `~/.cache/donutdb/components`.
 pub fn default_cache_dir() -> Option<PathBuf> {
+    Some(default_cache_base()?.join("components"))
+}
+
+/// `$XDG_CACHE_HOME/donutdb`, or `~/.cache/donutdb`: where the CLI keeps
+/// compiled components and sectors.
+pub fn default_cache_base() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("donutdb").join("components"))
+    Some(base.join("donutdb"))
 }
 
 /// The store's data for one call.

@@ -14,6 +14,7 @@ pub use donut_store::clock::{Clock, VirtualTime};
 pub use donut_store::db::{
     Stored, create_database, new_root, read_root, read_stored, remove_database, swap_root,
 };
+pub use donut_store::disk_cache::DiskCache;
 pub use donut_store::error::StorageError;
 pub use donut_store::grant::Grant;
 pub use donut_store::lease::LeaseRenewal;
@@ -321,6 +322,27 @@ fn check_sectors(sectors: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(Hash, Vec<u8>)
     Ok(checked)
 }
 
+/// Keeps verified sectors of `db_id` in `cache`'s tiers: memory, and disk
+/// (which other processes share) if it has one.
+fn keep<'a>(
+    cache: &SectorCache,
+    db_id: DbId,
+    sectors: impl Iterator<Item = (&'a Hash, &'a Vec<u8>)>,
+) {
+    let sectors: Vec<_> = sectors.collect();
+    {
+        let mut lru = cache.lru();
+        for (hash, bytes) in &sectors {
+            lru.insert((db_id, **hash), bytes.as_slice().into(), bytes.len());
+        }
+    }
+    if let Some(disk) = &cache.disk {
+        for (hash, bytes) in sectors {
+            disk.put(&db_id, hash, bytes);
+        }
+    }
+}
+
 impl StorageCtx {
     /// Counts stored sectors and keeps them in the host cache: pages just
     /// written are the likeliest next reads elsewhere.
@@ -333,11 +355,51 @@ impl StorageCtx {
             .put_sectors_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         if let Some(cache) = &self.cache {
+            keep(cache, db_id, sectors.iter().map(|(h, b)| (h, b)));
+        }
+    }
+
+    /// Fills `out` from the host's caches (memory, then disk); returns the
+    /// indexes of `hashes` still missing.
+    fn read_cached(&self, db_id: DbId, hashes: &[Hash], out: &mut [Option<Vec<u8>>]) -> Vec<usize> {
+        let Some(cache) = &self.cache else {
+            return (0..hashes.len()).collect();
+        };
+        let mut missing: Vec<usize> = Vec::new();
+        {
             let mut lru = cache.lru();
-            for (hash, bytes) in sectors {
-                lru.insert((db_id, *hash), bytes.as_slice().into(), bytes.len());
+            for (i, h) in hashes.iter().enumerate() {
+                match lru.get(&(db_id, *h)) {
+                    Some(sector) => out[i] = Some(sector.to_vec()),
+                    None => missing.push(i),
+                }
             }
         }
+        self.stats
+            .sector_cache_hits
+            .fetch_add((hashes.len() - missing.len()) as u64, Ordering::Relaxed);
+        let Some(disk) = &cache.disk else {
+            return missing;
+        };
+        let mut from_disk = Vec::new();
+        missing.retain(|&i| match disk.get(&db_id, &hashes[i]) {
+            Some(sector) => {
+                from_disk.push(i);
+                out[i] = Some(sector);
+                false
+            }
+            None => true,
+        });
+        self.stats
+            .disk_cache_hits
+            .fetch_add(from_disk.len() as u64, Ordering::Relaxed);
+        let mut lru = cache.lru();
+        for i in from_disk {
+            if let Some(sector) = &out[i] {
+                lru.insert((db_id, hashes[i]), sector.as_slice().into(), sector.len());
+            }
+        }
+        missing
     }
 
     /// On-call renewal: renews each held lease past a third of its length.
@@ -475,22 +537,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         self.charge(1, hashes.len() as u64, 0)?;
         let (name, db_id) = self.db_id(&db).await?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; hashes.len()];
-        let mut missing: Vec<usize> = Vec::new();
-        match &self.cache {
-            Some(cache) => {
-                let mut lru = cache.lru();
-                for (i, h) in hashes.iter().enumerate() {
-                    match lru.get(&(db_id, *h)) {
-                        Some(sector) => out[i] = Some(sector.to_vec()),
-                        None => missing.push(i),
-                    }
-                }
-            }
-            None => missing.extend(0..hashes.len()),
-        }
-        self.stats
-            .sector_cache_hits
-            .fetch_add((hashes.len() - missing.len()) as u64, Ordering::Relaxed);
+        let missing = self.read_cached(db_id, &hashes, &mut out);
         if missing.is_empty() {
             self.charge_read_bytes(&out)?;
             return Ok(out);
@@ -511,12 +558,14 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             }
         }
         if let Some(cache) = &self.cache {
-            let mut lru = cache.lru();
-            for (hash, sector) in wanted.iter().zip(&found) {
-                if let Some(sector) = sector {
-                    lru.insert((db_id, *hash), sector.as_slice().into(), sector.len());
-                }
-            }
+            keep(
+                cache,
+                db_id,
+                wanted
+                    .iter()
+                    .zip(&found)
+                    .filter_map(|(h, s)| Some((h, s.as_ref()?))),
+            );
         }
         for (&i, sector) in missing.iter().zip(found) {
             out[i] = sector;

@@ -253,6 +253,11 @@ impl Tenants {
         }
     }
 
+    /// The sector cache every tenant's calls share.
+    pub fn set_sector_cache(&mut self, cache: Arc<SectorCache>) {
+        self.cache = cache;
+    }
+
     /// Budget periods follow `clock` (tests move virtual time).
     pub fn with_clock(mut self, clock: Clock) -> Tenants {
         self.clock = clock;

@@ -181,6 +181,30 @@ async fn a_one_shot_query_on_a_warm_host_is_one_round_trip() {
     assert_eq!(stats.round_trips(), 1, "{stats}");
 }
 
+/// The root carries its manifest's top chunk (docs/format.md, "Inline
+/// top"), so a cold reader of a small database fetches every leaf chunk
+/// with the head pages: a point select is the root read, that request, and
+/// one for its leaf page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_point_select_on_a_small_database_is_three_round_trips() {
+    let h = Harness::memory();
+    h.create("k.db").await;
+    h.sql_ok(
+        "k.db",
+        &format!(
+            "create table kv(k integer primary key, v text); {}",
+            fill("kv(v)", 11_000, "hex(randomblob(50))")
+        ),
+    )
+    .await;
+    let query = ["exec", "k.db", "select length(v) from kv where k = 5000"];
+    let (out, stats) = h.run_with(&components().sql, &query, "").await;
+    assert!(crate::util::stdout(&out).contains("\n100\n"), "{out:?}");
+    assert_eq!(stats.read_root, 1, "{stats}");
+    assert_eq!(stats.get_sectors_calls, 2, "{stats}");
+    assert_eq!(stats.round_trips(), 3, "{stats}");
+}
+
 /// Broke when the open's schema load stopped using up the open's root: a
 /// connection opened before another connection of the same program
 /// committed ran its first statement on the older root (its insert

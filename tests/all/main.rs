@@ -13,6 +13,7 @@ mod fence;
 mod fuzz;
 mod libsql;
 mod lost_answers;
+mod sector_cache;
 mod serve;
 mod session;
 mod sim;

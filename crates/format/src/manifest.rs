@@ -6,6 +6,7 @@
 //! merged into the tree, rewriting only the chunks on the changed paths.
 //! Layout in `docs/format.md`, "Manifest chunk".
 
+use crate::root::TOP_INLINE_BYTES_MAX;
 use crate::{FormatError, HASH_LEN, Hash, Root, TreeRef, ZERO_HASH, hash};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -172,6 +173,8 @@ pub struct ManifestUpdate {
     pub overlay: Vec<(u32, Hash)>,
     /// Chunks the new root references that may not be stored yet.
     pub new_chunks: Vec<NewSector>,
+    /// The top chunk to carry in the root (`Root::top_inline`), if small.
+    pub top_inline: Option<Vec<u8>>,
 }
 
 impl<'a> Manifest<'a> {
@@ -282,6 +285,7 @@ impl<'a> Manifest<'a> {
                 tree: root.tree,
                 overlay: merged.into_iter().collect(),
                 new_chunks: Vec::new(),
+                top_inline: root.top_inline.clone(),
             });
         }
         let (tree, new_chunks, head) = update_tree(root.tree, &merged, source)?;
@@ -293,10 +297,16 @@ impl<'a> Manifest<'a> {
             Some(head) => (0..head_count).zip(head).collect(),
             None => merged.range(..head_count).map(|(&i, &h)| (i, h)).collect(),
         };
+        let top_inline = new_chunks
+            .iter()
+            .find(|c| c.0 == tree.top)
+            .filter(|c| c.1.len() <= TOP_INLINE_BYTES_MAX)
+            .map(|c| c.1.clone());
         Ok(ManifestUpdate {
             tree,
             overlay,
             new_chunks,
+            top_inline,
         })
     }
 }
@@ -451,6 +461,7 @@ mod tests {
             page_count: count,
             tree: update.tree,
             overlay: update.overlay,
+            top_inline: update.top_inline,
             ..root.clone()
         };
         Root::decode(&next.encode()).unwrap()

@@ -6,7 +6,15 @@ use crate::{FormatError, HASH_LEN, Hash, PAGE_COUNT_MAX, ZERO_HASH, hex, validat
 use sha2::{Digest, Sha256};
 
 pub const ROOT_MAGIC: [u8; 8] = *b"DONUTDB3";
-const ROOT_FORMAT_VERSION: u16 = 1;
+/// Version 2 adds the inline top chunk; version 1 roots (without it) are
+/// still read.
+const ROOT_FORMAT_VERSION: u16 = 2;
+const ROOT_FORMAT_VERSION_V1: u16 = 1;
+/// The inline top chunk's length field (version 2).
+const TOP_LEN_LEN: usize = 2;
+/// The largest top chunk a root carries inline: 32 entries. A bigger one
+/// is only stored as a sector (a reader fetches it with the head pages).
+pub const TOP_INLINE_BYTES_MAX: usize = 4 + 32 * HASH_LEN;
 const HEADER_LEN: usize = 98;
 const ENTRY_LEN: usize = 4 + HASH_LEN;
 const CHECKSUM_LEN: usize = 8;
@@ -58,6 +66,12 @@ pub struct Root {
     /// writer that starts from this root must hold the database's lease to
     /// commit, so its holder may skip root reads while the lease lasts.
     pub lease_required: bool,
+    /// The manifest's top chunk, encoded, when it is at most
+    /// [`TOP_INLINE_BYTES_MAX`] bytes (it is also stored as a sector): a
+    /// reader with nothing cached learns the next level's hashes from the
+    /// root alone. `None` for an empty tree, a larger top, or a version 1
+    /// root.
+    pub top_inline: Option<Vec<u8>>,
 }
 
 /// `flags` bit: `Root::lease_required`.
@@ -79,11 +93,13 @@ impl Root {
             tree: TreeRef::EMPTY,
             overlay: Vec::new(),
             lease_required: false,
+            top_inline: None,
         }
     }
 
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.overlay.len() * ENTRY_LEN + CHECKSUM_LEN
+        let top_len = self.top_inline.as_ref().map_or(0, Vec::len);
+        HEADER_LEN + self.overlay.len() * ENTRY_LEN + TOP_LEN_LEN + top_len + CHECKSUM_LEN
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -113,6 +129,9 @@ impl Root {
             out.extend_from_slice(&index.to_le_bytes());
             out.extend_from_slice(hash);
         }
+        let top = self.top_inline.as_deref().unwrap_or_default();
+        out.extend_from_slice(&(top.len() as u16).to_le_bytes());
+        out.extend_from_slice(top);
         let checksum = Sha256::digest(&out);
         out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
         debug_assert_eq!(out.len(), self.encoded_len());
@@ -132,7 +151,7 @@ impl Root {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if format_version != ROOT_FORMAT_VERSION {
+        if format_version != ROOT_FORMAT_VERSION && format_version != ROOT_FORMAT_VERSION_V1 {
             return Err(FormatError::UnsupportedVersion {
                 what: WHAT,
                 version: format_version,
@@ -140,7 +159,18 @@ impl Root {
         }
         let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
         let overlay_len = u16::from_le_bytes([bytes[96], bytes[97]]) as usize;
-        let need = HEADER_LEN + overlay_len * ENTRY_LEN + CHECKSUM_LEN;
+        let overlay_end = HEADER_LEN + overlay_len * ENTRY_LEN;
+        let top_len = match format_version {
+            ROOT_FORMAT_VERSION_V1 => None,
+            _ => bytes
+                .get(overlay_end..overlay_end + TOP_LEN_LEN)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize),
+        };
+        let need = match (format_version, top_len) {
+            (ROOT_FORMAT_VERSION_V1, _) => overlay_end + CHECKSUM_LEN,
+            (_, Some(top_len)) => overlay_end + TOP_LEN_LEN + top_len + CHECKSUM_LEN,
+            (_, None) => overlay_end + TOP_LEN_LEN + CHECKSUM_LEN,
+        };
         if bytes.len() != need {
             return Err(FormatError::Truncated {
                 what: WHAT,
@@ -180,6 +210,10 @@ impl Root {
             },
             overlay,
             lease_required: flags & FLAG_LEASE_REQUIRED != 0,
+            top_inline: top_len.filter(|&len| len > 0).map(|len| {
+                let at = overlay_end + TOP_LEN_LEN;
+                bytes[at..at + len].to_vec()
+            }),
         };
         if flags & !FLAGS_KNOWN != 0 {
             return Err(FormatError::Invalid {
@@ -216,6 +250,30 @@ impl Root {
         if !self.overlay.windows(2).all(|w| w[0].0 < w[1].0) {
             return Err("overlay not sorted and unique".into());
         }
+        if let Some(top) = &self.top_inline {
+            self.check_top_inline(top)?;
+        }
+        Ok(())
+    }
+
+    /// An inline top is the tree's top chunk: small, its hash, its level.
+    fn check_top_inline(&self, top: &[u8]) -> Result<(), String> {
+        if top.len() > TOP_INLINE_BYTES_MAX {
+            return Err(format!(
+                "inline top chunk of {} bytes > {TOP_INLINE_BYTES_MAX}",
+                top.len()
+            ));
+        }
+        if crate::hash(top) != self.tree.top {
+            return Err("inline top chunk does not match the tree's top hash".into());
+        }
+        let chunk = crate::Chunk::decode(top).map_err(|e| e.to_string())?;
+        if chunk.level != self.tree.depth {
+            return Err(format!(
+                "inline top chunk of level {} in a tree of depth {}",
+                chunk.level, self.tree.depth
+            ));
+        }
         Ok(())
     }
 
@@ -243,6 +301,7 @@ mod tests {
             },
             overlay: vec![(0, [1; 32]), (17, [2; 32])],
             lease_required: false,
+            top_inline: None,
         }
     }
 
@@ -289,6 +348,54 @@ mod tests {
             Root::decode(b"short"),
             Err(FormatError::Truncated { .. })
         ));
+    }
+
+    /// A version 1 root (before the inline top): the same bytes less the
+    /// top's length field, format version 1.
+    fn encode_v1(root: &Root) -> Vec<u8> {
+        assert!(root.top_inline.is_none());
+        let v2 = root.encode();
+        let mut v1 = v2[..v2.len() - CHECKSUM_LEN - TOP_LEN_LEN].to_vec();
+        v1[8..10].copy_from_slice(&ROOT_FORMAT_VERSION_V1.to_le_bytes());
+        let checksum = Sha256::digest(&v1);
+        v1.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        v1
+    }
+
+    #[test]
+    fn a_version_1_root_is_still_read() {
+        let root = sample();
+        let v1 = encode_v1(&root);
+        assert_eq!(v1.len(), root.encoded_len() - TOP_LEN_LEN);
+        assert_eq!(Root::decode(&v1).unwrap(), root);
+    }
+
+    #[test]
+    fn an_inline_top_round_trips_and_must_be_the_tree_top() {
+        let mut top = crate::Chunk::empty(2);
+        top.entries[0] = [5; 32];
+        top.entries[1] = [6; 32];
+        let bytes = top.encode();
+        let mut root = sample();
+        root.tree.top = crate::hash(&bytes);
+        root.top_inline = Some(bytes.clone());
+        let encoded = root.encode();
+        assert_eq!(encoded.len(), root.encoded_len());
+        assert_eq!(Root::decode(&encoded).unwrap(), root);
+
+        let mut other = root.clone();
+        other.tree.top = [4; 32];
+        assert!(other.check_invariants().unwrap_err().contains("top hash"));
+        let mut deeper = root.clone();
+        deeper.tree.depth = 3;
+        assert!(deeper.check_invariants().unwrap_err().contains("level 2"));
+        let mut big = crate::Chunk::empty(2);
+        big.entries[40] = [7; 32];
+        let big = big.encode();
+        let mut too_big = root.clone();
+        too_big.tree.top = crate::hash(&big);
+        too_big.top_inline = Some(big);
+        assert!(too_big.check_invariants().unwrap_err().contains("bytes"));
     }
 
     #[test]

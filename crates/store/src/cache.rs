@@ -1,15 +1,19 @@
 //! The host-wide sector cache and version memory.
 
+use crate::disk_cache::DiskCache;
 use donut_format::lru::Lru;
 use donut_format::{DbId, Hash};
 use std::sync::Arc;
 
 /// Sectors shared by every instance a host runs, keyed by (database id,
-/// hash): verified once, never stale, bounded by bytes. Beside them, the
-/// newest root version of each database the host's instances have read or
-/// committed ([`Versions`]).
+/// hash): verified once, never stale, bounded by bytes — in memory, and on
+/// disk if given a [`DiskCache`] (shared with other processes). Beside
+/// them, the newest root version of each database the host's instances
+/// have read or committed ([`Versions`]).
 pub struct SectorCache {
     lru: std::sync::Mutex<SectorLru>,
+    /// The persistent tier, asked when memory misses.
+    pub disk: Option<DiskCache>,
     /// The newest root versions the host's instances saw.
     pub versions: Versions,
 }
@@ -18,8 +22,14 @@ type SectorLru = Lru<(DbId, Hash), Arc<[u8]>>;
 
 impl SectorCache {
     pub fn new(limit_bytes: usize) -> Arc<SectorCache> {
+        SectorCache::with_disk(limit_bytes, None)
+    }
+
+    /// A cache of `limit_bytes` in memory over `disk`.
+    pub fn with_disk(limit_bytes: usize, disk: Option<DiskCache>) -> Arc<SectorCache> {
         Arc::new(SectorCache {
             lru: std::sync::Mutex::new(Lru::new(limit_bytes)),
+            disk,
             versions: Versions::default(),
         })
     }

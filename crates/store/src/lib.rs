@@ -6,6 +6,7 @@
 //! - [`db`]: database operations on roots (read, create, swap, remove);
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
+//!   [`disk_cache`]: the persistent sector cache shared by processes;
 //! - [`grant`], [`quota`], [`clock`]: which databases an instance may use
 //!   and how, what one call may ask of storage, and time;
 //! - [`transfer`]: push and pull of SQLite files;
@@ -15,6 +16,7 @@ pub mod backend;
 pub mod cache;
 pub mod clock;
 pub mod db;
+pub mod disk_cache;
 pub mod error;
 pub mod grant;
 pub mod lease;

@@ -60,8 +60,10 @@ counters! {
     get_sectors_calls,
     get_sectors_items,
     get_sectors_bytes,
-    /// Sectors served by the host's shared cache.
+    /// Sectors served by the host's shared cache (in memory).
     sector_cache_hits,
+    /// Sectors served by the persistent sector cache (on disk).
+    disk_cache_hits,
     put_sectors_calls,
     put_sectors_items,
     put_sectors_bytes,
@@ -93,11 +95,12 @@ impl fmt::Display for StatsSnapshot {
         )?;
         writeln!(
             f,
-            "  get-sectors: {} calls, {} sectors, {} bytes ({} from the host cache)",
+            "  get-sectors: {} calls, {} sectors, {} bytes ({} from the host cache, {} from the disk cache)",
             self.get_sectors_calls,
             self.get_sectors_items,
             self.get_sectors_bytes,
-            self.sector_cache_hits
+            self.sector_cache_hits,
+            self.disk_cache_hits
         )?;
         writeln!(
             f,
@@ -148,7 +151,11 @@ impl fmt::Display for RequestStats {
             f,
             "  SDK attempts:   {attempts} ({} re-sent by the SDK)",
             attempts.saturating_sub(total)
-        )
+        )?;
+        for (op, n) in &self.attempts {
+            write!(f, "\n    {op:<13} {n}")?;
+        }
+        Ok(())
     }
 }
 

@@ -131,6 +131,7 @@ pub async fn push(
         page_count: 0,
         tree: TreeRef::EMPTY,
         overlay: Vec::new(),
+        top_inline: None,
         ..base.clone()
     };
     let mut source = NoChunks;
@@ -152,6 +153,7 @@ pub async fn push(
         tree: update.tree,
         overlay: update.overlay,
         lease_required: false,
+        top_inline: update.top_inline,
     };
     match swap_root(&*backend, name, expected, base.lease_required, &root).await {
         Ok(()) => Ok(root),

@@ -89,5 +89,6 @@ pub fn dynamo_options(endpoint: &str, table: &str) -> DynamoOptions {
         max_attempts: 4,
         one_request_commit: true,
         single_writer_region: false,
+        table_check_cache: None,
     }
 }

@@ -107,6 +107,61 @@ fn cache_chunk(
     Ok(chunk)
 }
 
+/// The root's inline top chunk, decoded into the instance cache; `None` if
+/// the root carries none.
+fn inline_top(vfs: &Vfs, name: &str, root: &Root) -> Result<Option<Arc<Chunk>>, Fail> {
+    let Some(bytes) = &root.top_inline else {
+        return Ok(None);
+    };
+    debug_assert_eq!(
+        donut_format::hash(bytes),
+        root.tree.top,
+        "checked at decode"
+    );
+    cache_chunk(vfs, name, root.db_id, &root.tree.top, Some(bytes.clone())).map(Some)
+}
+
+/// The manifest chunks a reader with a cold cache fetches with the head
+/// pages: the top chunk if the root does not carry it, else the level below
+/// it when that is at most [`HEAD_CHUNKS_MAX`] chunks (the whole manifest
+/// of a database up to 8 MiB of 4 KiB pages, or the upper levels of a
+/// larger one), so the first B-tree descents find their hashes cached.
+fn chunks_with_head(vfs: &Vfs, name: &str, root: &Root) -> Result<Vec<Hash>, Fail> {
+    let (db, top) = (root.db_id, root.tree.top);
+    if top == ZERO_HASH {
+        return Ok(Vec::new());
+    }
+    let cached = vfs.caches.borrow_mut().chunks.get(&(db, top));
+    let top_chunk = match cached {
+        Some(chunk) => chunk,
+        None => match inline_top(vfs, name, root)? {
+            Some(chunk) => chunk,
+            None => return Ok(vec![top]),
+        },
+    };
+    if root.tree.depth < 2 {
+        return Ok(Vec::new());
+    }
+    let mut below: Vec<Hash> = top_chunk
+        .entries
+        .iter()
+        .copied()
+        .filter(|h| *h != ZERO_HASH)
+        .collect();
+    below.sort_unstable();
+    below.dedup();
+    if below.len() > HEAD_CHUNKS_MAX {
+        return Ok(Vec::new());
+    }
+    let caches = vfs.caches.borrow();
+    below.retain(|h| !caches.chunks.contains(&(db, *h)));
+    Ok(below)
+}
+
+/// Most chunks [`chunks_with_head`] adds to a cold reader's first request
+/// (8 leaf chunks: up to 64 KiB, ~8 read units).
+const HEAD_CHUNKS_MAX: usize = 8;
+
 /// What a transaction changes: page index → new hash, and the pending pages
 /// to store (hash, index), each content once.
 struct Changes {
@@ -132,6 +187,11 @@ impl ChunkSource for Source<'_> {
             .iter()
             .map(|h| self.vfs.caches.borrow_mut().chunks.get(&(db, *h)))
             .collect();
+        for (h, chunk) in hashes.iter().zip(out.iter_mut()) {
+            if chunk.is_none() && *h == self.root.tree.top {
+                *chunk = inline_top(self.vfs, self.name, self.root)?;
+            }
+        }
         let missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
@@ -796,11 +856,8 @@ impl MainDb {
                         missing.push((h, index));
                     }
                 }
-                let top = snap.tree.top;
-                if top != ZERO_HASH && !c.chunks.contains(&(db, top)) {
-                    chunks_wanted.push(top);
-                }
             });
+            chunks_wanted = chunks_with_head(self.vfs, &self.name, snap)?;
         }
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing
@@ -1266,6 +1323,7 @@ impl MainDb {
                 page_count: 0,
                 tree: TreeRef::EMPTY,
                 overlay: Vec::new(),
+                top_inline: None,
                 ..(*snap).clone()
             })
         } else {
@@ -1309,6 +1367,7 @@ impl MainDb {
             tree: update.tree,
             overlay: update.overlay,
             lease_required: self.writer == Writer::Exclusive,
+            top_inline: update.top_inline,
         };
         assert!(
             !root.lease_required || self.lease.is_some(),

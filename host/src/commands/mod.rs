@@ -20,6 +20,7 @@ use donut_format::DbName;
 use donut_host::backend::Backend;
 use donut_host::backend::dynamo::DynamoBackend;
 use donut_host::stats::StorageStats;
+use donut_host::storage::SectorCache;
 use donut_host::{Call, Grant, Runtime, StorageCtx};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -52,11 +53,15 @@ pub struct Env {
     pub time_limit: Option<std::time::Duration>,
     /// Where compiled components are cached (`None`: --no-cache).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Sectors in memory and, unless --no-sector-cache, on disk.
+    pub sector_cache: Arc<SectorCache>,
 }
 
 impl Env {
     pub fn storage(&self, grant: Grant) -> StorageCtx {
-        StorageCtx::new(self.backend.clone(), grant).with_stats(self.stats.clone())
+        StorageCtx::new(self.backend.clone(), grant)
+            .with_stats(self.stats.clone())
+            .with_cache(self.sector_cache.clone())
     }
 
     /// Runs `program` with `args` (program name first) under `grant`;

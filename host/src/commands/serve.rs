@@ -25,7 +25,8 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
     let config = ConfigFile::read(&args.config)?.check(&args.config)?;
     let tenant_count = config.tenants.len();
     let service = Service::new(config, env.backend.clone(), env.cache_dir.clone())
-        .context("starting the service")?;
+        .context("starting the service")?
+        .with_sector_cache(env.sector_cache.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

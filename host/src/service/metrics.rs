@@ -212,6 +212,11 @@ fn render_tenants(out: &mut String, tenants: &Tenants) {
             stats.sector_cache_hits,
         ),
         (
+            "donut_disk_cache_hits_total",
+            "Sectors served by the persistent sector cache on disk.",
+            stats.disk_cache_hits,
+        ),
+        (
             "donut_sector_reads_total",
             "Sectors read from storage (cache misses).",
             stats.get_sectors_items,

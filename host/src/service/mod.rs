@@ -109,6 +109,16 @@ impl Service {
         })
     }
 
+    /// Shares `cache` (and its disk tier, if any) among the tenants instead
+    /// of a memory cache of their own. Only before the service is shared.
+    pub fn with_sector_cache(mut self, cache: Arc<crate::storage::SectorCache>) -> Service {
+        match Arc::get_mut(&mut self.tenants) {
+            Some(tenants) => tenants.set_sector_cache(cache),
+            None => debug_assert!(false, "the service is already shared"),
+        }
+        self
+    }
+
     pub fn tenants(&self) -> &Arc<Tenants> {
         &self.tenants
     }

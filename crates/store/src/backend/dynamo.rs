@@ -69,7 +69,19 @@ pub struct DynamoOptions {
     /// writer wins and a transaction's items may replicate apart, so the
     /// root's compare-and-swap holds only within one Region.
     pub single_writer_region: bool,
+    /// A directory where a passed table check (`DescribeTable`: the key
+    /// schema, the status, no replicas) is remembered for
+    /// [`TABLE_CHECK_AGE_MAX`], so a new process need not pay a request
+    /// for it; a request that finds the table missing or its key schema
+    /// wrong still fails with the same clear error, and forgets the check.
+    /// `None`: check on every connect.
+    pub table_check_cache: Option<std::path::PathBuf>,
 }
+
+/// How long a passed table check is trusted (see
+/// [`DynamoOptions::table_check_cache`]): a table that gains replicas is
+/// refused within this long.
+pub const TABLE_CHECK_AGE_MAX: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -111,6 +123,38 @@ pub struct DynamoBackend {
     /// One call's share of `stats` (`Backend::billed_to`), if this handle
     /// is a call's.
     bill: Option<Arc<Mutex<RequestStats>>>,
+    /// The remembered table check, forgotten when a request finds the
+    /// table missing or wrong.
+    table_check: Option<Arc<std::path::PathBuf>>,
+}
+
+/// The file that remembers a passed check of `table` at `where_`.
+fn table_check_path(options: &DynamoOptions, where_: &str) -> Option<std::path::PathBuf> {
+    let dir = options.table_check_cache.as_ref()?;
+    let id = format!(
+        "{where_}\n{}\n{}",
+        options.table, options.single_writer_region
+    );
+    Some(dir.join(format!("{}.checked", &hash_hex(&hash(id.as_bytes()))[..32])))
+}
+
+/// Was the check at `path` passed less than [`TABLE_CHECK_AGE_MAX`] ago?
+fn table_check_fresh(path: &std::path::Path) -> bool {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified());
+    modified.is_ok_and(|t| t.elapsed().is_ok_and(|age| age < TABLE_CHECK_AGE_MAX))
+}
+
+/// Remembers a passed check (best effort: without it, the next process
+/// checks again).
+fn remember_table_check(path: &std::path::Path) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let temp = path.with_extension(format!("tmp-{:016x}", crate::random_u64()));
+    if std::fs::write(&temp, b"DescribeTable passed\n").is_ok() {
+        let _ = std::fs::rename(&temp, path);
+    }
+    let _ = std::fs::remove_file(&temp);
 }
 
 fn is_loopback(endpoint: &str) -> bool {
@@ -349,82 +393,105 @@ impl DynamoBackend {
             },
         ));
         let (client, where_) = client(options, interceptors).await?;
-        let table = options.table.clone();
-        let described = client.describe_table().table_name(&table).send().await;
-        let described = match described {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                return Err(ConnectError::MissingTable { table, where_ });
+        let table_check = table_check_path(options, &where_);
+        match &table_check {
+            Some(path) if table_check_fresh(path) => {}
+            _ => {
+                check_table(&client, options, &where_).await?;
+                if let Some(path) = &table_check {
+                    remember_table_check(path);
+                }
             }
-            Err(e) => {
-                return Err(ConnectError::Describe {
-                    table,
-                    detail: format!("({where_}) {}", DisplayErrorContext(&e)),
-                });
-            }
-        };
-        let description = described.table().ok_or_else(|| ConnectError::Describe {
-            table: table.clone(),
-            detail: "DescribeTable returned no table".into(),
-        })?;
-        let types: HashMap<&str, &ScalarAttributeType> = description
-            .attribute_definitions()
-            .iter()
-            .map(|a| (a.attribute_name(), a.attribute_type()))
-            .collect();
-        let schema: Vec<(String, KeyType, Option<ScalarAttributeType>)> = description
-            .key_schema()
-            .iter()
-            .map(|k| {
-                (
-                    k.attribute_name().to_string(),
-                    k.key_type().clone(),
-                    types.get(k.attribute_name()).map(|t| (*t).clone()),
-                )
-            })
-            .collect();
-        let expected = vec![
-            (
-                HASH_KEY.to_string(),
-                KeyType::Hash,
-                Some(ScalarAttributeType::S),
-            ),
-            (
-                RANGE_KEY.to_string(),
-                KeyType::Range,
-                Some(ScalarAttributeType::N),
-            ),
-        ];
-        check_usable(
-            description,
-            &options.table,
-            &where_,
-            options.single_writer_region,
-        )?;
-        if schema != expected {
-            let found = schema
-                .iter()
-                .map(|(name, kind, ty)| {
-                    format!(
-                        "{name} {} ({})",
-                        kind.as_str(),
-                        ty.as_ref().map_or("?", |t| t.as_str())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(ConnectError::WrongSchema { table, found });
         }
         Ok(DynamoBackend {
             client,
-            table,
+            table: options.table.clone(),
             where_,
             one_request_commit: options.one_request_commit,
             stats,
             bill: None,
+            table_check: table_check.map(Arc::new),
         })
     }
+}
 
+/// Does a `ValidationException`'s message say the request's key does not
+/// fit the table's key schema (AWS: "The provided key element does not
+/// match the schema", "Query condition missed key schema element",
+/// "Missing the key … in the item")?
+fn names_the_key_schema(message: &str) -> bool {
+    ["key element", "key schema", "Missing the key"]
+        .iter()
+        .any(|words| message.contains(words))
+}
+
+/// `DescribeTable`: the table exists, has DonutDB's key schema, is usable.
+async fn check_table(
+    client: &Client,
+    options: &DynamoOptions,
+    where_: &str,
+) -> Result<(), ConnectError> {
+    let table = options.table.clone();
+    let described = match client.describe_table().table_name(&table).send().await {
+        Ok(out) => out,
+        Err(e) if e.code() == Some("ResourceNotFoundException") => {
+            let where_ = where_.to_string();
+            return Err(ConnectError::MissingTable { table, where_ });
+        }
+        Err(e) => {
+            let detail = format!("({where_}) {}", DisplayErrorContext(&e));
+            return Err(ConnectError::Describe { table, detail });
+        }
+    };
+    let description = described.table().ok_or_else(|| ConnectError::Describe {
+        table: table.clone(),
+        detail: "DescribeTable returned no table".into(),
+    })?;
+    check_usable(description, &table, where_, options.single_writer_region)?;
+    let schema = key_schema(description);
+    let expected = [
+        (HASH_KEY, KeyType::Hash, Some(ScalarAttributeType::S)),
+        (RANGE_KEY, KeyType::Range, Some(ScalarAttributeType::N)),
+    ];
+    let matches = schema.len() == expected.len()
+        && schema
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
+    if !matches {
+        let found = schema
+            .iter()
+            .map(|(name, kind, ty)| {
+                let ty = ty.as_ref().map_or("?", |t| t.as_str());
+                format!("{name} {} ({ty})", kind.as_str())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ConnectError::WrongSchema { table, found });
+    }
+    Ok(())
+}
+
+/// The table's key attributes: name, role, type.
+fn key_schema(
+    description: &aws_sdk_dynamodb::types::TableDescription,
+) -> Vec<(String, KeyType, Option<ScalarAttributeType>)> {
+    let types: HashMap<&str, &ScalarAttributeType> = description
+        .attribute_definitions()
+        .iter()
+        .map(|a| (a.attribute_name(), a.attribute_type()))
+        .collect();
+    description
+        .key_schema()
+        .iter()
+        .map(|k| {
+            let ty = types.get(k.attribute_name()).map(|t| (*t).clone());
+            (k.attribute_name().to_string(), k.key_type().clone(), ty)
+        })
+        .collect()
+}
+
+impl DynamoBackend {
     pub fn table(&self) -> &str {
         &self.table
     }
@@ -492,6 +559,12 @@ impl DynamoBackend {
         });
     }
 
+    fn forget_table_check(&self) {
+        if let Some(path) = &self.table_check {
+            let _ = std::fs::remove_file(path.as_path());
+        }
+    }
+
     fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
         &self,
         op: &str,
@@ -515,16 +588,34 @@ impl DynamoBackend {
             // Another transaction holds the item: refused, nothing applied.
             Some("TransactionConflictException") => BackendError::Throttled(message),
             Some("ItemCollectionSizeLimitExceededException") => BackendError::TooLarge(message),
+            Some("ValidationException") if names_the_key_schema(&message) => {
+                self.forget_table_check();
+                let wrong = ConnectError::WrongSchema {
+                    table: self.table.clone(),
+                    found: "the request's key was refused".into(),
+                };
+                BackendError::Invalid(format!("{message}: {wrong}"))
+            }
             Some("ValidationException") if message.contains("size") => {
                 BackendError::TooLarge(message)
             }
             Some("ValidationException" | "SerializationException") => {
                 BackendError::Invalid(message)
             }
+            // With the table check remembered, this is where a table
+            // removed or replaced since is found: the same words as the
+            // check's, and the check is forgotten.
+            Some("ResourceNotFoundException") => {
+                self.forget_table_check();
+                let missing = ConnectError::MissingTable {
+                    table: self.table.clone(),
+                    where_: self.where_.clone(),
+                };
+                BackendError::Denied(format!("{message}: {missing}"))
+            }
             Some(
                 "AccessDeniedException"
                 | "UnrecognizedClientException"
-                | "ResourceNotFoundException"
                 | "MissingAuthenticationTokenException",
             ) => BackendError::Denied(message),
             _ => BackendError::Unavailable(message),
