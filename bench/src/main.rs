@@ -30,7 +30,7 @@ use donut_host::backend::metered::{Latency, Metered};
 use donut_host::runtime::{Call, Pooling, Program, Runtime, RuntimeOptions, Stdio};
 use donut_host::stats::RequestStats;
 use donut_host::stats::{StatsSnapshot, StorageStats};
-use donut_host::storage::SectorCache;
+use donut_host::storage::{DiskCache, SectorCache};
 use donut_host::{Grant, StorageCtx};
 use donut_testkit::{Dynoxide, dynamo_options, fill};
 use serde_json::json;
@@ -129,6 +129,17 @@ async fn dynoxide(one_request: bool) -> Result<Store> {
     })
 }
 
+/// Which sector cache a W3 cold call starts with.
+#[derive(Clone, Copy)]
+enum Cache {
+    /// None: a new process.
+    None,
+    /// The host-wide memory cache, warm.
+    Shared,
+    /// A new memory tier over the warm disk cache: a new process.
+    Disk,
+}
+
 struct Bench {
     runtime: Runtime,
     program: Program,
@@ -160,11 +171,21 @@ impl Bench {
     }
 
     async fn call_full(&self, args: &[String], shared_cache: bool, stdin: &str) -> Result<Run> {
+        let cache = shared_cache.then(|| self.cache.clone());
+        self.call_cached(args, cache, stdin).await
+    }
+
+    async fn call_cached(
+        &self,
+        args: &[String],
+        cache: Option<Arc<SectorCache>>,
+        stdin: &str,
+    ) -> Result<Run> {
         let stats = Arc::new(StorageStats::default());
         let mut storage =
             StorageCtx::new(self.store.backend(), Grant::all()).with_stats(stats.clone());
-        if shared_cache {
-            storage = storage.with_cache(self.cache.clone());
+        if let Some(cache) = cache {
+            storage = storage.with_cache(cache);
         }
         let argv = std::iter::once("bench-guest".to_string())
             .chain(args.iter().cloned())
@@ -430,10 +451,25 @@ async fn main() -> Result<()> {
             .await?,
     );
     // Cold: a new instance per select with nothing cached (a new process);
-    // then a new instance per select with the host-wide cache warm.
-    for (name, shared_cache) in [
-        ("W3 point select, cold (new process)", false),
-        ("W3 point select, new instance, host cache warm", true),
+    // then a new instance per select with the host-wide cache warm; then a
+    // new process whose persistent sector cache (on disk) is warm: a new
+    // memory tier each time over one directory, filled by a first pass.
+    let disk_dir = tempfile::tempdir()?;
+    let new_process = || -> Result<Arc<SectorCache>> {
+        let disk = DiskCache::open(disk_dir.path(), 1 << 30)?;
+        Ok(SectorCache::with_disk(64 << 20, Some(disk)))
+    };
+    for i in 0..n(30, 5) {
+        let args = args_of(&["point", "point.db"], &[1, hot - i % 7]);
+        bench.call_cached(&args, Some(new_process()?), "").await?;
+    }
+    for (name, cache) in [
+        ("W3 point select, cold (new process)", Cache::None),
+        (
+            "W3 point select, new instance, host cache warm",
+            Cache::Shared,
+        ),
+        ("W3 point select, new process, disk cache warm", Cache::Disk),
     ] {
         let ops = n(30, 5);
         let before = bench.store.meter();
@@ -447,12 +483,13 @@ async fn main() -> Result<()> {
             note: "includes open".into(),
         };
         for i in 0..ops {
-            let run = bench
-                .call_with(
-                    &args_of(&["point", "point.db"], &[1, hot - i % 7]),
-                    shared_cache,
-                )
-                .await?;
+            let cache = match cache {
+                Cache::None => None,
+                Cache::Shared => Some(bench.cache.clone()),
+                Cache::Disk => Some(new_process()?),
+            };
+            let args = args_of(&["point", "point.db"], &[1, hot - i % 7]);
+            let run = bench.call_cached(&args, cache, "").await?;
             row.stats = row.stats.plus(&run.stats);
             row.latencies_us.push(run.wall.as_micros() as u64);
             row.wall += run.wall;

@@ -386,6 +386,41 @@ async fn each_limit_stops_its_call_over_http_while_another_tenant_runs_undisturb
     }
 }
 
+/// `serve` keeps sectors in the persistent sector cache: after a restart
+/// its first query reads them from disk, not from storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_reads_sectors_from_the_disk_cache() {
+    let tenants = Tenants::new("", &[("alpha", &own_prefix("alpha"))]);
+    let token = tenants.token("alpha");
+    let mut served = tenants.serve_local();
+    let api = served.api();
+    upload_sql(&api, token).await;
+    create_db(&api, token, "alpha-1").await;
+    let fill = crate::util::fill("t(v)", 200, "randomblob(1000)");
+    ran(&api
+        .sql(
+            token,
+            "sql",
+            "alpha-1",
+            &format!("create table t(v); {fill}"),
+        )
+        .await);
+    served.terminate();
+    let served = tenants.serve_local();
+    let api = served.api();
+    let sum = ran(&api
+        .sql(token, "sql", "alpha-1", "select sum(length(v)) from t")
+        .await);
+    assert!(sum.contains("200000"), "{sum}");
+    let metrics = api.get("/metrics", None).await.text();
+    let hits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("donut_disk_cache_hits_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no disk cache hits in\n{metrics}"));
+    assert!(hits > 40, "{hits} sectors from the disk cache");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let tenants = Tenants::new(
