@@ -8,7 +8,7 @@ guest_dir := CARGO_TARGET_DIR / "wasm32-wasip2" / "guest"
 
 # The C compiler for SQLite in the guest (zig, see scripts/zigcc) and the
 # SQLite options DonutDB's VFS needs.
-guest_env := "CC_wasm32_wasip2=" + root / "scripts/zigcc" + " AR_wasm32_wasip2=" + root / "scripts/zigar" + " LIBSQLITE3_FLAGS='SQLITE_ENABLE_BATCH_ATOMIC_WRITE SQLITE_TEMP_STORE=3 SQLITE_DEFAULT_FOREIGN_KEYS=1 SQLITE_OMIT_LOAD_EXTENSION'"
+guest_env := "CC_wasm32_wasip2=" + root / "scripts/zigcc" + " AR_wasm32_wasip2=" + root / "scripts/zigar" + " LIBSQLITE3_FLAGS='SQLITE_ENABLE_BATCH_ATOMIC_WRITE SQLITE_TEMP_STORE=3 SQLITE_DEFAULT_FOREIGN_KEYS=1 SQLITE_OMIT_LOAD_EXTENSION SQLITE_ENABLE_MATH_FUNCTIONS'"
 
 default:
     @just --list

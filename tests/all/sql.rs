@@ -191,3 +191,34 @@ pub(crate) async fn stale_writer_gets_busy_and_changes_nothing(h: Harness) {
     );
     h.assert_integrity("c.db").await;
 }
+
+/// What the sqlite3 shell has built in works in donut-sql too: the math
+/// functions (SQLITE_ENABLE_MATH_FUNCTIONS) and `generate_series`. The
+/// expected rows are what Debian's sqlite3 prints for the same SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn math_functions_and_generate_series_answer_as_the_sqlite3_shell_does() {
+    let h = Harness::memory();
+    h.create("m.db").await;
+    assert_eq!(
+        h.sql_ok(
+            "m.db",
+            "select sqrt(16.0), pi() > 3.14, ln(1), pow(2, 10), floor(2.5), log10(1000)"
+        )
+        .await,
+        "sqrt(16.0),pi() > 3.14,ln(1),\"pow(2, 10)\",floor(2.5),log10(1000)\n4.0,1,0.0,1024.0,2.0,3.0\n"
+    );
+    assert_eq!(
+        h.sql_ok(
+            "m.db",
+            "select sum(value), count(*) from generate_series(1, 100, 3)"
+        )
+        .await,
+        "sum(value),count(*)\n1717,34\n"
+    );
+    h.sql_ok(
+        "m.db",
+        "create table t(x); insert into t select value from generate_series(1, 1000)",
+    )
+    .await;
+    assert_eq!(h.value("m.db", "select sum(x) from t").await, "500500");
+}

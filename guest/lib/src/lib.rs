@@ -211,6 +211,9 @@ fn connect(
         | OpenFlags::SQLITE_OPEN_EXRESCODE;
     let conn = Connection::open_with_flags_and_vfs(name, flags, VFS_NAME)
         .map_err(|e| Error::sqlite(name, e))?;
+    // What the sqlite3 shell has built in: `generate_series` (the math
+    // functions are compiled in: SQLITE_ENABLE_MATH_FUNCTIONS).
+    rusqlite::vtab::series::load_module(&conn).map_err(|e| Error::sqlite(name, e))?;
     if page_count == 0 {
         // SQLite fixes the page size with the first write; use the one the
         // database was created with.
