@@ -136,12 +136,15 @@ fn dynamo_options(cli: &Cli, table: &str) -> DynamoOptions {
         single_writer_region: cli.single_writer_region,
         // A passed check is remembered beside the caches: a new process
         // then pays no DescribeTable.
-        table_check_cache: cli
-            .cache_dir
-            .clone()
-            .or_else(donut_host::runtime::default_cache_base)
-            .map(|base| base.join("tables")),
+        table_check_cache: cache_base(cli).map(|base| base.join("tables")),
     }
+}
+
+/// Where the CLI caches components, sectors and table checks.
+fn cache_base(cli: &Cli) -> Option<PathBuf> {
+    cli.cache_dir
+        .clone()
+        .or_else(donut_host::runtime::default_cache_base)
 }
 
 /// The store and runtime the global options ask for.
@@ -161,10 +164,7 @@ async fn env(cli: &Cli) -> Result<Env> {
         .time_limit_secs
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(std::time::Duration::from_secs_f64);
-    let cache_base = cli
-        .cache_dir
-        .clone()
-        .or_else(donut_host::runtime::default_cache_base);
+    let cache_base = cache_base(cli);
     let cache_dir = match (&cache_base, cli.no_cache) {
         (Some(base), false) => Some(base.join("components")),
         _ => None,

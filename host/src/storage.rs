@@ -322,27 +322,6 @@ fn check_sectors(sectors: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(Hash, Vec<u8>)
     Ok(checked)
 }
 
-/// Keeps verified sectors of `db_id` in `cache`'s tiers: memory, and disk
-/// (which other processes share) if it has one.
-fn keep<'a>(
-    cache: &SectorCache,
-    db_id: DbId,
-    sectors: impl Iterator<Item = (&'a Hash, &'a Vec<u8>)>,
-) {
-    let sectors: Vec<_> = sectors.collect();
-    {
-        let mut lru = cache.lru();
-        for (hash, bytes) in &sectors {
-            lru.insert((db_id, **hash), bytes.as_slice().into(), bytes.len());
-        }
-    }
-    if let Some(disk) = &cache.disk {
-        for (hash, bytes) in sectors {
-            disk.put(&db_id, hash, bytes);
-        }
-    }
-}
-
 impl StorageCtx {
     /// Counts stored sectors and keeps them in the host cache: pages just
     /// written are the likeliest next reads elsewhere.
@@ -355,7 +334,7 @@ impl StorageCtx {
             .put_sectors_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         if let Some(cache) = &self.cache {
-            keep(cache, db_id, sectors.iter().map(|(h, b)| (h, b)));
+            cache.keep(db_id, sectors.iter().map(|(h, b)| (h, b.as_slice())));
         }
     }
 
@@ -365,41 +344,14 @@ impl StorageCtx {
         let Some(cache) = &self.cache else {
             return (0..hashes.len()).collect();
         };
-        let mut missing: Vec<usize> = Vec::new();
-        {
-            let mut lru = cache.lru();
-            for (i, h) in hashes.iter().enumerate() {
-                match lru.get(&(db_id, *h)) {
-                    Some(sector) => out[i] = Some(sector.to_vec()),
-                    None => missing.push(i),
-                }
-            }
-        }
+        let read = cache.read(db_id, hashes, out);
         self.stats
             .sector_cache_hits
-            .fetch_add((hashes.len() - missing.len()) as u64, Ordering::Relaxed);
-        let Some(disk) = &cache.disk else {
-            return missing;
-        };
-        let mut from_disk = Vec::new();
-        missing.retain(|&i| match disk.get(&db_id, &hashes[i]) {
-            Some(sector) => {
-                from_disk.push(i);
-                out[i] = Some(sector);
-                false
-            }
-            None => true,
-        });
+            .fetch_add(read.memory_hits as u64, Ordering::Relaxed);
         self.stats
             .disk_cache_hits
-            .fetch_add(from_disk.len() as u64, Ordering::Relaxed);
-        let mut lru = cache.lru();
-        for i in from_disk {
-            if let Some(sector) = &out[i] {
-                lru.insert((db_id, hashes[i]), sector.as_slice().into(), sector.len());
-            }
-        }
-        missing
+            .fetch_add(read.disk_hits as u64, Ordering::Relaxed);
+        read.missing
     }
 
     /// On-call renewal: renews each held lease past a third of its length.
@@ -558,14 +510,8 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             }
         }
         if let Some(cache) = &self.cache {
-            keep(
-                cache,
-                db_id,
-                wanted
-                    .iter()
-                    .zip(&found)
-                    .filter_map(|(h, s)| Some((h, s.as_ref()?))),
-            );
+            let fetched = wanted.iter().zip(&found);
+            cache.keep(db_id, fetched.filter_map(|(h, s)| Some((h, s.as_deref()?))));
         }
         for (&i, sector) in missing.iter().zip(found) {
             out[i] = sector;

@@ -37,6 +37,79 @@ impl SectorCache {
     pub fn lru(&self) -> std::sync::MutexGuard<'_, SectorLru> {
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Fills `out` (one slot per hash) from memory, then disk; returns the
+    /// indexes still missing and how many came from memory and from disk.
+    /// What disk answers is kept in memory too.
+    pub fn read(&self, db: DbId, hashes: &[Hash], out: &mut [Option<Vec<u8>>]) -> CacheRead {
+        debug_assert_eq!(hashes.len(), out.len());
+        let mut missing: Vec<usize> = Vec::new();
+        {
+            let mut lru = self.lru();
+            for (i, h) in hashes.iter().enumerate() {
+                match lru.get(&(db, *h)) {
+                    Some(sector) => out[i] = Some(sector.to_vec()),
+                    None => missing.push(i),
+                }
+            }
+        }
+        let memory_hits = hashes.len() - missing.len();
+        let Some(disk) = &self.disk else {
+            return CacheRead {
+                missing,
+                memory_hits,
+                disk_hits: 0,
+            };
+        };
+        // Disk is read without the memory tier's lock held.
+        let before = missing.len();
+        let mut from_disk = Vec::new();
+        missing.retain(|&i| match disk.get(&db, &hashes[i]) {
+            Some(sector) => {
+                from_disk.push(i);
+                out[i] = Some(sector);
+                false
+            }
+            None => true,
+        });
+        let mut lru = self.lru();
+        for i in from_disk {
+            if let Some(sector) = &out[i] {
+                lru.insert((db, hashes[i]), sector.as_slice().into(), sector.len());
+            }
+        }
+        CacheRead {
+            disk_hits: before - missing.len(),
+            missing,
+            memory_hits,
+        }
+    }
+
+    /// Keeps verified sectors of `db` in memory, and on disk (which other
+    /// processes share) if there is a disk tier.
+    pub fn keep<'a>(&self, db: DbId, sectors: impl Iterator<Item = (&'a Hash, &'a [u8])>) {
+        let sectors: Vec<_> = sectors.collect();
+        {
+            let mut lru = self.lru();
+            for (hash, bytes) in &sectors {
+                lru.insert((db, **hash), (*bytes).into(), bytes.len());
+            }
+        }
+        // Disk is written without the memory tier's lock held.
+        if let Some(disk) = &self.disk {
+            for (hash, bytes) in sectors {
+                disk.put(&db, hash, bytes);
+            }
+        }
+    }
+}
+
+/// What [`SectorCache::read`] found.
+pub struct CacheRead {
+    /// Indexes of the hashes neither tier had.
+    pub missing: Vec<usize>,
+    pub memory_hits: usize,
+    pub disk_hits: usize,
 }
 
 /// Most databases whose newest version [`Versions`] remembers.

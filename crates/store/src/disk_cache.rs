@@ -58,11 +58,10 @@ pub struct DiskCacheError {
     source: std::io::Error,
 }
 
-/// What the cache did, for `--stats` and tests.
+/// What the cache did beyond answering (hits are counted by the caller,
+/// `StorageStats::disk_cache_hits`).
 #[derive(Debug, Default)]
 pub struct DiskCacheCounters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
     pub writes: AtomicU64,
     /// Entries that failed their hash check and were deleted.
     pub corrupt_dropped: AtomicU64,
@@ -132,7 +131,6 @@ impl DiskCache {
     pub fn get(&self, db: &DbId, hash: &Hash) -> Option<Vec<u8>> {
         let path = self.entry_path(db, hash);
         let Ok(mut file) = fs::File::open(&path) else {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let mut bytes = Vec::new();
@@ -141,11 +139,9 @@ impl DiskCache {
             self.counters
                 .corrupt_dropped
                 .fetch_add(1, Ordering::Relaxed);
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
             let _ = fs::remove_file(&path);
             return None;
         }
-        self.counters.hits.fetch_add(1, Ordering::Relaxed);
         let now = SystemTime::now();
         let stale = file
             .metadata()
