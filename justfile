@@ -96,5 +96,6 @@ ci: lint bench-smoke test-dynamodb-local test sim-ci example-tenants
 example-tenants: build
     cargo run --release -p donut-example-tenants
 
-# The simulator's CI budget: 250 seeds with faults (it prints its totals).
-sim-ci: (sim "--seeds" "250" "--ops" "30")
+# The simulator's CI budget: 1,600 seeds with faults, over 100,000
+# operations, each run's history then read back (it prints its totals).
+sim-ci: (sim "--seeds" "1600" "--ops" "30")

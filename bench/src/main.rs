@@ -5,7 +5,7 @@
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
 //!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
-//!             [--libsql] [--fresh-processes]
+//!             [--libsql] [--fresh-processes] [--writes-only]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -17,6 +17,8 @@
 //! backend (`libsql.rs`; `just clients` installs the client).
 //! `--fresh-processes`: requests of new `donut-host` processes on dynoxide,
 //! with and without the persistent sector cache (`fresh.rs`).
+//! `--writes-only`: only W1 and W2 (no setup): what a change to the commit
+//! path costs, in a minute.
 
 mod fresh;
 mod libsql;
@@ -52,6 +54,8 @@ struct Args {
     libsql: bool,
     /// Only the new-process benchmark.
     fresh_processes: bool,
+    /// Only W1 and W2.
+    writes_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -65,6 +69,7 @@ fn parse_args() -> Result<Args> {
         service: false,
         libsql: false,
         fresh_processes: false,
+        writes_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Args> {
             "--service" => args.service = true,
             "--libsql" => args.libsql = true,
             "--fresh-processes" => args.fresh_processes = true,
+            "--writes-only" => args.writes_only = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -384,26 +390,6 @@ async fn main() -> Result<()> {
     let scan: u64 = if s { 2_000 } else { 10_000 };
     let n = |full: u64, smoke: u64| if s { smoke } else { full };
 
-    eprintln!(
-        "setting up (backend {}, scale {})...",
-        args.backend,
-        if s { "smoke" } else { "full" }
-    );
-    let setup = Instant::now();
-    bench
-        .call(&args_of(&["fill", "point.db"], &[point_rows, point_bytes]))
-        .await?;
-    bench
-        .call(&args_of(&["fill", "count.db"], &[count_rows, count_bytes]))
-        .await?;
-    bench
-        .call(&args_of(&["fill", "range.db"], &[range_rows, 100]))
-        .await?;
-    bench
-        .call(&args_of(&["accounts", "bank.db"], &[100]))
-        .await?;
-    eprintln!("setup took {:.1} s", setup.elapsed().as_secs_f64());
-
     let mut rows = Vec::new();
     rows.push(
         bench
@@ -435,6 +421,30 @@ async fn main() -> Result<()> {
             )
             .await?,
     );
+    if args.writes_only {
+        print_table(&args, &rows, None);
+        return Ok(());
+    }
+    eprintln!(
+        "setting up (backend {}, scale {})...",
+        args.backend,
+        if s { "smoke" } else { "full" }
+    );
+    let setup = Instant::now();
+    bench
+        .call(&args_of(&["fill", "point.db"], &[point_rows, point_bytes]))
+        .await?;
+    bench
+        .call(&args_of(&["fill", "count.db"], &[count_rows, count_bytes]))
+        .await?;
+    bench
+        .call(&args_of(&["fill", "range.db"], &[range_rows, 100]))
+        .await?;
+    bench
+        .call(&args_of(&["accounts", "bank.db"], &[100]))
+        .await?;
+    eprintln!("setup took {:.1} s", setup.elapsed().as_secs_f64());
+
     // Warm: a hot set of 100 keys, looked up again and again by one
     // instance, after a first pass over them.
     let hot = 100;
@@ -530,29 +540,7 @@ async fn main() -> Result<()> {
     }
 
     let engine = engine_overhead(s).await?;
-    let commit = if args.two_request_commit {
-        "commits: BatchWriteItem, then PutItem"
-    } else {
-        "commits: one TransactWriteItems when they fit"
-    };
-    let title = match args.backend.as_str() {
-        "memory" => format!(
-            "in-memory store + {} ms per storage call, billed as DynamoDB; {commit}",
-            args.latency_ms
-        ),
-        _ => {
-            format!("dynoxide on loopback through aws-sdk-dynamodb, billed by the server; {commit}")
-        }
-    };
-    println!("\n{title}\n");
-    println!(
-        "| workload | ops | sequential round trips/op | requests/op | RCU/op | WCU/op | bytes read/op | bytes written/op | p50 ms | p99 ms | notes |"
-    );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
-    for row in &rows {
-        println!("{}", row.markdown());
-    }
-    println!("\n{engine}");
+    print_table(&args, &rows, Some(&engine));
     if let Some(path) = args.json {
         let doc = json!({
             "backend": args.backend,
@@ -923,4 +911,33 @@ async fn guest_engine(
         }
     }
     Ok((guest_ms, guest_memdb_ms, zero))
+}
+
+/// The results table (and the engine comparison, if it ran) on stdout.
+fn print_table(args: &Args, rows: &[Row], engine: Option<&Engine>) {
+    let commit = if args.two_request_commit {
+        "commits: BatchWriteItem, then PutItem"
+    } else {
+        "commits: one TransactWriteItems when they fit"
+    };
+    let title = match args.backend.as_str() {
+        "memory" => format!(
+            "in-memory store + {} ms per storage call, billed as DynamoDB; {commit}",
+            args.latency_ms
+        ),
+        _ => {
+            format!("dynoxide on loopback through aws-sdk-dynamodb, billed by the server; {commit}")
+        }
+    };
+    println!("\n{title}\n");
+    println!(
+        "| workload | ops | sequential round trips/op | requests/op | RCU/op | WCU/op | bytes read/op | bytes written/op | p50 ms | p99 ms | notes |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        println!("{}", row.markdown());
+    }
+    if let Some(engine) = engine {
+        println!("\n{engine}");
+    }
 }

@@ -101,8 +101,16 @@ enum Command {
     /// Upload a local SQLite file as the next version of a database
     /// (created if missing); readers see all of it or none of it.
     Push(commands::push::Args),
-    /// Download a consistent snapshot of a database into a local file.
+    /// Download a consistent snapshot of a database (or of a kept past
+    /// version, DB@VERSION or DB@TIME) into a local file.
     Pull(commands::pull::Args),
+    /// List a database's kept versions, newest first.
+    Versions(commands::versions::Args),
+    /// Write a new version of a database equal to a kept past one.
+    Restore(commands::restore::Args),
+    /// Create a database sharing another's pages (no copy), then written
+    /// independently.
+    Fork(commands::fork::Args),
     /// Remove a database (atomically; its storage is reclaimed by gc).
     Rm(commands::rm::Args),
     /// Create the DynamoDB table (hash_key S, range_key N; on-demand billing).
@@ -234,6 +242,9 @@ async fn main_async(cli: Cli) -> Result<i32> {
         Command::Push(args) => commands::push::run(&env, args).await?,
         Command::Pull(args) => commands::pull::run(&env, args).await?,
         Command::Rm(args) => commands::rm::run(&env, args).await?,
+        Command::Versions(args) => commands::versions::run(&env, args).await?,
+        Command::Restore(args) => commands::restore::run(&env, args).await?,
+        Command::Fork(args) => commands::fork::run(&env, args).await?,
         Command::Serve(args) => commands::serve::run(&env, args).await?,
         Command::CreateTable | Command::Tenant(_) => {
             unreachable!("handled before a backend is opened")

@@ -7,7 +7,7 @@ pub use donut_format::limits::{
     HANDLES_PER_INSTANCE_MAX, LEASE_MS_MAX, PUT_CALL_BYTES_MAX, SECTOR_BYTES_MAX,
     SECTORS_PER_CALL_MAX,
 };
-use donut_format::{DbId, DbName, HASH_LEN, Hash, LockState, Root, hash_hex, verify};
+use donut_format::{At, DbId, DbName, DbRef, HASH_LEN, Hash, LockState, Root, hash_hex, verify};
 use donut_store::backend::{Backend, BackendError, Commit, Fence, Meta, PutMetaError};
 pub use donut_store::cache::{SectorCache, Versions};
 pub use donut_store::clock::{Clock, VirtualTime};
@@ -17,6 +17,7 @@ pub use donut_store::db::{
 pub use donut_store::disk_cache::DiskCache;
 pub use donut_store::error::StorageError;
 pub use donut_store::grant::Grant;
+pub use donut_store::history::{Restored, Version, fork, list_versions, read_root_at, restore};
 pub use donut_store::lease::LeaseRenewal;
 use donut_store::lease::{
     Lease, SharedLease, renew_in_background, renew_lease, update_lock, with_holder, without_holder,
@@ -89,6 +90,32 @@ pub struct DatabaseHandle {
     name: DbName,
     /// Learned from the root; sectors are keyed by it.
     db_id: Option<DbId>,
+    /// Opened as `NAME@AT`: a past version, read-only.
+    at: Option<At>,
+    /// That version's root, once read (it never changes).
+    pinned: Option<Meta>,
+}
+
+impl DatabaseHandle {
+    fn new(name: DbName, db_id: Option<DbId>, at: Option<At>) -> DatabaseHandle {
+        DatabaseHandle {
+            name,
+            db_id,
+            at,
+            pinned: None,
+        }
+    }
+
+    /// Refuses `what` on a past version.
+    fn check_writable(&self, what: &str) -> Result<(), StorageError> {
+        match self.at {
+            None => Ok(()),
+            Some(at) => Err(StorageError::Denied(format!(
+                "{what} {}@{at} is refused: a past version can only be read",
+                self.name
+            ))),
+        }
+    }
 }
 
 pub struct LockHandle {
@@ -390,10 +417,39 @@ impl StorageCtx {
         // Sectors before any root read: the id costs a root read, counted
         // like the guest's own.
         self.charge(1, 0, 0)?;
-        self.stats.read_root.fetch_add(1, Ordering::Relaxed);
-        let (_, root) = read_root(&*self.backend, &name).await?;
-        self.table.get_mut(db)?.db_id = Some(root.db_id);
+        let (_, root) = self.read_handle_root(db).await?;
         Ok((name, root.db_id))
+    }
+
+    /// The root a handle reads: the current one, or its past version
+    /// (read once). Binds the handle to the root's database id.
+    async fn read_handle_root(
+        &mut self,
+        db: &Resource<DatabaseHandle>,
+    ) -> Result<(Meta, Root), StorageError> {
+        self.stats.read_root.fetch_add(1, Ordering::Relaxed);
+        let handle = self.table.get(db)?;
+        let name = handle.name.clone();
+        let (meta, root) = match (handle.at, &handle.pinned) {
+            (None, _) => read_root(&*self.backend, &name).await?,
+            (Some(_), Some(pinned)) => {
+                let root = Root::decode(&pinned.body)
+                    .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
+                (pinned.clone(), root)
+            }
+            (Some(at), None) => {
+                let (meta, root) = read_root_at(&*self.backend, &name, at).await?;
+                self.table.get_mut(db)?.pinned = Some(meta.clone());
+                (meta, root)
+            }
+        };
+        if self.table.get(db)?.at.is_none() {
+            self.versions().saw(root.db_id, &name, meta.version);
+        }
+        // The first root read binds the handle to that database id; a root
+        // with another id means the name was removed and created again.
+        self.table.get_mut(db)?.db_id = Some(root.db_id);
+        Ok((meta, root))
     }
 }
 
@@ -433,8 +489,10 @@ impl donut::storage::storage::Host for StorageCtx {
 
 impl donut::storage::storage::HostDatabase for StorageCtx {
     async fn open(&mut self, name: String) -> Result<Resource<DatabaseHandle>, StorageError> {
-        let name = self.grant.check(&name)?;
-        self.table.push(DatabaseHandle { name, db_id: None })
+        let reference = DbRef::parse(&name).map_err(|e| StorageError::Denied(e.to_string()))?;
+        let name = self.grant.check(reference.name.as_str())?;
+        self.table
+            .push(DatabaseHandle::new(name, None, reference.at))
     }
 
     async fn create(
@@ -444,10 +502,8 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
     ) -> Result<Resource<DatabaseHandle>, StorageError> {
         self.charge(1, 0, 0)?;
         let (name, root) = self.create_database(&name, page_size).await?;
-        self.table.push(DatabaseHandle {
-            name,
-            db_id: Some(root.db_id),
-        })
+        self.table
+            .push(DatabaseHandle::new(name, Some(root.db_id), None))
     }
 
     async fn name(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<String> {
@@ -455,16 +511,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
     }
 
     async fn read_root(&mut self, db: Resource<DatabaseHandle>) -> Result<WitRoot, StorageError> {
-        let name = self.table.get(&db)?.name.clone();
         self.charge(1, 0, 0)?;
-        self.stats.read_root.fetch_add(1, Ordering::Relaxed);
-        let (meta, root) = read_root(&*self.backend, &name).await?;
+        let (meta, _) = self.read_handle_root(&db).await?;
         self.charge(0, 0, meta.body.len() as u64)?;
-        self.versions().saw(root.db_id, meta.version);
-        // The first root read binds the handle to that database id; a root
-        // with another id means the name was removed and created again.
-        let handle = self.table.get_mut(&db)?;
-        handle.db_id = Some(root.db_id);
         Ok(WitRoot {
             version: meta.version,
             body: meta.body,
@@ -535,6 +584,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let checked = check_sectors(sectors)?;
         let bytes: usize = checked.iter().map(|s| s.1.len()).sum();
         self.charge(1, checked.len() as u64, bytes as u64)?;
+        self.table.get(&db)?.check_writable("storing sectors of")?;
         let (name, db_id) = self.db_id(&db).await?;
         self.grant.check_write(&name, "storing sectors of")?;
         self.backend.put_sectors(db_id, &checked).await?;
@@ -554,6 +604,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let sectors = check_sectors(sectors)?;
         let bytes: usize = sectors.iter().map(|s| s.1.len()).sum::<usize>() + body.len();
         self.charge(1, sectors.len() as u64, bytes as u64)?;
+        self.table.get(&db)?.check_writable("a commit to")?;
         let (name, db_id) = self.db_id(&db).await?;
         self.grant.check_write(&name, "a commit to")?;
         let root =
@@ -644,7 +695,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         match outcome {
             Ok(()) => {
                 self.stored(db_id, &sectors);
-                self.versions().saw(db_id, root.version);
+                self.versions().saw(db_id, &name, root.version);
                 Ok(root.version)
             }
             Err(PutMetaError::Conflict) => {
@@ -679,6 +730,9 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let exclusive = matches!(mode, WitLockMode::Exclusive);
         self.charge(1, 0, 0)?;
         if exclusive {
+            self.table
+                .get(&db)?
+                .check_writable("an exclusive lease on")?;
             self.grant.check_write(&name, "an exclusive lease on")?;
         }
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
@@ -723,8 +777,12 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
     }
 
     async fn newest_version_seen(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<u64> {
-        Ok(match self.table.get(&db)?.db_id {
-            Some(db_id) => self.versions().newest(db_id),
+        let handle = self.table.get(&db)?;
+        if let Some(pinned) = &handle.pinned {
+            return Ok(pinned.version); // a past version: never newer
+        }
+        Ok(match handle.db_id {
+            Some(db_id) => self.versions().newest(db_id, &handle.name),
             None => 0,
         })
     }

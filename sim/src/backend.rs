@@ -75,6 +75,10 @@ pub enum StoreBug {
     /// The root swap ignores its expected version: a last-writer-wins
     /// commit with no condition.
     UnconditionalCommit,
+    /// A refused root swap still writes its history item (as a history
+    /// written beside the swap instead of with it would): time travel to
+    /// that version reads the loser's database.
+    LosersHistory,
 }
 
 /// What kind of storage call waits for its turn: which faults the
@@ -283,7 +287,7 @@ impl SimBackend {
                 .flatten()
                 .map(|m| m.version)
                 .or(expected),
-            None => expected,
+            Some(StoreBug::LosersHistory) | None => expected,
         }
     }
 
@@ -306,7 +310,12 @@ impl SimBackend {
         self.write(StorageCall::new(kind, what), async move {
             let mut commit = commit;
             commit.expected = self.expected_root(commit.name, commit.expected).await;
-            self.store.commit(commit, meta).await
+            let history = (self.bug == Some(StoreBug::LosersHistory)).then(|| meta.clone());
+            let out = self.store.commit(commit, meta).await;
+            if let (Some(meta), Err(PutMetaError::Conflict)) = (history, &out) {
+                self.store.overwrite_history(commit.name, meta);
+            }
+            out
         })
         .await
     }

@@ -44,6 +44,8 @@ pub enum Bug {
     UnpinnedReads,
     /// An exclusive writer skips root reads on a lapsed lease.
     TrustedClaims,
+    /// A refused root swap still writes its history item.
+    LosersHistory,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +297,14 @@ impl Sim {
             ));
             return report;
         }
+        let db_name = donut_format::DbName::new(DB).expect("legal name");
+        let setup_version = match run_now(donut_host::storage::read_root(&store, &db_name)) {
+            Ok((meta, _)) => meta.version,
+            Err(e) => {
+                report.anomalies.push(format!("no root after setup: {e}"));
+                return report;
+            }
+        };
         let mut clients: Vec<Client> = (0..config.clients)
             .map(|id| {
                 let writer = match rng.below(4) {
@@ -347,6 +357,7 @@ impl Sim {
         );
         let store_bug = match options.bug {
             Some(Bug::UnconditionalCommit) => Some(StoreBug::UnconditionalCommit),
+            Some(Bug::LosersHistory) => Some(StoreBug::LosersHistory),
             _ => None,
         };
         let guest_bug = match options.bug {
@@ -578,6 +589,20 @@ impl Sim {
             .filter(|o| o.status == Status::Ok)
             .count() as u64;
         report.anomalies.extend(check::check(&history));
+        // Then the run's history, read back by time travel, restore and
+        // fork (after the checks above: a restore writes new versions).
+        let reader = DirectReader {
+            sim: self,
+            store: &store,
+            clock: &clock,
+        };
+        report.anomalies.extend(crate::history::check(
+            &reader,
+            &store,
+            DB,
+            setup_version,
+            &mut rng,
+        ));
         report.output = std::mem::take(&mut history.output);
         report.trace_hash =
             donut_format::hash_hex(&donut_format::hash(trace.join("\n").as_bytes()));
@@ -665,6 +690,34 @@ impl Sim {
 }
 
 /// The start of the last line a client printed: where it is in its work.
+/// Reads a database's state with a guest run straight on the store (no
+/// scheduler, no faults), for the history checks.
+struct DirectReader<'a> {
+    sim: &'a Sim,
+    store: &'a MemoryBackend,
+    clock: &'a Arc<AtomicU64>,
+}
+
+impl crate::history::Reader for DirectReader<'_> {
+    fn final_state(&self, db: &str) -> Result<serde_json::Value, String> {
+        let out = self.sim.direct(self.store, &["sim-final", db], self.clock);
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.success() {
+            return Err(format!("{line} {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(line.trim()).map_err(|e| format!("{e}: {line}"))?;
+        value
+            .get("final")
+            .cloned()
+            .ok_or_else(|| format!("no final state in {line}"))
+    }
+
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        run_now(future)
+    }
+}
+
 fn last_line(stdout: &MemoryOutputPipe) -> String {
     let out = stdout.contents();
     let text = String::from_utf8_lossy(&out);

@@ -175,7 +175,7 @@ async fn a_failed_pull_leaves_the_destination_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("keep.db");
     std::fs::write(&dest, b"precious").unwrap();
-    let e = donut_host::transfer::pull(h.backend.clone(), &name, &dest, |_, _| {})
+    let e = donut_host::transfer::pull(h.backend.clone(), &name, None, &dest, |_, _| {})
         .await
         .expect_err("pulled a corrupt database");
     assert!(e.to_string().contains("hash"), "{e}");

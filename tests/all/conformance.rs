@@ -104,14 +104,14 @@ async fn conformance_push_pull_fifty_megabytes_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     let name = |n: &str| donut_format::DbName::new(n).unwrap();
-    donut_host::transfer::pull(h.backend.clone(), &name("big.db"), &a, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &name("big.db"), None, &a, |_, _| {})
         .await
         .unwrap();
     assert!(std::fs::metadata(&a).unwrap().len() >= 50_000_000);
     donut_host::transfer::push(h.backend.clone(), &name("copy.db"), &a, |_, _| {})
         .await
         .unwrap();
-    donut_host::transfer::pull(h.backend.clone(), &name("copy.db"), &b, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &name("copy.db"), None, &b, |_, _| {})
         .await
         .unwrap();
     assert!(
@@ -141,7 +141,21 @@ async fn conformance_end_to_end_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs DynamoDB Local: just test-dynamodb-local"]
-async fn conformance_commits_of_98_99_and_100_sectors_fenced_or_not() {
+async fn conformance_commits_of_97_98_and_99_sectors_fenced_or_not() {
     let h = harness("conformance-limits").await;
     crate::lost_answers::sector_counts_at_the_transaction_limit(h.dynamo.as_ref().unwrap()).await;
+}
+
+/// History on AWS's own emulator: the history item in every root write's
+/// transaction, `GetItem` of a version, the newest-first `Query`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs DynamoDB Local: just test-dynamodb-local"]
+async fn conformance_history_suite() {
+    use crate::history::*;
+    a_past_version_reads_its_own_rows_and_refuses_writes(harness("conformance-h-1").await).await;
+    a_time_names_the_version_current_then(harness("conformance-h-2").await).await;
+    restore_then_restore_back(harness("conformance-h-3").await).await;
+    a_removed_database_comes_back_by_restore(harness("conformance-h-4").await).await;
+    a_fork_shares_pages_and_both_diverge(harness("conformance-h-5").await).await;
+    versions_list_every_commit_newest_first(harness("conformance-h-6").await).await;
 }

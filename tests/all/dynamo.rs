@@ -84,6 +84,7 @@ async fn unprocessed_keys_and_items_are_sent_again() {
     donut_host::transfer::pull(
         h.backend.clone(),
         &name,
+        None,
         &dir.path().join("u.db"),
         |_, _| {},
     )
@@ -181,14 +182,14 @@ async fn push_and_pull_round_trip_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
     let name = |n: &str| donut_format::DbName::new(n).unwrap();
-    donut_host::transfer::pull(h.backend.clone(), &name("src.db"), &a, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &name("src.db"), None, &a, |_, _| {})
         .await
         .unwrap();
     let pushed = donut_host::transfer::push(h.backend.clone(), &name("copy.db"), &a, |_, _| {})
         .await
         .unwrap();
     assert_eq!(pushed.version, 1);
-    donut_host::transfer::pull(h.backend.clone(), &name("copy.db"), &b, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &name("copy.db"), None, &b, |_, _| {})
         .await
         .unwrap();
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());

@@ -121,7 +121,7 @@ async fn push_and_rm_take_the_lease_an_exclusive_writer_requires(h: Harness) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.sqlite");
     let src = DbName::new("src.db").unwrap();
-    donut_host::transfer::pull(h.backend.clone(), &src, &file, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &src, None, &file, |_, _| {})
         .await
         .expect("pull");
     let name = DbName::new("p.db").unwrap();

@@ -93,6 +93,17 @@ impl Faults {
         });
     }
 
+    /// Answers still to be lost: 0 once every `lose` took effect (a test
+    /// whose loss was never consumed tested nothing).
+    pub fn losses_left(&self) -> u32 {
+        self.lose_answers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.count)
+            .sum()
+    }
+
     pub fn forwarded(&self, operation: &str) -> u32 {
         self.forwarded
             .lock()

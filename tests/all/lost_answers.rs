@@ -25,17 +25,20 @@ async fn a_two_request_commit_whose_answer_was_lost_is_applied_once_and_acknowle
     let (h, proxy) = through_proxy_with(false).await;
     counter_db(&h).await;
     for (i, loss) in LOSSES.into_iter().enumerate() {
-        proxy.faults.lose("PutItem", 1, loss);
-        let sent = proxy.faults.forwarded("PutItem");
+        // The root swap (with its history item) is one TransactWriteItems
+        // after the sectors' BatchWriteItem.
+        proxy.faults.lose("TransactWriteItems", 1, loss);
+        let sent = proxy.faults.forwarded("TransactWriteItems");
         h.sql_ok("c.db", "update c set n = n + 1").await;
+        assert_eq!(proxy.faults.losses_left(), 0, "{loss:?}");
         assert!(
-            proxy.faults.forwarded("PutItem") >= sent + 2,
-            "{loss:?}: the SDK sent the lost put again"
+            proxy.faults.forwarded("TransactWriteItems") >= sent + 2,
+            "{loss:?}: the SDK sent the lost swap again"
         );
         // `--stats` counts the SDK's own re-send as an attempt.
         let stats = h.dynamo.as_ref().unwrap().stats();
         assert!(
-            stats.attempts["PutItem"] > stats.requests["PutItem"],
+            stats.attempts["TransactWriteItems"] > stats.requests["TransactWriteItems"],
             "{loss:?}: {stats:?}"
         );
         assert_eq!(
@@ -53,9 +56,10 @@ async fn the_example_with_two_request_commits_inserts_its_rows_once() {
     let query = &components().query;
     let (first, _) = h.run_with(query, &["--db", "demo.db", "one"], "").await;
     assert!(first.success(), "{}", stderr(&first));
-    proxy.faults.lose("PutItem", 1, Loss::Status500);
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Status500);
     let (second, _) = h.run_with(query, &["--db", "demo.db", "two"], "").await;
     assert!(second.success(), "{}", stderr(&second));
+    assert_eq!(proxy.faults.losses_left(), 0);
     assert!(
         stdout(&second).contains("2 rows in demo.db"),
         "{}",
@@ -101,27 +105,31 @@ async fn a_commit_re_sent_by_the_guest_backs_off_first_and_applies_once() {
 async fn create_rm_and_push_whose_answers_were_lost_succeed_once() {
     let (h, proxy) = through_proxy_with(false).await;
     let name = DbName::new("n.db").unwrap();
-    proxy.faults.lose("PutItem", 2, Loss::Status500); // catalog entry, root
+    proxy.faults.lose("PutItem", 1, Loss::Status500); // the catalog entry
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Status500); // the root
     donut_host::storage::create_database(&*h.backend, &name, 4096)
         .await
         .expect("create acknowledged");
+    assert_eq!(proxy.faults.losses_left(), 0);
     h.sql_ok("n.db", "create table t(x); insert into t values (1);")
         .await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("n.sqlite");
-    donut_host::transfer::pull(h.backend.clone(), &name, &file, |_, _| {})
+    donut_host::transfer::pull(h.backend.clone(), &name, None, &file, |_, _| {})
         .await
         .expect("pull");
     let before = h.version("n.db").await;
-    proxy.faults.lose("PutItem", 1, Loss::Closed);
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Closed);
     donut_host::transfer::push(h.backend.clone(), &name, &file, |_, _| {})
         .await
         .expect("push acknowledged");
+    assert_eq!(proxy.faults.losses_left(), 0);
     assert_eq!(h.version("n.db").await, before + 1, "pushed once");
-    proxy.faults.lose("PutItem", 1, Loss::Status503);
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Status503);
     donut_host::storage::remove_database(&*h.backend, &name)
         .await
         .expect("rm acknowledged");
+    assert_eq!(proxy.faults.losses_left(), 0);
     assert!(
         donut_host::storage::read_root(&*h.backend, &name)
             .await
@@ -202,7 +210,7 @@ async fn refusing_exceptions_are_definite_and_named() {
         let version = h.version("c.db").await;
         proxy
             .faults
-            .refuse("PutItem", 2, Refusal::Exception(exception));
+            .refuse("TransactWriteItems", 2, Refusal::Exception(exception));
         let out = h.sql("c.db", "update c set n = n + 1").await;
         proxy.faults.refuse.lock().unwrap().clear();
         assert!(!out.success(), "{exception}: accepted");
@@ -249,7 +257,7 @@ pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBacke
         .1
         .version;
     for fenced in [false, true] {
-        for n in [98, 99, 100] {
+        for n in [97, 98, 99] {
             let new = sectors(n, &format!("{n} {fenced}"));
             let commit = Commit {
                 name: &name,
@@ -281,7 +289,7 @@ pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBacke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_of_98_99_and_100_sectors_fenced_or_not_land_on_dynoxide() {
+async fn commits_of_97_98_and_99_sectors_fenced_or_not_land_on_dynoxide() {
     let h = Harness::dynamodb().await;
     sector_counts_at_the_transaction_limit(h.dynamo.as_ref().unwrap()).await;
 }
@@ -290,9 +298,10 @@ async fn commits_of_98_99_and_100_sectors_fenced_or_not_land_on_dynoxide() {
 async fn a_commit_over_the_one_request_limits_whose_root_answer_was_lost_applies_once() {
     let (h, proxy) = through_proxy_with(true).await;
     counter_db(&h).await;
-    // 300 new rows of 2 KB: well over 99 sectors, so the sectors go first
-    // (BatchWriteItem) and the root swap is a conditional PutItem.
-    proxy.faults.lose("PutItem", 1, Loss::Status500);
+    // 300 new rows of 2 KB: well over 98 sectors, so the sectors go first
+    // (BatchWriteItem) and the root swap is a TransactWriteItems of the
+    // root and its history item.
+    proxy.faults.lose("TransactWriteItems", 1, Loss::Status500);
     h.sql_ok(
         "c.db",
         &format!(
@@ -409,6 +418,7 @@ async fn a_re_sent_commit_carries_the_first_attempts_request_token() {
         .expect("create")
         .db_id;
     let version = h.version("t.db").await;
+    proxy.faults.tokens.lock().unwrap().clear(); // the creation's
     let new = sectors(3, "token");
     let send = |body: &'static [u8]| {
         let commit = Commit {

@@ -11,6 +11,7 @@ mod exclusive;
 mod faults;
 mod fence;
 mod fuzz;
+mod history;
 mod libsql;
 mod lost_answers;
 mod sector_cache;

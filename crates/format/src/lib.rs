@@ -6,6 +6,7 @@
 //! no I/O, so the guest (wasm32-wasip2) and the host (native) compile the same
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
+mod at;
 pub mod items;
 pub mod limits;
 mod lock;
@@ -16,6 +17,7 @@ mod root;
 pub mod sqlite_header;
 mod tombstone;
 
+pub use at::{At, DbRef, DbRefError, format_utc_ms, parse_at, parse_rfc3339_ms};
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{
     Chunk, ChunkKind, ChunkSource, FANOUT, HEAD_PAGES, MAX_DEPTH, Manifest, ManifestUpdate,

@@ -17,13 +17,16 @@ pub const HANDLES_PER_INSTANCE_MAX: usize = 4096;
 pub const LEASE_MS_MAX: u32 = 10 * 60 * 1000;
 
 /// Most actions one DynamoDB `TransactWriteItems` takes: a one-request
-/// commit's sector puts, its root put and its fence's condition check all
-/// count.
+/// commit's sector puts, its root put, its root's history put and its
+/// fence's condition check all count.
 pub const TRANSACTION_ACTIONS_MAX: usize = 100;
-/// Most sectors a one-request commit carries: every action but the root
-/// put (and the fence's check, for a fenced commit: 98). The guest sends a
-/// commit this small in the `commit-root` call itself.
-pub const ONE_REQUEST_SECTORS_MAX: usize = TRANSACTION_ACTIONS_MAX - 1;
+/// Actions of a commit besides its sectors: the root put and the history
+/// put (docs/format.md, "History").
+pub const ROOT_ACTIONS: usize = 2;
+/// Most sectors a one-request commit carries: every action but the root's
+/// two puts (and the fence's check, for a fenced commit: 97). The guest
+/// sends a commit this small in the `commit-root` call itself.
+pub const ONE_REQUEST_SECTORS_MAX: usize = TRANSACTION_ACTIONS_MAX - ROOT_ACTIONS;
 /// Most sector bytes a one-request commit carries (`TransactWriteItems`:
 /// 4 MB, with room for keys and the root).
 pub const ONE_REQUEST_BYTES_MAX: usize = 3 << 20;

@@ -7,9 +7,10 @@ use std::fmt;
 pub const NAME_MAX_BYTES: usize = 255;
 
 /// A validated database name: 1..=255 bytes of UTF-8, no control characters,
-/// no `/` or `\`, not `.` or `..`, no leading or trailing white space. Names
-/// become parts of item keys and, for the local backend, of file names, so the
-/// rules keep both unambiguous.
+/// no `/`, `\` or `@`, not `.` or `..`, no leading or trailing white space.
+/// Names become parts of item keys and, for the local backend, of file
+/// names, so the rules keep both unambiguous; `@` separates a name from a
+/// past version (`app.db@12`, [`crate::DbRef`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DbName(String);
 
@@ -42,7 +43,7 @@ impl DbName {
                 name: name.escape_debug().to_string(),
             });
         }
-        if let Some(ch) = name.chars().find(|c| matches!(c, '/' | '\\')) {
+        if let Some(ch) = name.chars().find(|c| matches!(c, '/' | '\\' | '@')) {
             return Err(NameError::Separator {
                 name: name.to_string(),
                 ch,
@@ -118,6 +119,10 @@ mod tests {
             Err(NameError::Separator { .. })
         ));
         assert!(matches!(DbName::new("/"), Err(NameError::Separator { .. })));
+        assert!(matches!(
+            DbName::new("a@1"),
+            Err(NameError::Separator { ch: '@', .. })
+        ));
         assert!(matches!(
             DbName::new("a\\b"),
             Err(NameError::Separator { .. })

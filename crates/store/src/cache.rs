@@ -2,7 +2,7 @@
 
 use crate::disk_cache::DiskCache;
 use donut_format::lru::Lru;
-use donut_format::{DbId, Hash};
+use donut_format::{DbId, DbName, Hash};
 use std::sync::Arc;
 
 /// Sectors shared by every instance a host runs, keyed by (database id,
@@ -115,25 +115,27 @@ pub struct CacheRead {
 /// Most databases whose newest version [`Versions`] remembers.
 const VERSIONS_MAX: usize = 100_000;
 
-/// The newest root version seen of each database (by id): lets a guest tell
-/// whether a root it read a moment ago is still the newest this host knows
-/// (`database.newest-version-seen`). Forgetting is safe: it only makes the
-/// guest read the root again.
+/// The newest root version seen of each database (by name and id: a fork
+/// shares its source's id, and a name removed and created again gets a new
+/// one): lets a guest tell whether a root it read a moment ago is still
+/// the newest this host knows (`database.newest-version-seen`). Forgetting
+/// is safe: it only makes the guest read the root again.
 #[derive(Default)]
-pub struct Versions(std::sync::Mutex<std::collections::HashMap<DbId, u64>>);
+pub struct Versions(std::sync::Mutex<std::collections::HashMap<(DbId, DbName), u64>>);
 
 impl Versions {
-    pub fn saw(&self, db: DbId, version: u64) {
+    pub fn saw(&self, db: DbId, name: &DbName, version: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= VERSIONS_MAX && !map.contains_key(&db) {
+        let key = (db, name.clone());
+        if map.len() >= VERSIONS_MAX && !map.contains_key(&key) {
             map.clear();
         }
-        let newest = map.entry(db).or_insert(0);
+        let newest = map.entry(key).or_insert(0);
         *newest = (*newest).max(version);
     }
 
-    pub fn newest(&self, db: DbId) -> u64 {
+    pub fn newest(&self, db: DbId, name: &DbName) -> u64 {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&db).copied().unwrap_or(0)
+        map.get(&(db, name.clone())).copied().unwrap_or(0)
     }
 }

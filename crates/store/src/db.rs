@@ -26,7 +26,7 @@ pub async fn read_stored(backend: &dyn Backend, name: &DbName) -> Result<Stored,
 
 /// Decodes a stored root item: a tombstone or a root, each checked against
 /// the version it is stored under.
-fn decode_stored(name: &DbName, meta: Meta) -> Result<Stored, StorageError> {
+pub(crate) fn decode_stored(name: &DbName, meta: Meta) -> Result<Stored, StorageError> {
     if Tombstone::is_tombstone(&meta.body) {
         let tombstone = Tombstone::decode(&meta.body)
             .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;

@@ -4,6 +4,7 @@
 //! - [`backend`]: the `Backend` trait and the memory, local and DynamoDB
 //!   backends, and the billing model (`metered`);
 //! - [`db`]: database operations on roots (read, create, swap, remove);
+//!   [`history`]: kept versions (read at a version or time, list, restore);
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
 //!   [`disk_cache`]: the persistent sector cache shared by processes;
@@ -19,6 +20,7 @@ pub mod db;
 pub mod disk_cache;
 pub mod error;
 pub mod grant;
+pub mod history;
 pub mod lease;
 pub mod quota;
 pub mod stats;

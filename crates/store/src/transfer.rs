@@ -6,8 +6,8 @@ use crate::backend::Backend;
 use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
 use crate::error::StorageError;
 use donut_format::{
-    Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, TreeRef,
-    ZERO_HASH, hash, hash_hex, sqlite_header, validate_page_size, verify,
+    At, Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root,
+    TreeRef, ZERO_HASH, hash, hash_hex, sqlite_header, validate_page_size, verify,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -203,16 +203,21 @@ impl ChunkSource for BackendChunks {
     }
 }
 
-/// Downloads the current version of `name` into `dest`: written to a
-/// temporary file beside it, synced, then renamed into place. On failure only
-/// the temporary file is touched (and removed).
+/// Downloads the current version of `name` (or its kept version `at`)
+/// into `dest`: written to a temporary file beside it, synced, then
+/// renamed into place. On failure only the temporary file is touched (and
+/// removed).
 pub async fn pull(
     backend: Arc<dyn Backend>,
     name: &DbName,
+    at: Option<At>,
     dest: &Path,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Root, TransferError> {
-    let (_, root) = read_root(&*backend, name).await?;
+    let (_, root) = match at {
+        None => read_root(&*backend, name).await?,
+        Some(at) => crate::history::read_root_at(&*backend, name, at).await?,
+    };
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -490,6 +490,12 @@ impl MainDb {
         self.fresh_since = None;
     }
 
+    /// The root version this connection reads: in a transaction, the
+    /// snapshot it pinned; between transactions, the last root it saw.
+    pub fn snapshot_version(&self) -> u64 {
+        self.snapshot.version
+    }
+
     pub fn spill_bytes(&self) -> usize {
         self.spill_bytes
     }

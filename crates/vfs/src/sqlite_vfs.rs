@@ -432,6 +432,26 @@ fn donut_pragma(
     writer_pragma(db, name, value)
         .or_else(|| memory_pragma(db, name, value))
         .or_else(|| open_root_pragma(db, name, value))
+        .or_else(|| version_pragma(db, name, value))
+}
+
+/// `PRAGMA donut_version`: the root version the connection reads (in a
+/// transaction, the snapshot it pinned; between transactions, the last
+/// root it saw; for `NAME@VERSION`, that version).
+fn version_pragma(
+    db: &mut MainDb,
+    name: &str,
+    value: Option<&str>,
+) -> Option<Result<String, String>> {
+    if !name.eq_ignore_ascii_case("donut_version") {
+        return None;
+    }
+    Some(match value {
+        None => Ok(db.snapshot_version().to_string()),
+        Some(_) => {
+            Err("donut_version cannot be set: open NAME@VERSION to read a past version".into())
+        }
+    })
 }
 
 /// `PRAGMA donut_open_root_fresh`: 1 while the root read at open stands in

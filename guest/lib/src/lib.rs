@@ -66,6 +66,13 @@ pub fn open(name: &str) -> Result<Connection, Error> {
     connect(name, handle, None)
 }
 
+/// Opens a past version of a database, read-only: `at` is a version
+/// (`"12"`) or an RFC 3339 time (`"2026-11-29T10:00:00Z"`), the same as
+/// `open("NAME@AT")`. `PRAGMA donut_version` tells the version read.
+pub fn open_at(name: &str, at: &str) -> Result<Connection, Error> {
+    open(&format!("{name}@{at}"))
+}
+
 /// Creates a database with `page_size` (a power of two, 512..=65536) and
 /// opens it. Fails if the name is taken.
 pub fn create(name: &str, page_size: u32) -> Result<Connection, Error> {
@@ -206,9 +213,13 @@ fn connect(
     let page_size = root.page_size;
     let vfs = vfs();
     vfs.prime(name, handle, root);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_EXRESCODE;
+    // `NAME@AT` is a past version: the host refuses writes to it, and
+    // SQLite says so first ("attempt to write a readonly database").
+    let access = match name.contains('@') {
+        true => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        false => OpenFlags::SQLITE_OPEN_READ_WRITE,
+    };
+    let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_EXRESCODE;
     let conn = Connection::open_with_flags_and_vfs(name, flags, VFS_NAME)
         .map_err(|e| Error::sqlite(name, e))?;
     // What the sqlite3 shell has built in: `generate_series` (the math

@@ -4,19 +4,22 @@
 
 pub mod create;
 pub mod create_table;
+pub mod fork;
 pub mod ls;
 pub mod pull;
 pub mod push;
+pub mod restore;
 pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod shell;
 pub mod sql;
 pub mod tenant;
+pub mod versions;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use donut_format::DbName;
+use donut_format::{DbName, DbRef, DbRefError};
 use donut_host::backend::Backend;
 use donut_host::backend::dynamo::DynamoBackend;
 use donut_host::stats::StorageStats;
@@ -82,6 +85,26 @@ impl Env {
 
 pub fn db_name(name: &str) -> Result<DbName> {
     DbName::new(name).with_context(|| format!("illegal database name {name:?}"))
+}
+
+/// `DB` or `DB@VERSION` / `DB@TIME` (a past version, read-only).
+pub fn db_ref(text: &str) -> Result<DbRef> {
+    DbRef::parse(text).map_err(|e| match e {
+        DbRefError::Name(e) => {
+            anyhow::anyhow!(e).context(format!("illegal database name {text:?}"))
+        }
+        DbRefError::At(_) => anyhow::anyhow!(e).context(format!("illegal version in {text:?}")),
+    })
+}
+
+/// What an instance reading `db` may touch: that database, read-only if
+/// it names a past version.
+pub fn grant_for(db: &DbRef) -> Grant {
+    let grant = Grant::only([db.name.clone()], false);
+    match db.at {
+        Some(_) => grant.read_only(),
+        None => grant,
+    }
 }
 
 /// Prints `push`/`pull` progress on a terminal, in whole percents.

@@ -1,8 +1,7 @@
 //! `donut-host shell DB`: the stock component's shell on stdin.
 
-use super::{Env, Format, db_name};
+use super::{Env, Format, db_ref, grant_for};
 use anyhow::Result;
-use donut_host::Grant;
 use donut_host::runtime::StockSql;
 use std::io::IsTerminal;
 
@@ -14,7 +13,7 @@ pub struct Args {
 }
 
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
-    let name = db_name(&args.db)?;
+    let db = db_ref(&args.db)?;
     let program = env.runtime.stock_sql()?;
     let argv = StockSql::Shell {
         db: &args.db,
@@ -22,5 +21,5 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
         interactive: std::io::stdin().is_terminal(),
     }
     .argv();
-    env.run(&program, argv, Grant::only([name], false)).await
+    env.run(&program, argv, grant_for(&db)).await
 }

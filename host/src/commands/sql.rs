@@ -1,8 +1,7 @@
 //! `donut-host sql DB SQL`: runs SQL through the stock component.
 
-use super::{Env, Format, db_name};
+use super::{Env, Format, db_ref, grant_for};
 use anyhow::Result;
-use donut_host::Grant;
 use donut_host::runtime::StockSql;
 
 #[derive(clap::Args)]
@@ -18,7 +17,7 @@ pub struct Args {
 }
 
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
-    let name = db_name(&args.db)?;
+    let db = db_ref(&args.db)?;
     let program = env.runtime.stock_sql()?;
     let argv = StockSql::Exec {
         db: &args.db,
@@ -27,5 +26,5 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
         params: &args.params,
     }
     .argv();
-    env.run(&program, argv, Grant::only([name], false)).await
+    env.run(&program, argv, grant_for(&db)).await
 }

@@ -101,6 +101,19 @@ pub fn meta_file_name(kind: &str, name: &DbName) -> String {
     )
 }
 
+/// The directory (under `history/`) of database `name`'s kept roots: the
+/// SHA-256 of the name, as for its meta files.
+pub fn history_dir_name(name: &DbName) -> String {
+    crate::hash_hex(&hash(name.as_str().as_bytes()))
+}
+
+/// The file of root version `version` in a history directory: the version
+/// in 20 decimal digits, so names sort as versions do. Its bytes are a
+/// meta file's ([`encode_meta`]).
+pub fn history_file_name(version: u64) -> String {
+    format!("{version:020}")
+}
+
 /// The name, version and body of a meta file; `None` if it is damaged.
 pub fn decode_meta(bytes: &[u8]) -> Option<(DbName, u64, Vec<u8>)> {
     let body_end = bytes.len().checked_sub(META_CHECKSUM_BYTES)?;

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -46,6 +47,9 @@ pub(crate) const ZSTD_LEVEL: i32 = 3;
 const REQUESTS_IN_FLIGHT: usize = 16;
 /// How long unprocessed keys/items are retried before `throttled`.
 const UNPROCESSED_DEADLINE: Duration = Duration::from_secs(30);
+/// Most items one `Query` request asks for (a page; DynamoDB also stops
+/// at 1 MB).
+const QUERY_PAGE_MAX: usize = 1000;
 
 /// Where and how to reach the table.
 #[derive(Clone, Debug, Default)]
@@ -820,6 +824,203 @@ impl DynamoBackend {
             Err(e) => Err(PutMetaError::Backend(self.error("PutItem", e))),
         }
     }
+
+    /// Up to `limit` items (`usize::MAX`: all) of a strongly consistent
+    /// `Query` (what `build` adds to it: the key condition, the order),
+    /// page after page.
+    async fn query(
+        &self,
+        limit: usize,
+        build: impl Fn(QueryFluentBuilder) -> QueryFluentBuilder,
+    ) -> Result<Vec<Item>, BackendError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        while items.len() < limit {
+            // Unlimited: DynamoDB's own pages (1 MB each).
+            let page =
+                (limit < usize::MAX).then(|| (limit - items.len()).min(QUERY_PAGE_MAX) as i32);
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_limit(page)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            let out = build(query)
+                .send()
+                .await
+                .map_err(|e| self.error("Query", e))?;
+            self.count("Query", out.consumed_capacity());
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// The meta item (a root, a lock, a kept root version) at
+    /// (`hash_key`, `range`), strongly consistent.
+    async fn get_meta_item(
+        &self,
+        hash_key: String,
+        range: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(hash_key.clone(), range)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e))?;
+        self.count("GetItem", out.consumed_capacity());
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let meta = meta_from_item(item, &format!("{hash_key} (range {range})"))?;
+        self.add_bytes(meta.body.len(), 0, 0);
+        Ok(Some(meta))
+    }
+
+    /// A root swap as one `TransactWriteItems`: `before` (a fence's check,
+    /// sector puts), the new root's history item, then the root's
+    /// conditional put — last, so its cancellation reason is the root's.
+    /// `prepare_units`: what `before` is billed if cancelled.
+    async fn swap_root(
+        &self,
+        swap: RootSwap<'_>,
+        mut items: Vec<TransactWriteItem>,
+        mut prepare_units: f64,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let RootSwap {
+            name,
+            expected,
+            fenced,
+            token,
+        } = swap;
+        let mut history_item = key(root_key(name), meta.version);
+        history_item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        history_item.insert(
+            ATTR_BODY.to_string(),
+            AttributeValue::B(Blob::new(meta.body.clone())),
+        );
+        prepare_units += kb(item_bytes(&history_item));
+        let history = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(history_item))
+            .build()
+            .map_err(build_error)?;
+        items.push(TransactWriteItem::builder().put(history).build());
+        let mut root_item = key(meta_key(MetaKind::Root, name), 0);
+        root_item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        self.add_bytes(0, 2 * meta.body.len(), 0);
+        root_item.insert(
+            ATTR_BODY.to_string(),
+            AttributeValue::B(Blob::new(meta.body)),
+        );
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(root_item.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        put = match expected {
+            None => put.condition_expression("attribute_not_exists(hash_key)"),
+            Some(version) => put
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", ATTR_VERSION)
+                .expression_attribute_values(":v", n(version)),
+        };
+        items.push(
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build_error)?)
+                .build(),
+        );
+        assert!(
+            items.len() <= super::TRANSACTION_ACTIONS_MAX,
+            "the plan keeps a transaction within DynamoDB's action limit"
+        );
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(token)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        let e = match result {
+            Ok(out) => {
+                self.count("TransactWriteItems", out.consumed_capacity());
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        self.count("TransactWriteItems", None);
+        let Some(TransactWriteItemsError::TransactionCanceledException(t)) = e.as_service_error()
+        else {
+            return Err(PutMetaError::Backend(self.error("TransactWriteItems", e)));
+        };
+        let stored_root = t
+            .cancellation_reasons()
+            .last()
+            .and_then(|r| r.item())
+            .map_or(0, item_bytes);
+        prepare_units += kb(item_bytes(&root_item).max(stored_root));
+        self.add_estimated_write_units(prepare_units);
+        let reasons: Vec<_> = t
+            .cancellation_reasons()
+            .iter()
+            .map(|r| (r.code(), r.item()))
+            .collect();
+        let where_ = format!(
+            "TransactWriteItems on table {} ({})",
+            self.table, self.where_
+        );
+        match cancelled(&reasons, fenced, &root_item) {
+            Cancelled::AppliedBefore => Ok(()),
+            Cancelled::Fenced => Err(PutMetaError::Fenced),
+            Cancelled::Conflict => Err(PutMetaError::Conflict),
+            Cancelled::Throttled(m) => {
+                Err(BackendError::Throttled(format!("{where_}: {m}")).into())
+            }
+            Cancelled::TooLarge(m) => Err(BackendError::TooLarge(format!("{where_}: {m}")).into()),
+            Cancelled::Invalid(m) => Err(BackendError::Invalid(format!("{where_}: {m}")).into()),
+        }
+    }
+}
+
+/// What a root swap needs besides its items: whose root, from which
+/// version, whether the first item is a fence's check, and the request's
+/// idempotency token.
+struct RootSwap<'a> {
+    name: &'a DbName,
+    expected: Option<u64>,
+    fenced: bool,
+    token: String,
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> PutMetaError {
+    PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
+}
+
+/// Write units of an item of `bytes`: one per KB started.
+fn kb(bytes: usize) -> f64 {
+    bytes.div_ceil(1024).max(1) as f64
+}
+
+/// A meta item's version and body.
+fn meta_from_item(item: &Item, k: &str) -> Result<Meta, BackendError> {
+    let version = number(item, ATTR_VERSION)
+        .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no version")))?;
+    let body = blob(item, ATTR_BODY)
+        .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no body")))?
+        .to_vec();
+    Ok(Meta { version, body })
 }
 
 /// An item's size as DynamoDB bills it: attribute names and values.
@@ -943,14 +1144,20 @@ fn cancelled(
 /// The `ClientRequestToken` of a commit: the same for every re-send of the
 /// same commit (same items), so DynamoDB answers a re-send within ten
 /// minutes with the first attempt's outcome instead of applying it again.
-fn commit_token(commit: &Commit<'_>, in_transaction: &[(Hash, Vec<u8>)], meta: &Meta) -> String {
+fn commit_token(
+    name: &DbName,
+    expected: Option<u64>,
+    fence_version: Option<u64>,
+    in_transaction: &[(Hash, Vec<u8>)],
+    meta: &Meta,
+) -> String {
     let mut text = Vec::new();
-    text.extend_from_slice(commit.name.as_str().as_bytes());
+    text.extend_from_slice(name.as_str().as_bytes());
     text.push(0);
-    text.extend_from_slice(&commit.expected.unwrap_or(0).to_le_bytes());
+    text.extend_from_slice(&expected.unwrap_or(0).to_le_bytes());
     text.extend_from_slice(&meta.version.to_le_bytes());
     text.extend_from_slice(&hash(&meta.body));
-    text.extend_from_slice(&commit.fence.map_or(0, |f| f.lock_version).to_le_bytes());
+    text.extend_from_slice(&fence_version.unwrap_or(0).to_le_bytes());
     for (sector, _) in in_transaction {
         text.extend_from_slice(sector);
     }
@@ -980,28 +1187,7 @@ impl Backend for DynamoBackend {
     }
 
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
-        let k = meta_key(kind, name);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(k.clone(), 0)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(|e| self.error("GetItem", e))?;
-        self.count("GetItem", out.consumed_capacity());
-        let Some(item) = out.item() else {
-            return Ok(None);
-        };
-        let version = number(item, ATTR_VERSION)
-            .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no version")))?;
-        let body = blob(item, ATTR_BODY)
-            .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no body")))?
-            .to_vec();
-        self.add_bytes(body.len(), 0, 0);
-        Ok(Some(Meta { version, body }))
+        self.get_meta_item(meta_key(kind, name), 0).await
     }
 
     async fn put_meta(
@@ -1027,6 +1213,16 @@ impl Backend for DynamoBackend {
                 .map_err(|e| self.error("PutItem", e))?;
             self.count("PutItem", out.consumed_capacity());
         }
+        if kind == MetaKind::Root {
+            // With its history item: one transaction (docs/format.md, "History").
+            let swap = RootSwap {
+                name,
+                expected,
+                fenced: false,
+                token: commit_token(name, expected, None, &[], &meta),
+            };
+            return self.swap_root(swap, Vec::new(), 0.0, meta).await;
+        }
         let mut item = key(meta_key(kind, name), 0);
         item.insert(ATTR_VERSION.to_string(), n(meta.version));
         self.add_bytes(0, meta.body.len(), 0);
@@ -1038,50 +1234,71 @@ impl Backend for DynamoBackend {
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
-        let mut names = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("hash_key = :c")
-                .expression_attribute_values(":c", s(CATALOG_KEY))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| self.error("Query", e))?;
-            self.count("Query", out.consumed_capacity());
-            for item in out.items() {
-                if let Some(name) = item.get(ATTR_NAME).and_then(|v| v.as_s().ok())
-                    && let Ok(name) = DbName::new(name)
-                {
-                    names.push(name);
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let entries = self
+            .query(usize::MAX, |query| {
+                query
+                    .key_condition_expression("hash_key = :c")
+                    .expression_attribute_values(":c", s(CATALOG_KEY))
+            })
+            .await?;
+        let names: Vec<DbName> = entries
+            .iter()
+            .filter_map(|item| item.get(ATTR_NAME).and_then(|v| v.as_s().ok()))
+            .filter_map(|name| DbName::new(name).ok())
+            .collect();
         let keys: Vec<String> = names.iter().map(|n| meta_key(MetaKind::Root, n)).collect();
         let found = self.batch_get(keys, true).await?;
         let mut roots = Vec::new();
         for name in names {
             let k = meta_key(MetaKind::Root, &name);
             if let Some(item) = found.get(&k) {
-                let version = number(item, ATTR_VERSION)
-                    .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no version")))?;
-                let body = blob(item, ATTR_BODY)
-                    .ok_or_else(|| BackendError::Corrupt(format!("item {k}: no body")))?
-                    .to_vec();
-                roots.push((name, Meta { version, body }));
+                roots.push((name, meta_from_item(item, &k)?));
             }
         }
         roots.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(roots)
+    }
+
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        if version == 0 {
+            return Ok(None); // range key 0 is the current root, not a version
+        }
+        self.get_meta_item(root_key(name), version).await
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let k = root_key(name);
+        let top = below.unwrap_or(u64::MAX).saturating_sub(1);
+        if top == 0 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(limit, |query| {
+                query
+                    .key_condition_expression("hash_key = :k AND range_key BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":k", s(k.as_str()))
+                    .expression_attribute_values(":lo", n(1))
+                    .expression_attribute_values(":hi", n(top))
+                    .scan_index_forward(false)
+            })
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                let meta = meta_from_item(item, &k)?;
+                self.add_bytes(meta.body.len(), 0, 0);
+                Ok(meta)
+            })
+            .collect()
     }
 
     async fn get_sectors(
@@ -1146,30 +1363,27 @@ impl Backend for DynamoBackend {
         if !ahead.is_empty() {
             self.put_sectors(db, ahead).await?;
         }
-        let token = commit_token(&commit, in_transaction, &meta);
-        let build = |e: aws_sdk_dynamodb::error::BuildError| {
-            PutMetaError::Backend(BackendError::Unavailable(e.to_string()))
-        };
-        let mut seen = std::collections::HashSet::new();
-        let mut items = Vec::with_capacity(in_transaction.len() + 2);
-        if let Some(fence) = fence {
+        let fence_version = fence.map(|f| f.lock_version);
+        let token = commit_token(name, expected, fence_version, in_transaction, &meta);
+        let mut items = Vec::with_capacity(in_transaction.len() + 3);
+        if let Some(lock_version) = fence_version {
             let check = ConditionCheck::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(meta_key(MetaKind::Lock, name), 0)))
                 .condition_expression("#v = :v")
                 .expression_attribute_names("#v", ATTR_VERSION)
-                .expression_attribute_values(":v", n(fence.lock_version))
+                .expression_attribute_values(":v", n(lock_version))
                 .build()
-                .map_err(build)?;
+                .map_err(build_error)?;
             items.push(TransactWriteItem::builder().condition_check(check).build());
         }
         // What a cancelled transaction is billed (estimated; its answer
         // reports none): DynamoDB writes every item twice, to prepare and
         // to commit, and a cancellation ends it after the prepare — one
         // write unit per KB per item, the check counted as one.
-        let kb = |bytes: usize| bytes.div_ceil(1024).max(1) as f64;
         let mut prepare_units = if fence.is_some() { 1.0 } else { 0.0 };
-        let mut written = meta.body.len();
+        let mut written = 0;
+        let mut seen = std::collections::HashSet::new();
         for (sector, bytes) in in_transaction {
             if !seen.insert(*sector) {
                 continue; // a transaction refuses two writes of one key
@@ -1181,82 +1395,17 @@ impl Backend for DynamoBackend {
                 .table_name(&self.table)
                 .set_item(Some(item))
                 .build()
-                .map_err(build)?;
+                .map_err(build_error)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
-        let mut root_item = key(meta_key(MetaKind::Root, name), 0);
-        root_item.insert(ATTR_VERSION.to_string(), n(meta.version));
-        root_item.insert(
-            ATTR_BODY.to_string(),
-            AttributeValue::B(Blob::new(meta.body)),
-        );
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(root_item.clone()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        put = match expected {
-            None => put.condition_expression("attribute_not_exists(hash_key)"),
-            Some(version) => put
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", ATTR_VERSION)
-                .expression_attribute_values(":v", n(version)),
+        let swap = RootSwap {
+            name,
+            expected,
+            fenced: fence.is_some(),
+            token,
         };
-        items.push(
-            TransactWriteItem::builder()
-                .put(put.build().map_err(build)?)
-                .build(),
-        );
         self.add_bytes(0, written, 0);
-        assert!(
-            items.len() <= super::TRANSACTION_ACTIONS_MAX,
-            "the plan keeps a transaction within DynamoDB's action limit"
-        );
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .client_request_token(token)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        let e = match result {
-            Ok(out) => {
-                self.count("TransactWriteItems", out.consumed_capacity());
-                return Ok(());
-            }
-            Err(e) => e,
-        };
-        self.count("TransactWriteItems", None);
-        let Some(TransactWriteItemsError::TransactionCanceledException(t)) = e.as_service_error()
-        else {
-            return Err(PutMetaError::Backend(self.error("TransactWriteItems", e)));
-        };
-        let stored_root = t
-            .cancellation_reasons()
-            .last()
-            .and_then(|r| r.item())
-            .map_or(0, item_bytes);
-        prepare_units += kb(item_bytes(&root_item).max(stored_root));
-        self.add_estimated_write_units(prepare_units);
-        let reasons: Vec<_> = t
-            .cancellation_reasons()
-            .iter()
-            .map(|r| (r.code(), r.item()))
-            .collect();
-        let where_ = format!(
-            "TransactWriteItems on table {} ({})",
-            self.table, self.where_
-        );
-        match cancelled(&reasons, fence.is_some(), &root_item) {
-            Cancelled::AppliedBefore => Ok(()),
-            Cancelled::Fenced => Err(PutMetaError::Fenced),
-            Cancelled::Conflict => Err(PutMetaError::Conflict),
-            Cancelled::Throttled(m) => {
-                Err(BackendError::Throttled(format!("{where_}: {m}")).into())
-            }
-            Cancelled::TooLarge(m) => Err(BackendError::TooLarge(format!("{where_}: {m}")).into()),
-            Cancelled::Invalid(m) => Err(BackendError::Invalid(format!("{where_}: {m}")).into()),
-        }
+        self.swap_root(swap, items, prepare_units, meta).await
     }
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {

@@ -5,6 +5,10 @@
 //! - `meta/<kind>-<sha256(name)>`: one file per root or lock, replaced by
 //!   write-temp + fsync + rename + fsync(dir) under `meta.lock` (an exclusive
 //!   file lock, so several processes can share the directory);
+//! - `history/<sha256(name)>/<version>`: every root written, in the meta
+//!   file format, written before the root swap under the same lock (a
+//!   version past the current root is a swap that never happened: ignored,
+//!   and overwritten by the next commit);
 //! - `packs/<random>.pack`: every `put-sectors` call writes one pack the same
 //!   crash-safe way (one fsync per call, not per sector). Packs are
 //!   immutable; an in-memory index of them is built at open and refreshed
@@ -121,7 +125,7 @@ impl LocalBackend {
             }
             Err(e) => return Err(io_err(&marker, e)),
         }
-        for sub in ["meta", "packs"] {
+        for sub in ["meta", "packs", "history"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| io_err(&path, e))?;
         }
@@ -158,6 +162,71 @@ impl Inner {
         self.dir
             .join("meta")
             .join(local::meta_file_name(kind.as_str(), name))
+    }
+
+    fn history_dir(&self, name: &DbName) -> PathBuf {
+        self.dir.join("history").join(local::history_dir_name(name))
+    }
+
+    /// Kept root versions of `name` below `below`, newest first, at most
+    /// `limit`; versions past the current root (a swap that did not
+    /// happen) are left out.
+    fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let current = self.current_root_version(name)?;
+        let dir = self.history_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(unavailable("listing", &dir, e)),
+        };
+        let top = below.unwrap_or(u64::MAX).min(current.saturating_add(1));
+        let mut versions: Vec<u64> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+            .filter(|v| *v < top)
+            .collect();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::new();
+        for version in versions.into_iter().take(limit) {
+            out.extend(self.read_history_file(name, version)?);
+        }
+        Ok(out)
+    }
+
+    fn current_root_version(&self, name: &DbName) -> Result<u64, BackendError> {
+        let path = self.meta_path(MetaKind::Root, name);
+        Ok(self.read_meta_file(&path)?.map_or(0, |(_, m)| m.version))
+    }
+
+    /// Kept version `version` of `name`'s root, if written and not past
+    /// the current root.
+    fn root_version(&self, name: &DbName, version: u64) -> Result<Option<Meta>, BackendError> {
+        if version > self.current_root_version(name)? {
+            return Ok(None);
+        }
+        self.read_history_file(name, version)
+    }
+
+    fn read_history_file(&self, name: &DbName, version: u64) -> Result<Option<Meta>, BackendError> {
+        let path = self
+            .history_dir(name)
+            .join(local::history_file_name(version));
+        let Some((stored, meta)) = self.read_meta_file(&path)? else {
+            return Ok(None);
+        };
+        if stored != *name || meta.version != version {
+            return Err(BackendError::Corrupt(format!(
+                "{} holds version {} of {stored:?}",
+                path.display(),
+                meta.version
+            )));
+        }
+        Ok(Some(meta))
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -327,6 +396,15 @@ impl Inner {
         if current != expected {
             return Err(PutMetaError::Conflict);
         }
+        if kind == MetaKind::Root {
+            // History first: a crash between the two leaves a version past
+            // the root, which readers ignore and the next commit replaces.
+            let dir = self.history_dir(name);
+            fs::create_dir_all(&dir).map_err(|e| unavailable("creating", &dir, e))?;
+            let file = dir.join(local::history_file_name(meta.version));
+            write_atomically(&file, &local::encode_meta(name, meta.version, &meta.body))
+                .map_err(|e| unavailable("writing", &file, e))?;
+        }
         write_atomically(&path, &local::encode_meta(name, meta.version, &meta.body))
             .map_err(|e| unavailable("writing", &path, e))?;
         Ok(()) // dropping `lock` unlocks
@@ -378,6 +456,27 @@ impl Backend for LocalBackend {
         .await?
     }
 
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.root_version(&name, version))
+            .await?
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.root_history(&name, below, limit))
+            .await?
+    }
+
     async fn get_sectors(
         &self,
         db: DbId,
@@ -413,13 +512,23 @@ impl Backend for LocalBackend {
                 bytes: index.bytes,
                 largest_item_bytes: index.largest,
             };
-            let dir = inner.dir.join("meta");
-            for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
-                let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
-                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                summary.items += 1;
-                summary.bytes += len;
-                summary.largest_item_bytes = summary.largest_item_bytes.max(len);
+            let history = inner.dir.join("history");
+            let mut dirs = vec![inner.dir.join("meta")];
+            for entry in fs::read_dir(&history).map_err(|e| unavailable("listing", &history, e))? {
+                dirs.push(
+                    entry
+                        .map_err(|e| unavailable("listing", &history, e))?
+                        .path(),
+                );
+            }
+            for dir in dirs {
+                for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
+                    let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
+                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    summary.items += 1;
+                    summary.bytes += len;
+                    summary.largest_item_bytes = summary.largest_item_bytes.max(len);
+                }
             }
             Ok(summary)
         })

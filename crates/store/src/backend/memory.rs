@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Default)]
 struct State {
     meta: BTreeMap<(MetaKind, DbName), Meta>,
+    /// Every root written, by name and version (docs/format.md, "History").
+    history: BTreeMap<(DbName, u64), Meta>,
     sectors: HashMap<(DbId, Hash), Arc<[u8]>>,
 }
 
@@ -41,6 +43,15 @@ impl MemoryBackend {
             }
             None => false,
         }
+    }
+
+    /// Writes a history item whatever the root is, for the simulator's
+    /// planted bugs (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn overwrite_history(&self, name: &DbName, meta: Meta) {
+        self.state()
+            .history
+            .insert((name.clone(), meta.version), meta);
     }
 
     /// Hashes of every sector stored for `db` (feature `testing`).
@@ -81,6 +92,11 @@ impl Backend for MemoryBackend {
         if current != expected {
             return Err(PutMetaError::Conflict);
         }
+        if kind == MetaKind::Root {
+            state
+                .history
+                .insert((name.clone(), meta.version), meta.clone());
+        }
         state.meta.insert(key, meta);
         Ok(())
     }
@@ -92,6 +108,31 @@ impl Backend for MemoryBackend {
             .iter()
             .filter(|((kind, _), _)| *kind == MetaKind::Root)
             .map(|((_, name), meta)| (name.clone(), meta.clone()))
+            .collect())
+    }
+
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        Ok(self.state().history.get(&(name.clone(), version)).cloned())
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let state = self.state();
+        let range = (name.clone(), 0)..(name.clone(), below.unwrap_or(u64::MAX));
+        Ok(state
+            .history
+            .range(range)
+            .rev()
+            .take(limit)
+            .map(|(_, meta)| meta.clone())
             .collect())
     }
 
@@ -145,6 +186,9 @@ impl Backend for MemoryBackend {
                 .entry((db, *hash))
                 .or_insert_with(|| bytes.as_slice().into());
         }
+        state
+            .history
+            .insert((name.clone(), meta.version), meta.clone());
         state.meta.insert(key, meta);
         Ok(())
     }
@@ -155,6 +199,7 @@ impl Backend for MemoryBackend {
         let sizes = state
             .meta
             .values()
+            .chain(state.history.values())
             .map(|m| m.body.len())
             .chain(state.sectors.values().map(|s| s.len()));
         for size in sizes {

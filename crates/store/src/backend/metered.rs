@@ -135,8 +135,44 @@ impl<B: Backend> super::Layer for Metered<B> {
         // failed condition is billed too (AWS, "DynamoDB read and write
         // operations").
         let old = self.swap_meta_size(kind, name, out.is_ok().then_some(size));
-        self.add("PutItem", 1, 0.0, write_units(size.max(old)), 0, size);
+        match kind {
+            // A root goes with its history item, in one transaction
+            // (docs/format.md, "History"): both written at twice the units.
+            MetaKind::Root => {
+                let wcu = 2.0 * (write_units(size.max(old)) + write_units(size));
+                self.add("TransactWriteItems", 1, 0.0, wcu, 0, 2 * size);
+            }
+            MetaKind::Lock => self.add("PutItem", 1, 0.0, write_units(size.max(old)), 0, size),
+        }
         out
+    }
+
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        let out = self.inner.get_root_version(name, version).await?;
+        let size = out.as_ref().map_or(0, |m| {
+            m.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
+        });
+        self.add("GetItem", 1, read_units(size, true), 0.0, size, 0);
+        Ok(out)
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let out = self.inner.root_history(name, below, limit).await?;
+        let size: usize = out
+            .iter()
+            .map(|m| m.body.len() + META_ITEM_OVERHEAD + name.as_str().len())
+            .sum();
+        self.add("Query", 1, read_units(size, true), 0.0, size, 0);
+        Ok(out)
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
@@ -196,12 +232,13 @@ impl<B: Backend> super::Layer for Metered<B> {
         // larger of the replaced and the new item.
         let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.len();
         let old_root = self.swap_meta_size(MetaKind::Root, commit.name, None);
-        let mut wcu = 2.0 * write_units(root_size.max(old_root));
+        // The root and its history item.
+        let mut wcu = 2.0 * (write_units(root_size.max(old_root)) + write_units(root_size));
         if commit.fence.is_some() {
             // The lock item's ConditionCheck is billed like a write of it.
             wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.len() + 64);
         }
-        let mut bytes = root_size;
+        let mut bytes = 2 * root_size;
         for (_, sector) in inside {
             let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
             wcu += 2.0 * write_units(size);

@@ -156,6 +156,24 @@ pub trait Backend: Send + Sync + 'static {
     /// Every database with a root, in name order.
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError>;
 
+    /// Version `version` of the root of `name` as its history keeps it
+    /// (strongly consistent): every root write also writes its history
+    /// item (docs/format.md, "History"). `None`: never written, or retired.
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError>;
+
+    /// The kept root versions of `name`, newest first: those below `below`
+    /// (all, if `None`), at most `limit` of them. Strongly consistent.
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError>;
+
     /// Sectors by hash, in the order asked; `None` where absent. Bytes are as
     /// stored: the storage layer verifies them against their hashes.
     async fn get_sectors(
@@ -251,7 +269,8 @@ pub fn transaction_plan<'a>(
 }
 
 pub use donut_format::limits::{
-    ITEM_BYTES_MAX, ONE_REQUEST_BYTES_MAX, ONE_REQUEST_SECTORS_MAX, TRANSACTION_ACTIONS_MAX,
+    ITEM_BYTES_MAX, ONE_REQUEST_BYTES_MAX, ONE_REQUEST_SECTORS_MAX, ROOT_ACTIONS,
+    TRANSACTION_ACTIONS_MAX,
 };
 /// Most keys one DynamoDB `BatchGetItem` request takes.
 pub const BATCH_GET_MAX: usize = 100;
@@ -262,7 +281,7 @@ pub const BATCH_WRITE_MAX: usize = 25;
 /// distinct sectors: a transaction writes each key once.
 pub fn fits_one_request(sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
     let distinct: std::collections::HashSet<&Hash> = sectors.iter().map(|s| &s.0).collect();
-    distinct.len() + 1 + fenced as usize <= TRANSACTION_ACTIONS_MAX
+    distinct.len() + ROOT_ACTIONS + fenced as usize <= TRANSACTION_ACTIONS_MAX
         && sectors.iter().map(|s| s.1.len()).sum::<usize>() <= ONE_REQUEST_BYTES_MAX
 }
 
@@ -297,6 +316,23 @@ pub trait Layer: Send + Sync + 'static {
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
         self.inner().list_roots().await
+    }
+
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        self.inner().get_root_version(name, version).await
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        self.inner().root_history(name, below, limit).await
     }
 
     async fn get_sectors(
@@ -359,6 +395,23 @@ impl<L: Layer> Backend for L {
         Layer::list_roots(self).await
     }
 
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        Layer::get_root_version(self, name, version).await
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        Layer::root_history(self, name, below, limit).await
+    }
+
     async fn get_sectors(
         &self,
         db: DbId,
@@ -417,15 +470,15 @@ mod tests {
 
     #[test]
     fn one_request_commits_count_every_action() {
-        assert!(fits_one_request(&sectors(99), false));
-        assert!(!fits_one_request(&sectors(100), false));
-        assert!(fits_one_request(&sectors(98), true));
+        assert!(fits_one_request(&sectors(98), false));
+        assert!(!fits_one_request(&sectors(99), false));
+        assert!(fits_one_request(&sectors(97), true));
         assert!(
-            !fits_one_request(&sectors(99), true),
-            "99 + fence + root = 101"
+            !fits_one_request(&sectors(98), true),
+            "98 + fence + root + history = 101"
         );
         // A sector twice is one action.
-        let mut twice = sectors(98);
+        let mut twice = sectors(97);
         twice.push(twice[0].clone());
         assert!(fits_one_request(&twice, true));
     }

@@ -1,0 +1,263 @@
+//! A database's kept versions (docs/format.md, "History"): reading a past
+//! root by version or time, listing versions, and restoring one as a new
+//! version. Every root write also writes its history item, so a version
+//! stays readable until `gc` retires it.
+
+use crate::backend::{Backend, Meta};
+use crate::clock::Clock;
+use crate::db::{Stored, decode_stored, read_stored, swap_root};
+use crate::error::StorageError;
+use crate::random_u64;
+use donut_format::{At, DbName, Root, Tombstone, format_utc_ms};
+
+/// Versions read per request while searching history by time.
+const HISTORY_PAGE: usize = 100;
+
+/// A kept version as `versions` lists it.
+#[derive(Debug, Clone)]
+pub enum Version {
+    /// A database root: its pages are readable at this version.
+    Live(Root),
+    /// The database was removed at this version (`rm`).
+    Removed(Tombstone),
+}
+
+impl Version {
+    pub fn version(&self) -> u64 {
+        match self {
+            Version::Live(root) => root.version,
+            Version::Removed(tombstone) => tombstone.version,
+        }
+    }
+
+    /// When it was written: the commit's time, or the removal's.
+    pub fn time_ms(&self) -> u64 {
+        match self {
+            Version::Live(root) => root.commit_ms,
+            Version::Removed(tombstone) => tombstone.removed_ms,
+        }
+    }
+}
+
+fn decode_version(name: &DbName, meta: Meta) -> Result<Version, StorageError> {
+    match decode_stored(name, meta)? {
+        Stored::Live(_, root) => Ok(Version::Live(root)),
+        Stored::Removed(meta) => {
+            let tombstone = Tombstone::decode(&meta.body)
+                .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
+            Ok(Version::Removed(tombstone))
+        }
+        Stored::Absent => unreachable!("decode_stored never answers absent"),
+    }
+}
+
+/// The newest kept versions of `name`, newest first, at most `limit`. A
+/// database whose newest root was written before history was kept (format
+/// v3) lists that root alone until its next commit.
+pub async fn list_versions(
+    backend: &dyn Backend,
+    name: &DbName,
+    limit: usize,
+) -> Result<Vec<Version>, StorageError> {
+    let head = match read_stored(backend, name).await? {
+        Stored::Absent => return Err(no_database(backend, name)),
+        Stored::Removed(meta) => decode_version(name, meta)?,
+        Stored::Live(_, root) => Version::Live(root),
+    };
+    let mut out = vec![head];
+    let older = backend
+        .root_history(name, Some(out[0].version()), limit.saturating_sub(1))
+        .await?;
+    for meta in older {
+        out.push(decode_version(name, meta)?);
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+fn no_database(backend: &dyn Backend, name: &DbName) -> StorageError {
+    StorageError::NotFound(format!(
+        "no database {name:?} in the {}",
+        backend.describe()
+    ))
+}
+
+/// The root of `name` at `at`, read-only: a kept version, or the one
+/// current at a time. A version past the newest, retired by `gc`, or at
+/// which the database was removed is `not-found`, saying which.
+pub async fn read_root_at(
+    backend: &dyn Backend,
+    name: &DbName,
+    at: At,
+) -> Result<(Meta, Root), StorageError> {
+    let version = match at {
+        At::Version(version) => read_version(backend, name, version).await?,
+        At::TimeMs(ms) => read_at_time(backend, name, ms).await?,
+    };
+    match version {
+        Version::Live(root) => Ok((
+            Meta {
+                version: root.version,
+                body: root.encode(),
+            },
+            root,
+        )),
+        Version::Removed(tombstone) => Err(StorageError::NotFound(format!(
+            "{name:?} at {at} is removed: version {} is its removal (rm at {})",
+            tombstone.version,
+            format_utc_ms(tombstone.removed_ms)
+        ))),
+    }
+}
+
+async fn read_version(
+    backend: &dyn Backend,
+    name: &DbName,
+    version: u64,
+) -> Result<Version, StorageError> {
+    if let Some(meta) = backend.get_root_version(name, version).await? {
+        return decode_version(name, meta);
+    }
+    // Not in history: the current root itself if written before history
+    // was kept, else past the newest or retired.
+    let newest = match read_stored(backend, name).await? {
+        Stored::Absent => return Err(no_database(backend, name)),
+        Stored::Removed(meta) => meta.version,
+        Stored::Live(meta, root) if meta.version == version => return Ok(Version::Live(root)),
+        Stored::Live(meta, _) => meta.version,
+    };
+    if version > newest {
+        return Err(StorageError::NotFound(format!(
+            "{name:?} has no version {version}: its newest is {newest}"
+        )));
+    }
+    Err(StorageError::NotFound(format!(
+        "version {version} of {name:?} is no longer kept (gc retired it); \
+         `donut-host versions {name}` lists the kept ones"
+    )))
+}
+
+/// Going back from the newest, the first version written at or before
+/// `ms` (commit times come from writers' clocks, so this is the version
+/// a reader at that time most likely saw).
+async fn read_at_time(
+    backend: &dyn Backend,
+    name: &DbName,
+    ms: u64,
+) -> Result<Version, StorageError> {
+    let head = match read_stored(backend, name).await? {
+        Stored::Absent => return Err(no_database(backend, name)),
+        Stored::Removed(meta) => decode_version(name, meta)?,
+        Stored::Live(_, root) => Version::Live(root),
+    };
+    let mut oldest = head.clone();
+    if head.time_ms() <= ms {
+        return Ok(head);
+    }
+    loop {
+        let page = backend
+            .root_history(name, Some(oldest.version()), HISTORY_PAGE)
+            .await?;
+        let done = page.len() < HISTORY_PAGE;
+        for meta in page {
+            let version = decode_version(name, meta)?;
+            if version.time_ms() <= ms {
+                return Ok(version);
+            }
+            oldest = version;
+        }
+        if done {
+            return Err(StorageError::NotFound(format!(
+                "{name:?} has no kept version as old as {}: the oldest kept is version {} of {}",
+                format_utc_ms(ms),
+                oldest.version(),
+                format_utc_ms(oldest.time_ms())
+            )));
+        }
+    }
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// The version whose content was restored.
+    pub from: u64,
+    /// The new version, equal in content to `from`.
+    pub version: u64,
+    /// The version it replaced was a removal (`rm`): the database is back.
+    pub undid_removal: bool,
+}
+
+/// Writes a new version of `name` equal in content to its version at `at`,
+/// so the restore can itself be undone by restoring the version before
+/// it. A removed database can be restored (it comes back); a version of an
+/// earlier database of the same name (removed and created again since)
+/// cannot.
+pub async fn restore(
+    backend: &dyn Backend,
+    name: &DbName,
+    at: At,
+) -> Result<Restored, StorageError> {
+    let (_, old) = read_root_at(backend, name, at).await?;
+    let (expected, lease_required, removed) = match read_stored(backend, name).await? {
+        Stored::Absent => return Err(no_database(backend, name)),
+        Stored::Removed(meta) => (meta.version, false, true),
+        Stored::Live(meta, current) => {
+            if current.db_id != old.db_id {
+                return Err(StorageError::Invalid(format!(
+                    "version {} of {name:?} belongs to an earlier database of that name \
+                     (removed and created again since); pull {name}@{} and push it instead",
+                    old.version, old.version
+                )));
+            }
+            (meta.version, current.lease_required, false)
+        }
+    };
+    let mut root = old.clone();
+    root.version = expected + 1;
+    root.commit_ms = Clock::System.now_ms();
+    root.txn_id = random_u64();
+    root.lease_required = false;
+    swap_root(backend, name, Some(expected), lease_required, &root).await?;
+    Ok(Restored {
+        from: old.version,
+        version: root.version,
+        undid_removal: removed,
+    })
+}
+
+/// Creates `dst` equal to `src` (or to its kept version `at`), sharing its
+/// pages and manifest: one root write, no data copied. The fork keeps the
+/// source's database id — sectors are keyed by it, so both read the same
+/// items — and from then on each is written independently: a commit to
+/// one never changes what the other reads, since sectors are immutable.
+pub async fn fork(
+    backend: &dyn Backend,
+    src: &DbName,
+    at: Option<At>,
+    dst: &DbName,
+) -> Result<Root, StorageError> {
+    if src == dst {
+        return Err(StorageError::Invalid(format!(
+            "a fork needs a new name, not {src:?} again"
+        )));
+    }
+    let (_, source) = match at {
+        None => crate::db::read_root(backend, src).await?,
+        Some(at) => read_root_at(backend, src, at).await?,
+    };
+    let (expected, fresh) = crate::db::new_root(backend, dst, source.page_size).await?;
+    let mut root = source.clone();
+    root.version = fresh.version;
+    root.commit_ms = fresh.commit_ms;
+    root.txn_id = fresh.txn_id;
+    root.lease_required = false;
+    match swap_root(backend, dst, expected, false, &root).await {
+        Ok(()) => Ok(root),
+        Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
+            "database {dst:?} already exists in the {}",
+            backend.describe()
+        ))),
+        Err(e) => Err(e),
+    }
+}

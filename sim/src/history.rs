@@ -1,0 +1,192 @@
+//! After a run: its kept versions, read back through time travel, restore
+//! and fork (docs/format.md, "History"). Whatever the run's faults did,
+//! every version a commit wrote must read as a consistent database whose
+//! lists only grew from version to version; a restore must bring back
+//! exactly what the version reads, and restoring the version before it
+//! undo it; a fork of a version must read exactly that version.
+
+use crate::Rng;
+use crate::check::{ACCOUNTS, BALANCE, LARGE_ROWS};
+use donut_format::{At, DbName};
+use donut_host::MemoryBackend;
+use donut_host::storage::{Version, fork, list_versions, restore};
+use serde_json::Value;
+
+/// Past versions read per run, besides the newest (each is a guest run).
+const SAMPLED_VERSIONS: usize = 2;
+
+/// What the checks need of the simulator: reading a database's state
+/// (`sim-final`) as a guest would, and blocking on the store.
+pub trait Reader {
+    /// The `final` object `sim-final` prints for `db` (a name, or
+    /// `NAME@VERSION`), or why it could not be read.
+    fn final_state(&self, db: &str) -> Result<Value, String>;
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T;
+}
+
+/// Checks the kept versions of `db` from `first` (the first version with
+/// the run's tables) on: returns anomalies.
+pub fn check(
+    reader: &impl Reader,
+    store: &MemoryBackend,
+    db: &str,
+    first: u64,
+    rng: &mut Rng,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = DbName::new(db).expect("the sim's database name is legal");
+    let kept = match reader.block_on(list_versions(store, &name, usize::MAX)) {
+        Ok(kept) => kept,
+        Err(e) => return vec![format!("history: listing versions failed: {e}")],
+    };
+    let live: Vec<u64> = kept
+        .iter()
+        .filter_map(|v| match v {
+            Version::Live(root) if root.version >= first => Some(root.version),
+            _ => None,
+        })
+        .collect();
+    let Some(&newest) = live.first() else {
+        return vec![format!("history: no version of {db} at or after {first}")];
+    };
+    let mut sampled: Vec<u64> = (0..SAMPLED_VERSIONS)
+        .map(|_| live[rng.below(live.len() as u64) as usize])
+        .chain([newest])
+        .collect();
+    sampled.sort_unstable();
+    sampled.dedup();
+    let mut states = Vec::new();
+    for &version in &sampled {
+        match reader.final_state(&format!("{db}@{version}")) {
+            Ok(state) => {
+                check_state(version, &state, &mut out);
+                states.push((version, state));
+            }
+            Err(e) => out.push(format!("history: reading {db}@{version} failed: {e}")),
+        }
+    }
+    for pair in states.windows(2) {
+        check_growth(&pair[0], &pair[1], &mut out);
+    }
+    match reader.final_state(db) {
+        Ok(current) if states.last().is_some_and(|(_, s)| *s != current) => out.push(format!(
+            "history: {db}@{newest} reads {} but {db} reads {current}",
+            states.last().map_or(Value::Null, |(_, s)| s.clone())
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(format!("history: reading {db} failed: {e}")),
+    }
+    if let Some((version, state)) = states.first().cloned() {
+        check_restore_and_fork(reader, store, &name, (version, &state), newest, &mut out);
+    }
+    out
+}
+
+/// Restores `version`, reads it back, restores the version before the
+/// restore (the undo) and forks `version` into a new database.
+fn check_restore_and_fork(
+    reader: &impl Reader,
+    store: &MemoryBackend,
+    name: &DbName,
+    (version, state): (u64, &Value),
+    newest: u64,
+    out: &mut Vec<String>,
+) {
+    let db = name.as_str();
+    let expect = |what: &str, read: Result<Value, String>, out: &mut Vec<String>| match read {
+        Ok(read) if read == *state => {}
+        Ok(read) => out.push(format!(
+            "history: {what} reads {read}, {db}@{version} {state}"
+        )),
+        Err(e) => out.push(format!("history: reading {what} failed: {e}")),
+    };
+    let newest_state = reader.final_state(db);
+    match reader.block_on(restore(store, name, At::Version(version))) {
+        Ok(restored) => {
+            expect(
+                &format!("{db} restored to {version}"),
+                reader.final_state(db),
+                out,
+            );
+            match reader.block_on(restore(store, name, At::Version(restored.version - 1))) {
+                Ok(_) => {
+                    if reader.final_state(db) != newest_state {
+                        out.push(format!(
+                            "history: undoing the restore of {db} did not bring version {newest} back"
+                        ));
+                    }
+                }
+                Err(e) => out.push(format!("history: undoing the restore failed: {e}")),
+            }
+        }
+        Err(e) => out.push(format!("history: restoring {db} to {version} failed: {e}")),
+    }
+    let copy = DbName::new("fork.db").expect("legal name");
+    match reader.block_on(fork(store, name, Some(At::Version(version)), &copy)) {
+        Ok(_) => expect(
+            &format!("a fork of {db}@{version}"),
+            reader.final_state("fork.db"),
+            out,
+        ),
+        Err(e) => out.push(format!("history: forking {db}@{version} failed: {e}")),
+    }
+}
+
+/// One version: intact, and the bank's invariant.
+fn check_state(version: u64, state: &Value, out: &mut Vec<String>) {
+    let integrity = state.get("integrity").and_then(Value::as_array);
+    if integrity.is_none_or(|a| a.len() != 1 || a[0] != "ok") {
+        out.push(format!(
+            "history: version {version}: integrity {integrity:?}"
+        ));
+    }
+    let sum = state.get("sum").and_then(Value::as_i64);
+    if sum != Some(ACCOUNTS * BALANCE) {
+        out.push(format!(
+            "history: version {version}: the bank sums to {sum:?}, not {}",
+            ACCOUNTS * BALANCE
+        ));
+    }
+}
+
+/// From an older version to a newer one: every list only grew (the older
+/// one is a prefix), no ledger row went away, and every large batch is
+/// whole.
+fn check_growth((a, older): &(u64, Value), (b, newer): &(u64, Value), out: &mut Vec<String>) {
+    let arrays = |state: &Value, key: &str| -> Vec<Value> {
+        state
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (old_lists, new_lists) = (arrays(older, "lists"), arrays(newer, "lists"));
+    for (key, (old, new)) in old_lists.iter().zip(&new_lists).enumerate() {
+        let (old, new) = (old.as_array(), new.as_array());
+        let prefix = match (old, new) {
+            (Some(old), Some(new)) => new.starts_with(old),
+            _ => false,
+        };
+        if !prefix {
+            out.push(format!(
+                "history: list {key} at version {a} is {old:?}, not a prefix of version {b}'s {new:?}"
+            ));
+        }
+    }
+    let ledger = arrays(newer, "ledger");
+    if let Some(gone) = arrays(older, "ledger").iter().find(|x| !ledger.contains(x)) {
+        out.push(format!(
+            "history: ledger row {gone} of version {a} is gone at version {b}"
+        ));
+    }
+    // Batches come and go, but only whole.
+    for (version, state) in [(a, older), (b, newer)] {
+        for batch in arrays(state, "batches") {
+            if batch.get(1).and_then(Value::as_i64) != Some(LARGE_ROWS) {
+                out.push(format!(
+                    "history: version {version} holds part of batch {batch}"
+                ));
+            }
+        }
+    }
+}
