@@ -115,6 +115,12 @@ enum Command {
     Rm(commands::rm::Args),
     /// Create the DynamoDB table (hash_key S, range_key N; on-demand billing).
     CreateTable,
+    /// What is stored, decoded and checked: root, manifest, sector, verify,
+    /// stats.
+    #[command(subcommand)]
+    Debug(commands::debug::Command),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(commands::completion::Args),
     /// Serve tenants' plugins over HTTP (see the README's "Service").
     Serve(commands::serve::Args),
     /// Manage a service's tenants file.
@@ -232,6 +238,9 @@ async fn main_async(cli: Cli) -> Result<i32> {
     if let Command::Tenant(command) = cli.command {
         return commands::tenant::run(command);
     }
+    if let Command::Completion(args) = cli.command {
+        return commands::completion::run(<Cli as clap::CommandFactory>::command(), args);
+    }
     let env = env(&cli).await?;
     let code = match cli.command {
         Command::Run(args) => commands::run::run(&env, args).await?,
@@ -246,7 +255,8 @@ async fn main_async(cli: Cli) -> Result<i32> {
         Command::Restore(args) => commands::restore::run(&env, args).await?,
         Command::Fork(args) => commands::fork::run(&env, args).await?,
         Command::Serve(args) => commands::serve::run(&env, args).await?,
-        Command::CreateTable | Command::Tenant(_) => {
+        Command::Debug(command) => commands::debug::run(&env, command).await?,
+        Command::CreateTable | Command::Tenant(_) | Command::Completion(_) => {
             unreachable!("handled before a backend is opened")
         }
     };

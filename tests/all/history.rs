@@ -1,7 +1,7 @@
 //! Kept versions (docs/format.md, "History"): time travel by version and by
 //! time, restore and its undo, fork, on every backend; a store written
 //! before history was kept; the CLI's `versions`, `restore`, `fork` and
-//! `pull DB@AT`.
+//! `pull DB@AT`. (`debug` and the shells' busy retry: `cli.rs`.)
 
 use crate::backend_tests;
 use crate::util::{Harness, host_bin, stderr};
@@ -296,4 +296,31 @@ fn the_cli_lists_restores_forks_and_pulls_past_versions() {
     let conn = rusqlite::Connection::open(&file).unwrap();
     let x: String = conn.query_row("select x from t", [], |r| r.get(0)).unwrap();
     assert_eq!(x, "second");
+}
+
+/// A fork shares its source's database id: the host's memory of the newest
+/// version seen must not mix the two (keyed by id alone, a reader of the
+/// fork would take the source's newer versions for its own and read its
+/// root twice per statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_and_its_source_keep_separate_newest_versions_in_a_shared_cache() {
+    let mut h = Harness::memory();
+    h.cache = Some(donut_host::storage::SectorCache::new(64 << 20));
+    numbered(&h, "src.db", 1).await;
+    fork(&*h.backend, &name("src.db"), None, &name("dst.db"))
+        .await
+        .unwrap();
+    for x in 2..=6 {
+        h.sql_ok("src.db", &format!("insert into t values ({x})"))
+            .await;
+    }
+    let (out, stats) = h.shell("dst.db", "select count(*) from t;\n").await;
+    assert!(out.success(), "{}", stderr(&out));
+    assert!(crate::util::stdout(&out).contains('1'));
+    assert_eq!(
+        stats.read_root, 1,
+        "one root read for one statement: {stats}"
+    );
+    let (_, stats) = h.shell("src.db", "select count(*) from t;\n").await;
+    assert_eq!(stats.read_root, 1, "{stats}");
 }

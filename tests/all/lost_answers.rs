@@ -174,7 +174,11 @@ async fn each_cancellation_reason_is_a_definite_refusal_that_changes_nothing() {
         proxy
             .faults
             .refuse("TransactWriteItems", 2, Refusal::Cancelled(reason));
-        let out = h.sql("c.db", "update c set n = n + 1").await;
+        // No busy timeout: the shell would run a refused autocommit
+        // statement again, and the refusal is what is under test.
+        let out = h
+            .sql("c.db", "pragma busy_timeout = 0; update c set n = n + 1")
+            .await;
         proxy.faults.refuse.lock().unwrap().clear();
         // A cancelled transaction is billed its prepare phase.
         let billed = h.dynamo.as_ref().unwrap().stats().write_capacity_units - billed;
@@ -211,7 +215,11 @@ async fn refusing_exceptions_are_definite_and_named() {
         proxy
             .faults
             .refuse("TransactWriteItems", 2, Refusal::Exception(exception));
-        let out = h.sql("c.db", "update c set n = n + 1").await;
+        // No busy timeout: the shell would run a refused autocommit
+        // statement again, and the refusal is what is under test.
+        let out = h
+            .sql("c.db", "pragma busy_timeout = 0; update c set n = n + 1")
+            .await;
         proxy.faults.refuse.lock().unwrap().clear();
         assert!(!out.success(), "{exception}: accepted");
         let err = stderr(&out);

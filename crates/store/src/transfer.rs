@@ -180,6 +180,18 @@ impl ChunkSource for NoChunks {
 struct BackendChunks {
     backend: Arc<dyn Backend>,
     db: DbId,
+    /// Every chunk loaded and verified so far.
+    loaded: std::collections::HashSet<Hash>,
+}
+
+impl BackendChunks {
+    fn new(backend: Arc<dyn Backend>, db: DbId) -> BackendChunks {
+        BackendChunks {
+            backend,
+            db,
+            loaded: std::collections::HashSet::new(),
+        }
+    }
 }
 
 impl ChunkSource for BackendChunks {
@@ -197,6 +209,7 @@ impl ChunkSource for BackendChunks {
                     TransferError::Corrupt(format!("manifest chunk {} is missing", hash_hex(h)))
                 })?;
                 verify(h, &bytes)?;
+                self.loaded.insert(*h);
                 Ok(Arc::new(Chunk::decode(&bytes)?))
             })
             .collect()
@@ -236,7 +249,7 @@ pub async fn pull(
             .collect::<String>()
     ));
     let result = pull_into(&backend, &root, &tmp, &mut progress).await;
-    let result = result.and_then(|()| {
+    let result = result.and_then(|_| {
         std::fs::rename(&tmp, dest).map_err(io(dest))?;
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
@@ -254,14 +267,77 @@ async fn pull_into(
     root: &Root,
     tmp: &Path,
     progress: &mut impl FnMut(u64, u64),
-) -> Result<(), TransferError> {
+) -> Result<Verified, TransferError> {
     let mut out = std::fs::File::create(tmp).map_err(io(tmp))?;
+    let verified = copy_pages(backend, root, &mut out, progress)
+        .await
+        .map_err(|e| match e {
+            CopyError::Transfer(e) => e,
+            CopyError::Write(e) => io(tmp)(e),
+        })?;
+    out.sync_all().map_err(io(tmp))?;
+    Ok(verified)
+}
+
+/// What a walk of a root read and checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Pages read and checked against their hashes.
+    pub pages: u64,
+    /// Pages that read as zeros (not stored).
+    pub zero_pages: u64,
+    /// Distinct manifest chunks read and checked.
+    pub chunks: u64,
+}
+
+/// Reads every page and manifest chunk `root` reaches and checks each
+/// against its hash (`debug verify`): an error names the first one
+/// missing or wrong.
+pub async fn verify_root(
+    backend: Arc<dyn Backend>,
+    root: &Root,
+) -> Result<Verified, TransferError> {
+    copy_pages(&backend, root, &mut std::io::sink(), &mut |_, _| {})
+        .await
+        .map_err(|e| match e {
+            CopyError::Transfer(e) => e,
+            CopyError::Write(e) => TransferError::Corrupt(e.to_string()),
+        })
+}
+
+/// The hashes of pages `indices` (page number − 1) in `root`'s manifest.
+pub async fn page_hashes(
+    backend: Arc<dyn Backend>,
+    root: &Root,
+    indices: &[u32],
+) -> Result<Vec<Hash>, TransferError> {
+    let mut source = BackendChunks::new(backend, root.db_id);
+    Manifest::new(root).lookup_many(indices, &mut source)
+}
+
+enum CopyError {
+    Transfer(TransferError),
+    Write(std::io::Error),
+}
+
+impl<E: Into<TransferError>> From<E> for CopyError {
+    fn from(e: E) -> CopyError {
+        CopyError::Transfer(e.into())
+    }
+}
+
+/// Writes every page of `root` to `out` in order, each checked against
+/// its hash.
+async fn copy_pages(
+    backend: &Arc<dyn Backend>,
+    root: &Root,
+    out: &mut impl Write,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<Verified, CopyError> {
     let page_size = root.page_size as usize;
     let total = root.file_size();
-    let mut source = BackendChunks {
-        backend: backend.clone(),
-        db: root.db_id,
-    };
+    let mut source = BackendChunks::new(backend.clone(), root.db_id);
+    let mut verified = Verified::default();
     let zeros = vec![0u8; page_size];
     let mut start = 0u32;
     while start < root.page_count {
@@ -276,7 +352,8 @@ async fn pull_into(
         let mut pages = wanted.iter().zip(found);
         for (index, page_hash) in indices.iter().zip(&hashes) {
             if *page_hash == ZERO_HASH {
-                out.write_all(&zeros).map_err(io(tmp))?;
+                out.write_all(&zeros).map_err(CopyError::Write)?;
+                verified.zero_pages += 1;
                 continue;
             }
             let (h, bytes) = pages.next().expect("one fetched sector per wanted hash");
@@ -289,13 +366,15 @@ async fn pull_into(
                     "page {} is {} bytes, not {page_size}",
                     index + 1,
                     bytes.len()
-                )));
+                ))
+                .into());
             }
-            out.write_all(&bytes).map_err(io(tmp))?;
+            out.write_all(&bytes).map_err(CopyError::Write)?;
+            verified.pages += 1;
         }
         progress(end as u64 * page_size as u64, total);
         start = end;
     }
-    out.sync_all().map_err(io(tmp))?;
-    Ok(())
+    verified.chunks = source.loaded.len() as u64;
+    Ok(verified)
 }

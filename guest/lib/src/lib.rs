@@ -155,6 +155,13 @@ pub fn retry_with<T>(
     }
 }
 
+/// The pause before running again a statement or transaction refused with
+/// `SQLITE_BUSY`, after `attempt` refusals: jittered, exponential, at most
+/// 100 ms (what [`retry`] waits).
+pub fn retry_pause(attempt: u32) -> std::time::Duration {
+    backoff(attempt)
+}
+
 /// Jittered exponential backoff before attempt `attempt + 1`: between half
 /// and all of 1 ms · 2^attempt, at most 100 ms.
 fn backoff(attempt: u32) -> std::time::Duration {

@@ -115,15 +115,7 @@ fn execute(
             }
         }
         let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
-        let mut rows = stmt.raw_query();
-        let mut table: Vec<Vec<Value>> = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| describe(&e))? {
-            let values = (0..columns.len())
-                .map(|i| row.get::<_, Value>(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| describe(&e))?;
-            table.push(values);
-        }
+        let table = run_statement(conn, &mut stmt, columns.len())?;
         if !columns.is_empty() {
             output::print(out, format, &columns, &table).map_err(|e| e.to_string())?;
         }
@@ -132,6 +124,60 @@ fn execute(
         return Err("parameters given but there is no statement".into());
     }
     Ok(())
+}
+
+/// Steps `stmt` to the end and returns its rows. A statement that runs in
+/// its own transaction (autocommit) and is refused with SQLITE_BUSY —
+/// another writer committed first, or storage throttled: nothing of it was
+/// stored — is run again after a jittered pause, as SQLite's busy handler
+/// waits for a lock, until the connection's `busy_timeout` has passed.
+/// Its rows are printed only once it succeeded, so a run that was refused
+/// printed nothing.
+fn run_statement(
+    conn: &Connection,
+    stmt: &mut rusqlite::Statement<'_>,
+    columns: usize,
+) -> Result<Vec<Vec<Value>>, String> {
+    let own_transaction = conn.is_autocommit();
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match step_all(stmt, columns) {
+            Ok(table) => return Ok(table),
+            Err(e) if own_transaction && is_busy(&e) && started.elapsed() < busy_timeout(conn) => {
+                attempt += 1;
+                std::thread::sleep(donut_guest::retry_pause(attempt));
+            }
+            Err(e) => return Err(describe(&e)),
+        }
+    }
+}
+
+fn step_all(
+    stmt: &mut rusqlite::Statement<'_>,
+    columns: usize,
+) -> rusqlite::Result<Vec<Vec<Value>>> {
+    let mut rows = stmt.raw_query();
+    let mut table: Vec<Vec<Value>> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let values = (0..columns)
+            .map(|i| row.get::<_, Value>(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        table.push(values);
+    }
+    Ok(table)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// The connection's `PRAGMA busy_timeout` (0 if it cannot be read).
+fn busy_timeout(conn: &Connection) -> std::time::Duration {
+    let ms: i64 = conn
+        .pragma_query_value(None, "busy_timeout", |row| row.get(0))
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ms.max(0) as u64)
 }
 
 fn is_complete(sql: &str) -> bool {

@@ -2,8 +2,10 @@
 //! calls; [`Env`] is what a command runs with (the store, the runtime,
 //! the counters).
 
+pub mod completion;
 pub mod create;
 pub mod create_table;
+pub mod debug;
 pub mod fork;
 pub mod ls;
 pub mod pull;
@@ -25,7 +27,6 @@ use donut_host::backend::dynamo::DynamoBackend;
 use donut_host::stats::StorageStats;
 use donut_host::storage::SectorCache;
 use donut_host::{Call, Grant, Runtime, StorageCtx};
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 /// How `sql` and `shell` print rows.
@@ -107,22 +108,24 @@ pub fn grant_for(db: &DbRef) -> Grant {
     }
 }
 
-/// Prints `push`/`pull` progress on a terminal, in whole percents.
+/// A progress bar for `push`/`pull` (bytes, rate, time left) on a
+/// terminal; nothing when stderr is not one.
 pub fn progress_printer(verb: &'static str, name: String) -> impl FnMut(u64, u64) {
-    let tty = std::io::stderr().is_terminal();
-    let mut last = u64::MAX;
+    // indicatif draws only on a terminal (stderr); piped, it prints nothing.
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|style| style.progress_chars("=> "));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.set_message(format!("{verb} {name}"));
     move |done, total| {
-        let percent = (done * 100).checked_div(total).unwrap_or(100);
-        if tty && percent != last {
-            last = percent;
-            eprint!(
-                "\r{verb} {name}: {:.1} / {:.1} MiB ({percent}%)",
-                done as f64 / 1048576.0,
-                total as f64 / 1048576.0
-            );
-            if done >= total {
-                eprintln!();
-            }
+        bar.set_length(total);
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
         }
     }
 }

@@ -12,8 +12,8 @@
 //! - every request asks for consumed capacity; [`RequestStats`] adds it up.
 
 use super::{
-    BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, Meta, MetaKind, PutMetaError,
-    StoredSummary,
+    BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, ItemKind, Meta, MetaKind,
+    PutMetaError, StoredSummary,
 };
 use crate::stats::RequestStats;
 use async_trait::async_trait;
@@ -1023,6 +1023,20 @@ fn meta_from_item(item: &Item, k: &str) -> Result<Meta, BackendError> {
     Ok(Meta { version, body })
 }
 
+/// Which of DonutDB's items `item` is, by its keys (docs/format.md).
+fn item_kind(item: &Item) -> ItemKind {
+    let hash_key = item.get(HASH_KEY).and_then(|v| v.as_s().ok());
+    let range = number(item, RANGE_KEY);
+    match (hash_key.map(String::as_str), range) {
+        (Some(k), Some(0)) if k.starts_with("r/") => ItemKind::Root,
+        (Some(k), Some(_)) if k.starts_with("r/") => ItemKind::History,
+        (Some(k), _) if k.starts_with("l/") => ItemKind::Lock,
+        (Some(k), _) if k.starts_with("s/") => ItemKind::Sector,
+        (Some(CATALOG_KEY), _) => ItemKind::Catalog,
+        _ => ItemKind::Other,
+    }
+}
+
 /// An item's size as DynamoDB bills it: attribute names and values.
 fn item_bytes(item: &Item) -> usize {
     item.iter()
@@ -1425,10 +1439,7 @@ impl Backend for DynamoBackend {
                 .map_err(|e| self.error("Scan", e))?;
             self.count("Scan", out.consumed_capacity());
             for item in out.items() {
-                let size = item_bytes(item);
-                summary.items += 1;
-                summary.bytes += size as u64;
-                summary.largest_item_bytes = summary.largest_item_bytes.max(size as u64);
+                summary.add(item_kind(item), item_bytes(item) as u64);
             }
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),

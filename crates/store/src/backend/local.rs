@@ -15,7 +15,7 @@
 //!   when a sector is missing (another process may have written it).
 
 use super::{
-    Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, Meta, MetaKind, PutMetaError,
+    Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, ItemKind, Meta, MetaKind, PutMetaError,
     StoredSummary,
 };
 use async_trait::async_trait;
@@ -507,27 +507,29 @@ impl Backend for LocalBackend {
         self.blocking(|inner| {
             inner.refresh()?;
             let index = inner.index();
-            let mut summary = StoredSummary {
-                items: index.sectors.len() as u64,
-                bytes: index.bytes,
-                largest_item_bytes: index.largest,
-            };
-            let history = inner.dir.join("history");
-            let mut dirs = vec![inner.dir.join("meta")];
-            for entry in fs::read_dir(&history).map_err(|e| unavailable("listing", &history, e))? {
-                dirs.push(
-                    entry
-                        .map_err(|e| unavailable("listing", &history, e))?
-                        .path(),
-                );
+            let mut summary = StoredSummary::default();
+            summary.add_many(
+                ItemKind::Sector,
+                index.sectors.len() as u64,
+                index.bytes,
+                index.largest,
+            );
+            let meta = inner.dir.join("meta");
+            for entry in fs::read_dir(&meta).map_err(|e| unavailable("listing", &meta, e))? {
+                let entry = entry.map_err(|e| unavailable("listing", &meta, e))?;
+                let kind = match entry.file_name().to_string_lossy() {
+                    name if name.starts_with("root-") => ItemKind::Root,
+                    name if name.starts_with("lock-") => ItemKind::Lock,
+                    _ => ItemKind::Other,
+                };
+                summary.add(kind, entry.metadata().map_or(0, |m| m.len()));
             }
-            for dir in dirs {
+            let history = inner.dir.join("history");
+            for dir in fs::read_dir(&history).map_err(|e| unavailable("listing", &history, e))? {
+                let dir = dir.map_err(|e| unavailable("listing", &history, e))?.path();
                 for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
                     let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                    summary.items += 1;
-                    summary.bytes += len;
-                    summary.largest_item_bytes = summary.largest_item_bytes.max(len);
+                    summary.add(ItemKind::History, entry.metadata().map_or(0, |m| m.len()));
                 }
             }
             Ok(summary)

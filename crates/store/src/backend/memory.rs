@@ -1,7 +1,7 @@
 //! The in-memory backend: deterministic, shared by every instance that holds
 //! it, and the base of simulation tests. Nothing survives the process.
 
-use super::{Backend, BackendError, Commit, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{Backend, BackendError, Commit, ItemKind, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash};
 use std::collections::{BTreeMap, HashMap};
@@ -196,16 +196,18 @@ impl Backend for MemoryBackend {
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         let state = self.state();
         let mut summary = StoredSummary::default();
-        let sizes = state
-            .meta
-            .values()
-            .chain(state.history.values())
-            .map(|m| m.body.len())
-            .chain(state.sectors.values().map(|s| s.len()));
-        for size in sizes {
-            summary.items += 1;
-            summary.bytes += size as u64;
-            summary.largest_item_bytes = summary.largest_item_bytes.max(size as u64);
+        for ((kind, _), meta) in &state.meta {
+            let kind = match kind {
+                MetaKind::Root => ItemKind::Root,
+                MetaKind::Lock => ItemKind::Lock,
+            };
+            summary.add(kind, meta.body.len() as u64);
+        }
+        for meta in state.history.values() {
+            summary.add(ItemKind::History, meta.body.len() as u64);
+        }
+        for sector in state.sectors.values() {
+            summary.add(ItemKind::Sector, sector.len() as u64);
         }
         Ok(summary)
     }

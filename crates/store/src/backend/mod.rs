@@ -127,12 +127,70 @@ impl YieldPoint {
     }
 }
 
-/// Counts and sizes of what a backend stores, for `ls`, tests and limits.
+/// What kind of item, for [`StoredSummary::by_kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ItemKind {
+    /// A database's current root (or tombstone).
+    Root,
+    /// A kept root version (docs/format.md, "History").
+    History,
+    /// A lock item.
+    Lock,
+    /// A page or manifest chunk.
+    Sector,
+    /// A catalog entry (DynamoDB: `ls` without a Scan).
+    Catalog,
+    /// Anything else in the store (not DonutDB's).
+    Other,
+}
+
+impl ItemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Root => "root",
+            ItemKind::History => "history",
+            ItemKind::Lock => "lock",
+            ItemKind::Sector => "sector",
+            ItemKind::Catalog => "catalog",
+            ItemKind::Other => "other",
+        }
+    }
+}
+
+/// Items and bytes of one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindSummary {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// Counts and sizes of what a backend stores, for `debug stats`, tests and
+/// limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredSummary {
     pub items: u64,
     pub bytes: u64,
     pub largest_item_bytes: u64,
+    /// The same by kind of item.
+    pub by_kind: std::collections::BTreeMap<ItemKind, KindSummary>,
+}
+
+impl StoredSummary {
+    /// Counts one item of `kind` and `bytes`.
+    pub fn add(&mut self, kind: ItemKind, bytes: u64) {
+        self.add_many(kind, 1, bytes, bytes);
+    }
+
+    /// Counts `items` items of `kind`, `bytes` in all, the largest
+    /// `largest_bytes`.
+    pub fn add_many(&mut self, kind: ItemKind, items: u64, bytes: u64, largest_bytes: u64) {
+        self.items += items;
+        self.bytes += bytes;
+        self.largest_item_bytes = self.largest_item_bytes.max(largest_bytes);
+        let of_kind = self.by_kind.entry(kind).or_default();
+        of_kind.items += items;
+        of_kind.bytes += bytes;
+    }
 }
 
 /// The primitives every backend implements. All reads of meta items are
