@@ -93,7 +93,7 @@ pub struct DatabaseHandle {
     /// Opened as `NAME@AT`: a past version, read-only.
     at: Option<At>,
     /// That version's root, once read (it never changes).
-    pinned: Option<Meta>,
+    pinned: Option<(Meta, Root)>,
 }
 
 impl DatabaseHandle {
@@ -103,17 +103,6 @@ impl DatabaseHandle {
             db_id,
             at,
             pinned: None,
-        }
-    }
-
-    /// Refuses `what` on a past version.
-    fn check_writable(&self, what: &str) -> Result<(), StorageError> {
-        match self.at {
-            None => Ok(()),
-            Some(at) => Err(StorageError::Denied(format!(
-                "{what} {}@{at} is refused: a past version can only be read",
-                self.name
-            ))),
         }
     }
 }
@@ -421,6 +410,19 @@ impl StorageCtx {
         Ok((name, root.db_id))
     }
 
+    /// Refuses `what` (a write) on a past version's handle or under a
+    /// read-only grant.
+    fn check_write(&self, db: &Resource<DatabaseHandle>, what: &str) -> Result<(), StorageError> {
+        let handle = self.table.get(db)?;
+        if let Some(at) = handle.at {
+            return Err(StorageError::Denied(format!(
+                "{what} {}@{at} is refused: a past version can only be read",
+                handle.name
+            )));
+        }
+        self.grant.check_write(&handle.name, what)
+    }
+
     /// The root a handle reads: the current one, or its past version
     /// (read once). Binds the handle to the root's database id.
     async fn read_handle_root(
@@ -429,21 +431,17 @@ impl StorageCtx {
     ) -> Result<(Meta, Root), StorageError> {
         self.stats.read_root.fetch_add(1, Ordering::Relaxed);
         let handle = self.table.get(db)?;
-        let name = handle.name.clone();
-        let (meta, root) = match (handle.at, &handle.pinned) {
+        let (name, at) = (handle.name.clone(), handle.at);
+        let (meta, root) = match (at, handle.pinned.clone()) {
             (None, _) => read_root(&*self.backend, &name).await?,
-            (Some(_), Some(pinned)) => {
-                let root = Root::decode(&pinned.body)
-                    .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}")))?;
-                (pinned.clone(), root)
-            }
+            (Some(_), Some(pinned)) => pinned,
             (Some(at), None) => {
-                let (meta, root) = read_root_at(&*self.backend, &name, at).await?;
-                self.table.get_mut(db)?.pinned = Some(meta.clone());
-                (meta, root)
+                let pinned = read_root_at(&*self.backend, &name, at).await?;
+                self.table.get_mut(db)?.pinned = Some(pinned.clone());
+                pinned
             }
         };
-        if self.table.get(db)?.at.is_none() {
+        if at.is_none() {
             self.versions().saw(root.db_id, &name, meta.version);
         }
         // The first root read binds the handle to that database id; a root
@@ -584,9 +582,8 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let checked = check_sectors(sectors)?;
         let bytes: usize = checked.iter().map(|s| s.1.len()).sum();
         self.charge(1, checked.len() as u64, bytes as u64)?;
-        self.table.get(&db)?.check_writable("storing sectors of")?;
-        let (name, db_id) = self.db_id(&db).await?;
-        self.grant.check_write(&name, "storing sectors of")?;
+        self.check_write(&db, "storing sectors of")?;
+        let (_, db_id) = self.db_id(&db).await?;
         self.backend.put_sectors(db_id, &checked).await?;
         self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stored(db_id, &checked);
@@ -604,9 +601,8 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let sectors = check_sectors(sectors)?;
         let bytes: usize = sectors.iter().map(|s| s.1.len()).sum::<usize>() + body.len();
         self.charge(1, sectors.len() as u64, bytes as u64)?;
-        self.table.get(&db)?.check_writable("a commit to")?;
+        self.check_write(&db, "a commit to")?;
         let (name, db_id) = self.db_id(&db).await?;
-        self.grant.check_write(&name, "a commit to")?;
         let root =
             Root::decode(&body).map_err(|e| StorageError::Invalid(format!("new root: {e}")))?;
         if root.version != expected_version + 1 {
@@ -730,10 +726,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let exclusive = matches!(mode, WitLockMode::Exclusive);
         self.charge(1, 0, 0)?;
         if exclusive {
-            self.table
-                .get(&db)?
-                .check_writable("an exclusive lease on")?;
-            self.grant.check_write(&name, "an exclusive lease on")?;
+            self.check_write(&db, "an exclusive lease on")?;
         }
         self.stats.lock_calls.fetch_add(1, Ordering::Relaxed);
         self.renew_due_leases().await;
@@ -778,7 +771,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
 
     async fn newest_version_seen(&mut self, db: Resource<DatabaseHandle>) -> wasmtime::Result<u64> {
         let handle = self.table.get(&db)?;
-        if let Some(pinned) = &handle.pinned {
+        if let Some((pinned, _)) = &handle.pinned {
             return Ok(pinned.version); // a past version: never newer
         }
         Ok(match handle.db_id {

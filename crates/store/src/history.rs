@@ -51,6 +51,14 @@ fn decode_version(name: &DbName, meta: Meta) -> Result<Version, StorageError> {
     }
 }
 
+/// The current root item of `name` (a root or a tombstone), as stored.
+async fn read_head(backend: &dyn Backend, name: &DbName) -> Result<Meta, StorageError> {
+    match read_stored(backend, name).await? {
+        Stored::Absent => Err(no_database(backend, name)),
+        Stored::Removed(meta) | Stored::Live(meta, _) => Ok(meta),
+    }
+}
+
 /// The newest kept versions of `name`, newest first, at most `limit`. A
 /// database whose newest root was written before history was kept (format
 /// v3) lists that root alone until its next commit.
@@ -59,11 +67,7 @@ pub async fn list_versions(
     name: &DbName,
     limit: usize,
 ) -> Result<Vec<Version>, StorageError> {
-    let head = match read_stored(backend, name).await? {
-        Stored::Absent => return Err(no_database(backend, name)),
-        Stored::Removed(meta) => decode_version(name, meta)?,
-        Stored::Live(_, root) => Version::Live(root),
-    };
+    let head = decode_version(name, read_head(backend, name).await?)?;
     let mut out = vec![head];
     let older = backend
         .root_history(name, Some(out[0].version()), limit.saturating_sub(1))
@@ -90,42 +94,40 @@ pub async fn read_root_at(
     name: &DbName,
     at: At,
 ) -> Result<(Meta, Root), StorageError> {
-    let version = match at {
+    let meta = match at {
         At::Version(version) => read_version(backend, name, version).await?,
         At::TimeMs(ms) => read_at_time(backend, name, ms).await?,
     };
-    match version {
-        Version::Live(root) => Ok((
-            Meta {
-                version: root.version,
-                body: root.encode(),
-            },
-            root,
-        )),
-        Version::Removed(tombstone) => Err(StorageError::NotFound(format!(
-            "{name:?} at {at} is removed: version {} is its removal (rm at {})",
-            tombstone.version,
-            format_utc_ms(tombstone.removed_ms)
-        ))),
+    match decode_stored(name, meta)? {
+        Stored::Live(meta, root) => Ok((meta, root)),
+        Stored::Removed(meta) => {
+            let removal = decode_version(name, meta)?;
+            Err(StorageError::NotFound(format!(
+                "{name:?} at {at} is removed: version {} is its removal (rm at {})",
+                removal.version(),
+                format_utc_ms(removal.time_ms())
+            )))
+        }
+        Stored::Absent => unreachable!("decode_stored never answers absent"),
     }
 }
 
+/// The stored item of version `version`.
 async fn read_version(
     backend: &dyn Backend,
     name: &DbName,
     version: u64,
-) -> Result<Version, StorageError> {
+) -> Result<Meta, StorageError> {
     if let Some(meta) = backend.get_root_version(name, version).await? {
-        return decode_version(name, meta);
+        return Ok(meta);
     }
     // Not in history: the current root itself if written before history
     // was kept, else past the newest or retired.
-    let newest = match read_stored(backend, name).await? {
-        Stored::Absent => return Err(no_database(backend, name)),
-        Stored::Removed(meta) => meta.version,
-        Stored::Live(meta, root) if meta.version == version => return Ok(Version::Live(root)),
-        Stored::Live(meta, _) => meta.version,
-    };
+    let head = read_head(backend, name).await?;
+    if head.version == version {
+        return Ok(head);
+    }
+    let newest = head.version;
     if version > newest {
         return Err(StorageError::NotFound(format!(
             "{name:?} has no version {version}: its newest is {newest}"
@@ -139,19 +141,11 @@ async fn read_version(
 
 /// Going back from the newest, the first version written at or before
 /// `ms` (commit times come from writers' clocks, so this is the version
-/// a reader at that time most likely saw).
-async fn read_at_time(
-    backend: &dyn Backend,
-    name: &DbName,
-    ms: u64,
-) -> Result<Version, StorageError> {
-    let head = match read_stored(backend, name).await? {
-        Stored::Absent => return Err(no_database(backend, name)),
-        Stored::Removed(meta) => decode_version(name, meta)?,
-        Stored::Live(_, root) => Version::Live(root),
-    };
-    let mut oldest = head.clone();
-    if head.time_ms() <= ms {
+/// a reader at that time most likely saw): its stored item.
+async fn read_at_time(backend: &dyn Backend, name: &DbName, ms: u64) -> Result<Meta, StorageError> {
+    let head = read_head(backend, name).await?;
+    let mut oldest = decode_version(name, head.clone())?;
+    if oldest.time_ms() <= ms {
         return Ok(head);
     }
     loop {
@@ -160,9 +154,9 @@ async fn read_at_time(
             .await?;
         let done = page.len() < HISTORY_PAGE;
         for meta in page {
-            let version = decode_version(name, meta)?;
+            let version = decode_version(name, meta.clone())?;
             if version.time_ms() <= ms {
-                return Ok(version);
+                return Ok(meta);
             }
             oldest = version;
         }

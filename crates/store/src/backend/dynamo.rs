@@ -905,12 +905,7 @@ impl DynamoBackend {
             fenced,
             token,
         } = swap;
-        let mut history_item = key(root_key(name), meta.version);
-        history_item.insert(ATTR_VERSION.to_string(), n(meta.version));
-        history_item.insert(
-            ATTR_BODY.to_string(),
-            AttributeValue::B(Blob::new(meta.body.clone())),
-        );
+        let history_item = meta_item(root_key(name), meta.version, &meta);
         prepare_units += kb(item_bytes(&history_item));
         let history = Put::builder()
             .table_name(&self.table)
@@ -918,13 +913,8 @@ impl DynamoBackend {
             .build()
             .map_err(build_error)?;
         items.push(TransactWriteItem::builder().put(history).build());
-        let mut root_item = key(meta_key(MetaKind::Root, name), 0);
-        root_item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        let root_item = meta_item(meta_key(MetaKind::Root, name), 0, &meta);
         self.add_bytes(0, 2 * meta.body.len(), 0);
-        root_item.insert(
-            ATTR_BODY.to_string(),
-            AttributeValue::B(Blob::new(meta.body)),
-        );
         let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(root_item.clone()))
@@ -1011,6 +1001,18 @@ fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> PutMetaError {
 /// Write units of an item of `bytes`: one per KB started.
 fn kb(bytes: usize) -> f64 {
     bytes.div_ceil(1024).max(1) as f64
+}
+
+/// The item of a meta item (a root, a lock, a kept root version) at
+/// (`hash_key`, `range`).
+fn meta_item(hash_key: String, range: u64, meta: &Meta) -> Item {
+    let mut item = key(hash_key, range);
+    item.insert(ATTR_VERSION.to_string(), n(meta.version));
+    item.insert(
+        ATTR_BODY.to_string(),
+        AttributeValue::B(Blob::new(meta.body.clone())),
+    );
+    item
 }
 
 /// A meta item's version and body.
@@ -1237,13 +1239,8 @@ impl Backend for DynamoBackend {
             };
             return self.swap_root(swap, Vec::new(), 0.0, meta).await;
         }
-        let mut item = key(meta_key(kind, name), 0);
-        item.insert(ATTR_VERSION.to_string(), n(meta.version));
+        let item = meta_item(meta_key(kind, name), 0, &meta);
         self.add_bytes(0, meta.body.len(), 0);
-        item.insert(
-            ATTR_BODY.to_string(),
-            AttributeValue::B(Blob::new(meta.body)),
-        );
         self.put_item(item, expected).await
     }
 

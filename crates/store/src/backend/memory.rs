@@ -15,6 +15,17 @@ struct State {
     sectors: HashMap<(DbId, Hash), Arc<[u8]>>,
 }
 
+impl State {
+    /// Stores a meta item; a root also as its version's history item.
+    fn put_meta(&mut self, kind: MetaKind, name: &DbName, meta: Meta) {
+        if kind == MetaKind::Root {
+            self.history
+                .insert((name.clone(), meta.version), meta.clone());
+        }
+        self.meta.insert((kind, name.clone()), meta);
+    }
+}
+
 /// Cloning shares the store.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
@@ -92,12 +103,7 @@ impl Backend for MemoryBackend {
         if current != expected {
             return Err(PutMetaError::Conflict);
         }
-        if kind == MetaKind::Root {
-            state
-                .history
-                .insert((name.clone(), meta.version), meta.clone());
-        }
-        state.meta.insert(key, meta);
+        state.put_meta(kind, name, meta);
         Ok(())
     }
 
@@ -186,10 +192,7 @@ impl Backend for MemoryBackend {
                 .entry((db, *hash))
                 .or_insert_with(|| bytes.as_slice().into());
         }
-        state
-            .history
-            .insert((name.clone(), meta.version), meta.clone());
-        state.meta.insert(key, meta);
+        state.put_meta(MetaKind::Root, name, meta);
         Ok(())
     }
 

@@ -24,6 +24,11 @@ fn read_units(item_bytes: usize, consistent: bool) -> f64 {
 }
 
 /// Write units: 1 KB each.
+/// A meta item's size as DynamoDB bills it: its body, keys and version.
+fn meta_item_bytes(name: &DbName, meta: &Meta) -> usize {
+    meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
+}
+
 fn write_units(item_bytes: usize) -> f64 {
     item_bytes.div_ceil(1024).max(1) as f64
 }
@@ -113,9 +118,7 @@ impl<B: Backend> super::Layer for Metered<B> {
 
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let out = self.inner.get_meta(kind, name).await?;
-        let size = out.as_ref().map_or(0, |m| {
-            m.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
-        });
+        let size = out.as_ref().map_or(0, |m| meta_item_bytes(name, m));
         self.swap_meta_size(kind, name, Some(size));
         // A key not found costs a read unit too.
         self.add("GetItem", 1, read_units(size, true), 0.0, size, 0);
@@ -129,7 +132,7 @@ impl<B: Backend> super::Layer for Metered<B> {
         expected: Option<u64>,
         meta: Meta,
     ) -> Result<(), PutMetaError> {
-        let size = meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len();
+        let size = meta_item_bytes(name, &meta);
         let out = self.inner.put_meta(kind, name, expected, meta).await;
         // Billed on the larger of the replaced and the new item, and a
         // failed condition is billed too (AWS, "DynamoDB read and write
@@ -153,9 +156,7 @@ impl<B: Backend> super::Layer for Metered<B> {
         version: u64,
     ) -> Result<Option<Meta>, BackendError> {
         let out = self.inner.get_root_version(name, version).await?;
-        let size = out.as_ref().map_or(0, |m| {
-            m.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
-        });
+        let size = out.as_ref().map_or(0, |m| meta_item_bytes(name, m));
         self.add("GetItem", 1, read_units(size, true), 0.0, size, 0);
         Ok(out)
     }
@@ -167,10 +168,7 @@ impl<B: Backend> super::Layer for Metered<B> {
         limit: usize,
     ) -> Result<Vec<Meta>, BackendError> {
         let out = self.inner.root_history(name, below, limit).await?;
-        let size: usize = out
-            .iter()
-            .map(|m| m.body.len() + META_ITEM_OVERHEAD + name.as_str().len())
-            .sum();
+        let size: usize = out.iter().map(|m| meta_item_bytes(name, m)).sum();
         self.add("Query", 1, read_units(size, true), 0.0, size, 0);
         Ok(out)
     }
@@ -230,7 +228,7 @@ impl<B: Backend> super::Layer for Metered<B> {
         let name = commit.name.as_str();
         // Transactional writes cost twice the write units, each on the
         // larger of the replaced and the new item.
-        let root_size = meta.body.len() + META_ITEM_OVERHEAD + name.len();
+        let root_size = meta_item_bytes(commit.name, &meta);
         let old_root = self.swap_meta_size(MetaKind::Root, commit.name, None);
         // The root and its history item.
         let mut wcu = 2.0 * (write_units(root_size.max(old_root)) + write_units(root_size));
