@@ -5,7 +5,7 @@
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
 //!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
-//!             [--libsql] [--fresh-processes] [--writes-only]
+//!             [--libsql] [--fresh-processes] [--writes-only] [--gc]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -19,8 +19,10 @@
 //! with and without the persistent sector cache (`fresh.rs`).
 //! `--writes-only`: only W1 and W2 (no setup): what a change to the commit
 //! path costs, in a minute.
+//! `--gc`: what garbage collection reclaims and costs (`gc.rs`).
 
 mod fresh;
+mod gc;
 mod libsql;
 mod service;
 
@@ -56,6 +58,8 @@ struct Args {
     fresh_processes: bool,
     /// Only W1 and W2.
     writes_only: bool,
+    /// Only the garbage collection benchmark.
+    gc: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -70,6 +74,7 @@ fn parse_args() -> Result<Args> {
         libsql: false,
         fresh_processes: false,
         writes_only: false,
+        gc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -86,6 +91,7 @@ fn parse_args() -> Result<Args> {
             "--libsql" => args.libsql = true,
             "--fresh-processes" => args.fresh_processes = true,
             "--writes-only" => args.writes_only = true,
+            "--gc" => args.gc = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -345,6 +351,10 @@ async fn main() -> Result<()> {
     }
     if args.engine_only {
         println!("{}", engine_overhead(args.smoke).await?);
+        return Ok(());
+    }
+    if args.gc {
+        println!("{}", gc::run(args.smoke).await?);
         return Ok(());
     }
     if args.fresh_processes {

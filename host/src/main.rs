@@ -113,6 +113,9 @@ enum Command {
     Fork(commands::fork::Args),
     /// Remove a database (atomically; its storage is reclaimed by gc).
     Rm(commands::rm::Args),
+    /// Retire versions older than the retention (default 7 days) and delete
+    /// what only they referenced; removed databases go entirely.
+    Gc(commands::gc::Args),
     /// Create the DynamoDB table (hash_key S, range_key N; on-demand billing).
     CreateTable,
     /// What is stored, decoded and checked: root, manifest, sector, verify,
@@ -251,6 +254,7 @@ async fn main_async(cli: Cli) -> Result<i32> {
         Command::Push(args) => commands::push::run(&env, args).await?,
         Command::Pull(args) => commands::pull::run(&env, args).await?,
         Command::Rm(args) => commands::rm::run(&env, args).await?,
+        Command::Gc(args) => commands::gc::run(&env, args).await?,
         Command::Versions(args) => commands::versions::run(&env, args).await?,
         Command::Restore(args) => commands::restore::run(&env, args).await?,
         Command::Fork(args) => commands::fork::run(&env, args).await?,

@@ -16,6 +16,7 @@ pub use donut_store::db::{
 };
 pub use donut_store::disk_cache::DiskCache;
 pub use donut_store::error::StorageError;
+pub use donut_store::gc::{GcOptions, GcReport, RETAIN_MS_DEFAULT, collect as collect_garbage};
 pub use donut_store::grant::Grant;
 pub use donut_store::history::{Restored, Version, fork, list_versions, read_root_at, restore};
 pub use donut_store::lease::LeaseRenewal;
@@ -298,6 +299,26 @@ impl StorageCtx {
     }
 }
 
+/// A past version's handle (`pinned`) whose sectors are missing: if `gc`
+/// retired its version since it was opened, says so ("snapshot expired")
+/// instead of letting the guest report corruption.
+async fn check_not_expired(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    pinned: Option<u64>,
+) -> Result<(), StorageError> {
+    let Some(version) = pinned else {
+        return Ok(());
+    };
+    match donut_store::gc::is_retired(&*backend, name, version).await? {
+        Some(oldest) => Err(StorageError::NotFound(format!(
+            "snapshot expired: version {version} of {name:?} was retired by gc while it \
+             was read (the oldest kept version is {oldest})"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
     bytes.try_into().map_err(|_| {
         StorageError::Invalid(format!(
@@ -543,6 +564,10 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         }
         let wanted: Vec<Hash> = missing.iter().map(|&i| hashes[i]).collect();
         let found = self.backend.get_sectors(db_id, &wanted).await?;
+        if found.iter().any(Option::is_none) {
+            let pinned = self.table.get(&db)?.pinned.as_ref().map(|p| p.0.version);
+            check_not_expired(self.backend.clone(), &name, pinned).await?;
+        }
         let mut bytes = 0;
         for (hash, sector) in wanted.iter().zip(&found) {
             if let Some(sector) = sector {
@@ -892,6 +917,66 @@ mod tests {
             commit_backoff_ms(30, COMMIT_BACKOFF_MS_MAX),
             COMMIT_BACKOFF_MS_MAX
         );
+    }
+
+    /// Version `version` of `name`: page 1 alone, its bytes all `byte`.
+    async fn one_page_version(
+        backend: &dyn Backend,
+        name: &DbName,
+        version: u64,
+        byte: u8,
+    ) -> Hash {
+        let (_, current) = donut_store::db::read_root(backend, name).await.unwrap();
+        let txn_id = version * 1000;
+        let page = donut_format::salt::salted(&[byte; 4096], donut_format::Salt::page(0, txn_id));
+        let key = donut_format::hash(&page);
+        backend
+            .put_sectors(current.db_id, &[(key, page)])
+            .await
+            .unwrap();
+        let root = Root {
+            version,
+            page_count: 1,
+            overlay: vec![(0, key)],
+            txn_id,
+            ..current
+        };
+        donut_store::db::swap_root(backend, name, Some(version - 1), false, &root)
+            .await
+            .unwrap();
+        key
+    }
+
+    #[tokio::test]
+    async fn a_past_version_retired_while_it_is_read_says_snapshot_expired() {
+        let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let name = DbName::new("a.db").unwrap();
+        donut_store::db::create_database(&*backend, &name, 4096)
+            .await
+            .unwrap();
+        let page = one_page_version(&*backend, &name, 2, 1).await;
+        one_page_version(&*backend, &name, 3, 2).await;
+        let mut ctx = StorageCtx::new(backend.clone(), Grant::all());
+        let db = HostDatabase::open(&mut ctx, "a.db@2".into()).await.unwrap();
+        let read = HostDatabase::get_sectors(&mut ctx, borrow(&db), vec![page.to_vec()]).await;
+        assert!(read.unwrap()[0].is_some());
+        let options = donut_store::gc::GcOptions {
+            retain_ms: 0,
+            now_ms: Clock::System.now_ms() + 1,
+            write_units_max: None,
+        };
+        let report = donut_store::gc::collect(&*backend, &name, options)
+            .await
+            .unwrap();
+        assert_eq!(report.oldest_kept, 3);
+        let read = HostDatabase::get_sectors(&mut ctx, borrow(&db), vec![page.to_vec()]).await;
+        match read {
+            Err(StorageError::NotFound(m)) if m.contains("snapshot expired") => {}
+            other => panic!("{other:?}"),
+        }
+        // Looked up after gc, it is refused at once.
+        let late = read_root_at(&*backend, &name, donut_format::At::Version(2)).await;
+        assert!(matches!(late, Err(StorageError::NotFound(m)) if m.contains("no longer kept")));
     }
 
     async fn ctx_with_db(clock: Clock) -> (StorageCtx, Resource<DatabaseHandle>) {

@@ -32,6 +32,7 @@ pub fn check(
     db: &str,
     first: u64,
     rng: &mut Rng,
+    gc_blind: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let name = DbName::new(db).expect("the sim's database name is legal");
@@ -76,10 +77,79 @@ pub fn check(
         Ok(_) => {}
         Err(e) => out.push(format!("history: reading {db} failed: {e}")),
     }
-    if let Some((version, state)) = states.first().cloned() {
-        check_restore_and_fork(reader, store, &name, (version, &state), newest, &mut out);
+    let oldest = check_gc(
+        reader, store, &name, &kept, &states, rng, gc_blind, &mut out,
+    );
+    if let Some((version, state)) = states.iter().find(|(v, _)| *v >= oldest).cloned() {
+        let gc = Collect {
+            rng,
+            blind: gc_blind,
+        };
+        check_restore_and_fork(
+            reader,
+            store,
+            &name,
+            (version, &state),
+            newest,
+            gc,
+            &mut out,
+        );
     }
     out
+}
+
+/// How the restore check collects garbage.
+struct Collect<'a> {
+    rng: &'a mut Rng,
+    blind: bool,
+}
+
+/// Collects the garbage of the versions before a sampled one, then reads
+/// every sampled version again: kept ones as before, retired ones refused.
+/// Returns the oldest kept version.
+#[allow(clippy::too_many_arguments)]
+fn check_gc(
+    reader: &impl Reader,
+    store: &MemoryBackend,
+    name: &DbName,
+    kept: &[Version],
+    states: &[(u64, Value)],
+    rng: &mut Rng,
+    blind: bool,
+    out: &mut Vec<String>,
+) -> u64 {
+    let db = name.as_str();
+    let cut = states[rng.below(states.len() as u64) as usize].0;
+    let Some(horizon) = kept
+        .iter()
+        .find(|v| v.version() == cut)
+        .map(Version::time_ms)
+    else {
+        return 0;
+    };
+    let report = match crate::gc::collect_at(reader, store, name, horizon, rng, blind) {
+        Ok(report) => report,
+        Err(e) => {
+            out.push(format!("gc: {e}"));
+            return 0;
+        }
+    };
+    for (version, state) in states {
+        let read = reader.final_state(&format!("{db}@{version}"));
+        match read {
+            Ok(read) if *version >= report.oldest_kept && read == *state => {}
+            Ok(read) if *version >= report.oldest_kept => out.push(format!(
+                "gc: {db}@{version} read {state} before gc (cut at {cut}) and {read} after"
+            )),
+            Ok(read) => out.push(format!(
+                "gc: {db}@{version} is retired (oldest kept {}) but read {read}",
+                report.oldest_kept
+            )),
+            Err(e) if *version < report.oldest_kept && e.contains("no longer kept") => {}
+            Err(e) => out.push(format!("gc: reading {db}@{version} after gc failed: {e}")),
+        }
+    }
+    report.oldest_kept
 }
 
 /// Restores `version`, reads it back, restores the version before the
@@ -90,6 +160,7 @@ fn check_restore_and_fork(
     name: &DbName,
     (version, state): (u64, &Value),
     newest: u64,
+    gc: Collect<'_>,
     out: &mut Vec<String>,
 ) {
     let db = name.as_str();
@@ -101,8 +172,12 @@ fn check_restore_and_fork(
         Err(e) => out.push(format!("history: reading {what} failed: {e}")),
     };
     let newest_state = reader.final_state(db);
+    // What the fork below copies: the restored version once gc retired
+    // `version` (they read the same).
+    let mut fork_from = version;
     match reader.block_on(restore(store, name, At::Version(version))) {
         Ok(restored) => {
+            fork_from = restored.version;
             expect(
                 &format!("{db} restored to {version}"),
                 reader.final_state(db),
@@ -118,18 +193,38 @@ fn check_restore_and_fork(
                 }
                 Err(e) => out.push(format!("history: undoing the restore failed: {e}")),
             }
+            // Retire everything before the restore while its mark stands:
+            // the restored version still reads as its source.
+            let before_restore = restored_time(reader, store, name, restored.version) - 1;
+            match crate::gc::collect_at(reader, store, name, before_restore, gc.rng, gc.blind) {
+                Ok(_) => expect(
+                    &format!("{db}@{} (restored) after gc", restored.version),
+                    reader.final_state(&format!("{db}@{}", restored.version)),
+                    out,
+                ),
+                Err(e) => out.push(format!("gc after a restore: {e}")),
+            }
         }
         Err(e) => out.push(format!("history: restoring {db} to {version} failed: {e}")),
     }
     let copy = DbName::new("fork.db").expect("legal name");
-    match reader.block_on(fork(store, name, Some(At::Version(version)), &copy)) {
+    match reader.block_on(fork(store, name, Some(At::Version(fork_from)), &copy)) {
         Ok(_) => expect(
-            &format!("a fork of {db}@{version}"),
+            &format!("a fork of {db}@{fork_from}"),
             reader.final_state("fork.db"),
             out,
         ),
-        Err(e) => out.push(format!("history: forking {db}@{version} failed: {e}")),
+        Err(e) => out.push(format!("history: forking {db}@{fork_from} failed: {e}")),
     }
+}
+
+/// When version `version` of `name` was committed (0 if unknown).
+fn restored_time(reader: &impl Reader, store: &MemoryBackend, name: &DbName, version: u64) -> u64 {
+    reader
+        .block_on(list_versions(store, name, usize::MAX))
+        .ok()
+        .and_then(|kept| kept.into_iter().find(|v| v.version() == version))
+        .map_or(1, |v| v.time_ms())
 }
 
 /// One version: intact, and the bank's invariant.

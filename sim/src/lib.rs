@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod check;
+mod gc;
 mod history;
 mod rng;
 mod run;

@@ -46,6 +46,9 @@ pub enum Bug {
     TrustedClaims,
     /// A refused root swap still writes its history item.
     LosersHistory,
+    /// `gc` does not see restore marks: it deletes what a restore of an
+    /// old version brought back.
+    GcIgnoresRestores,
 }
 
 #[derive(Debug, Clone)]
@@ -602,6 +605,7 @@ impl Sim {
             DB,
             setup_version,
             &mut rng,
+            options.bug == Some(Bug::GcIgnoresRestores),
         ));
         report.output = std::mem::take(&mut history.output);
         report.trace_hash =

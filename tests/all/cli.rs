@@ -205,7 +205,7 @@ fn the_debug_commands_decode_and_verify_what_is_stored() {
     ]);
     let root: serde_json::Value = serde_json::from_str(&ok(&["debug", "root", "d.db"])).unwrap();
     assert_eq!(root["version"], 3);
-    assert_eq!(root["format_version"], 2);
+    assert_eq!(root["format_version"], 3);
     assert_eq!(root["page_size"], 4096);
     let pages = root["page_count"].as_u64().unwrap();
     assert!(pages >= 7, "{root}");
@@ -219,9 +219,12 @@ fn the_debug_commands_decode_and_verify_what_is_stored() {
     let sector: serde_json::Value =
         serde_json::from_str(&ok(&["debug", "sector", "d.db", &hash])).unwrap();
     assert_eq!(sector["sector"]["kind"], "page");
-    assert_eq!(sector["bytes"], 4096);
+    assert_eq!(sector["sector"]["page_size_matches"], true);
+    assert_eq!(sector["bytes"], 4096 + 16, "a page and its salt");
+    assert_eq!(sector["salt"]["level"], 0);
+    assert_eq!(sector["salt"]["slot"], 1, "page 2 is index 1");
     let raw = run(&["debug", "sector", "d.db", &hash, "--raw"]);
-    assert_eq!(raw.stdout.len(), 4096);
+    assert_eq!(raw.stdout.len(), 4096 + 16);
     assert!(ok(&["debug", "verify", "d.db"]).contains(": ok"));
     let stats = ok(&["debug", "stats"]);
     for kind in ["root", "history", "sector"] {

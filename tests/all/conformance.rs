@@ -159,3 +159,20 @@ async fn conformance_history_suite() {
     a_fork_shares_pages_and_both_diverge(harness("conformance-h-5").await).await;
     versions_list_every_commit_newest_first(harness("conformance-h-6").await).await;
 }
+
+/// Garbage collection on AWS's own emulator: `BatchWriteItem` deletes, the
+/// GC state's conditional puts, the removal's `TransactWriteItems` of
+/// conditional deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs DynamoDB Local: just test-dynamodb-local"]
+async fn conformance_gc_suite() {
+    use crate::gc::*;
+    gc_brings_updates_back_to_the_size_of_a_fresh_push(harness("conformance-g-1").await).await;
+    rm_then_gc_leaves_nothing_of_the_database(harness("conformance-g-2").await).await;
+    a_restore_survives_gc_and_can_be_undone(harness("conformance-g-3").await).await;
+    a_fork_and_its_source_stay_whole_through_gc(harness("conformance-g-4").await).await;
+    a_run_stopped_by_its_budget_loses_nothing_and_the_next_finishes(
+        harness("conformance-g-5").await,
+    )
+    .await;
+}

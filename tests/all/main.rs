@@ -11,6 +11,7 @@ mod exclusive;
 mod faults;
 mod fence;
 mod fuzz;
+mod gc;
 mod history;
 mod libsql;
 mod lost_answers;

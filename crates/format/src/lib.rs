@@ -7,6 +7,7 @@
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
 mod at;
+mod gc_state;
 pub mod items;
 pub mod limits;
 mod lock;
@@ -14,17 +15,20 @@ pub mod lru;
 mod manifest;
 mod name;
 mod root;
+pub mod salt;
 pub mod sqlite_header;
 mod tombstone;
 
 pub use at::{At, DbRef, DbRefError, format_utc_ms, parse_at, parse_rfc3339_ms};
+pub use gc_state::{GC_STATE_MAGIC, GcState, RESTORE_MARKS_MAX, RestoreMark};
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{
     Chunk, ChunkKind, ChunkSource, FANOUT, HEAD_PAGES, MAX_DEPTH, Manifest, ManifestUpdate,
     NewSector, OVERLAY_MAX,
 };
 pub use name::{DbName, NameError, PageSizeError, validate_page_size};
-pub use root::{DbId, ROOT_MAGIC, Root, TreeRef};
+pub use root::{DbId, ROOT_FORMAT_VERSION, ROOT_MAGIC, Root, TreeRef};
+pub use salt::{SALT_BYTES, Salt};
 pub use tombstone::{TOMBSTONE_MAGIC, Tombstone};
 
 use sha2::{Digest, Sha256};

@@ -92,8 +92,10 @@ impl Chunk {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Chunk, FormatError> {
+    /// Decodes a chunk as stored: salted (format v5) or plain.
+    pub fn decode(stored: &[u8]) -> Result<Chunk, FormatError> {
         const WHAT: &str = "manifest chunk";
+        let bytes = crate::salt::plain(stored);
         if bytes.len() < CHUNK_HEADER_LEN {
             return Err(FormatError::Truncated {
                 what: WHAT,
@@ -262,11 +264,14 @@ impl<'a> Manifest<'a> {
     /// Pages exposed by growth that `changes` does not set become absent.
     /// `changes` is taken by value and becomes the merge: a large commit's
     /// bookkeeping is held once (a 32 MiB instance committing 80,000 pages
-    /// held it several times over and stopped at its limit).
+    /// held it several times over and stopped at its limit). Every new
+    /// chunk is salted with its position and `txn_id`, the committing
+    /// transaction's (`crate::salt`).
     pub fn update<S: ChunkSource>(
         &self,
         changes: BTreeMap<u32, Hash>,
         new_page_count: u32,
+        txn_id: u64,
         source: &mut S,
     ) -> Result<ManifestUpdate, S::Error> {
         let root = self.root;
@@ -288,7 +293,7 @@ impl<'a> Manifest<'a> {
                 top_inline: root.top_inline.clone(),
             });
         }
-        let (tree, new_chunks, head) = update_tree(root.tree, &merged, source)?;
+        let (tree, new_chunks, head) = update_tree(root.tree, &merged, txn_id, source)?;
         // The head pages stay in the overlay (their entries are now in the
         // tree as well): all of them when the merge rewrote the first leaf,
         // else those the overlay had.
@@ -319,6 +324,7 @@ type TreeUpdate = (TreeRef, Vec<NewSector>, Option<Vec<Hash>>);
 fn update_tree<S: ChunkSource>(
     tree: TreeRef,
     changes: &BTreeMap<u32, Hash>,
+    txn_id: u64,
     source: &mut S,
 ) -> Result<TreeUpdate, S::Error> {
     let max_index = *changes.keys().next_back().expect("changes not empty") as u64;
@@ -400,7 +406,8 @@ fn update_tree<S: ChunkSource>(
             let chunk_hash = if chunk.is_empty() {
                 ZERO_HASH
             } else {
-                let bytes = chunk.encode();
+                let salt = crate::Salt::chunk(level, node_no, txn_id);
+                let bytes = crate::salt::salted(&chunk.encode(), salt);
                 let chunk_hash = hash(&bytes);
                 new_chunks.push((chunk_hash, bytes));
                 chunk_hash
@@ -451,7 +458,7 @@ mod tests {
     /// Applies a commit to `root` and the store, like the guest does.
     fn commit(root: &Root, store: &mut Store, changes: &BTreeMap<u32, Hash>, count: u32) -> Root {
         let update = Manifest::new(root)
-            .update(changes.clone(), count, store)
+            .update(changes.clone(), count, root.version + 1, store)
             .unwrap();
         for (h, bytes) in update.new_chunks {
             store.chunks.insert(h, bytes);

@@ -6,15 +6,18 @@ use crate::{FormatError, HASH_LEN, Hash, PAGE_COUNT_MAX, ZERO_HASH, hex, validat
 use sha2::{Digest, Sha256};
 
 pub const ROOT_MAGIC: [u8; 8] = *b"DONUTDB3";
-/// Version 2 adds the inline top chunk; version 1 roots (without it) are
-/// still read.
-const ROOT_FORMAT_VERSION: u16 = 2;
+/// Version 3 (format v5) has the layout of version 2 and says its writer
+/// salts the sectors it writes (`crate::salt`); version 2 added the inline
+/// top chunk; version 1 roots (without it) are still read.
+pub const ROOT_FORMAT_VERSION: u16 = 3;
+const ROOT_FORMAT_VERSION_V2: u16 = 2;
 const ROOT_FORMAT_VERSION_V1: u16 = 1;
 /// The inline top chunk's length field (version 2).
 const TOP_LEN_LEN: usize = 2;
 /// The largest top chunk a root carries inline: 32 entries. A bigger one
 /// is only stored as a sector (a reader fetches it with the head pages).
-pub const TOP_INLINE_BYTES_MAX: usize = 4 + 32 * HASH_LEN;
+/// Stored bytes: a salted chunk carries its salt inline too.
+pub const TOP_INLINE_BYTES_MAX: usize = 4 + 32 * HASH_LEN + crate::SALT_BYTES;
 const HEADER_LEN: usize = 98;
 const ENTRY_LEN: usize = 4 + HASH_LEN;
 const CHECKSUM_LEN: usize = 8;
@@ -151,7 +154,13 @@ impl Root {
             return Err(FormatError::BadMagic { what: WHAT });
         }
         let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if format_version != ROOT_FORMAT_VERSION && format_version != ROOT_FORMAT_VERSION_V1 {
+        if ![
+            ROOT_FORMAT_VERSION,
+            ROOT_FORMAT_VERSION_V2,
+            ROOT_FORMAT_VERSION_V1,
+        ]
+        .contains(&format_version)
+        {
             return Err(FormatError::UnsupportedVersion {
                 what: WHAT,
                 version: format_version,
@@ -368,6 +377,25 @@ mod tests {
         let v1 = encode_v1(&root);
         assert_eq!(v1.len(), root.encoded_len() - TOP_LEN_LEN);
         assert_eq!(Root::decode(&v1).unwrap(), root);
+    }
+
+    /// Format v4 wrote format_version 2 (unsalted sectors): still read;
+    /// an unknown version is refused by name.
+    #[test]
+    fn a_version_2_root_is_still_read_and_version_4_is_refused() {
+        let root = sample();
+        let with_version = |version: u16| {
+            let mut bytes = root.encode();
+            bytes[8..10].copy_from_slice(&version.to_le_bytes());
+            let body = bytes.len() - CHECKSUM_LEN;
+            let checksum = Sha256::digest(&bytes[..body]);
+            bytes[body..].copy_from_slice(&checksum[..CHECKSUM_LEN]);
+            bytes
+        };
+        assert_eq!(Root::decode(&with_version(2)).unwrap(), root);
+        assert_eq!(Root::decode(&with_version(3)).unwrap(), root);
+        let refused = Root::decode(&with_version(4)).unwrap_err().to_string();
+        assert!(refused.contains('4'), "{refused}");
     }
 
     #[test]

@@ -37,8 +37,9 @@ use std::time::{Duration, SystemTime};
 
 /// Shards (subdirectories), by the hash's first byte.
 pub const SHARDS: usize = 256;
-/// The smallest bound a cache takes.
-pub const DISK_CACHE_BYTES_MIN: u64 = 1 << 20;
+/// The smallest bound a cache takes: 8 KiB a shard, so a shard keeps at
+/// least one salted 4 KiB page (4,112 bytes) past an eviction to 3/4.
+pub const DISK_CACHE_BYTES_MIN: u64 = 2 << 20;
 /// The bound when none is given: 1 GiB.
 pub const DISK_CACHE_BYTES_DEFAULT: u64 = 1 << 30;
 /// A read refreshes an entry's time only when it is older than this, so a
@@ -284,7 +285,8 @@ mod tests {
     use super::*;
 
     fn sector(i: u32, len: usize) -> (Hash, Vec<u8>) {
-        let bytes: Vec<u8> = (0..len).map(|j| (j as u32 ^ i) as u8).collect();
+        let mut bytes: Vec<u8> = (0..len).map(|j| (j as u32 ^ i) as u8).collect();
+        bytes[..4].copy_from_slice(&i.to_le_bytes()); // distinct for every i
         (donut_format::hash(&bytes), bytes)
     }
 

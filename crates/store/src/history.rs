@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::db::{Stored, decode_stored, read_stored, swap_root};
 use crate::error::StorageError;
 use crate::random_u64;
-use donut_format::{At, DbName, Root, Tombstone, format_utc_ms};
+use donut_format::{At, DbName, RestoreMark, Root, Tombstone, format_utc_ms};
 
 /// Versions read per request while searching history by time.
 const HISTORY_PAGE: usize = 100;
@@ -98,6 +98,15 @@ pub async fn read_root_at(
         At::Version(version) => read_version(backend, name, version).await?,
         At::TimeMs(ms) => read_at_time(backend, name, ms).await?,
     };
+    // Between `gc` retiring a version and deleting its history item, the
+    // item still reads: its pages may already be gone.
+    if let Some(oldest) = crate::gc::is_retired(backend, name, meta.version).await? {
+        return Err(StorageError::NotFound(format!(
+            "version {} of {name:?} is no longer kept (gc retired every version below \
+             {oldest}): snapshot expired",
+            meta.version
+        )));
+    }
     match decode_stored(name, meta)? {
         Stored::Live(meta, root) => Ok((meta, root)),
         Stored::Removed(meta) => {
@@ -212,6 +221,14 @@ pub async fn restore(
     root.commit_ms = Clock::System.now_ms();
     root.txn_id = random_u64();
     root.lease_required = false;
+    // Before the root: `gc` keeps what the source references while the
+    // mark stands, or this is refused if it retired the source already.
+    let mark = RestoreMark {
+        source: old.version,
+        txn_id: root.txn_id,
+        started_ms: root.commit_ms,
+    };
+    crate::gc::mark_restore(backend, name, mark).await?;
     swap_root(backend, name, Some(expected), lease_required, &root).await?;
     Ok(Restored {
         from: old.version,
@@ -241,6 +258,10 @@ pub async fn fork(
         Some(at) => read_root_at(backend, src, at).await?,
     };
     let (expected, fresh) = crate::db::new_root(backend, dst, source.page_size).await?;
+    // Before the root: both now share sectors, which `gc` leaves to a
+    // later format (refused if it retired the source version already).
+    crate::gc::mark_forked(backend, src, Some(source.version)).await?;
+    crate::gc::mark_forked(backend, dst, None).await?;
     let mut root = source.clone();
     root.version = fresh.version;
     root.commit_ms = fresh.commit_ms;

@@ -5,6 +5,7 @@
 //!   backends, and the billing model (`metered`);
 //! - [`db`]: database operations on roots (read, create, swap, remove);
 //!   [`history`]: kept versions (read at a version or time, list, restore);
+//!   [`gc`]: retiring old versions and deleting what only they referenced;
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
 //!   [`disk_cache`]: the persistent sector cache shared by processes;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod db;
 pub mod disk_cache;
 pub mod error;
+pub mod gc;
 pub mod grant;
 pub mod history;
 pub mod lease;

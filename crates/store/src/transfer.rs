@@ -5,8 +5,9 @@
 use crate::backend::Backend;
 use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
 use crate::error::StorageError;
+use donut_format::salt::{plain, salted};
 use donut_format::{
-    At, Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root,
+    At, Chunk, ChunkSource, DbId, DbName, FormatError, Hash, Manifest, PAGE_COUNT_MAX, Root, Salt,
     TreeRef, ZERO_HASH, hash, hash_hex, sqlite_header, validate_page_size, verify,
 };
 use std::collections::BTreeMap;
@@ -101,6 +102,8 @@ pub async fn push(
         Stored::Absent | Stored::Removed(_) => new_root(&*backend, name, page_size).await?,
     };
     let total = page_count as u64 * page_size as u64;
+    // Salts every sector the push writes (docs/format.md, "Sectors").
+    let txn_id = crate::random_u64();
     let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
     let mut buf = vec![0u8; page_size as usize * PAGES_PER_CALL];
     let mut index = 0u32;
@@ -113,8 +116,9 @@ pub async fn push(
             let page_hash = if page.iter().all(|b| *b == 0) {
                 ZERO_HASH // reads as zeros; nothing to store
             } else {
-                let h = hash(page);
-                sectors.push((h, page.to_vec()));
+                let stored = salted(page, Salt::page(index, txn_id));
+                let h = hash(&stored);
+                sectors.push((h, stored));
                 h
             };
             changes.insert(index, page_hash);
@@ -135,7 +139,7 @@ pub async fn push(
         ..base.clone()
     };
     let mut source = NoChunks;
-    let update = Manifest::new(&empty).update(changes, page_count, &mut source)?;
+    let update = Manifest::new(&empty).update(changes, page_count, txn_id, &mut source)?;
     let chunks: Vec<(Hash, Vec<u8>)> = update.new_chunks;
     for batch in chunks.chunks(PAGES_PER_CALL) {
         backend
@@ -149,7 +153,7 @@ pub async fn push(
         page_size,
         page_count,
         commit_ms: crate::clock::Clock::System.now_ms(),
-        txn_id: crate::random_u64(),
+        txn_id,
         tree: update.tree,
         overlay: update.overlay,
         lease_required: false,
@@ -361,6 +365,7 @@ async fn copy_pages(
                 TransferError::Corrupt(format!("page {} ({}) is missing", index + 1, hash_hex(h)))
             })?;
             verify(h, &bytes)?;
+            let bytes = plain(&bytes);
             if bytes.len() != page_size {
                 return Err(TransferError::Corrupt(format!(
                     "page {} is {} bytes, not {page_size}",
@@ -369,7 +374,7 @@ async fn copy_pages(
                 ))
                 .into());
             }
-            out.write_all(&bytes).map_err(CopyError::Write)?;
+            out.write_all(bytes).map_err(CopyError::Write)?;
             verified.pages += 1;
         }
         progress(end as u64 * page_size as u64, total);

@@ -16,7 +16,7 @@ use crate::shared::Vfs;
 use donut_format::limits::SECTORS_PER_CALL_MAX;
 use donut_format::sqlite_header;
 use donut_format::{
-    Chunk, ChunkSource, DbId, FormatError, HEAD_PAGES, Hash, Manifest, PAGE_COUNT_MAX, Root,
+    Chunk, ChunkSource, DbId, FormatError, HEAD_PAGES, Hash, Manifest, PAGE_COUNT_MAX, Root, Salt,
     TreeRef, ZERO_HASH, hash_hex, validate_page_size,
 };
 use libsqlite3_sys as ffi;
@@ -253,6 +253,10 @@ pub struct MainDb {
     /// Page index → hash of pages this transaction wrote and already
     /// stored (spilled: `MemoryPlan::spill_bytes`); invisible until the root swap.
     spilled: BTreeMap<u32, Hash>,
+    /// The write transaction's id, chosen at its first stored sector (0:
+    /// not yet): it salts every sector the transaction writes
+    /// (`donut_format::salt`) and its root carries it.
+    txn_id: u64,
     /// File size set by writes or truncation, if it changed.
     pending_size: Option<u64>,
     /// Page size of the first write to an empty database.
@@ -435,6 +439,7 @@ impl MainDb {
             snapshot: Rc::new(root),
             pending: BTreeMap::new(),
             spilled: BTreeMap::new(),
+            txn_id: 0,
             pending_size: None,
             new_page_size: None,
             in_batch: false,
@@ -642,6 +647,7 @@ impl MainDb {
     fn discard_changes(&mut self) {
         self.pending.clear();
         self.spilled.clear();
+        self.txn_id = 0;
         self.pending_size = None;
         self.new_page_size = None;
     }
@@ -886,7 +892,7 @@ impl MainDb {
             }
             for ((h, index), bytes) in missing.iter().zip(fetched) {
                 let page_no = *index as u64 + 1;
-                let bytes = bytes.ok_or_else(|| {
+                let mut bytes = bytes.ok_or_else(|| {
                     Fail::new(
                         ffi::SQLITE_IOERR_CORRUPTFS,
                         format!(
@@ -896,6 +902,7 @@ impl MainDb {
                         ),
                     )
                 })?;
+                donut_format::salt::strip(&mut bytes);
                 if bytes.len() != page_size {
                     return Err(Fail::new(
                         ffi::SQLITE_IOERR_CORRUPTFS,
@@ -1054,12 +1061,16 @@ impl MainDb {
     /// bounded. Nothing is visible until the root swap; if the transaction
     /// never commits, the sectors are garbage, as a refused commit's are.
     fn spill(&mut self) -> Result<(), Fail> {
+        if self.new_page_size.is_none() {
+            self.drop_unchanged()?;
+        }
         let indices: Vec<u32> = self.pending.keys().copied().filter(|&i| i != 0).collect();
-        let hashes = self.hash_pages(&indices, ffi::SQLITE_IOERR_WRITE)?;
+        let txn_id = self.txn_id();
+        let hashes = self.hash_pages(&indices, txn_id, ffi::SQLITE_IOERR_WRITE)?;
         let pages = indices
             .iter()
             .zip(&hashes)
-            .map(|(i, h)| (*h, &self.pending[i][..]));
+            .map(|(i, h)| (h.to_vec(), self.salted_page(*i, txn_id)));
         self.put_pages(pages, Vec::new(), ffi::SQLITE_IOERR_WRITE)?;
         for (index, page_hash) in indices.into_iter().zip(hashes) {
             self.pending.remove(&index);
@@ -1280,6 +1291,7 @@ impl MainDb {
         base: &Root,
         snap: &Root,
         page_count: u32,
+        txn_id: u64,
         io_code: i32,
     ) -> Result<Changes, Fail> {
         let page_size = self.page_size() as usize;
@@ -1299,7 +1311,7 @@ impl MainDb {
             root: snap,
         };
         let current = Manifest::new(base).lookup_many(&indices, &mut source)?;
-        let hashes = self.hash_pages(&pending, io_code)?;
+        let hashes = self.hash_pages(&pending, txn_id, io_code)?;
         let hashes = hashes.into_iter().chain(spilled.map(|(_, &h)| h));
         let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
         let mut new_pages: Vec<(Hash, u32)> = Vec::new();
@@ -1333,6 +1345,7 @@ impl MainDb {
                 ..(*snap).clone()
             })
         } else {
+            self.drop_unchanged()?;
             snap.clone()
         };
         let page_size = self.page_size();
@@ -1346,7 +1359,9 @@ impl MainDb {
         }
         assert!(page_count <= PAGE_COUNT_MAX, "write checked the size");
         let page_count = page_count as u32;
-        let Changes { changes, new_pages } = self.changes(&base, &snap, page_count, io_code)?;
+        let txn_id = self.txn_id();
+        let Changes { changes, new_pages } =
+            self.changes(&base, &snap, page_count, txn_id, io_code)?;
         if changes.is_empty() && page_count == snap.page_count && page_size == snap.page_size {
             return Ok(()); // nothing changed: no round trip
         }
@@ -1356,13 +1371,12 @@ impl MainDb {
             handle: &*self.handle,
             root: &snap,
         };
-        let update = Manifest::new(&base).update(changes, page_count, &mut source)?;
+        let update = Manifest::new(&base).update(changes, page_count, txn_id, &mut source)?;
         let chunks: Vec<(Vec<u8>, Vec<u8>)> = update
             .new_chunks
             .into_iter()
             .map(|(h, bytes)| (h.to_vec(), bytes))
             .collect();
-        let txn_id = random_u64();
         let root = Root {
             db_id: snap.db_id,
             version: snap.version + 1,
@@ -1386,12 +1400,11 @@ impl MainDb {
         let count = new_pages.len() + chunks.len();
         let bytes =
             new_pages.len() * page_size as usize + chunks.iter().map(|c| c.1.len()).sum::<usize>();
-        let pages = new_pages.iter().map(|(h, i)| (*h, &self.pending[i][..]));
+        let pages = new_pages
+            .iter()
+            .map(|(h, i)| (h.to_vec(), self.salted_page(*i, txn_id)));
         let with_root = if count <= ONE_REQUEST_SECTORS_MAX && bytes <= ONE_REQUEST_BYTES_MAX {
-            pages
-                .map(|(h, page)| (h.to_vec(), page.to_vec()))
-                .chain(chunks)
-                .collect()
+            pages.chain(chunks).collect()
         } else {
             self.put_pages(pages, chunks, io_code)?;
             Vec::new()
@@ -1476,7 +1489,7 @@ impl MainDb {
     /// SHA-256 of the pending pages at `indices`, computed by the host
     /// (native SHA is ~10× wasm's: the engine benchmark's commits spent a
     /// fifth of their time hashing in wasm), in calls of ≤ 8 MiB.
-    fn hash_pages(&self, indices: &[u32], io_code: i32) -> Result<Vec<Hash>, Fail> {
+    fn hash_pages(&self, indices: &[u32], txn_id: u64, io_code: i32) -> Result<Vec<Hash>, Fail> {
         let mut out = Vec::with_capacity(indices.len());
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut batch_bytes = 0;
@@ -1503,14 +1516,14 @@ impl MainDb {
             batch.clear();
             Ok(())
         };
-        for index in indices {
-            let page = &self.pending[index];
+        for &index in indices {
+            let page = self.salted_page(index, txn_id);
             if call_is_full(batch.len(), batch_bytes, page.len()) {
                 flush(&mut batch, &mut out)?;
                 batch_bytes = 0;
             }
             batch_bytes += page.len();
-            batch.push(page.clone());
+            batch.push(page);
         }
         flush(&mut batch, &mut out)?;
         assert_eq!(out.len(), indices.len());
@@ -1519,17 +1532,15 @@ impl MainDb {
 
     /// Stores `pages` and then `chunks` in `put-sectors` calls within the
     /// host's limits, copying one call's worth of pages at a time.
-    fn put_pages<'p>(
+    fn put_pages(
         &self,
-        pages: impl Iterator<Item = (Hash, &'p [u8])>,
+        pages: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
         chunks: Vec<(Vec<u8>, Vec<u8>)>,
         io_code: i32,
     ) -> Result<(), Fail> {
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut bytes = 0;
-        let items = pages
-            .map(|(h, page)| (h.to_vec(), page.to_vec()))
-            .chain(chunks);
+        let items = pages.chain(chunks);
         for item in items {
             if call_is_full(batch.len(), bytes, item.1.len()) {
                 self.put_batch(&batch, io_code)?;
@@ -1545,6 +1556,81 @@ impl MainDb {
         Ok(())
     }
 
+    /// The write transaction's id (chosen now if this is its first use).
+    fn txn_id(&mut self) -> u64 {
+        if self.txn_id == 0 {
+            self.txn_id = random_u64().max(1);
+        }
+        self.txn_id
+    }
+
+    /// Pending page `index` as this transaction stores it: salted with
+    /// its index and `txn_id`.
+    fn salted_page(&self, index: u32, txn_id: u64) -> Vec<u8> {
+        donut_format::salt::salted(&self.pending[&index], Salt::page(index, txn_id))
+    }
+
+    /// Forgets the pending pages that hold what the snapshot already has
+    /// (see `same_as_stored`): they are no change, and stored again they
+    /// would be new sectors. Pages whose fingerprints match are compared
+    /// with the stored bytes, fetched in one go.
+    fn drop_unchanged(&mut self) -> Result<(), Fail> {
+        let snap = self.snapshot.clone();
+        let indices: Vec<u32> = self
+            .pending
+            .range(..snap.page_count)
+            .map(|(&i, _)| i)
+            .collect();
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let mut source = Source {
+            vfs: self.vfs,
+            name: &self.name,
+            handle: &*self.handle,
+            root: &snap,
+        };
+        let current = Manifest::new(&snap).lookup_many(&indices, &mut source)?;
+        let mut same: Vec<u32> = Vec::new();
+        let mut maybe_same: Vec<u32> = Vec::new();
+        for (&index, current) in indices.iter().zip(&current) {
+            match self.same_as_stored(snap.db_id, index, current) {
+                Some(true) => same.push(index),
+                None => maybe_same.push(index),
+                Some(false) => {}
+            }
+        }
+        if !maybe_same.is_empty() {
+            let stored = self.fetch_pages(&maybe_same, 0)?;
+            for (index, bytes) in maybe_same.into_iter().zip(stored) {
+                if bytes[..] == self.pending[&index][..] {
+                    same.push(index);
+                }
+            }
+        }
+        for index in same {
+            self.pending.remove(&index);
+        }
+        Ok(())
+    }
+
+    /// Does the pending page `index` write back the bytes `current`
+    /// already names (SQLite's rollback plays pages back; an UPDATE to
+    /// the same values rewrites them)? A salted key never matches a new
+    /// write's, so without this every such page would be stored again,
+    /// and a rolled-back transaction would commit a copy of its snapshot.
+    /// `None`: only the stored bytes can tell. A spilled page counts as
+    /// changed.
+    fn same_as_stored(&self, db: DbId, index: u32, current: &Hash) -> Option<bool> {
+        let Some(page) = self.pending.get(&index) else {
+            return Some(false);
+        };
+        if *current == ZERO_HASH {
+            return Some(false);
+        }
+        self.vfs.with_caches(|c| c.same_page(db, current, page))
+    }
+
     fn put_batch(&self, batch: &[(Vec<u8>, Vec<u8>)], io_code: i32) -> Result<(), Fail> {
         self.handle
             .put_sectors(batch)
@@ -1552,15 +1638,22 @@ impl MainDb {
     }
 
     /// Pages this instance just wrote are the likeliest next reads: the
-    /// last ones, as many as the page cache holds.
+    /// last ones, as many as the page cache holds (and the fingerprints
+    /// of all: see `same_as_stored`).
     fn cache_pages(&self, pages: &[(Hash, u32)]) {
         let db = self.snapshot.db_id;
         let page_size = self.snapshot.page_size as usize;
         let keep = self.vfs.plan.page_cache_bytes / (page_size + CACHE_ENTRY_OVERHEAD_BYTES);
+        let first_kept = pages.len().saturating_sub(keep);
         self.vfs.with_caches(|c| {
-            for (page_hash, index) in pages.iter().rev().take(keep).rev() {
-                if let Some(bytes) = self.pending.get(index) {
+            for (n, (page_hash, index)) in pages.iter().enumerate() {
+                let Some(bytes) = self.pending.get(index) else {
+                    continue;
+                };
+                if n >= first_kept {
                     c.insert_page(db, *page_hash, bytes.as_slice().into());
+                } else {
+                    c.note_page(db, *page_hash, bytes);
                 }
             }
         });

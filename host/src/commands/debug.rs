@@ -4,6 +4,7 @@
 
 use super::{Env, db_ref};
 use anyhow::{Context, Result, bail};
+use donut_format::salt::{plain, salt_of};
 use donut_format::{
     Chunk, ChunkKind, DbRef, Hash, Root, ZERO_HASH, format_utc_ms, hash_hex, verify,
 };
@@ -142,8 +143,15 @@ async fn sector(env: &Env, db: &DbRef, hash: &str, raw: bool) -> Result<i32> {
         std::io::stdout().lock().write_all(&bytes)?;
         return Ok(0);
     }
-    // A chunk decodes as one; a page is whatever SQLite wrote.
-    let kind = match Chunk::decode(&bytes) {
+    // A salted sector says what it is; an older one is a chunk if it
+    // decodes as one (a page is whatever SQLite wrote).
+    let salt = salt_of(&bytes).with_context(|| format!("sector {}", hash_hex(&hash)))?;
+    let plain_len = plain(&bytes).len();
+    let decoded = match salt {
+        Some(salt) if salt.level == 0 => Err(()),
+        _ => Chunk::decode(&bytes).map_err(|_| ()),
+    };
+    let kind = match decoded {
         Ok(chunk) => {
             let entries = (0..donut_format::FANOUT)
                 .filter(|&slot| chunk.entry(slot) != ZERO_HASH)
@@ -155,13 +163,15 @@ async fn sector(env: &Env, db: &DbRef, hash: &str, raw: bool) -> Result<i32> {
             json!({"kind": kind, "level": chunk.level, "entries": entries})
         }
         Err(_) => {
-            json!({"kind": "page", "page_size_matches": bytes.len() == root.page_size as usize})
+            json!({"kind": "page", "page_size_matches": plain_len == root.page_size as usize})
         }
     };
+    let salt = salt.map(|s| json!({"level": s.level, "slot": s.slot, "txn_id": s.txn_id}));
     let doc = json!({
         "hash": hash_hex(&hash),
         "bytes": bytes.len(),
         "hash_checked": true,
+        "salt": salt,
         "sector": kind,
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -7,6 +7,7 @@ pub mod create;
 pub mod create_table;
 pub mod debug;
 pub mod fork;
+pub mod gc;
 pub mod ls;
 pub mod pull;
 pub mod push;

@@ -35,6 +35,11 @@ pub fn lock_key(name: &DbName) -> String {
     format!("l/{name}")
 }
 
+/// The partition key of database `name`'s GC state item.
+pub fn gc_key(name: &DbName) -> String {
+    format!("g/{name}")
+}
+
 /// The partition key of a sector of database `db` (sort key 0).
 pub fn sector_key(db: DbId, sector: &Hash) -> String {
     format!("s/{}/{}", db.hex(), hash_hex(sector))

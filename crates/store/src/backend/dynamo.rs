@@ -24,14 +24,14 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity,
-    KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TransactWriteItem,
-    WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity, Delete,
+    DeleteRequest, KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest,
+    ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    TransactWriteItem, WriteRequest,
 };
 use donut_format::items::dynamo::{
     ATTR_BODY, ATTR_CODEC, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD, HASH_KEY,
-    RANGE_KEY, catalog_range, lock_key, root_key, sector_key,
+    RANGE_KEY, catalog_range, gc_key, lock_key, root_key, sector_key,
 };
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
@@ -335,6 +335,7 @@ fn meta_key(kind: MetaKind, name: &DbName) -> String {
     match kind {
         MetaKind::Root => root_key(name),
         MetaKind::Lock => lock_key(name),
+        MetaKind::Gc => gc_key(name),
     }
 }
 
@@ -737,6 +738,37 @@ impl DynamoBackend {
                 Ok(())
             };
         requests_of(items)?;
+        self.send_batch_writes(pending).await
+    }
+
+    /// `BatchWriteItem` of deletes of the items at `keys`.
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), BackendError> {
+        let deletes = keys
+            .into_iter()
+            .map(|k| {
+                Ok(WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .set_key(Some(k))
+                            .build()
+                            .map_err(|e| BackendError::Unavailable(e.to_string()))?,
+                    )
+                    .build())
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let pending = deletes
+            .chunks(BATCH_WRITE_MAX)
+            .map(|c| c.to_vec())
+            .collect();
+        self.send_batch_writes(pending).await
+    }
+
+    /// Sends batches of writes, several at a time, and their unprocessed
+    /// items again (with backoff) until the deadline.
+    async fn send_batch_writes(
+        &self,
+        mut pending: Vec<Vec<WriteRequest>>,
+    ) -> Result<(), BackendError> {
         let deadline = Instant::now() + UNPROCESSED_DEADLINE;
         let mut attempt = 0u32;
         while !pending.is_empty() {
@@ -886,6 +918,50 @@ impl DynamoBackend {
         let meta = meta_from_item(item, &format!("{hash_key} (range {range})"))?;
         self.add_bytes(meta.body.len(), 0, 0);
         Ok(Some(meta))
+    }
+
+    /// Deletes the root of `name` at version `expected` with its history
+    /// item and catalog entry, atomically.
+    async fn delete_root(&self, name: &DbName, expected: u64) -> Result<(), PutMetaError> {
+        let delete = |k: Item| Delete::builder().table_name(&self.table).set_key(Some(k));
+        let root = delete(key(root_key(name), 0))
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#v", ATTR_VERSION)
+            .expression_attribute_values(":v", n(expected));
+        let items = [
+            root,
+            delete(key(root_key(name), expected)),
+            delete(key(CATALOG_KEY.to_string(), catalog_range(name))),
+        ]
+        .into_iter()
+        .map(|d| Ok(TransactWriteItem::builder().delete(d.build()?).build()))
+        .collect::<Result<Vec<_>, aws_sdk_dynamodb::error::BuildError>>()
+        .map_err(build_error)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                self.count("TransactWriteItems", out.consumed_capacity());
+                Ok(())
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+            {
+                self.count("TransactWriteItems", None);
+                // Gone already (a lost answer's first attempt) or moved on.
+                match self.get_meta(MetaKind::Root, name).await? {
+                    None => Ok(()),
+                    Some(_) => Err(PutMetaError::Conflict),
+                }
+            }
+            Err(e) => Err(PutMetaError::Backend(self.error("TransactWriteItems", e))),
+        }
     }
 
     /// A root swap as one `TransactWriteItems`: `before` (a fence's check,
@@ -1335,6 +1411,58 @@ impl Backend for DynamoBackend {
         keys.iter()
             .map(|k| found.get(k).map(|item| decode_sector(item, k)).transpose())
             .collect()
+    }
+
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let keys = hashes.iter().map(|h| key(sector_key(db, h), 0)).collect();
+        self.batch_delete(keys).await
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        assert!(!versions.contains(&0), "range key 0 is the current root");
+        let keys = versions.iter().map(|&v| key(root_key(name), v)).collect();
+        self.batch_delete(keys).await
+    }
+
+    /// A conditional `DeleteItem`; a root goes in one `TransactWriteItems`
+    /// with its history item of that version and its catalog entry (a
+    /// `create` of the name after it writes both again; one before it
+    /// moved the root, and nothing is deleted).
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        if kind == MetaKind::Root {
+            return self.delete_root(name, expected).await;
+        }
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(meta_key(kind, name), 0)))
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#v", ATTR_VERSION)
+            .expression_attribute_values(":v", n(expected))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match out {
+            Ok(out) => self.count("DeleteItem", out.consumed_capacity()),
+            // Absent is what a lost answer's first attempt leaves too.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                if self.get_meta(kind, name).await?.is_some() {
+                    return Err(PutMetaError::Conflict);
+                }
+            }
+            Err(e) => return Err(PutMetaError::Backend(self.error("DeleteItem", e))),
+        }
+        Ok(())
     }
 
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {

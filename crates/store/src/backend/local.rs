@@ -50,6 +50,8 @@ struct Location {
 #[derive(Default)]
 struct Index {
     packs: Vec<File>,
+    /// File names of `packs`, by position.
+    pack_files: Vec<String>,
     pack_names: HashSet<String>,
     sectors: HashMap<(DbId, Hash), Location>,
     bytes: u64,
@@ -75,6 +77,13 @@ fn io_err(path: &Path, source: io::Error) -> OpenLocalError {
 
 fn unavailable(what: &str, path: &Path, e: io::Error) -> BackendError {
     BackendError::Unavailable(format!("{what} {}: {e}", path.display()))
+}
+
+/// 16 random bytes (pack names).
+fn random_id() -> Result<[u8; 16], BackendError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| BackendError::Unavailable(e.to_string()))?;
+    Ok(id)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -250,7 +259,13 @@ impl Inner {
                 continue;
             }
             let path = packs_dir.join(&name);
-            let mut file = File::open(&path).map_err(|e| unavailable("opening", &path, e))?;
+            let mut file = match File::open(&path) {
+                Ok(file) => file,
+                // `gc` compacted it away since the listing: its live
+                // sectors are in a newer pack (found by the next refresh).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unavailable("opening", &path, e)),
+            };
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .map_err(|e| unavailable("reading", &path, e))?;
@@ -273,6 +288,7 @@ impl Inner {
                 }
             }
             index.packs.push(file);
+            index.pack_files.push(name.clone());
             index.pack_names.insert(name);
         }
         Ok(())
@@ -345,9 +361,7 @@ impl Inner {
             }
             local::push_record(&mut pack, db, sector_hash, bytes);
         }
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        let name = format!("{}.pack", donut_format::DbId(id).hex());
+        let name = format!("{}.pack", DbId(random_id()?).hex());
         let path = self.dir.join("packs").join(&name);
         write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
         self.refresh()
@@ -364,6 +378,127 @@ impl Inner {
             .ok_or_else(|| BackendError::Corrupt(format!("{} is damaged", path.display())))
     }
 
+    /// The store's lock (`meta.lock`, an exclusive file lock): held while
+    /// meta items are compared and written, and while `gc` compacts packs.
+    fn lock(&self) -> Result<File, BackendError> {
+        let lock_path = self.dir.join("meta.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| unavailable("opening", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| unavailable("locking", &lock_path, e))?;
+        Ok(lock)
+    }
+
+    /// Deletes sectors by rewriting each pack that holds one: its other
+    /// records go to a new pack (written and synced first), then the old
+    /// pack is unlinked. Readers holding it open still read it; a process
+    /// that lists it and finds it gone skips it.
+    fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let _lock = self.lock()?;
+        self.refresh()?;
+        let doomed: HashSet<(DbId, Hash)> = hashes.iter().map(|h| (db, *h)).collect();
+        let packs: std::collections::BTreeSet<usize> = {
+            let index = self.index();
+            doomed
+                .iter()
+                .filter_map(|key| index.sectors.get(key).map(|loc| loc.pack))
+                .collect()
+        };
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let packs_dir = self.dir.join("packs");
+        for pack in packs {
+            let (bytes, name) = {
+                let index = self.index();
+                let name = index.pack_files[pack].clone();
+                let file = &index.packs[pack];
+                let len = file
+                    .metadata()
+                    .map_err(|e| unavailable("sizing", &packs_dir, e))?;
+                let mut bytes = vec![0u8; len.len() as usize];
+                file.read_exact_at(&mut bytes, 0)
+                    .map_err(|e| unavailable("reading", &packs_dir.join(&name), e))?;
+                (bytes, name)
+            };
+            let records = local::decode_pack(&bytes)
+                .map_err(|detail| BackendError::Corrupt(format!("pack {name}: {detail}")))?;
+            let survivors: Vec<&local::PackRecord> = records
+                .iter()
+                .filter(|r| !doomed.contains(&(r.db, r.hash)))
+                .collect();
+            if !survivors.is_empty() {
+                let mut pack = local::PACK_MAGIC.to_vec();
+                for r in survivors {
+                    let body = &bytes[r.offset as usize..r.offset as usize + r.len as usize];
+                    local::push_record(&mut pack, r.db, &r.hash, body);
+                }
+                let path = packs_dir.join(format!("{}.pack", DbId(random_id()?).hex()));
+                write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
+            }
+            let old = packs_dir.join(&name);
+            match fs::remove_file(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &old, e)),
+            }
+        }
+        sync_dir(&packs_dir).map_err(|e| unavailable("syncing", &packs_dir, e))?;
+        // Index again from what is there now.
+        *self.index() = Index::default();
+        self.refresh()
+    }
+
+    /// Unlinks history files of `name` (never its current root's).
+    fn delete_root_versions(&self, name: &DbName, versions: &[u64]) -> Result<(), BackendError> {
+        let _lock = self.lock()?;
+        let current = self.current_root_version(name)?;
+        let dir = self.history_dir(name);
+        for &version in versions {
+            assert_ne!(version, current, "gc never deletes the current root");
+            let path = dir.join(local::history_file_name(version));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &path, e)),
+            }
+        }
+        sync_dir(&dir).or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(unavailable("syncing", &dir, e)),
+        })
+    }
+
+    /// Deletes a meta item at version `expected`, under the store's lock
+    /// (a root: with its history file of that version, and its history
+    /// directory once empty).
+    fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        let _lock = self.lock()?;
+        let path = self.meta_path(kind, name);
+        let current = self.read_meta_file(&path)?.map(|(_, m)| m.version);
+        if current != Some(expected) {
+            return Err(PutMetaError::Conflict);
+        }
+        fs::remove_file(&path).map_err(|e| unavailable("removing", &path, e))?;
+        if kind == MetaKind::Root {
+            let dir = self.history_dir(name);
+            let _ = fs::remove_file(dir.join(local::history_file_name(expected)));
+            let _ = fs::remove_dir(&dir); // only if empty
+        }
+        let meta_dir = self.dir.join("meta");
+        sync_dir(&meta_dir).map_err(|e| unavailable("syncing", &meta_dir, e))?;
+        Ok(())
+    }
+
     /// Compare-and-swap of a meta item under the store's lock; with a
     /// `fence`, the lock item must also be at its version (checked under the
     /// same lock, so the two are one step).
@@ -375,15 +510,7 @@ impl Inner {
         meta: Meta,
         fence: Option<Fence>,
     ) -> Result<(), PutMetaError> {
-        let lock_path = self.dir.join("meta.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| unavailable("opening", &lock_path, e))?;
-        lock.lock()
-            .map_err(|e| unavailable("locking", &lock_path, e))?;
+        let _lock = self.lock()?;
         if let Some(fence) = fence {
             let lock_item = self.meta_path(MetaKind::Lock, name);
             let at = self.read_meta_file(&lock_item)?.map(|(_, m)| m.version);
@@ -407,7 +534,7 @@ impl Inner {
         }
         write_atomically(&path, &local::encode_meta(name, meta.version, &meta.body))
             .map_err(|e| unavailable("writing", &path, e))?;
-        Ok(()) // dropping `lock` unlocks
+        Ok(()) // dropping `_lock` unlocks
     }
 }
 
@@ -493,6 +620,33 @@ impl Backend for LocalBackend {
             .await?
     }
 
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let hashes = hashes.to_vec();
+        self.blocking(move |inner| inner.delete_sectors(db, &hashes))
+            .await?
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        let (name, versions) = (name.clone(), versions.to_vec());
+        self.blocking(move |inner| inner.delete_root_versions(&name, &versions))
+            .await?
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.delete_meta(kind, &name, expected))
+            .await?
+    }
+
     /// Sectors first, then the root swap with its fence under one lock.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         if !commit.sectors.is_empty() {
@@ -520,6 +674,7 @@ impl Backend for LocalBackend {
                 let kind = match entry.file_name().to_string_lossy() {
                     name if name.starts_with("root-") => ItemKind::Root,
                     name if name.starts_with("lock-") => ItemKind::Lock,
+                    name if name.starts_with("gc-") => ItemKind::Gc,
                     _ => ItemKind::Other,
                 };
                 summary.add(kind, entry.metadata().map_or(0, |m| m.len()));

@@ -165,6 +165,47 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        for hash in hashes {
+            state.sectors.remove(&(db, *hash));
+        }
+        Ok(())
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        let mut state = self.state();
+        let current = state.meta.get(&(MetaKind::Root, name.clone()));
+        let current = current.map(|m| m.version);
+        for &version in versions {
+            assert_ne!(Some(version), current, "gc never deletes the current root");
+            state.history.remove(&(name.clone(), version));
+        }
+        Ok(())
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        let mut state = self.state();
+        let key = (kind, name.clone());
+        if state.meta.get(&key).map(|m| m.version) != Some(expected) {
+            return Err(PutMetaError::Conflict);
+        }
+        state.meta.remove(&key);
+        if kind == MetaKind::Root {
+            state.history.remove(&(name.clone(), expected));
+        }
+        Ok(())
+    }
+
     /// One step under the store's lock: the fence, the root's version and
     /// the sectors are checked and written together.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
@@ -200,11 +241,7 @@ impl Backend for MemoryBackend {
         let state = self.state();
         let mut summary = StoredSummary::default();
         for ((kind, _), meta) in &state.meta {
-            let kind = match kind {
-                MetaKind::Root => ItemKind::Root,
-                MetaKind::Lock => ItemKind::Lock,
-            };
-            summary.add(kind, meta.body.len() as u64);
+            summary.add(kind.item_kind(), meta.body.len() as u64);
         }
         for meta in state.history.values() {
             summary.add(ItemKind::History, meta.body.len() as u64);

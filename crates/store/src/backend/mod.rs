@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 pub enum MetaKind {
     Root,
     Lock,
+    /// What `gc` retired of a database: its oldest kept version, and
+    /// what restores and forks are under way (docs/format.md, "Garbage
+    /// collection").
+    Gc,
 }
 
 impl MetaKind {
@@ -30,6 +34,16 @@ impl MetaKind {
         match self {
             MetaKind::Root => "root",
             MetaKind::Lock => "lock",
+            MetaKind::Gc => "gc",
+        }
+    }
+
+    /// What `debug stats` counts it as.
+    pub fn item_kind(self) -> ItemKind {
+        match self {
+            MetaKind::Root => ItemKind::Root,
+            MetaKind::Lock => ItemKind::Lock,
+            MetaKind::Gc => ItemKind::Gc,
         }
     }
 }
@@ -140,6 +154,8 @@ pub enum ItemKind {
     Sector,
     /// A catalog entry (DynamoDB: `ls` without a Scan).
     Catalog,
+    /// `gc`'s bookkeeping: a database's GC state.
+    Gc,
     /// Anything else in the store (not DonutDB's).
     Other,
 }
@@ -152,6 +168,7 @@ impl ItemKind {
             ItemKind::Lock => "lock",
             ItemKind::Sector => "sector",
             ItemKind::Catalog => "catalog",
+            ItemKind::Gc => "gc",
             ItemKind::Other => "other",
         }
     }
@@ -245,6 +262,28 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Items and bytes stored (all databases).
     async fn summary(&self) -> Result<StoredSummary, BackendError>;
+
+    /// Deletes sectors (`gc` only: sectors no kept version references).
+    /// Absent ones are no error, so a run killed midway can run again.
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError>;
+
+    /// Deletes kept versions of `name`'s root (history items) that `gc`
+    /// retired: never the current root's own version.
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError>;
+
+    /// Deletes a meta item if it is at version `expected` (`gc` removing
+    /// what is left of a removed database: its tombstone — with its
+    /// catalog entry —, lock and GC state).
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError>;
 
     /// Would `commit` send these sectors and the root (and a fence's
     /// check, if `fenced`) in one request?
@@ -409,6 +448,27 @@ pub trait Layer: Send + Sync + 'static {
         self.inner().summary().await
     }
 
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        self.inner().delete_sectors(db, hashes).await
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        self.inner().delete_root_versions(name, versions).await
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        self.inner().delete_meta(kind, name, expected).await
+    }
+
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
         self.inner().commits_in_one_request(sectors, fenced)
     }
@@ -484,6 +544,27 @@ impl<L: Layer> Backend for L {
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
         Layer::summary(self).await
+    }
+
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        Layer::delete_sectors(self, db, hashes).await
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        Layer::delete_root_versions(self, name, versions).await
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        Layer::delete_meta(self, kind, name, expected).await
     }
 
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {

@@ -1,0 +1,202 @@
+//! `donut-bench --gc`: what garbage collection reclaims and costs
+//! (BENCHMARKS.md, "Garbage collection").
+//!
+//! 1. On dynoxide (billed by the server): an 8 MB table (2,000 rows of
+//!    3,000 random bytes), then single-row updates, each its own commit
+//!    (1,000; smoke: 50): sector items and bytes before `gc`, after it,
+//!    and what a fresh push of the same content stores; `gc`'s requests
+//!    by kind, read and write units, per reclaimed item.
+//! 2. On a local store (full scale only): a 100 MB table (25,000 rows of
+//!    4,000 bytes) with a tenth of its rows rewritten in 50 commits: the
+//!    same sizes before and after.
+
+use anyhow::{Context, Result, ensure};
+use donut_format::DbName;
+use donut_host::LocalBackend;
+use donut_host::backend::dynamo::{DynamoBackend, DynamoOptions, create_table};
+use donut_host::backend::{Backend, ItemKind, StoredSummary};
+use donut_host::stats::RequestStats;
+use donut_host::storage::{Clock, GcOptions, collect_garbage};
+use donut_testkit::Harness;
+use donut_testkit::{Dynoxide, dynamo_options, fill};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn run(smoke: bool) -> Result<String> {
+    let mut out = String::new();
+    let server = Dynoxide::try_start().map_err(anyhow::Error::msg)?;
+    let options = DynamoOptions {
+        max_attempts: 8,
+        ..dynamo_options(&server.endpoint, "donut-bench-gc")
+    };
+    create_table(&options).await?;
+    let dynamo = DynamoBackend::connect(&options, Vec::new()).await?;
+    let updates = if smoke { 50 } else { 1000 };
+    writeln!(
+        out,
+        "gc after {updates} single-row updates of an 8 MB table (dynoxide, billed by the server)"
+    )?;
+    let meter = {
+        let dynamo = dynamo.clone();
+        move || dynamo.stats()
+    };
+    workload(
+        &mut out,
+        Arc::new(dynamo.clone()),
+        meter,
+        2000,
+        3000,
+        Updates::Single(updates),
+    )
+    .await?;
+    if !smoke {
+        let dir = tempfile::tempdir()?;
+        let local = LocalBackend::open(dir.path().join("store"))?;
+        writeln!(
+            out,
+            "\ngc after rewriting 10% of a 100 MB table in 50 commits (local store)"
+        )?;
+        workload(
+            &mut out,
+            Arc::new(local),
+            RequestStats::default,
+            25_000,
+            4000,
+            Updates::Tenth,
+        )
+        .await?;
+    }
+    Ok(out)
+}
+
+enum Updates {
+    /// This many single-row updates, one commit each.
+    Single(u32),
+    /// A tenth of the rows, in 50 commits.
+    Tenth,
+}
+
+async fn workload(
+    out: &mut String,
+    backend: Arc<dyn Backend>,
+    meter: impl Fn() -> RequestStats,
+    rows: u64,
+    row_bytes: u64,
+    updates: Updates,
+) -> Result<()> {
+    let h = Harness::over(backend.clone());
+    h.create("g.db").await;
+    h.sql_ok(
+        "g.db",
+        &format!(
+            "create table t(id integer primary key, v blob); {}",
+            fill("t(v)", rows, &format!("randomblob({row_bytes})"))
+        ),
+    )
+    .await;
+    let started = sectors(&h.summary().await);
+    let clock = Instant::now();
+    match updates {
+        Updates::Single(n) => {
+            for i in 0..n as u64 {
+                let id = 1 + (i * 7919) % rows;
+                let sql = format!("update t set v = randomblob({row_bytes}) where id = {id}");
+                h.sql_ok("g.db", &sql).await;
+            }
+        }
+        Updates::Tenth => {
+            let per_commit = rows / 10 / 50;
+            for c in 0..50 {
+                let (from, to) = (1 + c * per_commit * 10, 1 + (c + 1) * per_commit * 10);
+                let sql = format!(
+                    "update t set v = randomblob({row_bytes}) where id >= {from} and id < {to} and id % 10 = 0"
+                );
+                h.sql_ok("g.db", &sql).await;
+            }
+        }
+    }
+    let updated_s = clock.elapsed().as_secs_f64();
+    let before = sectors(&h.summary().await);
+    let billed_before = meter();
+    let clock = Instant::now();
+    let options = GcOptions {
+        retain_ms: 0,
+        now_ms: Clock::System.now_ms() + 1,
+        write_units_max: None,
+    };
+    let name = DbName::new("g.db").expect("legal");
+    let report = collect_garbage(&*backend, &name, options).await?;
+    let gc_s = clock.elapsed().as_secs_f64();
+    let billed = meter().since(&billed_before);
+    let after = sectors(&h.summary().await);
+    // A fresh push of the same content, into the same store.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("g.sqlite");
+    donut_host::transfer::pull(backend.clone(), &name, None, &file, |_, _| {})
+        .await
+        .context("pull")?;
+    let fresh_name = DbName::new("fresh.db").expect("legal");
+    donut_host::transfer::push(backend.clone(), &fresh_name, &file, |_, _| {})
+        .await
+        .context("push")?;
+    let with_fresh = sectors(&h.summary().await);
+    let fresh = (with_fresh.0 - after.0, with_fresh.1 - after.1);
+    ensure!(report.sectors_deleted == before.0 - after.0, "{report:?}");
+    writeln!(
+        out,
+        "  sectors: created {} items / {:.1} MB; after the updates {} / {:.1} MB ({updated_s:.1} s); \
+         after gc {} / {:.1} MB; a fresh push {} / {:.1} MB: {:.3}x items, {:.3}x bytes",
+        started.0,
+        mb(started.1),
+        before.0,
+        mb(before.1),
+        after.0,
+        mb(after.1),
+        fresh.0,
+        mb(fresh.1),
+        after.0 as f64 / fresh.0 as f64,
+        after.1 as f64 / fresh.1 as f64,
+    )?;
+    let reclaimed = report.sectors_deleted + report.versions_retired;
+    writeln!(
+        out,
+        "  gc: {} versions retired, {} sectors deleted ({:.1} MB) in {gc_s:.2} s",
+        report.versions_retired,
+        report.sectors_deleted,
+        mb(report.sector_bytes_deleted)
+    )?;
+    if !billed.requests.is_empty() {
+        let requests: Vec<String> = billed
+            .requests
+            .iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect();
+        writeln!(
+            out,
+            "  billed: {}; {:.1} RCU, {:.1} WCU = {:.3} RCU and {:.3} WCU per reclaimed item \
+             ({} sectors + {} history items)",
+            requests.join(", "),
+            billed.read_capacity_units,
+            billed.write_capacity_units,
+            billed.read_capacity_units / reclaimed as f64,
+            billed.write_capacity_units / reclaimed as f64,
+            report.sectors_deleted,
+            report.versions_retired,
+        )?;
+    }
+    Ok(())
+}
+
+fn sectors(summary: &StoredSummary) -> (u64, u64) {
+    let kind = summary
+        .by_kind
+        .get(&ItemKind::Sector)
+        .copied()
+        .unwrap_or_default();
+    (kind.items, kind.bytes)
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}

@@ -1,0 +1,152 @@
+//! A database's GC state item (docs/format.md, "Garbage collection"):
+//! which versions `gc` retired, how far it collected their garbage, and
+//! the restores and forks it must not collect under. Replaced by
+//! compare-and-swap like a root, by `gc`, `restore` and `fork`.
+
+use crate::FormatError;
+use sha2::{Digest, Sha256};
+
+pub const GC_STATE_MAGIC: [u8; 4] = *b"DGC1";
+const HEADER_LEN: usize = 4 + 1 + 3 + 8 + 8 + 2;
+const MARK_LEN: usize = 24;
+const CHECKSUM_LEN: usize = 8;
+/// Most restore marks a state holds (a restore refuses to start past it).
+pub const RESTORE_MARKS_MAX: usize = 1024;
+/// `flags` bit: [`GcState::forked`].
+const FLAG_FORKED: u8 = 1;
+
+/// A restore under way or done: it copies version `source`'s root, so
+/// `gc` keeps what that root references while the mark stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreMark {
+    pub source: u64,
+    /// The restore's transaction id (its new root carries it).
+    pub txn_id: u64,
+    /// When the restore began (its host's clock).
+    pub started_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GcState {
+    /// Versions below it are retired: not readable, their history items
+    /// and garbage deleted or being deleted.
+    pub oldest: u64,
+    /// The garbage of every commit up to this version is deleted
+    /// (`collected <= oldest`; a run killed midway left it below).
+    pub collected: u64,
+    /// The database has forks, or is one: its sectors are shared by
+    /// other names, and `gc` leaves them (collected by a later format).
+    pub forked: bool,
+    pub restores: Vec<RestoreMark>,
+}
+
+impl GcState {
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.collected <= self.oldest, "collected past oldest");
+        assert!(self.restores.len() <= RESTORE_MARKS_MAX);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.restores.len() * MARK_LEN + 8);
+        out.extend_from_slice(&GC_STATE_MAGIC);
+        out.push(if self.forked { FLAG_FORKED } else { 0 });
+        out.extend_from_slice(&[0; 3]);
+        out.extend_from_slice(&self.oldest.to_le_bytes());
+        out.extend_from_slice(&self.collected.to_le_bytes());
+        out.extend_from_slice(&(self.restores.len() as u16).to_le_bytes());
+        for mark in &self.restores {
+            out.extend_from_slice(&mark.source.to_le_bytes());
+            out.extend_from_slice(&mark.txn_id.to_le_bytes());
+            out.extend_from_slice(&mark.started_ms.to_le_bytes());
+        }
+        let checksum = Sha256::digest(&out);
+        out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<GcState, FormatError> {
+        const WHAT: &str = "gc state";
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                len: bytes.len(),
+                need: HEADER_LEN + CHECKSUM_LEN,
+            });
+        }
+        if bytes[..4] != GC_STATE_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let count = u16::from_le_bytes([bytes[24], bytes[25]]) as usize;
+        let need = HEADER_LEN + count * MARK_LEN + CHECKSUM_LEN;
+        if bytes.len() != need {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                len: bytes.len(),
+                need,
+            });
+        }
+        let body = &bytes[..need - CHECKSUM_LEN];
+        if Sha256::digest(body)[..CHECKSUM_LEN] != bytes[need - CHECKSUM_LEN..] {
+            return Err(FormatError::Checksum { what: WHAT });
+        }
+        let flags = bytes[4];
+        if flags & !FLAG_FORKED != 0 || bytes[5..8] != [0, 0, 0] {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!("unknown flags {flags:#04x}"),
+            });
+        }
+        let state = GcState {
+            oldest: u64_at(8),
+            collected: u64_at(16),
+            forked: flags & FLAG_FORKED != 0,
+            restores: (0..count)
+                .map(|i| {
+                    let at = HEADER_LEN + i * MARK_LEN;
+                    RestoreMark {
+                        source: u64_at(at),
+                        txn_id: u64_at(at + 8),
+                        started_ms: u64_at(at + 16),
+                    }
+                })
+                .collect(),
+        };
+        if state.collected > state.oldest || count > RESTORE_MARKS_MAX {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: format!(
+                    "collected {} past oldest {} or {count} marks",
+                    state.collected, state.oldest
+                ),
+            });
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_state_round_trips_and_detects_damage() {
+        let state = GcState {
+            oldest: 40,
+            collected: 31,
+            forked: true,
+            restores: vec![RestoreMark {
+                source: 12,
+                txn_id: 7,
+                started_ms: 99,
+            }],
+        };
+        let bytes = state.encode();
+        assert_eq!(GcState::decode(&bytes).unwrap(), state);
+        let mut bad = bytes.clone();
+        bad[9] ^= 1;
+        assert!(GcState::decode(&bad).is_err());
+        assert!(GcState::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(
+            GcState::decode(&GcState::default().encode()).unwrap(),
+            GcState::default()
+        );
+    }
+}

@@ -1,0 +1,821 @@
+//! Garbage collection (docs/format.md, "Garbage collection"): retires a
+//! database's versions older than its retention and deletes what only
+//! they referenced, at a cost that grows with the garbage.
+//!
+//! A run over one database: (1) the GC state item records the new oldest
+//! kept version *O* first (readers then refuse older versions: "snapshot
+//! expired"; `restore` and `fork` of them are refused); (2) each retired
+//! commit's dropped keys come from diffing its root with its
+//! predecessor's (`manifest diff`, nothing logged per commit); (3) a
+//! dropped key is garbage unless the root of *O* or of a restore under
+//! way holds it at its position — sound because sectors are salted
+//! (format v5): a key is written by one commit at one position and never
+//! written again, and each candidate's salt is read back and checked
+//! before it is deleted (an unsalted, pre-v5 sector is left); (4) the
+//! garbage is deleted in batches, the state advanced, and the retired
+//! history items deleted. Killed at any point, the next run redoes the
+//! same range from the state item: deletes are idempotent and every check
+//! is against kept versions.
+//!
+//! Not collected yet (docs/format.md says what follows): sectors of a
+//! database that has forks (shared across names), and sectors left by
+//! refused two-request commits.
+
+use crate::backend::{Backend, Meta, MetaKind, PutMetaError};
+use crate::db::{Stored, decode_stored};
+use crate::error::StorageError;
+use donut_format::salt::salt_of;
+use donut_format::{
+    Chunk, DbId, DbName, FANOUT, GcState, Hash, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root,
+    Tombstone, ZERO_HASH, hash_hex, verify,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The retention when none is given: 7 days (docs/format.md).
+pub const RETAIN_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+/// How long a restore mark protects its source once the restore began:
+/// far longer than a restore takes.
+pub const RESTORE_GRACE_MS: u64 = 3600 * 1000;
+/// History items read per request while walking versions.
+const HISTORY_PAGE: usize = 100;
+/// Sectors read (to check their salts) and deleted per call.
+const SECTORS_PER_CALL: usize = 100;
+/// Attempts at the GC state's compare-and-swap against concurrent
+/// restores, forks and runs.
+const STATE_ATTEMPTS_MAX: u32 = 8;
+
+/// What a run may do.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Keep every version committed within this long of `now_ms` (and the
+    /// one current at its start); the newest is always kept.
+    pub retain_ms: u64,
+    pub now_ms: u64,
+    /// Stop once the deletes so far are estimated at this many write
+    /// units (1 per KB of each deleted item); the next run goes on.
+    pub write_units_max: Option<u64>,
+}
+
+/// What a run did to one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Versions newly retired.
+    pub versions_retired: u64,
+    /// The oldest kept version after the run.
+    pub oldest_kept: u64,
+    pub sectors_deleted: u64,
+    pub sector_bytes_deleted: u64,
+    /// Dropped sectors written before format v5 (unsalted): left.
+    pub sectors_left_unsalted: u64,
+    /// Garbage left because the database shares sectors with forks.
+    pub forked: bool,
+    /// The write budget ran out: run again to go on.
+    pub stopped_at_budget: bool,
+    /// The database was removed long enough ago: nothing of it is left.
+    pub removed: bool,
+}
+
+/// Collects the garbage of `name`.
+pub async fn collect(
+    backend: &dyn Backend,
+    name: &DbName,
+    options: GcOptions,
+) -> Result<GcReport, StorageError> {
+    let Some(head) = backend.get_meta(MetaKind::Root, name).await? else {
+        return Err(StorageError::NotFound(format!(
+            "no database {name:?} in the {}",
+            backend.describe()
+        )));
+    };
+    let head_version = head.version;
+    let head_ms = version_time(name, &head)?;
+    let horizon_ms = options.now_ms.saturating_sub(options.retain_ms);
+    let removed = Tombstone::is_tombstone(&head.body);
+    let (state_meta, mut state) = read_state(backend, name).await?;
+    if state.oldest == 0 {
+        // No run yet: the oldest kept version is the lowest stored.
+        let lowest = lowest_version(backend, name, head_version).await?;
+        state.oldest = lowest;
+        state.collected = lowest;
+    }
+    let target = if head_ms <= horizon_ms {
+        head_version
+    } else {
+        version_at(backend, name, head_version, horizon_ms, state.oldest).await?
+    };
+    let oldest = target.max(state.oldest);
+    let oldest_ms = match oldest == head_version {
+        true => head_ms,
+        false => version_time(name, &required_version(backend, name, oldest).await?)?,
+    };
+    let mut report = GcReport {
+        versions_retired: oldest - state.oldest,
+        oldest_kept: oldest,
+        forked: state.forked,
+        ..GcReport::default()
+    };
+    // (1) Retire first: from now on nothing new may start from a version
+    // below `oldest`.
+    let prior_oldest = state.oldest;
+    state.oldest = oldest;
+    state
+        .restores
+        .retain(|mark| mark.started_ms.saturating_add(RESTORE_GRACE_MS) >= oldest_ms);
+    let (state_meta, state) = match write_state(backend, name, state_meta, &state).await {
+        Ok(written) => written,
+        // A restore or fork moved the state: start over from it.
+        Err(StorageError::Conflict) => return Box::pin(collect(backend, name, options)).await,
+        Err(e) => return Err(e),
+    };
+    debug_assert!(prior_oldest <= state.oldest);
+    let mut state = state;
+    let mut state_meta = state_meta;
+    if !state.forked && state.collected < state.oldest {
+        let done = collect_range(backend, name, &state, options, &mut report).await?;
+        state.collected = done;
+        (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
+    } else if state.forked {
+        state.collected = state.oldest;
+        (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
+    }
+    // (4) The retired history items (those a restore mark keeps aside).
+    delete_history(backend, name, &state).await?;
+    if removed
+        && state.collected == head_version
+        && head_ms <= horizon_ms
+        && !report.stopped_at_budget
+    {
+        report.removed = remove_what_is_left(backend, name, head_version, state_meta).await?;
+    }
+    Ok(report)
+}
+
+/// Deletes the garbage of commits `state.collected + 1 ..= state.oldest`;
+/// returns the last commit whose garbage is all deleted.
+async fn collect_range(
+    backend: &dyn Backend,
+    name: &DbName,
+    state: &GcState,
+    options: GcOptions,
+    report: &mut GcReport,
+) -> Result<u64, StorageError> {
+    let mut chunks = Chunks::new(backend);
+    let mut anchors: Vec<Root> = Vec::new();
+    if let Some(root) = live_root(name, &required_version(backend, name, state.oldest).await?)? {
+        anchors.push(root);
+    }
+    for mark in &state.restores {
+        if let Some(meta) = backend.get_root_version(name, mark.source).await?
+            && let Some(root) = live_root(name, &meta)?
+        {
+            anchors.push(root);
+        }
+    }
+    let mut units: u64 = 0;
+    let mut previous = backend.get_root_version(name, state.collected).await?;
+    for commit in state.collected + 1..=state.oldest {
+        let current = required_version(backend, name, commit).await?;
+        let before = previous
+            .as_ref()
+            .map(|m| live_root(name, m))
+            .transpose()?
+            .flatten();
+        previous = Some(current.clone());
+        let Some(before) = before else {
+            continue; // a creation, or a commit whose predecessor is not kept
+        };
+        let after = live_root(name, &current)?;
+        let in_commit = |e: StorageError| match e {
+            StorageError::Corrupt(m) => StorageError::Corrupt(format!(
+                "{m} (gc comparing versions {} and {commit} of {name:?})",
+                commit - 1
+            )),
+            e => e,
+        };
+        let dropped = dropped_keys(&mut chunks, &before, after.as_ref())
+            .await
+            .map_err(in_commit)?;
+        let mut garbage = Vec::new();
+        for (key, position) in dropped {
+            let held = held_by_any(&mut chunks, &anchors, before.db_id, &key, position).await;
+            if !held.map_err(in_commit)? {
+                garbage.push((key, position));
+            }
+        }
+        units += delete_garbage(backend, before.db_id, &garbage, report).await?;
+        if options.write_units_max.is_some_and(|max| units >= max) && commit < state.oldest {
+            report.stopped_at_budget = true;
+            return Ok(commit);
+        }
+    }
+    Ok(state.oldest)
+}
+
+/// Reads each candidate back, checks it is the salted sector of that
+/// position, and deletes those that are, a level at a time, lowest first
+/// (see `dropped_keys`); returns the write units spent (estimated: 1 per
+/// KB of each deleted item).
+async fn delete_garbage(
+    backend: &dyn Backend,
+    db: DbId,
+    garbage: &[(Hash, Position)],
+    report: &mut GcReport,
+) -> Result<u64, StorageError> {
+    let mut units = 0;
+    let batches = garbage
+        .chunk_by(|a, b| a.1.level == b.1.level)
+        .flat_map(|level| level.chunks(SECTORS_PER_CALL));
+    for batch in batches {
+        let keys: Vec<Hash> = batch.iter().map(|g| g.0).collect();
+        let found = backend.get_sectors(db, &keys).await?;
+        let mut doomed = Vec::new();
+        for ((key, position), bytes) in batch.iter().zip(found) {
+            let Some(bytes) = bytes else {
+                continue; // deleted by an earlier run
+            };
+            verify(key, &bytes)
+                .map_err(|e| StorageError::Corrupt(format!("sector {}: {e}", hash_hex(key))))?;
+            match salt_of(&bytes) {
+                Ok(Some(salt)) if salt.level == position.level && salt.slot == position.slot => {
+                    doomed.push(*key);
+                    report.sector_bytes_deleted += bytes.len() as u64;
+                    units += (bytes.len() as u64).div_ceil(1024).max(1);
+                }
+                _ => report.sectors_left_unsalted += 1,
+            }
+        }
+        backend.delete_sectors(db, &doomed).await?;
+        report.sectors_deleted += doomed.len() as u64;
+    }
+    Ok(units)
+}
+
+/// Deletes the history items below `state.collected` (the retired
+/// versions whose garbage is deleted; the rest are still to be diffed),
+/// but those of restore marks' sources.
+async fn delete_history(
+    backend: &dyn Backend,
+    name: &DbName,
+    state: &GcState,
+) -> Result<(), StorageError> {
+    loop {
+        let page = backend
+            .root_history(name, Some(state.collected), HISTORY_PAGE)
+            .await?;
+        let versions: Vec<u64> = page
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !state.restores.iter().any(|mark| mark.source == *v))
+            .collect();
+        if versions.is_empty() {
+            return Ok(());
+        }
+        backend.delete_root_versions(name, &versions).await?;
+    }
+}
+
+/// The last step for a database removed longer ago than the retention:
+/// its GC state, lock and tombstone (with its catalog entry) go. False
+/// if it was created again meanwhile.
+async fn remove_what_is_left(
+    backend: &dyn Backend,
+    name: &DbName,
+    tombstone_version: u64,
+    state_meta: Meta,
+) -> Result<bool, StorageError> {
+    if let Some(lock) = backend.get_meta(MetaKind::Lock, name).await? {
+        ignore_conflict(
+            backend
+                .delete_meta(MetaKind::Lock, name, lock.version)
+                .await,
+        )?;
+    }
+    match backend
+        .delete_meta(MetaKind::Root, name, tombstone_version)
+        .await
+    {
+        Ok(()) => {}
+        Err(PutMetaError::Conflict) => return Ok(false),
+        Err(e) => return Err(put_error(e)),
+    }
+    ignore_conflict(
+        backend
+            .delete_meta(MetaKind::Gc, name, state_meta.version)
+            .await,
+    )?;
+    Ok(true)
+}
+
+fn ignore_conflict(result: Result<(), PutMetaError>) -> Result<(), StorageError> {
+    match result {
+        Ok(()) | Err(PutMetaError::Conflict) => Ok(()),
+        Err(e) => Err(put_error(e)),
+    }
+}
+
+fn put_error(e: PutMetaError) -> StorageError {
+    match e {
+        PutMetaError::Conflict | PutMetaError::Fenced => StorageError::Conflict,
+        PutMetaError::Backend(e) => e.into(),
+    }
+}
+
+/// The GC state of `name` as stored (`None`: never written) and decoded.
+pub async fn read_state(
+    backend: &dyn Backend,
+    name: &DbName,
+) -> Result<(Option<Meta>, GcState), StorageError> {
+    match backend.get_meta(MetaKind::Gc, name).await? {
+        None => Ok((None, GcState::default())),
+        Some(meta) => {
+            let state = GcState::decode(&meta.body)
+                .map_err(|e| StorageError::Corrupt(format!("gc state of {name:?}: {e}")))?;
+            Ok((Some(meta), state))
+        }
+    }
+}
+
+/// Writes `state` over `stored` (compare-and-swap); `Conflict` if it moved.
+async fn write_state(
+    backend: &dyn Backend,
+    name: &DbName,
+    stored: Option<Meta>,
+    state: &GcState,
+) -> Result<(Meta, GcState), StorageError> {
+    let expected = stored.as_ref().map(|m| m.version);
+    let meta = Meta {
+        version: expected.unwrap_or(0) + 1,
+        body: state.encode(),
+    };
+    match backend
+        .put_meta(MetaKind::Gc, name, expected, meta.clone())
+        .await
+    {
+        Ok(()) => Ok((meta, state.clone())),
+        Err(e) => Err(put_error(e)),
+    }
+}
+
+/// Advances `collected` (only ever up), merging with restores and forks
+/// that changed the state meanwhile.
+async fn write_state_retrying(
+    backend: &dyn Backend,
+    name: &DbName,
+    mut stored: Meta,
+    mut state: GcState,
+) -> Result<(Meta, GcState), StorageError> {
+    let collected = state.collected;
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        match write_state(backend, name, Some(stored), &state).await {
+            Err(StorageError::Conflict) => {
+                let (now_stored, now) = read_state(backend, name).await?;
+                let Some(now_stored) = now_stored else {
+                    return Err(StorageError::Conflict);
+                };
+                stored = now_stored;
+                state = GcState {
+                    collected: collected.max(now.collected).min(now.oldest),
+                    ..now
+                };
+            }
+            written => return written,
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the gc state of {name:?} kept changing under this run"
+    )))
+}
+
+/// Records a restore of `name` from `source` before it is written: refused
+/// if `gc` retired `source` (the mark and the check are one
+/// compare-and-swap, so a run either sees the mark or the restore sees the
+/// run's new oldest version).
+pub async fn mark_restore(
+    backend: &dyn Backend,
+    name: &DbName,
+    mark: RestoreMark,
+) -> Result<(), StorageError> {
+    update_state(backend, name, |state| {
+        check_kept(name, state, mark.source)?;
+        if state.restores.len() >= RESTORE_MARKS_MAX {
+            state.restores.remove(0); // the oldest: long done
+        }
+        state.restores.push(mark);
+        Ok(())
+    })
+    .await
+}
+
+/// Records that `name` has forks (or is one) before a fork is written:
+/// refused if `gc` retired `version`, the fork's source version.
+pub async fn mark_forked(
+    backend: &dyn Backend,
+    name: &DbName,
+    version: Option<u64>,
+) -> Result<(), StorageError> {
+    update_state(backend, name, |state| {
+        if let Some(version) = version {
+            check_kept(name, state, version)?;
+        }
+        state.forked = true;
+        Ok(())
+    })
+    .await
+}
+
+/// Is `version` of `name` retired by `gc`? (Readers check before they
+/// trust a kept version: "snapshot expired".)
+pub async fn is_retired(
+    backend: &dyn Backend,
+    name: &DbName,
+    version: u64,
+) -> Result<Option<u64>, StorageError> {
+    let (_, state) = read_state(backend, name).await?;
+    Ok((version < state.oldest).then_some(state.oldest))
+}
+
+fn check_kept(name: &DbName, state: &GcState, version: u64) -> Result<(), StorageError> {
+    if version < state.oldest {
+        return Err(StorageError::NotFound(format!(
+            "version {version} of {name:?} is no longer kept (gc retired every version \
+             below {}): snapshot expired",
+            state.oldest
+        )));
+    }
+    Ok(())
+}
+
+async fn update_state(
+    backend: &dyn Backend,
+    name: &DbName,
+    change: impl Fn(&mut GcState) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        let (stored, mut state) = read_state(backend, name).await?;
+        change(&mut state)?;
+        match write_state(backend, name, stored, &state).await {
+            Err(StorageError::Conflict) => continue,
+            written => return written.map(|_| ()),
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the gc state of {name:?} kept changing"
+    )))
+}
+
+fn version_time(name: &DbName, meta: &Meta) -> Result<u64, StorageError> {
+    match decode_stored(name, meta.clone())? {
+        Stored::Live(_, root) => Ok(root.commit_ms),
+        Stored::Removed(meta) => Tombstone::decode(&meta.body)
+            .map(|t| t.removed_ms)
+            .map_err(|e| StorageError::Corrupt(format!("root of {name:?}: {e}"))),
+        Stored::Absent => unreachable!("decode_stored never answers absent"),
+    }
+}
+
+fn live_root(name: &DbName, meta: &Meta) -> Result<Option<Root>, StorageError> {
+    match decode_stored(name, meta.clone())? {
+        Stored::Live(_, root) => Ok(Some(root)),
+        _ => Ok(None),
+    }
+}
+
+/// Version `version` of `name`, kept or current.
+async fn required_version(
+    backend: &dyn Backend,
+    name: &DbName,
+    version: u64,
+) -> Result<Meta, StorageError> {
+    if let Some(meta) = backend.get_root_version(name, version).await? {
+        return Ok(meta);
+    }
+    match backend.get_meta(MetaKind::Root, name).await? {
+        Some(head) if head.version == version => Ok(head),
+        _ => Err(StorageError::Corrupt(format!(
+            "version {version} of {name:?} is missing though gc keeps it"
+        ))),
+    }
+}
+
+/// The lowest version of `name` stored (history, else the current root).
+async fn lowest_version(
+    backend: &dyn Backend,
+    name: &DbName,
+    head: u64,
+) -> Result<u64, StorageError> {
+    let mut lowest = head;
+    loop {
+        let page = backend
+            .root_history(name, Some(lowest), HISTORY_PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(lowest);
+        };
+        lowest = last.version;
+        if page.len() < HISTORY_PAGE {
+            return Ok(lowest);
+        }
+    }
+}
+
+/// The newest version of `name` committed at or before `horizon_ms` (the
+/// one current then), looking no lower than `floor`; `floor` if none.
+async fn version_at(
+    backend: &dyn Backend,
+    name: &DbName,
+    head: u64,
+    horizon_ms: u64,
+    floor: u64,
+) -> Result<u64, StorageError> {
+    let mut below = head;
+    while below > floor {
+        let page = backend
+            .root_history(name, Some(below), HISTORY_PAGE)
+            .await?;
+        for meta in &page {
+            if meta.version < floor {
+                return Ok(floor);
+            }
+            if version_time(name, meta)? <= horizon_ms {
+                return Ok(meta.version);
+            }
+            below = meta.version;
+        }
+        if page.len() < HISTORY_PAGE {
+            break;
+        }
+    }
+    Ok(floor)
+}
+
+/// Where a key sits in a manifest: a page (`level` 0, `slot` its index)
+/// or a chunk (`level` 1..=4, `slot` its number within the level). A
+/// salted sector's salt names the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub level: u8,
+    pub slot: u32,
+}
+
+/// Manifest chunks of any database, loaded once per run.
+struct Chunks<'a> {
+    backend: &'a dyn Backend,
+    cache: HashMap<(DbId, Hash), Arc<Chunk>>,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(backend: &'a dyn Backend) -> Self {
+        Chunks {
+            backend,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// A chunk; `None` if it is gone — deleted by an earlier run as the
+    /// garbage of the commit being diffed or a later one (see
+    /// `dropped_keys`).
+    async fn find(&mut self, db: DbId, key: &Hash) -> Result<Option<Arc<Chunk>>, StorageError> {
+        if let Some(chunk) = self.cache.get(&(db, *key)) {
+            return Ok(Some(chunk.clone()));
+        }
+        let found = self.backend.get_sectors(db, &[*key]).await?;
+        let Some(bytes) = found.into_iter().next().flatten() else {
+            return Ok(None);
+        };
+        verify(key, &bytes)
+            .map_err(|e| StorageError::Corrupt(format!("chunk {}: {e}", hash_hex(key))))?;
+        let chunk = Arc::new(
+            Chunk::decode(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("chunk {}: {e}", hash_hex(key))))?,
+        );
+        self.cache.insert((db, *key), chunk.clone());
+        Ok(Some(chunk))
+    }
+
+    /// The key at `position` of `root`'s tree (pages: the tree's entry,
+    /// not the overlay's); `ZERO_HASH` if none; `None` if a chunk on the
+    /// way is gone (only a retired root's can be).
+    async fn tree_key(
+        &mut self,
+        root: &Root,
+        position: Position,
+    ) -> Result<Option<Hash>, StorageError> {
+        let depth = root.tree.depth;
+        if position.level > depth || root.tree.top == ZERO_HASH {
+            return Ok(Some(ZERO_HASH));
+        }
+        let span = |levels: u8| (FANOUT as u64).pow(levels as u32);
+        let slot = position.slot as u64;
+        if slot / span(depth - position.level) != 0 {
+            return Ok(Some(ZERO_HASH));
+        }
+        let mut key = root.tree.top;
+        for level in (position.level + 1..=depth).rev() {
+            let Some(chunk) = self.find(root.db_id, &key).await? else {
+                return Ok(None);
+            };
+            let child = (slot / span(level - 1 - position.level)) as usize % FANOUT;
+            key = chunk.entry(child);
+            if key == ZERO_HASH {
+                break;
+            }
+        }
+        Ok(Some(key))
+    }
+
+    /// The key of page `index` as readers resolve it (`None`: a chunk
+    /// on the way is gone).
+    async fn page_key(&mut self, root: &Root, index: u32) -> Result<Option<Hash>, StorageError> {
+        if index >= root.page_count {
+            return Ok(Some(ZERO_HASH));
+        }
+        if let Ok(at) = root.overlay.binary_search_by_key(&index, |e| e.0) {
+            return Ok(Some(root.overlay[at].1));
+        }
+        self.tree_key(
+            root,
+            Position {
+                level: 0,
+                slot: index,
+            },
+        )
+        .await
+    }
+
+    /// The key at `position` as a reader of kept root `root` uses it.
+    async fn key_at(&mut self, root: &Root, position: Position) -> Result<Hash, StorageError> {
+        let key = match position.level {
+            0 => self.page_key(root, position.slot).await?,
+            _ => self.tree_key(root, position).await?,
+        };
+        key.ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "a manifest chunk of kept version {} is missing",
+                root.version
+            ))
+        })
+    }
+}
+
+/// Does any anchor root of database `db` hold `key` at `position`?
+async fn held_by_any(
+    chunks: &mut Chunks<'_>,
+    anchors: &[Root],
+    db: DbId,
+    key: &Hash,
+    position: Position,
+) -> Result<bool, StorageError> {
+    for anchor in anchors.iter().filter(|a| a.db_id == db) {
+        if chunks.key_at(anchor, position).await? == *key {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A subtree's key in one of the two trees being compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// Nothing (zero entries).
+    Zero,
+    /// A stored chunk.
+    Stored(Hash),
+    /// A level above the tree's top (the other tree is deeper): node 0
+    /// only, whose slot 0 leads down to the top.
+    Above,
+}
+
+/// The keys `before` references that `after` (`None`: removed) does not,
+/// each with its position: pages whose key changed, chunks rewritten or
+/// gone. Walks both trees level by level, skipping equal subtrees, so it
+/// costs what the commit changed (and, for a truncation, the pages cut).
+///
+/// Run again after a killed run, some chunks are gone: garbage is deleted
+/// commit by commit, each commit's lowest levels first (pages, then leaf
+/// chunks, ...). So a chunk of `before` that is gone was this commit's
+/// garbage, deleted after everything of this commit below it: its subtree
+/// is skipped. A chunk of `after` that is gone was a later commit's
+/// garbage: this commit was done whole, and nothing is returned.
+async fn dropped_keys(
+    chunks: &mut Chunks<'_>,
+    before: &Root,
+    after: Option<&Root>,
+) -> Result<Vec<(Hash, Position)>, StorageError> {
+    let empty = Root {
+        page_count: 0,
+        tree: donut_format::TreeRef::EMPTY,
+        overlay: Vec::new(),
+        top_inline: None,
+        ..before.clone()
+    };
+    let after = match after {
+        Some(after) if after.db_id == before.db_id => after,
+        _ => &empty,
+    };
+    let mut out = Vec::new();
+    // Tree entries of pages that differ between the trees.
+    let mut changed_pages: BTreeMap<u32, Hash> = BTreeMap::new();
+    let depth = before.tree.depth.max(after.tree.depth);
+    let top = |root: &Root| match root.tree.depth {
+        0 => Node::Zero,
+        d if d == depth => Node::Stored(root.tree.top),
+        _ => Node::Above,
+    };
+    let mut frontier: Vec<(u64, Node, Node)> = match depth {
+        0 => Vec::new(),
+        _ => vec![(0, top(before), top(after))],
+    };
+    for level in (1..=depth).rev() {
+        let mut next = Vec::new();
+        for (node, old, new) in frontier {
+            if old == new {
+                continue;
+            }
+            if let Node::Stored(key) = old {
+                let slot = u32::try_from(node).expect("chunk numbers fit in 32 bits");
+                out.push((key, Position { level, slot }));
+            }
+            let Some(new_entries) = entries(chunks, after, level, new).await? else {
+                return Ok(Vec::new());
+            };
+            let Some(old_entries) = entries(chunks, before, level, old).await? else {
+                continue;
+            };
+            for s in 0..FANOUT {
+                let (o, n) = (old_entries[s], new_entries[s]);
+                if o == n {
+                    continue;
+                }
+                let child = node * FANOUT as u64 + s as u64;
+                if level == 1 {
+                    if let Node::Stored(key) = o {
+                        let index = u32::try_from(child).expect("page indexes fit in 32 bits");
+                        changed_pages.insert(index, key);
+                    }
+                } else {
+                    next.push((child, o, n));
+                }
+            }
+        }
+        frontier = next;
+    }
+    // Pages as readers resolve them: the overlay wins, the count bounds.
+    let mut indexes: Vec<u32> = changed_pages.keys().copied().collect();
+    indexes.extend(before.overlay.iter().map(|e| e.0));
+    indexes.extend(after.overlay.iter().map(|e| e.0));
+    indexes.extend(after.page_count..before.page_count);
+    indexes.sort_unstable();
+    indexes.dedup();
+    for index in indexes {
+        let Some(new) = chunks.page_key(after, index).await? else {
+            return Ok(Vec::new());
+        };
+        let old = chunks.page_key(before, index).await?.unwrap_or(ZERO_HASH);
+        if old != ZERO_HASH && old != new {
+            out.push((
+                old,
+                Position {
+                    level: 0,
+                    slot: index,
+                },
+            ));
+        }
+    }
+    // Lowest levels first: see above.
+    out.sort_by_key(|(_, position)| position.level);
+    assert!(depth <= MAX_DEPTH);
+    Ok(out)
+}
+
+/// The 256 child nodes of `node` at `level` of `root`'s tree; `None` if
+/// its chunk is gone.
+async fn entries(
+    chunks: &mut Chunks<'_>,
+    root: &Root,
+    level: u8,
+    node: Node,
+) -> Result<Option<Vec<Node>>, StorageError> {
+    let mut out = vec![Node::Zero; FANOUT];
+    match node {
+        Node::Zero => {}
+        Node::Above => {
+            out[0] = match level - 1 == root.tree.depth {
+                true => Node::Stored(root.tree.top),
+                false => Node::Above,
+            };
+        }
+        Node::Stored(key) => {
+            let Some(chunk) = chunks.find(root.db_id, &key).await? else {
+                return Ok(None);
+            };
+            for (slot, entry) in out.iter_mut().enumerate() {
+                let h = chunk.entry(slot);
+                if h != ZERO_HASH {
+                    *entry = Node::Stored(h);
+                }
+            }
+        }
+    }
+    Ok(Some(out))
+}

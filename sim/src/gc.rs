@@ -1,0 +1,106 @@
+//! After a run: garbage collection, attacked (docs/format.md, "Garbage
+//! collection"). `gc` retires the versions before a sampled one — killed
+//! at a drawn point of its deletes, then run again — and every kept
+//! version must read as it did, every retired one be refused ("no longer
+//! kept"), never read as other rows. The history checks then restore a
+//! kept version and collect again while the restore's mark stands: the
+//! restored version must read as its source.
+
+use crate::Rng;
+use async_trait::async_trait;
+use donut_format::{DbId, DbName, GcState, Hash};
+use donut_host::MemoryBackend;
+use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind, PutMetaError};
+use donut_host::storage::{GcOptions, GcReport, collect_garbage};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Collects `name`'s garbage as it stood at `horizon_ms` (retention 0 at
+/// that time): first through a backend that dies at a drawn delete call
+/// (its error is the kill), then to the end. `blind`: the planted bug
+/// (`gc-ignores-restores`): runs do not see restore marks.
+pub fn collect_at(
+    reader: &impl crate::history::Reader,
+    store: &MemoryBackend,
+    name: &DbName,
+    horizon_ms: u64,
+    rng: &mut Rng,
+    blind: bool,
+) -> Result<GcReport, String> {
+    let options = GcOptions {
+        retain_ms: 0,
+        now_ms: horizon_ms,
+        write_units_max: None,
+    };
+    let killing = Faulty {
+        inner: store.clone(),
+        deletes_left: AtomicU32::new(rng.below(4) as u32),
+        blind,
+    };
+    // The killed run: whatever it did must leave nothing live lost.
+    let _ = reader.block_on(collect_garbage(&killing, name, options));
+    let whole = Faulty {
+        inner: store.clone(),
+        deletes_left: AtomicU32::new(u32::MAX),
+        blind,
+    };
+    reader
+        .block_on(collect_garbage(&whole, name, options))
+        .map_err(|e| format!("gc at {horizon_ms}: {e}"))
+}
+
+/// The store as a gc run sees it: `delete_sectors` dies after
+/// `deletes_left` calls (deleting half its batch first); `blind` hides
+/// restore marks from the GC state it reads.
+struct Faulty {
+    inner: MemoryBackend,
+    deletes_left: AtomicU32,
+    blind: bool,
+}
+
+#[async_trait]
+impl Layer for Faulty {
+    type Inner = MemoryBackend;
+
+    fn inner(&self) -> &MemoryBackend {
+        &self.inner
+    }
+
+    async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
+        let found = self.inner.get_meta(kind, name).await?;
+        match (kind, found) {
+            (MetaKind::Gc, Some(meta)) if self.blind => {
+                let mut state = GcState::decode(&meta.body)
+                    .map_err(|e| BackendError::Corrupt(e.to_string()))?;
+                state.restores.clear();
+                Ok(Some(Meta {
+                    version: meta.version,
+                    body: state.encode(),
+                }))
+            }
+            (_, found) => Ok(found),
+        }
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.inner.put_meta(kind, name, expected, meta).await
+    }
+
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let left = self.deletes_left.load(Ordering::SeqCst);
+        if left == 0 {
+            self.inner
+                .delete_sectors(db, &hashes[..hashes.len() / 2])
+                .await?;
+            return Err(BackendError::Unavailable("gc killed".into()));
+        }
+        self.deletes_left
+            .store(left.saturating_sub(1), Ordering::SeqCst);
+        self.inner.delete_sectors(db, hashes).await
+    }
+}
