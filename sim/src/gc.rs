@@ -10,7 +10,7 @@ use crate::Rng;
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, GcState, Hash};
 use donut_host::MemoryBackend;
-use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind, PutMetaError};
+use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind};
 use donut_host::storage::{GcOptions, GcReport, collect_garbage};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -79,16 +79,6 @@ impl Layer for Faulty {
             }
             (_, found) => Ok(found),
         }
-    }
-
-    async fn put_meta(
-        &self,
-        kind: MetaKind,
-        name: &DbName,
-        expected: Option<u64>,
-        meta: Meta,
-    ) -> Result<(), PutMetaError> {
-        self.inner.put_meta(kind, name, expected, meta).await
     }
 
     async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
