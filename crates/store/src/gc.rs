@@ -117,20 +117,16 @@ pub async fn collect(
     };
     // (1) Retire first: from now on nothing new may start from a version
     // below `oldest`.
-    let prior_oldest = state.oldest;
     state.oldest = oldest;
     state
         .restores
         .retain(|mark| mark.started_ms.saturating_add(RESTORE_GRACE_MS) >= oldest_ms);
-    let (state_meta, state) = match write_state(backend, name, state_meta, &state).await {
+    let (mut state_meta, mut state) = match write_state(backend, name, state_meta, &state).await {
         Ok(written) => written,
         // A restore or fork moved the state: start over from it.
         Err(StorageError::Conflict) => return Box::pin(collect(backend, name, options)).await,
         Err(e) => return Err(e),
     };
-    debug_assert!(prior_oldest <= state.oldest);
-    let mut state = state;
-    let mut state_meta = state_meta;
     if !state.forked && state.collected < state.oldest {
         let done = collect_range(backend, name, &state, options, &mut report).await?;
         state.collected = done;
@@ -487,15 +483,13 @@ async fn required_version(
     name: &DbName,
     version: u64,
 ) -> Result<Meta, StorageError> {
-    if let Some(meta) = backend.get_root_version(name, version).await? {
-        return Ok(meta);
-    }
-    match backend.get_meta(MetaKind::Root, name).await? {
-        Some(head) if head.version == version => Ok(head),
-        _ => Err(StorageError::Corrupt(format!(
-            "version {version} of {name:?} is missing though gc keeps it"
-        ))),
-    }
+    crate::history::stored_version(backend, name, version)
+        .await?
+        .ok_or_else(|| {
+            StorageError::Corrupt(format!(
+                "version {version} of {name:?} is missing though gc keeps it"
+            ))
+        })
 }
 
 /// The lowest version of `name` stored (history, else the current root).

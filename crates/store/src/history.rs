@@ -127,16 +127,11 @@ async fn read_version(
     name: &DbName,
     version: u64,
 ) -> Result<Meta, StorageError> {
-    if let Some(meta) = backend.get_root_version(name, version).await? {
+    if let Some(meta) = stored_version(backend, name, version).await? {
         return Ok(meta);
     }
-    // Not in history: the current root itself if written before history
-    // was kept, else past the newest or retired.
-    let head = read_head(backend, name).await?;
-    if head.version == version {
-        return Ok(head);
-    }
-    let newest = head.version;
+    // Past the newest, or retired.
+    let newest = read_head(backend, name).await?.version;
     if version > newest {
         return Err(StorageError::NotFound(format!(
             "{name:?} has no version {version}: its newest is {newest}"
@@ -146,6 +141,23 @@ async fn read_version(
         "version {version} of {name:?} is no longer kept (gc retired it); \
          `donut-host versions {name}` lists the kept ones"
     )))
+}
+
+/// Version `version` of `name` as stored: its history item, or the
+/// current root item if it is that version (a root written before history
+/// was kept has none); `None` if neither.
+pub(crate) async fn stored_version(
+    backend: &dyn Backend,
+    name: &DbName,
+    version: u64,
+) -> Result<Option<Meta>, StorageError> {
+    if let Some(meta) = backend.get_root_version(name, version).await? {
+        return Ok(Some(meta));
+    }
+    let head = backend
+        .get_meta(crate::backend::MetaKind::Root, name)
+        .await?;
+    Ok(head.filter(|head| head.version == version))
 }
 
 /// Going back from the newest, the first version written at or before

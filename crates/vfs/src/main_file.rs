@@ -1284,7 +1284,8 @@ impl MainDb {
 
     /// What this transaction changes below `page_count` (index → new
     /// hash, against `base`, whose chunks are read as of `snap`), and the
-    /// pending pages to store, each content once. Its lookup vectors are
+    /// pending pages to store, each content once; a pending page that holds
+    /// what `base` has is no change (`unchanged`). Its lookup vectors are
     /// dropped before the manifest update, which holds the changes again.
     fn changes(
         &self,
@@ -1311,6 +1312,14 @@ impl MainDb {
             root: snap,
         };
         let current = Manifest::new(base).lookup_many(&indices, &mut source)?;
+        let unchanged = self.unchanged(base.db_id, &pending, &current[..pending.len()])?;
+        let (indices, current): (Vec<u32>, Vec<Hash>) = indices
+            .into_iter()
+            .zip(current)
+            .filter(|(i, _)| !unchanged.contains(i))
+            .unzip();
+        let mut pending = pending;
+        pending.retain(|i| !unchanged.contains(i));
         let hashes = self.hash_pages(&pending, txn_id, io_code)?;
         let hashes = hashes.into_iter().chain(spilled.map(|(_, &h)| h));
         let mut changes: BTreeMap<u32, Hash> = BTreeMap::new();
@@ -1345,7 +1354,6 @@ impl MainDb {
                 ..(*snap).clone()
             })
         } else {
-            self.drop_unchanged()?;
             snap.clone()
         };
         let page_size = self.page_size();
@@ -1571,9 +1579,7 @@ impl MainDb {
     }
 
     /// Forgets the pending pages that hold what the snapshot already has
-    /// (see `same_as_stored`): they are no change, and stored again they
-    /// would be new sectors. Pages whose fingerprints match are compared
-    /// with the stored bytes, fetched in one go.
+    /// (`unchanged`) before a spill stores the rest.
     fn drop_unchanged(&mut self) -> Result<(), Fail> {
         let snap = self.snapshot.clone();
         let indices: Vec<u32> = self
@@ -1591,27 +1597,44 @@ impl MainDb {
             root: &snap,
         };
         let current = Manifest::new(&snap).lookup_many(&indices, &mut source)?;
-        let mut same: Vec<u32> = Vec::new();
+        for index in self.unchanged(snap.db_id, &indices, &current)? {
+            self.pending.remove(&index);
+        }
+        Ok(())
+    }
+
+    /// Which of the pending pages `indices` hold the bytes their `current`
+    /// keys name: those equal to the cached bytes, and those whose
+    /// fingerprints match and whose stored bytes, fetched in one go, are
+    /// equal (`same_as_stored`). A salted key never matches a new write's,
+    /// so without this every page written back unchanged would be stored
+    /// again.
+    fn unchanged(&self, db: DbId, indices: &[u32], current: &[Hash]) -> Result<HashSet<u32>, Fail> {
+        assert_eq!(indices.len(), current.len());
+        let mut same: HashSet<u32> = HashSet::new();
         let mut maybe_same: Vec<u32> = Vec::new();
-        for (&index, current) in indices.iter().zip(&current) {
-            match self.same_as_stored(snap.db_id, index, current) {
-                Some(true) => same.push(index),
+        for (&index, current) in indices.iter().zip(current) {
+            match self.same_as_stored(db, index, current) {
+                Some(true) => {
+                    same.insert(index);
+                }
                 None => maybe_same.push(index),
                 Some(false) => {}
             }
         }
         if !maybe_same.is_empty() {
+            // Fingerprints are of pages of this database's snapshot (or
+            // older): a `base` rebuilt after a page-size change has only
+            // zero keys, which never match.
+            assert_eq!(db, self.snapshot.db_id);
             let stored = self.fetch_pages(&maybe_same, 0)?;
             for (index, bytes) in maybe_same.into_iter().zip(stored) {
                 if bytes[..] == self.pending[&index][..] {
-                    same.push(index);
+                    same.insert(index);
                 }
             }
         }
-        for index in same {
-            self.pending.remove(&index);
-        }
-        Ok(())
+        Ok(same)
     }
 
     /// Does the pending page `index` write back the bytes `current`
