@@ -358,7 +358,7 @@ impl Layer for SimBackend {
         self.write(StorageCall::new(CallKind::MetaWrite, what), async {
             let expected = match kind {
                 MetaKind::Root => self.expected_root(name, expected).await,
-                MetaKind::Lock | MetaKind::Gc => expected,
+                MetaKind::Lock | MetaKind::Gc | MetaKind::Family => expected,
             };
             self.store.put_meta(kind, name, expected, meta).await
         })

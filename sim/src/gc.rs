@@ -4,7 +4,9 @@
 //! version must read as it did, every retired one be refused ("no longer
 //! kept"), never read as other rows. The history checks then restore a
 //! kept version and collect again while the restore's mark stands: the
-//! restored version must read as its source.
+//! restored version must read as its source. Then a fork: both collected
+//! down to their newest versions, the fork removed and collected away —
+//! the source must read as before throughout.
 
 use crate::Rng;
 use async_trait::async_trait;
@@ -14,17 +16,25 @@ use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind};
 use donut_host::storage::{GcOptions, GcReport, collect_garbage};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A planted bug in what `gc` sees of the GC state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blind {
+    /// `gc-ignores-restores`: runs do not see restore marks.
+    Restores,
+    /// `gc-ignores-forks`: runs take a forked database for one alone.
+    Forks,
+}
+
 /// Collects `name`'s garbage as it stood at `horizon_ms` (retention 0 at
 /// that time): first through a backend that dies at a drawn delete call
-/// (its error is the kill), then to the end. `blind`: the planted bug
-/// (`gc-ignores-restores`): runs do not see restore marks.
+/// (its error is the kill), then to the end.
 pub fn collect_at(
     reader: &impl crate::history::Reader,
     store: &MemoryBackend,
     name: &DbName,
     horizon_ms: u64,
     rng: &mut Rng,
-    blind: bool,
+    blind: Option<Blind>,
 ) -> Result<GcReport, String> {
     let options = GcOptions {
         retain_ms: 0,
@@ -50,11 +60,11 @@ pub fn collect_at(
 
 /// The store as a gc run sees it: `delete_sectors` dies after
 /// `deletes_left` calls (deleting half its batch first); `blind` hides
-/// restore marks from the GC state it reads.
+/// restore marks or forks from the GC state it reads.
 struct Faulty {
     inner: MemoryBackend,
     deletes_left: AtomicU32,
-    blind: bool,
+    blind: Option<Blind>,
 }
 
 #[async_trait]
@@ -68,10 +78,13 @@ impl Layer for Faulty {
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let found = self.inner.get_meta(kind, name).await?;
         match (kind, found) {
-            (MetaKind::Gc, Some(meta)) if self.blind => {
+            (MetaKind::Gc, Some(meta)) if self.blind.is_some() => {
                 let mut state = GcState::decode(&meta.body)
                     .map_err(|e| BackendError::Corrupt(e.to_string()))?;
-                state.restores.clear();
+                match self.blind {
+                    Some(Blind::Restores) => state.restores.clear(),
+                    _ => (state.forked, state.family) = (false, None),
+                }
                 Ok(Some(Meta {
                     version: meta.version,
                     body: state.encode(),

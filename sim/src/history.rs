@@ -7,9 +7,12 @@
 
 use crate::Rng;
 use crate::check::{ACCOUNTS, BALANCE, LARGE_ROWS};
+use crate::gc::Blind;
 use donut_format::{At, DbName};
 use donut_host::MemoryBackend;
-use donut_host::storage::{Version, fork, list_versions, restore};
+use donut_host::storage::{
+    Clock, RESTORE_GRACE_MS, Version, fork, list_versions, remove_database, restore,
+};
 use serde_json::Value;
 
 /// Past versions read per run, besides the newest (each is a guest run).
@@ -32,7 +35,7 @@ pub fn check(
     db: &str,
     first: u64,
     rng: &mut Rng,
-    gc_blind: bool,
+    gc_blind: Option<Blind>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let name = DbName::new(db).expect("the sim's database name is legal");
@@ -101,7 +104,7 @@ pub fn check(
 /// How the restore check collects garbage.
 struct Collect<'a> {
     rng: &'a mut Rng,
-    blind: bool,
+    blind: Option<Blind>,
 }
 
 /// Collects the garbage of the versions before a sampled one, then reads
@@ -115,7 +118,7 @@ fn check_gc(
     kept: &[Version],
     states: &[(u64, Value)],
     rng: &mut Rng,
-    blind: bool,
+    blind: Option<Blind>,
     out: &mut Vec<String>,
 ) -> u64 {
     let db = name.as_str();
@@ -209,13 +212,61 @@ fn check_restore_and_fork(
     }
     let copy = DbName::new("fork.db").expect("legal name");
     match reader.block_on(fork(store, name, Some(At::Version(fork_from)), &copy)) {
-        Ok(_) => expect(
-            &format!("a fork of {db}@{fork_from}"),
-            reader.final_state("fork.db"),
-            out,
-        ),
+        Ok(_) => {
+            expect(
+                &format!("a fork of {db}@{fork_from}"),
+                reader.final_state("fork.db"),
+                out,
+            );
+            check_fork_gc(reader, store, name, &copy, gc, out);
+        }
         Err(e) => out.push(format!("history: forking {db}@{fork_from} failed: {e}")),
     }
+}
+
+/// Collects a database and its fork down to their newest versions, then
+/// removes the fork and collects it away: whatever the two share must
+/// stay until neither holds it (docs/format.md, "Garbage collection").
+fn check_fork_gc(
+    reader: &impl Reader,
+    store: &MemoryBackend,
+    name: &DbName,
+    copy: &DbName,
+    gc: Collect<'_>,
+    out: &mut Vec<String>,
+) {
+    let (db, forked) = (name.as_str(), copy.as_str());
+    let source_state = reader.final_state(db);
+    let fork_state = reader.final_state(forked);
+    // Past every version's time (restores stamp the system clock).
+    let far = Clock::System.now_ms() + 2 * RESTORE_GRACE_MS;
+    let same = |what: &str, db: &str, before: &Result<Value, String>, out: &mut Vec<String>| {
+        let now = reader.final_state(db);
+        if now != *before {
+            out.push(format!(
+                "fork gc: {db} read {before:?} and after {what} {now:?}"
+            ));
+        }
+    };
+    for each in [name, copy] {
+        if let Err(e) = crate::gc::collect_at(reader, store, each, far, gc.rng, gc.blind) {
+            out.push(format!("fork gc: {e}"));
+        }
+    }
+    same("collecting both", db, &source_state, out);
+    same("collecting both", forked, &fork_state, out);
+    if let Err(e) = reader.block_on(remove_database(store, copy)) {
+        out.push(format!("fork gc: removing {forked} failed: {e}"));
+        return;
+    }
+    match crate::gc::collect_at(reader, store, copy, far, gc.rng, gc.blind) {
+        Ok(report) if report.removed => {}
+        // The killed run got to the end: the fork is gone already.
+        Err(e) if e.contains("no database") => {}
+        Ok(report) => out.push(format!("fork gc: {forked} removed but left: {report:?}")),
+        Err(e) => out.push(format!("fork gc: {e}")),
+    }
+    same("the fork's removal", db, &source_state, out);
 }
 
 /// When version `version` of `name` was committed (0 if unknown).

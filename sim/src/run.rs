@@ -49,6 +49,9 @@ pub enum Bug {
     /// `gc` does not see restore marks: it deletes what a restore of an
     /// old version brought back.
     GcIgnoresRestores,
+    /// `gc` takes a forked database for one alone: it deletes what a fork
+    /// still holds.
+    GcIgnoresForks,
 }
 
 #[derive(Debug, Clone)]
@@ -605,7 +608,11 @@ impl Sim {
             DB,
             setup_version,
             &mut rng,
-            options.bug == Some(Bug::GcIgnoresRestores),
+            match options.bug {
+                Some(Bug::GcIgnoresRestores) => Some(crate::gc::Blind::Restores),
+                Some(Bug::GcIgnoresForks) => Some(crate::gc::Blind::Forks),
+                _ => None,
+            },
         ));
         report.output = std::mem::take(&mut history.output);
         report.trace_hash =

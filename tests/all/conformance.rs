@@ -170,7 +170,11 @@ async fn conformance_gc_suite() {
     gc_brings_updates_back_to_the_size_of_a_fresh_push(harness("conformance-g-1").await).await;
     rm_then_gc_leaves_nothing_of_the_database(harness("conformance-g-2").await).await;
     a_restore_survives_gc_and_can_be_undone(harness("conformance-g-3").await).await;
-    a_fork_and_its_source_stay_whole_through_gc(harness("conformance-g-4").await).await;
+    forks_stay_whole_and_gc_collects_what_no_member_holds(harness("conformance-g-4").await).await;
+    a_fork_listed_but_not_written_keeps_its_source_version_through_gc(
+        harness("conformance-g-6").await,
+    )
+    .await;
     a_run_stopped_by_its_budget_loses_nothing_and_the_next_finishes(
         harness("conformance-g-5").await,
     )

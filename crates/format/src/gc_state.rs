@@ -3,7 +3,7 @@
 //! the restores and forks it must not collect under. Replaced by
 //! compare-and-swap like a root, by `gc`, `restore` and `fork`.
 
-use crate::FormatError;
+use crate::{DbId, FormatError};
 use sha2::{Digest, Sha256};
 
 pub const GC_STATE_MAGIC: [u8; 4] = *b"DGC1";
@@ -14,6 +14,9 @@ const CHECKSUM_LEN: usize = 8;
 pub const RESTORE_MARKS_MAX: usize = 1024;
 /// `flags` bit: [`GcState::forked`].
 const FLAG_FORKED: u8 = 1;
+/// `flags` bit: [`GcState::family`] is set (16 bytes after the header).
+const FLAG_FAMILY: u8 = 2;
+const FAMILY_LEN: usize = 16;
 
 /// A restore under way or done: it copies version `source`'s root, so
 /// `gc` keeps what that root references while the mark stands.
@@ -35,8 +38,13 @@ pub struct GcState {
     /// (`collected <= oldest`; a run killed midway left it below).
     pub collected: u64,
     /// The database has forks, or is one: its sectors are shared by
-    /// other names, and `gc` leaves them (collected by a later format).
+    /// other names.
     pub forked: bool,
+    /// The database id whose family item (`donut_format::family`) lists
+    /// this database: `gc` checks the sectors that id's commits dropped
+    /// against every member. `None` with `forked`: forked before families
+    /// were recorded, and `gc` leaves its sectors.
+    pub family: Option<DbId>,
     pub restores: Vec<RestoreMark>,
 }
 
@@ -46,11 +54,18 @@ impl GcState {
         assert!(self.restores.len() <= RESTORE_MARKS_MAX);
         let mut out = Vec::with_capacity(HEADER_LEN + self.restores.len() * MARK_LEN + 8);
         out.extend_from_slice(&GC_STATE_MAGIC);
-        out.push(if self.forked { FLAG_FORKED } else { 0 });
+        let mut flags = if self.forked { FLAG_FORKED } else { 0 };
+        if self.family.is_some() {
+            flags |= FLAG_FAMILY;
+        }
+        out.push(flags);
         out.extend_from_slice(&[0; 3]);
         out.extend_from_slice(&self.oldest.to_le_bytes());
         out.extend_from_slice(&self.collected.to_le_bytes());
         out.extend_from_slice(&(self.restores.len() as u16).to_le_bytes());
+        if let Some(family) = self.family {
+            out.extend_from_slice(&family.0);
+        }
         for mark in &self.restores {
             out.extend_from_slice(&mark.source.to_le_bytes());
             out.extend_from_slice(&mark.txn_id.to_le_bytes());
@@ -75,7 +90,12 @@ impl GcState {
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
         let count = u16::from_le_bytes([bytes[24], bytes[25]]) as usize;
-        let need = HEADER_LEN + count * MARK_LEN + CHECKSUM_LEN;
+        let flags = bytes[4];
+        let marks_at = match flags & FLAG_FAMILY != 0 {
+            true => HEADER_LEN + FAMILY_LEN,
+            false => HEADER_LEN,
+        };
+        let need = marks_at + count * MARK_LEN + CHECKSUM_LEN;
         if bytes.len() != need {
             return Err(FormatError::Truncated {
                 what: WHAT,
@@ -87,8 +107,7 @@ impl GcState {
         if Sha256::digest(body)[..CHECKSUM_LEN] != bytes[need - CHECKSUM_LEN..] {
             return Err(FormatError::Checksum { what: WHAT });
         }
-        let flags = bytes[4];
-        if flags & !FLAG_FORKED != 0 || bytes[5..8] != [0, 0, 0] {
+        if flags & !(FLAG_FORKED | FLAG_FAMILY) != 0 || bytes[5..8] != [0, 0, 0] {
             return Err(FormatError::Invalid {
                 what: WHAT,
                 detail: format!("unknown flags {flags:#04x}"),
@@ -98,9 +117,11 @@ impl GcState {
             oldest: u64_at(8),
             collected: u64_at(16),
             forked: flags & FLAG_FORKED != 0,
+            family: (marks_at > HEADER_LEN)
+                .then(|| DbId(bytes[HEADER_LEN..marks_at].try_into().expect("16 bytes"))),
             restores: (0..count)
                 .map(|i| {
-                    let at = HEADER_LEN + i * MARK_LEN;
+                    let at = marks_at + i * MARK_LEN;
                     RestoreMark {
                         source: u64_at(at),
                         txn_id: u64_at(at + 8),
@@ -132,6 +153,7 @@ mod tests {
             oldest: 40,
             collected: 31,
             forked: true,
+            family: Some(DbId([3; 16])),
             restores: vec![RestoreMark {
                 source: 12,
                 txn_id: 7,

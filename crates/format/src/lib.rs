@@ -7,6 +7,7 @@
 //! source of truth. Loading of chunks is abstracted by [`ChunkSource`].
 
 mod at;
+pub mod family;
 mod gc_state;
 pub mod items;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod sqlite_header;
 mod tombstone;
 
 pub use at::{At, DbRef, DbRefError, format_utc_ms, parse_at, parse_rfc3339_ms};
+pub use family::{FAMILY_MEMBERS_MAX, Family, FamilyMember, ForkSource, family_key};
 pub use gc_state::{GC_STATE_MAGIC, GcState, RESTORE_MARKS_MAX, RestoreMark};
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{

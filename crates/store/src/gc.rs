@@ -17,8 +17,13 @@
 //! same range from the state item: deletes are idempotent and every check
 //! is against kept versions.
 //!
-//! Not collected yet (docs/format.md says what follows): sectors of a
-//! database that has forks (shared across names), and sectors left by
+//! Forks share sectors across names: a database id's *family* item lists
+//! its members and where each fork came from, and a dropped key is also
+//! checked against every member's oldest kept root, its restore marks,
+//! the source of a fork not yet written, and fork sources a member may
+//! still hold fresh writes of (`family_view`).
+//!
+//! Not collected yet (docs/format.md says what follows): sectors left by
 //! refused two-request commits.
 
 use crate::backend::{Backend, Meta, MetaKind, PutMetaError};
@@ -26,8 +31,9 @@ use crate::db::{Stored, decode_stored};
 use crate::error::StorageError;
 use donut_format::salt::salt_of;
 use donut_format::{
-    Chunk, DbId, DbName, FANOUT, GcState, Hash, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root,
-    Tombstone, ZERO_HASH, hash_hex, verify,
+    Chunk, DbId, DbName, FAMILY_MEMBERS_MAX, FANOUT, Family, FamilyMember, ForkSource, GcState,
+    Hash, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root, Tombstone, ZERO_HASH, family_key,
+    hash_hex, verify,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -68,7 +74,9 @@ pub struct GcReport {
     pub sector_bytes_deleted: u64,
     /// Dropped sectors written before format v5 (unsalted): left.
     pub sectors_left_unsalted: u64,
-    /// Garbage left because the database shares sectors with forks.
+    /// Garbage left because the database shares sectors with forks made
+    /// before families were recorded (or its family changed all through
+    /// the run).
     pub forked: bool,
     /// The write budget ran out: run again to go on.
     pub stopped_at_budget: bool,
@@ -112,7 +120,6 @@ pub async fn collect(
     let mut report = GcReport {
         versions_retired: oldest - state.oldest,
         oldest_kept: oldest,
-        forked: state.forked,
         ..GcReport::default()
     };
     // (1) Retire first: from now on nothing new may start from a version
@@ -127,22 +134,23 @@ pub async fn collect(
         Err(StorageError::Conflict) => return Box::pin(collect(backend, name, options)).await,
         Err(e) => return Err(e),
     };
-    if !state.forked && state.collected < state.oldest {
-        let done = collect_range(backend, name, &state, options, &mut report).await?;
+    // Families are read after the retirement above: see `family_view`.
+    let mut families = Families::new(backend, name, state.clone());
+    if state.collected < state.oldest {
+        let done = collect_range(&mut families, options, &mut report).await?;
         state.collected = done;
         (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
-    } else if state.forked {
-        state.collected = state.oldest;
-        (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
     }
-    // (4) The retired history items (those a restore mark keeps aside).
-    delete_history(backend, name, &state).await?;
+    // (4) The retired history items (but restore marks' sources and what
+    // forks under way copy).
+    delete_history(&mut families, &state).await?;
     if removed
         && state.collected == head_version
         && head_ms <= horizon_ms
         && !report.stopped_at_budget
     {
-        report.removed = remove_what_is_left(backend, name, head_version, state_meta).await?;
+        report.removed =
+            remove_what_is_left(backend, name, head_version, state_meta, &state).await?;
     }
     Ok(report)
 }
@@ -150,12 +158,12 @@ pub async fn collect(
 /// Deletes the garbage of commits `state.collected + 1 ..= state.oldest`;
 /// returns the last commit whose garbage is all deleted.
 async fn collect_range(
-    backend: &dyn Backend,
-    name: &DbName,
-    state: &GcState,
+    families: &mut Families<'_>,
     options: GcOptions,
     report: &mut GcReport,
 ) -> Result<u64, StorageError> {
+    let (backend, name, state) = (families.backend, families.name, families.state.clone());
+    let state = &state;
     let mut chunks = Chunks::new(backend);
     let mut anchors: Vec<Root> = Vec::new();
     if let Some(root) = live_root(name, &required_version(backend, name, state.oldest).await?)? {
@@ -192,10 +200,24 @@ async fn collect_range(
         let dropped = dropped_keys(&mut chunks, &before, after.as_ref())
             .await
             .map_err(in_commit)?;
+        let family = match families.view(before.db_id).await? {
+            FamilyView::Unlisted => {
+                report.forked = true;
+                continue; // shared with databases nobody listed: left
+            }
+            FamilyView::Alone => &[][..],
+            FamilyView::Listed { anchors, .. } => &anchors[..],
+        };
         let mut garbage = Vec::new();
         for (key, position) in dropped {
-            let held = held_by_any(&mut chunks, &anchors, before.db_id, &key, position).await;
-            if !held.map_err(in_commit)? {
+            let mut held = false;
+            for roots in [&anchors[..], family] {
+                held = held
+                    || held_by_any(&mut chunks, roots, before.db_id, &key, position)
+                        .await
+                        .map_err(in_commit)?;
+            }
+            if !held {
                 garbage.push((key, position));
             }
         }
@@ -250,24 +272,37 @@ async fn delete_garbage(
 /// Deletes the history items below `state.collected` (the retired
 /// versions whose garbage is deleted; the rest are still to be diffed),
 /// but those of restore marks' sources.
-async fn delete_history(
-    backend: &dyn Backend,
-    name: &DbName,
-    state: &GcState,
-) -> Result<(), StorageError> {
+async fn delete_history(families: &mut Families<'_>, state: &GcState) -> Result<(), StorageError> {
+    let (backend, name) = (families.backend, families.name);
+    let mut below = state.collected;
     loop {
         let page = backend
-            .root_history(name, Some(state.collected), HISTORY_PAGE)
+            .root_history(name, Some(below), HISTORY_PAGE)
             .await?;
-        let versions: Vec<u64> = page
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !state.restores.iter().any(|mark| mark.source == *v))
-            .collect();
-        if versions.is_empty() {
+        let Some(last) = page.last() else {
             return Ok(());
+        };
+        below = last.version;
+        let mut versions = Vec::with_capacity(page.len());
+        for meta in &page {
+            if state
+                .restores
+                .iter()
+                .any(|mark| mark.source == meta.version)
+            {
+                continue;
+            }
+            if let Some(root) = live_root(name, meta)?
+                && families.view(root.db_id).await?.keeps(meta.version)
+            {
+                continue;
+            }
+            versions.push(meta.version);
         }
         backend.delete_root_versions(name, &versions).await?;
+        if page.len() < HISTORY_PAGE {
+            return Ok(());
+        }
     }
 }
 
@@ -279,7 +314,34 @@ async fn remove_what_is_left(
     name: &DbName,
     tombstone_version: u64,
     state_meta: Meta,
+    state: &GcState,
 ) -> Result<bool, StorageError> {
+    // First the family learns it holds nothing: a member listed but gone
+    // would look like a fork not written yet to other members' runs.
+    if let Some(db) = state.family {
+        let (meta, family) = update_family(backend, db, |family| {
+            for member in &mut family.members {
+                let before = member
+                    .source
+                    .as_ref()
+                    .is_none_or(|s| s.fork_version <= tombstone_version);
+                if member.name == *name && before {
+                    member.removed = true;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        // The last member gone, so is the family (a fork listing itself
+        // meanwhile makes this delete fail, and the item stays).
+        if family.members.iter().all(|m| m.removed) {
+            ignore_conflict(
+                backend
+                    .delete_meta(MetaKind::Family, &family_key(db), meta.version)
+                    .await,
+            )?;
+        }
+    }
     if let Some(lock) = backend.get_meta(MetaKind::Lock, name).await? {
         ignore_conflict(
             backend
@@ -403,21 +465,112 @@ pub async fn mark_restore(
     .await
 }
 
-/// Records that `name` has forks (or is one) before a fork is written:
-/// refused if `gc` retired `version`, the fork's source version.
+/// Records that `name` has forks (or is one) in family `db` before a fork
+/// is written: refused if `gc` retired `version`, the fork's source
+/// version.
 pub async fn mark_forked(
     backend: &dyn Backend,
     name: &DbName,
     version: Option<u64>,
+    db: DbId,
 ) -> Result<(), StorageError> {
     update_state(backend, name, |state| {
         if let Some(version) = version {
             check_kept(name, state, version)?;
         }
         state.forked = true;
+        state.family = Some(db);
         Ok(())
     })
     .await
+}
+
+/// Lists `dst`, a fork of `source.name` at `source.version` whose first
+/// version is `source.fork_version`, in the family of `db` — first of all
+/// a fork writes (before the GC states and its root: see
+/// `family_view`). The first fork of a database creates the item. A
+/// source forked before families were recorded leaves the family
+/// incomplete (its sectors are then left).
+pub async fn register_fork(
+    backend: &dyn Backend,
+    db: DbId,
+    source: ForkSource,
+    dst: &DbName,
+) -> Result<(), StorageError> {
+    let (_, source_state) = read_state(backend, &source.name).await?;
+    let unrecorded = source_state.forked && source_state.family != Some(db);
+    let src = source.name.clone();
+    let entry = FamilyMember {
+        name: dst.clone(),
+        source: Some(source),
+        removed: false,
+    };
+    update_family(backend, db, |family| {
+        if family.members.is_empty() {
+            family.members.push(FamilyMember {
+                name: src.clone(),
+                source: None,
+                removed: false,
+            });
+        }
+        family.incomplete |= unrecorded || !family.holds(&src);
+        if family.members.contains(&entry) {
+            return Ok(());
+        }
+        if family.members.len() >= FAMILY_MEMBERS_MAX {
+            return Err(StorageError::Invalid(format!(
+                "{src:?} and its forks are {FAMILY_MEMBERS_MAX} databases: the most one \
+                 family may have (remove some and run gc)"
+            )));
+        }
+        family.members.push(entry.clone());
+        Ok(())
+    })
+    .await
+    .map(|_| ())
+}
+
+/// The family item of `db` as stored and decoded.
+async fn read_family(
+    backend: &dyn Backend,
+    db: DbId,
+) -> Result<(Option<Meta>, Family), StorageError> {
+    match backend.get_meta(MetaKind::Family, &family_key(db)).await? {
+        None => Ok((None, Family::default())),
+        Some(meta) => {
+            let family = Family::decode(&meta.body)
+                .map_err(|e| StorageError::Corrupt(format!("family {}: {e}", db.hex())))?;
+            Ok((Some(meta), family))
+        }
+    }
+}
+
+async fn update_family(
+    backend: &dyn Backend,
+    db: DbId,
+    change: impl Fn(&mut Family) -> Result<(), StorageError>,
+) -> Result<(Meta, Family), StorageError> {
+    let key = family_key(db);
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        let (stored, mut family) = read_family(backend, db).await?;
+        change(&mut family)?;
+        let expected = stored.as_ref().map(|m| m.version);
+        let meta = Meta {
+            version: expected.unwrap_or(0) + 1,
+            body: family.encode(),
+        };
+        match backend
+            .put_meta(MetaKind::Family, &key, expected, meta.clone())
+            .await
+        {
+            Err(PutMetaError::Conflict) => continue,
+            written => return written.map(|()| (meta, family)).map_err(put_error),
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the family {} kept changing",
+        db.hex()
+    )))
 }
 
 /// Is `version` of `name` retired by `gc`? (Readers check before they
@@ -541,6 +694,201 @@ async fn version_at(
         }
     }
     Ok(floor)
+}
+
+/// What a run over one database knows of the families its commits belong
+/// to (one database id each; a name removed and created again is two).
+struct Families<'a> {
+    backend: &'a dyn Backend,
+    name: &'a DbName,
+    /// The run's GC state, as written by its retirement.
+    state: GcState,
+    views: HashMap<DbId, FamilyView>,
+}
+
+/// What else holds the sectors of one database id.
+enum FamilyView {
+    /// Nobody: the id was never forked.
+    Alone,
+    /// Its family item lists this database: a dropped key is garbage only
+    /// if none of `anchors` holds it; `keep` are versions of this database
+    /// a fork under way copies (their history items stay).
+    Listed { anchors: Vec<Root>, keep: Vec<u64> },
+    /// Forked, but not every member is listed: its sectors are left.
+    Unlisted,
+}
+
+impl FamilyView {
+    fn keeps(&self, version: u64) -> bool {
+        matches!(self, FamilyView::Listed { keep, .. } if keep.contains(&version))
+    }
+}
+
+/// What one member of a family holds, as far as `gc` must know.
+enum Held {
+    /// Every kept version's key is in one of these roots (its oldest kept
+    /// version, its restore marks' sources) or is its own fresh write.
+    Roots(Vec<Root>),
+    /// A fork listed but not written yet: it will hold its source's root.
+    Pending,
+    /// Its own `gc` moved under this walk: walk again.
+    Moved,
+}
+
+impl<'a> Families<'a> {
+    fn new(backend: &'a dyn Backend, name: &'a DbName, state: GcState) -> Self {
+        Families {
+            backend,
+            name,
+            state,
+            views: HashMap::new(),
+        }
+    }
+
+    async fn view(&mut self, db: DbId) -> Result<&FamilyView, StorageError> {
+        if !self.views.contains_key(&db) {
+            let view = match (self.state.forked, self.state.family) {
+                (false, _) => FamilyView::Alone,
+                (true, Some(family)) if family == db => self.family_view(db).await?,
+                (true, _) => FamilyView::Unlisted,
+            };
+            self.views.insert(db, view);
+        }
+        Ok(&self.views[&db])
+    }
+
+    /// The roots a key dropped by one of this database's commits must be
+    /// checked against, across its family (docs/format.md, "Garbage
+    /// collection"; ARCHITECTURE.md's safety argument, point 3). A fork
+    /// lists itself before it compare-and-swaps its source's GC state, and
+    /// this run read the family after its own retirement, so every fork
+    /// that could copy a version this run retires is listed. Members'
+    /// states are read between two reads of the family item, which must
+    /// agree (a fork listed in between: walk again); a fork listed after
+    /// copies a version kept when these states were read.
+    async fn family_view(&self, db: DbId) -> Result<FamilyView, StorageError> {
+        for _ in 0..STATE_ATTEMPTS_MAX {
+            let (Some(first), family) = read_family(self.backend, db).await? else {
+                return Ok(FamilyView::Unlisted);
+            };
+            let listed = family
+                .members
+                .iter()
+                .any(|m| m.name == *self.name && !m.removed);
+            if family.incomplete || !listed {
+                return Ok(FamilyView::Unlisted);
+            }
+            let Some(view) = self.members_roots(db, &family).await? else {
+                continue;
+            };
+            let (again, _) = read_family(self.backend, db).await?;
+            if again.is_some_and(|m| m.version == first.version) {
+                return Ok(view);
+            }
+        }
+        Err(StorageError::Busy(format!(
+            "the family of {:?} kept changing under this run: run gc again",
+            self.name
+        )))
+    }
+
+    /// Every root that may hold a key of `family` (`None`: a member moved).
+    async fn members_roots(
+        &self,
+        db: DbId,
+        family: &Family,
+    ) -> Result<Option<FamilyView>, StorageError> {
+        let mut states: HashMap<&DbName, GcState> = HashMap::new();
+        for member in &family.members {
+            let source = member.source.as_ref().map(|s| &s.name);
+            for name in std::iter::once(&member.name).chain(source) {
+                if !states.contains_key(name) {
+                    states.insert(name, read_state(self.backend, name).await?.1);
+                }
+            }
+        }
+        let mut anchors = Vec::new();
+        let mut keep = Vec::new();
+        for member in family.members.iter().filter(|m| !m.removed) {
+            match self.member_roots(db, member, &states[&member.name]).await? {
+                Held::Roots(roots) => anchors.extend(roots),
+                Held::Moved => return Ok(None),
+                Held::Pending => {
+                    let source = member.source.as_ref().expect("only forks are pending");
+                    let Some(root) = self.kept_root(db, &source.name, source.version).await? else {
+                        return Ok(None);
+                    };
+                    anchors.extend(root);
+                    if source.name == *self.name {
+                        keep.push(source.version);
+                    }
+                }
+            }
+        }
+        // A source's fresh writes after its oldest kept version that a
+        // fork copied (a removed fork too: what it copied may have gone on
+        // to forks of it): the source may hold them still, and only this
+        // root says so.
+        for source in family.members.iter().filter_map(|m| m.source.as_ref()) {
+            if family.holds(&source.name) && source.version >= states[&source.name].oldest {
+                match self.kept_root(db, &source.name, source.version).await? {
+                    Some(root) => anchors.extend(root),
+                    None => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(FamilyView::Listed { anchors, keep }))
+    }
+
+    /// What `member` (with GC state `state`) holds of family `db`.
+    async fn member_roots(
+        &self,
+        db: DbId,
+        member: &FamilyMember,
+        state: &GcState,
+    ) -> Result<Held, StorageError> {
+        let name = &member.name;
+        let fork_version = member.source.as_ref().map_or(0, |s| s.fork_version);
+        let head = self.backend.get_meta(MetaKind::Root, name).await?;
+        let head = match head {
+            Some(head) if head.version >= fork_version => head,
+            _ if member.source.is_some() => return Ok(Held::Pending),
+            _ => return Ok(Held::Roots(Vec::new())), // gone
+        };
+        let oldest = match state.oldest {
+            0 => lowest_version(self.backend, name, head.version).await?,
+            oldest => oldest,
+        };
+        let mut roots = Vec::new();
+        let Some(from) = self.kept_root(db, name, oldest.max(fork_version)).await? else {
+            return Ok(Held::Moved);
+        };
+        roots.extend(from);
+        for mark in &state.restores {
+            let Some(root) = self.kept_root(db, name, mark.source).await? else {
+                return Ok(Held::Moved);
+            };
+            roots.extend(root);
+        }
+        Ok(Held::Roots(roots))
+    }
+
+    /// Version `version` of `name`: `None` if it is not stored (retired
+    /// under the walk, or its database gone), else its live root if it
+    /// belongs to family `db`.
+    async fn kept_root(
+        &self,
+        db: DbId,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Option<Root>>, StorageError> {
+        let Some(meta) = crate::history::stored_version(self.backend, name, version).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            live_root(name, &meta)?.filter(|root| root.db_id == db),
+        ))
+    }
 }
 
 /// Where a key sits in a manifest: a page (`level` 0, `slot` its index)

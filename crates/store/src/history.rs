@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::db::{Stored, decode_stored, read_stored, swap_root};
 use crate::error::StorageError;
 use crate::random_u64;
-use donut_format::{At, DbName, RestoreMark, Root, Tombstone, format_utc_ms};
+use donut_format::{At, DbName, ForkSource, RestoreMark, Root, Tombstone, format_utc_ms};
 
 /// Versions read per request while searching history by time.
 const HISTORY_PAGE: usize = 100;
@@ -270,10 +270,18 @@ pub async fn fork(
         Some(at) => read_root_at(backend, src, at).await?,
     };
     let (expected, fresh) = crate::db::new_root(backend, dst, source.page_size).await?;
-    // Before the root: both now share sectors, which `gc` leaves to a
-    // later format (refused if it retired the source version already).
-    crate::gc::mark_forked(backend, src, Some(source.version)).await?;
-    crate::gc::mark_forked(backend, dst, None).await?;
+    // Before anything else: the family lists the fork (so every `gc`
+    // run that could retire the source version knows of it), then both
+    // GC states say they share sectors (refused if `gc` retired the
+    // source version already), then the root.
+    let listed = ForkSource {
+        name: src.clone(),
+        version: source.version,
+        fork_version: fresh.version,
+    };
+    crate::gc::register_fork(backend, source.db_id, listed, dst).await?;
+    crate::gc::mark_forked(backend, src, Some(source.version), source.db_id).await?;
+    crate::gc::mark_forked(backend, dst, None, source.db_id).await?;
     let mut root = source.clone();
     root.version = fresh.version;
     root.commit_ms = fresh.commit_ms;

@@ -40,6 +40,12 @@ pub fn gc_key(name: &DbName) -> String {
     format!("g/{name}")
 }
 
+/// The partition key of a family's item (`key`: `family::family_key`, the
+/// database id in hex).
+pub fn family_item_key(key: &DbName) -> String {
+    format!("f/{key}")
+}
+
 /// The partition key of a sector of database `db` (sort key 0).
 pub fn sector_key(db: DbId, sector: &Hash) -> String {
     format!("s/{}/{}", db.hex(), hash_hex(sector))

@@ -31,7 +31,7 @@ use aws_sdk_dynamodb::types::{
 };
 use donut_format::items::dynamo::{
     ATTR_BODY, ATTR_CODEC, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD, HASH_KEY,
-    RANGE_KEY, catalog_range, gc_key, lock_key, root_key, sector_key,
+    RANGE_KEY, catalog_range, family_item_key, gc_key, lock_key, root_key, sector_key,
 };
 use donut_format::{DbId, DbName, Hash, hash, hash_hex};
 use std::collections::HashMap;
@@ -336,6 +336,7 @@ fn meta_key(kind: MetaKind, name: &DbName) -> String {
         MetaKind::Root => root_key(name),
         MetaKind::Lock => lock_key(name),
         MetaKind::Gc => gc_key(name),
+        MetaKind::Family => family_item_key(name),
     }
 }
 
@@ -1109,6 +1110,7 @@ fn item_kind(item: &Item) -> ItemKind {
         (Some(k), Some(0)) if k.starts_with("r/") => ItemKind::Root,
         (Some(k), Some(_)) if k.starts_with("r/") => ItemKind::History,
         (Some(k), _) if k.starts_with("l/") => ItemKind::Lock,
+        (Some(k), _) if k.starts_with("g/") || k.starts_with("f/") => ItemKind::Gc,
         (Some(k), _) if k.starts_with("s/") => ItemKind::Sector,
         (Some(CATALOG_KEY), _) => ItemKind::Catalog,
         _ => ItemKind::Other,

@@ -674,7 +674,7 @@ impl Backend for LocalBackend {
                 let kind = match entry.file_name().to_string_lossy() {
                     name if name.starts_with("root-") => ItemKind::Root,
                     name if name.starts_with("lock-") => ItemKind::Lock,
-                    name if name.starts_with("gc-") => ItemKind::Gc,
+                    name if name.starts_with("gc-") || name.starts_with("family-") => ItemKind::Gc,
                     _ => ItemKind::Other,
                 };
                 summary.add(kind, entry.metadata().map_or(0, |m| m.len()));

@@ -145,7 +145,7 @@ impl<B: Backend> super::Layer for Metered<B> {
                 let wcu = 2.0 * (write_units(size.max(old)) + write_units(size));
                 self.add("TransactWriteItems", 1, 0.0, wcu, 0, 2 * size);
             }
-            MetaKind::Lock | MetaKind::Gc => {
+            MetaKind::Lock | MetaKind::Gc | MetaKind::Family => {
                 self.add("PutItem", 1, 0.0, write_units(size.max(old)), 0, size)
             }
         }

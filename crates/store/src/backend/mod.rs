@@ -27,6 +27,9 @@ pub enum MetaKind {
     /// what restores and forks are under way (docs/format.md, "Garbage
     /// collection").
     Gc,
+    /// The databases sharing one database id (a fork family), keyed by
+    /// `donut_format::family_key` (docs/format.md, "Garbage collection").
+    Family,
 }
 
 impl MetaKind {
@@ -35,6 +38,7 @@ impl MetaKind {
             MetaKind::Root => "root",
             MetaKind::Lock => "lock",
             MetaKind::Gc => "gc",
+            MetaKind::Family => "family",
         }
     }
 
@@ -43,7 +47,7 @@ impl MetaKind {
         match self {
             MetaKind::Root => ItemKind::Root,
             MetaKind::Lock => ItemKind::Lock,
-            MetaKind::Gc => ItemKind::Gc,
+            MetaKind::Gc | MetaKind::Family => ItemKind::Gc,
         }
     }
 }
@@ -154,7 +158,7 @@ pub enum ItemKind {
     Sector,
     /// A catalog entry (DynamoDB: `ls` without a Scan).
     Catalog,
-    /// `gc`'s bookkeeping: a database's GC state.
+    /// `gc`'s bookkeeping: a database's GC state, a family's item.
     Gc,
     /// Anything else in the store (not DonutDB's).
     Other,
