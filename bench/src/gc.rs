@@ -124,6 +124,7 @@ async fn workload(
         retain_ms: 0,
         now_ms: Clock::System.now_ms() + 1,
         write_units_max: None,
+        keep_from: None,
     };
     let name = DbName::new("g.db").expect("legal");
     let report = collect_garbage(&*backend, &name, options).await?;

@@ -20,7 +20,9 @@ pub use donut_store::gc::{
     GcOptions, GcReport, RESTORE_GRACE_MS, RETAIN_MS_DEFAULT, collect as collect_garbage,
 };
 pub use donut_store::grant::Grant;
-pub use donut_store::history::{Restored, Version, fork, list_versions, read_root_at, restore};
+pub use donut_store::history::{
+    Restored, Version, fork, list_versions, read_root_at, restore, restore_over,
+};
 pub use donut_store::lease::LeaseRenewal;
 use donut_store::lease::{
     Lease, SharedLease, renew_in_background, renew_lease, update_lock, with_holder, without_holder,
@@ -966,6 +968,7 @@ mod tests {
             retain_ms: 0,
             now_ms: Clock::System.now_ms() + 1,
             write_units_max: None,
+            keep_from: None,
         };
         let report = donut_store::gc::collect(&*backend, &name, options)
             .await

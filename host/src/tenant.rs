@@ -317,6 +317,17 @@ impl Tenants {
             .ok_or_else(|| Refusal::UnknownTenant(name.to_string()))
     }
 
+    /// The store the tenants share.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Does some tenant's grant cover database `db`?
+    pub fn covers(&self, db: &DbName) -> bool {
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants.values().any(|state| state.tenant.grant.covers(db))
+    }
+
     /// The live databases tenant `name` may use, in name order.
     pub async fn databases(&self, name: &str) -> Result<Vec<DbName>, TenantOpError> {
         let state = self.state(name)?;

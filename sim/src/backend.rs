@@ -156,6 +156,9 @@ pub struct Turns {
     pub granted: BTreeMap<usize, Decision>,
     /// Clients whose guest must die now (KillAfter happened).
     pub killed: BTreeSet<usize>,
+    /// Root versions read, by client, in order (drained by the run loop:
+    /// which versions a client may be reading).
+    pub roots_read: Vec<(usize, u64)>,
 }
 
 pub type SharedTurns = Arc<Mutex<Turns>>;
@@ -276,6 +279,39 @@ impl SimBackend {
         }
     }
 
+    /// A batch write (sectors put or deleted), as the scheduler decides:
+    /// like a meta write, or applied in half then "unavailable";
+    /// `apply(true)` applies it whole, `apply(false)` its first half; a
+    /// kill after it applies it whole if `kill_whole`, else in half.
+    async fn batch<F>(
+        &self,
+        what: String,
+        kill_whole: bool,
+        apply: impl Fn(bool) -> F,
+    ) -> Result<(), BackendError>
+    where
+        F: Future<Output = Result<(), BackendError>>,
+    {
+        let call = StorageCall::new(CallKind::SectorWrite, what.clone());
+        match self.turn(call).await {
+            Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
+            Decision::FailBefore => Err(Self::unavailable(&what)),
+            Decision::Proceed => apply(true).await,
+            Decision::FailAfter => {
+                apply(true).await?;
+                Err(Self::unavailable(&what))
+            }
+            Decision::Partial => {
+                apply(false).await?;
+                Err(Self::unavailable(&what))
+            }
+            Decision::KillAfter => {
+                let _ = apply(kill_whole).await;
+                self.die().await
+            }
+        }
+    }
+
     /// The planted bug: the expected version becomes whatever is current.
     async fn expected_root(&self, name: &DbName, expected: Option<u64>) -> Option<u64> {
         match self.bug {
@@ -344,7 +380,13 @@ impl Layer for SimBackend {
 
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let what = format!("get {}", kind.as_str());
-        self.read(what, self.store.get_meta(kind, name)).await
+        let found = self.read(what, self.store.get_meta(kind, name)).await?;
+        if let (MetaKind::Root, Some(meta)) = (kind, &found) {
+            lock(&self.turns)
+                .roots_read
+                .push((self.client, meta.version));
+        }
+        Ok(found)
     }
 
     async fn put_meta(
@@ -365,6 +407,69 @@ impl Layer for SimBackend {
         .await
     }
 
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        let what = format!("get history v{version}");
+        self.read(what, self.store.get_root_version(name, version))
+            .await
+    }
+
+    async fn root_history(
+        &self,
+        name: &DbName,
+        below: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Meta>, BackendError> {
+        let what = format!("list history below {below:?}");
+        self.read(what, self.store.root_history(name, below, limit))
+            .await
+    }
+
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let what = format!("delete {} sectors", hashes.len());
+        let half = hashes.len() / 2;
+        // A kill lands mid-batch: half of it deleted.
+        self.batch(what, false, |whole| {
+            self.store
+                .delete_sectors(db, if whole { hashes } else { &hashes[..half] })
+        })
+        .await
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        let what = format!("delete {} history items", versions.len());
+        let call = StorageCall::new(CallKind::MetaWrite, what);
+        let apply = async {
+            self.store
+                .delete_root_versions(name, versions)
+                .await
+                .map_err(PutMetaError::Backend)
+        };
+        self.write(call, apply).await.map_err(|e| match e {
+            PutMetaError::Backend(e) => e,
+            other => BackendError::Unavailable(other.to_string()),
+        })
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        let what = format!("delete {} v{expected}", kind.as_str());
+        let call = StorageCall::new(CallKind::MetaWrite, what);
+        self.write(call, self.store.delete_meta(kind, name, expected))
+            .await
+    }
+
     async fn get_sectors(
         &self,
         db: DbId,
@@ -376,28 +481,13 @@ impl Layer for SimBackend {
 
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         let what = format!("put {} sectors", sectors.len());
-        match self
-            .turn(StorageCall::new(CallKind::SectorWrite, what.clone()))
-            .await
-        {
-            Decision::Throttle | Decision::Cancel(_) => Err(Self::throttled(&what)),
-            Decision::FailBefore => Err(Self::unavailable(&what)),
-            Decision::Proceed => self.store.put_sectors(db, sectors).await,
-            Decision::FailAfter => {
-                self.store.put_sectors(db, sectors).await?;
-                Err(Self::unavailable(&what))
-            }
-            Decision::Partial => {
-                self.store
-                    .put_sectors(db, &sectors[..sectors.len() / 2])
-                    .await?;
-                Err(Self::unavailable(&what))
-            }
-            Decision::KillAfter => {
-                let _ = self.store.put_sectors(db, sectors).await;
-                self.die().await
-            }
-        }
+        let half = sectors.len() / 2;
+        // A kill lands after the batch applied whole.
+        self.batch(what, true, |whole| {
+            self.store
+                .put_sectors(db, if whole { sectors } else { &sectors[..half] })
+        })
+        .await
     }
 
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {

@@ -40,6 +40,7 @@ pub fn collect_at(
         retain_ms: 0,
         now_ms: horizon_ms,
         write_units_max: None,
+        keep_from: None,
     };
     let killing = Faulty {
         inner: store.clone(),

@@ -269,6 +269,19 @@ fn check_fork_gc(
     same("the fork's removal", db, &source_state, out);
 }
 
+/// Every fork the run's administrator left (`admin`) must read as a
+/// consistent database: what `gc` deleted while it ran was no fork's.
+pub fn check_forks(reader: &impl Reader, forks: &[DbName]) -> Vec<String> {
+    let mut out = Vec::new();
+    for fork in forks {
+        match reader.final_state(fork.as_str()) {
+            Ok(state) => check_state(0, &state, &mut out),
+            Err(e) => out.push(format!("admin: reading {fork} failed: {e}")),
+        }
+    }
+    out
+}
+
 /// When version `version` of `name` was committed (0 if unknown).
 fn restored_time(reader: &impl Reader, store: &MemoryBackend, name: &DbName, version: u64) -> u64 {
     reader

@@ -10,6 +10,7 @@
 //! just sim --seed 42 --ops 40 --trace   # replay one, with its trace
 //! ```
 
+mod admin;
 pub mod backend;
 pub mod check;
 mod gc;

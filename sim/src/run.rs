@@ -5,10 +5,12 @@
 //! faults, time, the guests' randomness — comes from the seed.
 
 use crate::Rng;
+use crate::admin::{Admin, Scene};
 use crate::backend::{
     Cancellation, Decision, SharedTurns, SimBackend, StorageCall, StoreBug, lock,
 };
 use crate::check::{self, History, OpRecord, Status};
+use donut_format::DbName;
 use donut_host::runtime::{
     Call, Determinism, MemoryOutputPipe, Outcome, Program, RunError, Runtime, Stdio,
 };
@@ -143,6 +145,13 @@ struct Client<'a> {
     incarnation: u32,
     restarts: u32,
     ops_left: u64,
+    /// The oldest version its current operation may be reading: the last
+    /// root it read before the operation began, and every one since.
+    floor_version: u64,
+    /// The last root version it read.
+    last_root: u64,
+    /// Output lines seen (one per finished operation).
+    lines_seen: usize,
     running: Option<CallFuture<'a>>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
@@ -196,6 +205,8 @@ struct Config {
     stall: u64,
     /// A root swap is cancelled for a named reason (`Cancellation`).
     cancel: u64,
+    /// Tasks of the administrator (`admin`): gc, restore, fork, rm.
+    admin_tasks: u32,
 }
 
 impl Config {
@@ -215,6 +226,7 @@ impl Config {
             pause: rate(rng, 5),
             stall: rate(rng, 300),
             cancel: rate(rng, 20),
+            admin_tasks: rng.below(crate::admin::TASKS_MAX as u64 + 1) as u32,
         }
     }
 }
@@ -229,6 +241,11 @@ fn run_now<T>(future: impl Future<Output = T>) -> T {
         }
     }
     panic!("a setup or final call never finished");
+}
+
+/// The current version of `name`, read straight from the store (0: none).
+fn head_version(store: &MemoryBackend, name: &donut_format::DbName) -> u64 {
+    run_now(donut_host::storage::read_root(store, name)).map_or(0, |(meta, _)| meta.version)
 }
 
 /// The simulation's virtual time read with a fixed skew, as a host whose
@@ -326,6 +343,9 @@ impl Sim {
                     incarnation: 0,
                     restarts: 0,
                     ops_left: options.ops,
+                    floor_version: 0,
+                    last_root: 0,
+                    lines_seen: 0,
                     running: None,
                     stdout: MemoryOutputPipe::new(1 << 20),
                     stderr: MemoryOutputPipe::new(1 << 20),
@@ -376,6 +396,9 @@ impl Sim {
         let mut trace: Vec<String> = Vec::new();
         // Clients held back by a stall, until a step.
         let mut stalled: std::collections::BTreeMap<usize, u64> = Default::default();
+        let mut admins: Vec<Admin> = (0..crate::admin::ADMINS)
+            .map(|i| Admin::new(config.clients + i, config.admin_tasks))
+            .collect();
 
         loop {
             // Start clients that have work and no guest.
@@ -384,6 +407,9 @@ impl Sim {
                     && client.ops_left > 0
                     && client.restarts <= RESTARTS_MAX
                 {
+                    client.last_root = head_version(&store, &db_name);
+                    client.floor_version = client.last_root;
+                    client.lines_seen = 0;
                     client.running = Some(self.start_client(
                         client,
                         &store,
@@ -396,6 +422,59 @@ impl Sim {
                         options.seed,
                     ));
                     client.runnable = true;
+                }
+            }
+            // What each client may be reading, then the administrator's
+            // next task while clients run.
+            let roots_read = std::mem::take(&mut lock(&turns).roots_read);
+            for (id, version) in roots_read {
+                if let Some(client) = clients.get_mut(id) {
+                    client.floor_version = client.floor_version.min(version);
+                    client.last_root = version;
+                }
+            }
+            for client in clients.iter_mut() {
+                let lines = client
+                    .stdout
+                    .contents()
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count();
+                if lines != client.lines_seen {
+                    client.lines_seen = lines;
+                    client.floor_version = client.last_root;
+                }
+            }
+            let running: Vec<&Client> = clients.iter().filter(|c| c.running.is_some()).collect();
+            let keep_from = running.iter().map(|c| c.floor_version).min();
+            let forks: Vec<DbName> = admins.iter().flat_map(|a| a.forks.clone()).collect();
+            for admin in admins.iter_mut() {
+                if admin.running.is_some() || admin.tasks_left == 0 || running.is_empty() {
+                    continue;
+                }
+                admin.start(
+                    &mut rng,
+                    Scene {
+                        store: &store,
+                        turns: &turns,
+                        one_request: config.one_request,
+                        db: &db_name,
+                        now_ms: clock.load(Ordering::SeqCst),
+                        keep_from: keep_from.unwrap_or(0),
+                        restores: clients.iter().all(|c| c.writer == "optimistic"),
+                        forks: forks.clone(),
+                    },
+                );
+                trace.push(format!("{} a{}: {}", report.steps, admin.id, admin.task));
+            }
+            for admin in admins.iter_mut().filter(|a| a.runnable) {
+                admin.runnable = false;
+                if let Some(task) = admin.running.as_mut() {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    if let Poll::Ready(result) = task.as_mut().poll(&mut cx) {
+                        trace.push(format!("{} a{} done: {result:?}", report.steps, admin.id));
+                        report.anomalies.extend(admin.ended(result));
+                    }
                 }
             }
             // Let each runnable guest go until its next storage call.
@@ -450,10 +529,14 @@ impl Sim {
                 .into_iter()
                 .collect();
             for id in killed {
-                self.kill(&mut clients[id], &turns, &mut history);
+                match id.checked_sub(clients.len()) {
+                    Some(admin) => admins[admin].kill(&turns),
+                    None => self.kill(&mut clients[id], &turns, &mut history),
+                }
                 report.kills += 1;
             }
-            let live = clients.iter().filter(|c| c.running.is_some()).count();
+            let live = clients.iter().filter(|c| c.running.is_some()).count()
+                + admins.iter().filter(|a| a.running.is_some()).count();
             if live == 0 {
                 if clients
                     .iter()
@@ -534,13 +617,22 @@ impl Sim {
             } else {
                 Action::Decide(Decision::Proceed)
             };
+            let who = match clients.get(id) {
+                Some(client) => format!(
+                    "c{id}.{} {op}: {} (after {})",
+                    client.incarnation,
+                    action.as_str(),
+                    last_line(&client.stdout)
+                ),
+                None => {
+                    let admin = &admins[id - clients.len()];
+                    format!("a{id} {op}: {} ({})", action.as_str(), admin.task)
+                }
+            };
             trace.push(format!(
-                "{} t={now}{} c{id}.{} {op}: {} (after {})",
+                "{} t={now}{} {who}",
                 report.steps,
                 if pause { " pause" } else { "" },
-                clients[id].incarnation,
-                action.as_str(),
-                last_line(&clients[id].stdout)
             ));
             if action != Action::Decide(Decision::Proceed) {
                 report.faults += 1;
@@ -555,17 +647,26 @@ impl Sim {
                             self.kill(client, &turns, &mut history);
                         }
                     }
+                    for admin in admins.iter_mut() {
+                        admin.kill(&turns);
+                    }
                     cache = SectorCache::new(SECTOR_CACHE_BYTES);
                 }
                 Action::KillBefore => {
-                    self.kill(&mut clients[id], &turns, &mut history);
+                    match id.checked_sub(clients.len()) {
+                        Some(admin) => admins[admin].kill(&turns),
+                        None => self.kill(&mut clients[id], &turns, &mut history),
+                    }
                     report.kills += 1;
                 }
                 Action::Decide(decision) => {
                     let mut t = lock(&turns);
                     t.pending.remove(&id);
                     t.granted.insert(id, decision);
-                    clients[id].runnable = true;
+                    match clients.get_mut(id) {
+                        Some(client) => client.runnable = true,
+                        None => admins[id - clients.len()].runnable = true,
+                    }
                 }
             }
         }
@@ -614,6 +715,11 @@ impl Sim {
                 _ => None,
             },
         ));
+        let made: Vec<DbName> = admins.iter().flat_map(|a| a.forks.clone()).collect();
+        let forks = run_now(crate::admin::live_forks(&store, &made));
+        report
+            .anomalies
+            .extend(crate::history::check_forks(&reader, &forks));
         report.output = std::mem::take(&mut history.output);
         report.trace_hash =
             donut_format::hash_hex(&donut_format::hash(trace.join("\n").as_bytes()));

@@ -660,6 +660,84 @@ async fn serve_in_process(
     (Api::new(&base), stop)
 }
 
+/// `serve` collects garbage in the background: each round goes over the
+/// databases tenants' grants cover (never others), stops at its write
+/// budget and the next resumes after where it stopped; /metrics counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_collects_garbage_in_the_background_within_its_budget() {
+    let h = Harness::memory();
+    for db in ["a-1", "a-2", "other"] {
+        h.create(db).await;
+        h.sql_ok(
+            db,
+            "create table t(id integer primary key, v blob);
+             insert into t(v) select randomblob(2000) from generate_series(1, 50)",
+        )
+        .await;
+        for i in 0..4 {
+            let update = format!("update t set v = randomblob(2000) where id % 4 = {i}");
+            h.sql_ok(db, &update).await;
+        }
+    }
+    let versions = |db: &'static str| {
+        let backend = h.backend.clone();
+        async move {
+            let name = donut_format::DbName::new(db).unwrap();
+            donut_host::storage::list_versions(&*backend, &name, usize::MAX)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let tenants = Tenants::new(
+        "gc_every_secs = 0\ngc_retain_secs = 0\ngc_write_units_max = 1",
+        &[("a", &own_prefix("a"))],
+    );
+    let config = ConfigFile::read(&tenants.config)
+        .unwrap()
+        .check(&tenants.config)
+        .unwrap();
+    let service = Service::new(config, h.backend.clone(), None).expect("service");
+    let other_versions = versions("other").await;
+    assert!(other_versions > 1);
+    let now = donut_host::storage::Clock::System.now_ms() + 1;
+    let first = service.collect_garbage(now, None).await.unwrap();
+    assert!(first.stopped_at_budget, "{first:?}");
+    assert_eq!(first.databases, 1, "{first:?}");
+    assert_eq!(first.last.as_ref().map(|n| n.as_str()), Some("a-1"));
+    assert!(first.sectors_deleted > 0, "{first:?}");
+    let second = service
+        .collect_garbage(now, first.last.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(second.last.as_ref().map(|n| n.as_str()), Some("a-2"));
+    assert_eq!((versions("a-1").await, versions("a-2").await), (1, 1));
+    assert_eq!(
+        versions("other").await,
+        other_versions,
+        "no grant covers it: left alone"
+    );
+    h.assert_integrity("a-1").await;
+    h.assert_integrity("a-2").await;
+    // In the background: a round runs by itself and shows in /metrics.
+    let tenants = Tenants::new("gc_every_secs = 0.05", &[("a", &own_prefix("a"))]);
+    let (api, _stop) = serve_in_process(&tenants, &h).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let metrics = api.get("/metrics", None).await.text();
+        if !metrics.contains("donut_gc_rounds_total 0") && metrics.contains("donut_gc_rounds_total")
+        {
+            assert!(metrics.contains("donut_gc_errors_total 0"), "{metrics}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gc round: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The load test through HTTP: each call a POST to the service.
 async fn load_over_http(h: Harness) {
     let tenants = load_tenants();

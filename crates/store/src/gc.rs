@@ -61,6 +61,10 @@ pub struct GcOptions {
     /// Stop once the deletes so far are estimated at this many write
     /// units (1 per KB of each deleted item); the next run goes on.
     pub write_units_max: Option<u64>,
+    /// Retire no version from this one on, whatever the retention: a
+    /// caller that knows its readers (a server's open sessions, the
+    /// simulator's clients) keeps the versions they may be reading.
+    pub keep_from: Option<u64>,
 }
 
 /// What a run did to one database.
@@ -78,18 +82,52 @@ pub struct GcReport {
     /// before families were recorded (or its family changed all through
     /// the run).
     pub forked: bool,
+    /// Write units the deletes were estimated at (1 per KB of each item):
+    /// what `write_units_max` is checked against.
+    pub write_units: u64,
     /// The write budget ran out: run again to go on.
     pub stopped_at_budget: bool,
     /// The database was removed long enough ago: nothing of it is left.
     pub removed: bool,
 }
 
-/// Collects the garbage of `name`.
+/// Collects the garbage of `name`. Runs over one database may overlap
+/// (two hosts, `serve` and the CLI): one whose state another run moved
+/// (a version or chunk it needs already collected by the other) starts
+/// over from the state as it stands.
 pub async fn collect(
     backend: &dyn Backend,
     name: &DbName,
     options: GcOptions,
 ) -> Result<GcReport, StorageError> {
+    let mut report = GcReport::default();
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        let (_, before) = read_state(backend, name).await?;
+        match collect_once(backend, name, options, &mut report).await {
+            // A restore, a fork or another run moved the state.
+            Err(StorageError::Conflict) => continue,
+            Err(e @ StorageError::Corrupt(_)) => {
+                let (_, now) = read_state(backend, name).await?;
+                let overtaken = now.collected > before.collected || now.oldest > before.oldest;
+                if !overtaken {
+                    return Err(e);
+                }
+            }
+            done => return done.map(|()| report),
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the gc state of {name:?} kept changing under this run: run gc again"
+    )))
+}
+
+/// One attempt of [`collect`]; deletes are added to `report`.
+async fn collect_once(
+    backend: &dyn Backend,
+    name: &DbName,
+    options: GcOptions,
+    report: &mut GcReport,
+) -> Result<(), StorageError> {
     let Some(head) = backend.get_meta(MetaKind::Root, name).await? else {
         return Err(StorageError::NotFound(format!(
             "no database {name:?} in the {}",
@@ -112,32 +150,25 @@ pub async fn collect(
     } else {
         version_at(backend, name, head_version, horizon_ms, state.oldest).await?
     };
+    let target = options.keep_from.map_or(target, |keep| target.min(keep));
     let oldest = target.max(state.oldest);
     let oldest_ms = match oldest == head_version {
         true => head_ms,
         false => version_time(name, &required_version(backend, name, oldest).await?)?,
     };
-    let mut report = GcReport {
-        versions_retired: oldest - state.oldest,
-        oldest_kept: oldest,
-        ..GcReport::default()
-    };
+    report.versions_retired = oldest - state.oldest;
+    report.oldest_kept = oldest;
     // (1) Retire first: from now on nothing new may start from a version
     // below `oldest`.
     state.oldest = oldest;
     state
         .restores
         .retain(|mark| mark.started_ms.saturating_add(RESTORE_GRACE_MS) >= oldest_ms);
-    let (mut state_meta, mut state) = match write_state(backend, name, state_meta, &state).await {
-        Ok(written) => written,
-        // A restore or fork moved the state: start over from it.
-        Err(StorageError::Conflict) => return Box::pin(collect(backend, name, options)).await,
-        Err(e) => return Err(e),
-    };
+    let (mut state_meta, mut state) = write_state(backend, name, state_meta, &state).await?;
     // Families are read after the retirement above: see `family_view`.
     let mut families = Families::new(backend, name, state.clone());
     if state.collected < state.oldest {
-        let done = collect_range(&mut families, options, &mut report).await?;
+        let done = collect_range(&mut families, options, report).await?;
         state.collected = done;
         (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
     }
@@ -152,7 +183,7 @@ pub async fn collect(
         report.removed =
             remove_what_is_left(backend, name, head_version, state_meta, &state).await?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Deletes the garbage of commits `state.collected + 1 ..= state.oldest`;
@@ -221,7 +252,9 @@ async fn collect_range(
                 garbage.push((key, position));
             }
         }
-        units += delete_garbage(backend, before.db_id, &garbage, report).await?;
+        let spent = delete_garbage(backend, before.db_id, &garbage, report).await?;
+        units += spent;
+        report.write_units += spent;
         if options.write_units_max.is_some_and(|max| units >= max) && commit < state.oldest {
             report.stopped_at_budget = true;
             return Ok(commit);
@@ -816,6 +849,12 @@ impl<'a> Families<'a> {
                 Held::Pending => {
                     let source = member.source.as_ref().expect("only forks are pending");
                     let Some(root) = self.kept_root(db, &source.name, source.version).await? else {
+                        // Retired and gone: the fork never marked its
+                        // source (a run that saw it would have kept the
+                        // version), and its mark would now be refused.
+                        if source.version < states[&source.name].oldest {
+                            continue;
+                        }
                         return Ok(None);
                     };
                     anchors.extend(root);

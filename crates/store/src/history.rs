@@ -75,6 +75,11 @@ pub async fn list_versions(
     for meta in older {
         out.push(decode_version(name, meta)?);
     }
+    // A retired version's history item may outlive its retirement (a `gc`
+    // killed before its deletes, a restore's or fork's source kept aside):
+    // it is not a kept version.
+    let (_, state) = crate::gc::read_state(backend, name).await?;
+    out.retain(|v| v.version() >= state.oldest);
     out.truncate(limit);
     Ok(out)
 }
@@ -213,8 +218,26 @@ pub async fn restore(
     name: &DbName,
     at: At,
 ) -> Result<Restored, StorageError> {
+    restore_over(backend, name, at, None).await
+}
+
+/// [`restore`], refused with `Conflict` unless the current version is
+/// `current` (when given): a restore that must not undo commits its
+/// caller has not seen.
+pub async fn restore_over(
+    backend: &dyn Backend,
+    name: &DbName,
+    at: At,
+    current: Option<u64>,
+) -> Result<Restored, StorageError> {
     let (_, old) = read_root_at(backend, name, at).await?;
-    let (expected, lease_required, removed) = match read_stored(backend, name).await? {
+    let stored = read_stored(backend, name).await?;
+    if let (Some(current), Stored::Live(meta, _) | Stored::Removed(meta)) = (current, &stored)
+        && meta.version != current
+    {
+        return Err(StorageError::Conflict);
+    }
+    let (expected, lease_required, removed) = match stored {
         Stored::Absent => return Err(no_database(backend, name)),
         Stored::Removed(meta) => (meta.version, false, true),
         Stored::Live(meta, current) => {

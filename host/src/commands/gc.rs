@@ -41,6 +41,7 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
         retain_ms: args.retain,
         now_ms: Clock::System.now_ms(),
         write_units_max: args.write_units_max,
+        keep_from: None,
     };
     let mut failed = 0;
     for name in names {

@@ -83,6 +83,15 @@ pub struct ServiceSection {
     pub stream_idle_secs: f64,
     /// libSQL streams one tenant may hold open at once.
     pub streams_per_tenant_max: usize,
+    /// Garbage collection runs in the background every this long (0:
+    /// never; `donut-host gc` can run instead).
+    pub gc_every_secs: f64,
+    /// Every version committed within this long is kept (readable as
+    /// `NAME@VERSION`, restorable); must exceed the longest transaction.
+    pub gc_retain_secs: f64,
+    /// Estimated write units one round may spend deleting (1 per KB of
+    /// each deleted item); the next round goes on.
+    pub gc_write_units_max: u64,
 }
 
 impl Default for ServiceSection {
@@ -96,6 +105,9 @@ impl Default for ServiceSection {
             instance_memory_mb_max: 256,
             stream_idle_secs: 30.0,
             streams_per_tenant_max: 32,
+            gc_every_secs: 3600.0,
+            gc_retain_secs: (donut_store::gc::RETAIN_MS_DEFAULT / 1000) as f64,
+            gc_write_units_max: 20_000,
         }
     }
 }

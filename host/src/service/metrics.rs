@@ -41,6 +41,8 @@ struct Http {
 #[derive(Default)]
 pub struct Metrics {
     http: Mutex<Http>,
+    /// Background garbage collection, summed over rounds.
+    gc: Mutex<(u64, super::gc::GcRound)>,
 }
 
 impl Metrics {
@@ -58,12 +60,67 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one garbage collection round.
+    pub fn record_gc(&self, round: &super::gc::GcRound) {
+        let mut gc = self.gc.lock().unwrap_or_else(|e| e.into_inner());
+        gc.0 += 1;
+        let total = &mut gc.1;
+        total.databases += round.databases;
+        total.versions_retired += round.versions_retired;
+        total.sectors_deleted += round.sectors_deleted;
+        total.sector_bytes_deleted += round.sector_bytes_deleted;
+        total.removed += round.removed;
+        total.errors += round.errors;
+    }
+
     /// Everything, in Prometheus' text exposition format.
     pub fn render(&self, tenants: &Tenants) -> String {
         let mut out = String::new();
         self.render_http(&mut out);
+        self.render_gc(&mut out);
         render_tenants(&mut out, tenants);
         out
+    }
+
+    fn render_gc(&self, out: &mut String) {
+        let (rounds, total) = self.gc.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let counters = [
+            ("donut_gc_rounds_total", "Background gc rounds run.", rounds),
+            (
+                "donut_gc_databases_total",
+                "Databases collected by background gc.",
+                total.databases,
+            ),
+            (
+                "donut_gc_versions_retired_total",
+                "Versions background gc retired.",
+                total.versions_retired,
+            ),
+            (
+                "donut_gc_sectors_deleted_total",
+                "Sectors background gc deleted.",
+                total.sectors_deleted,
+            ),
+            (
+                "donut_gc_sector_bytes_deleted_total",
+                "Bytes of the sectors background gc deleted.",
+                total.sector_bytes_deleted,
+            ),
+            (
+                "donut_gc_removed_total",
+                "Removed databases background gc cleared away.",
+                total.removed,
+            ),
+            (
+                "donut_gc_errors_total",
+                "Background gc runs that failed.",
+                total.errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
 
     fn render_http(&self, out: &mut String) {

@@ -10,6 +10,7 @@
 
 mod api;
 pub mod config;
+pub mod gc;
 pub mod hrana;
 pub mod metrics;
 pub mod plugins;
@@ -170,6 +171,8 @@ pub async fn serve(
         tokio::time::sleep(grace).await;
     };
     let _stop_expiry = AbortOnDrop(expiry);
+    let _stop_gc = (service.config.gc_every_secs > 0.0)
+        .then(|| AbortOnDrop(tokio::spawn(gc::run_in_background(service.clone()))));
     tokio::select! {
         served = server => served.map_err(ServiceError::Http)?,
         () = deadline => {
