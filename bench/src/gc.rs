@@ -6,7 +6,13 @@
 //!    (1,000; smoke: 50): sector items and bytes before `gc`, after it,
 //!    and what a fresh push of the same content stores; `gc`'s requests
 //!    by kind, read and write units, per reclaimed item.
-//! 2. On a local store (full scale only): a 100 MB table (25,000 rows of
+//! 2. On dynoxide: a family — the 8 MB table forked twice, each of the
+//!    three then updating rows of its own (300 single-row updates each;
+//!    smoke: 10): `gc` of all three (what it deletes and costs, per
+//!    reclaimed item, beside the single database's), then two members
+//!    removed and collected: the store must come back to a fresh push of
+//!    the survivor.
+//! 3. On a local store (full scale only): a 100 MB table (25,000 rows of
 //!    4,000 bytes) with a tenth of its rows rewritten in 50 commits: the
 //!    same sizes before and after.
 
@@ -48,6 +54,21 @@ pub async fn run(smoke: bool) -> Result<String> {
         2000,
         3000,
         Updates::Single(updates),
+    )
+    .await?;
+    writeln!(
+        out,
+        "\ngc of a family: an 8 MB table forked twice, each member then updating rows (dynoxide)"
+    )?;
+    let meter = {
+        let dynamo = dynamo.clone();
+        move || dynamo.stats()
+    };
+    family(
+        &mut out,
+        Arc::new(dynamo.clone()),
+        meter,
+        if smoke { 10 } else { 300 },
     )
     .await?;
     if !smoke {
@@ -186,6 +207,113 @@ async fn workload(
             report.versions_retired,
         )?;
     }
+    Ok(())
+}
+
+/// The family workload (module docs, 2).
+async fn family(
+    out: &mut String,
+    backend: Arc<dyn Backend>,
+    meter: impl Fn() -> RequestStats,
+    updates: u64,
+) -> Result<()> {
+    let (rows, row_bytes) = (2000u64, 3000u64);
+    let h = Harness::over(backend.clone());
+    // What the store held before (the other workloads'): not counted.
+    let base = sectors(&h.summary().await);
+    let ours = |(items, bytes): (u64, u64)| (items - base.0, bytes - base.1);
+    let members = ["src.db", "fork-a.db", "fork-b.db"];
+    h.create(members[0]).await;
+    h.sql_ok(
+        members[0],
+        &format!(
+            "create table t(id integer primary key, v blob); {}",
+            fill("t(v)", rows, &format!("randomblob({row_bytes})"))
+        ),
+    )
+    .await;
+    let db = |n: &str| DbName::new(n).expect("legal");
+    for fork in &members[1..] {
+        donut_host::storage::fork(&*backend, &db(members[0]), None, &db(fork)).await?;
+    }
+    for (m, member) in members.iter().enumerate() {
+        for i in 0..updates {
+            let id = 1 + (i * 7919 + m as u64 * 613) % rows;
+            let sql = format!("update t set v = randomblob({row_bytes}) where id = {id}");
+            h.sql_ok(member, &sql).await;
+        }
+    }
+    let before = ours(sectors(&h.summary().await));
+    let billed_before = meter();
+    let clock = Instant::now();
+    let options = GcOptions {
+        retain_ms: 0,
+        now_ms: Clock::System.now_ms() + 1,
+        write_units_max: None,
+        keep_from: None,
+    };
+    let (mut deleted, mut retired) = (0, 0);
+    for member in members {
+        let report = collect_garbage(&*backend, &db(member), options).await?;
+        ensure!(!report.forked, "a listed family is collected: {report:?}");
+        deleted += report.sectors_deleted;
+        retired += report.versions_retired;
+    }
+    let gc_s = clock.elapsed().as_secs_f64();
+    let billed = meter().since(&billed_before);
+    let after = ours(sectors(&h.summary().await));
+    ensure!(deleted == before.0 - after.0);
+    let reclaimed = (deleted + retired) as f64;
+    writeln!(
+        out,
+        "  {updates} updates per member: sectors {} items / {:.1} MB, after gc of all three {} / {:.1} MB \
+         ({deleted} deleted, {retired} versions retired, {gc_s:.2} s)",
+        before.0,
+        mb(before.1),
+        after.0,
+        mb(after.1),
+    )?;
+    writeln!(
+        out,
+        "  billed: {:.1} RCU, {:.1} WCU = {:.3} RCU and {:.3} WCU per reclaimed item",
+        billed.read_capacity_units,
+        billed.write_capacity_units,
+        billed.read_capacity_units / reclaimed,
+        billed.write_capacity_units / reclaimed,
+    )?;
+    for member in &members[..2] {
+        donut_host::storage::remove_database(&*backend, &db(member)).await?;
+        let options = GcOptions {
+            now_ms: Clock::System.now_ms() + 1,
+            ..options
+        };
+        let report = collect_garbage(&*backend, &db(member), options).await?;
+        ensure!(report.removed, "{report:?}");
+    }
+    let left = ours(sectors(&h.summary().await));
+    let survivor = db(members[2]);
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("survivor.sqlite");
+    donut_host::transfer::pull(backend.clone(), &survivor, None, &file, |_, _| {})
+        .await
+        .context("pull")?;
+    let fresh_name = db("fresh-survivor.db");
+    donut_host::transfer::push(backend.clone(), &fresh_name, &file, |_, _| {})
+        .await
+        .context("push")?;
+    let with_fresh = ours(sectors(&h.summary().await));
+    let fresh = (with_fresh.0 - left.0, with_fresh.1 - left.1);
+    writeln!(
+        out,
+        "  two members removed and collected: {} items / {:.1} MB left; a fresh push of the survivor \
+         {} / {:.1} MB: {:.3}x items, {:.3}x bytes",
+        left.0,
+        mb(left.1),
+        fresh.0,
+        mb(fresh.1),
+        left.0 as f64 / fresh.0 as f64,
+        left.1 as f64 / fresh.1 as f64,
+    )?;
     Ok(())
 }
 
