@@ -500,3 +500,60 @@ async fn a_gc_run_overtaken_by_another_starts_over_and_loses_nothing() {
         assert_eq!(items, fresh_push_sectors(&h, "two.db").await);
     }
 }
+
+/// A backend whose GC state writes fail after the first `left`: a run
+/// killed before it records where it got to.
+struct FailingStateWrites {
+    inner: Arc<dyn Backend>,
+    left: AtomicU32,
+}
+
+#[async_trait]
+impl Layer for FailingStateWrites {
+    type Inner = dyn Backend;
+
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
+    }
+
+    async fn put_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), donut_host::backend::PutMetaError> {
+        if kind == MetaKind::Gc && self.left.fetch_sub(1, Ordering::SeqCst) == 0 {
+            self.left.store(0, Ordering::SeqCst);
+            return Err(BackendError::Unavailable("killed".into()).into());
+        }
+        Backend::put_meta(&*self.inner, kind, name, expected, meta).await
+    }
+}
+
+/// A run over hundreds of commits records how far it got as it goes: one
+/// killed before its end is resumed from there, not from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_gc_run_killed_before_its_end_resumes_from_its_checkpoint() {
+    let h = Harness::memory();
+    churned(&h, "long.db", 260).await;
+    let rows = checksum(&h, "long.db").await;
+    // The retirement and one checkpoint are written; the end is not.
+    let failing: Arc<dyn Backend> = Arc::new(FailingStateWrites {
+        inner: h.backend.clone(),
+        left: AtomicU32::new(2),
+    });
+    let killed = collect_garbage(&*failing, &name("long.db"), now()).await;
+    assert!(killed.is_err(), "{killed:?}");
+    let (_, state) = donut_store::gc::read_state(&*h.backend, &name("long.db"))
+        .await
+        .unwrap();
+    assert!(
+        state.collected >= 200 && state.collected < state.oldest,
+        "{state:?}"
+    );
+    gc(&*h.backend, "long.db").await;
+    assert_eq!(checksum(&h, "long.db").await, rows);
+    let (items, _) = sectors(&h.summary().await);
+    assert_eq!(items, fresh_push_sectors(&h, "long.db").await);
+}

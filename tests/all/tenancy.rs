@@ -376,17 +376,32 @@ async fn a_tenant_at_its_instance_limit_is_refused_not_queued_and_a_runaway_is_s
             tenants.invoke("solo", &guest, args, Vec::new()).await
         })
     };
-    // Until the runaway holds the tenant's one slot a call may still get
-    // it; then every call is refused at once.
-    let refusal = loop {
-        match tenants
-            .invoke("solo", &sql, exec("solo-1", "select 1"), Vec::new())
-            .await
-        {
-            Ok(_) => assert!(!runaway.is_finished(), "never saw the limit"),
-            Err(InvokeError::Refused(refusal)) => break refusal,
-            Err(e) => panic!("{e}"),
+    // Wait until the runaway holds the tenant's one slot, calling nothing
+    // meanwhile (a call holding the slot when the runaway started would
+    // have had the runaway refused: this test failed so under load); then
+    // a call is refused at once.
+    loop {
+        let live = tenants
+            .totals()
+            .into_iter()
+            .find(|(name, _)| name == "solo")
+            .map_or(0, |(_, totals)| totals.live);
+        if live == 1 {
+            break;
         }
+        assert!(
+            !runaway.is_finished(),
+            "the runaway ended before it held its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refusal = match tenants
+        .invoke("solo", &sql, exec("solo-1", "select 1"), Vec::new())
+        .await
+    {
+        Err(InvokeError::Refused(refusal)) => refusal,
+        Ok(_) => panic!("a call got the slot the runaway holds"),
+        Err(e) => panic!("{e}"),
     };
     assert_eq!(refusal.limit_name(), "instances");
     let other = tenants

@@ -50,6 +50,9 @@ const SECTORS_PER_CALL: usize = 100;
 /// Attempts at the GC state's compare-and-swap against concurrent
 /// restores, forks and runs.
 const STATE_ATTEMPTS_MAX: u32 = 8;
+/// A long run records how far it got every this many commits, so a run
+/// killed midway is resumed from there rather than from the start.
+const CHECKPOINT_COMMITS: u64 = 200;
 
 /// What a run may do.
 #[derive(Debug, Clone, Copy)]
@@ -168,7 +171,9 @@ async fn collect_once(
     // Families are read after the retirement above: see `family_view`.
     let mut families = Families::new(backend, name, state.clone());
     if state.collected < state.oldest {
-        let done = collect_range(&mut families, options, report).await?;
+        let mut stored = (state_meta, state);
+        let done = collect_range(&mut families, options, report, &mut stored).await?;
+        (state_meta, state) = stored;
         state.collected = done;
         (state_meta, state) = write_state_retrying(backend, name, state_meta, state).await?;
     }
@@ -187,11 +192,14 @@ async fn collect_once(
 }
 
 /// Deletes the garbage of commits `state.collected + 1 ..= state.oldest`;
-/// returns the last commit whose garbage is all deleted.
+/// returns the last commit whose garbage is all deleted. Every
+/// `CHECKPOINT_COMMITS` commits it advances `collected` in `stored` (the
+/// GC state as last written).
 async fn collect_range(
     families: &mut Families<'_>,
     options: GcOptions,
     report: &mut GcReport,
+    stored: &mut (Meta, GcState),
 ) -> Result<u64, StorageError> {
     let (backend, name, state) = (families.backend, families.name, families.state.clone());
     let state = &state;
@@ -255,6 +263,11 @@ async fn collect_range(
         let spent = delete_garbage(backend, before.db_id, &garbage, report).await?;
         units += spent;
         report.write_units += spent;
+        if (commit - state.collected).is_multiple_of(CHECKPOINT_COMMITS) && commit < state.oldest {
+            let (meta, mut now) = stored.clone();
+            now.collected = now.collected.max(commit).min(now.oldest);
+            *stored = write_state_retrying(backend, name, meta, now).await?;
+        }
         if options.write_units_max.is_some_and(|max| units >= max) && commit < state.oldest {
             report.stopped_at_budget = true;
             return Ok(commit);

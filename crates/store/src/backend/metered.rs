@@ -217,6 +217,61 @@ impl<B: Backend> super::Layer for Metered<B> {
         Ok(())
     }
 
+    /// Billed as DynamoDB bills a delete: the units of the item deleted
+    /// (sized by reading it from the inner store, which is not billed).
+    async fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
+        let found = self.inner.get_sectors(db, hashes).await?;
+        self.inner.delete_sectors(db, hashes).await?;
+        let wcu: f64 = found
+            .iter()
+            .flatten()
+            .map(|sector| write_units(stored_len(sector) + SECTOR_ITEM_OVERHEAD))
+            .sum::<f64>()
+            + found.iter().filter(|s| s.is_none()).count() as f64;
+        let requests = hashes.len().div_ceil(BATCH_WRITE_MAX) as u64;
+        self.add("BatchWriteItem", requests, 0.0, wcu, 0, 0);
+        Ok(())
+    }
+
+    async fn delete_root_versions(
+        &self,
+        name: &DbName,
+        versions: &[u64],
+    ) -> Result<(), BackendError> {
+        let mut wcu = 0.0;
+        for version in versions {
+            let size = match self.inner.get_root_version(name, *version).await? {
+                Some(meta) => meta_item_bytes(name, &meta),
+                None => 0,
+            };
+            wcu += write_units(size);
+        }
+        self.inner.delete_root_versions(name, versions).await?;
+        let requests = versions.len().div_ceil(BATCH_WRITE_MAX) as u64;
+        self.add("BatchWriteItem", requests, 0.0, wcu, 0, 0);
+        Ok(())
+    }
+
+    async fn delete_meta(
+        &self,
+        kind: MetaKind,
+        name: &DbName,
+        expected: u64,
+    ) -> Result<(), PutMetaError> {
+        let size = self.swap_meta_size(kind, name, None);
+        let out = self.inner.delete_meta(kind, name, expected).await;
+        match kind {
+            // The root, its history item and its catalog entry, in one
+            // transaction: twice the units of each.
+            MetaKind::Root => {
+                let wcu = 2.0 * (2.0 * write_units(size) + 1.0);
+                self.add("TransactWriteItems", 1, 0.0, wcu, 0, 0);
+            }
+            _ => self.add("DeleteItem", 1, 0.0, write_units(size), 0, 0),
+        }
+        out
+    }
+
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let one_request = self
             .inner
@@ -382,6 +437,18 @@ mod tests {
         assert_eq!(m.requests["BatchGetItem"], 1);
         // 4,216 B = 2 read units each, halved for eventual consistency.
         assert_eq!(m.read_capacity_units, 30.0);
+        // Deletes (gc) are billed by the size of what they delete: 5 units
+        // a page, and 1 for an item that is not there.
+        let mut doomed = hashes[..10].to_vec();
+        doomed.push([9; 32]);
+        let before = store.meter();
+        store.delete_sectors(db, &doomed).await.unwrap();
+        let m = store.meter();
+        assert_eq!(
+            m.requests["BatchWriteItem"] - before.requests["BatchWriteItem"],
+            1
+        );
+        assert_eq!(m.write_capacity_units - before.write_capacity_units, 51.0);
     }
 
     /// A fenced commit whose sectors do not travel with the root is billed
