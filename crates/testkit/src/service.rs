@@ -141,6 +141,14 @@ impl Api {
         }
     }
 
+    /// A client of the same service with connections of its own: for a
+    /// request the server may answer before reading its body (413), after
+    /// which it closes the connection — a pooled client could pick that
+    /// connection for its next request and see it cut.
+    pub fn fresh(&self) -> Api {
+        Api::new(&self.base)
+    }
+
     /// Any request; `Err` only if no answer came (connection refused or
     /// cut).
     pub async fn try_send(
