@@ -43,14 +43,10 @@ pub async fn run(smoke: bool) -> Result<String> {
         out,
         "gc after {updates} single-row updates of an 8 MB table (dynoxide, billed by the server)"
     )?;
-    let meter = {
-        let dynamo = dynamo.clone();
-        move || dynamo.stats()
-    };
     workload(
         &mut out,
         Arc::new(dynamo.clone()),
-        meter,
+        billed_by(&dynamo),
         2000,
         3000,
         Updates::Single(updates),
@@ -60,14 +56,10 @@ pub async fn run(smoke: bool) -> Result<String> {
         out,
         "\ngc of a family: an 8 MB table forked twice, each member then updating rows (dynoxide)"
     )?;
-    let meter = {
-        let dynamo = dynamo.clone();
-        move || dynamo.stats()
-    };
     family(
         &mut out,
         Arc::new(dynamo.clone()),
-        meter,
+        billed_by(&dynamo),
         if smoke { 10 } else { 300 },
     )
     .await?;
@@ -315,6 +307,12 @@ async fn family(
         left.1 as f64 / fresh.1 as f64,
     )?;
     Ok(())
+}
+
+/// What dynoxide billed `dynamo`'s requests so far.
+fn billed_by(dynamo: &DynamoBackend) -> impl Fn() -> RequestStats + use<> {
+    let dynamo = dynamo.clone();
+    move || dynamo.stats()
 }
 
 fn sectors(summary: &StoredSummary) -> (u64, u64) {
