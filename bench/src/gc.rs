@@ -12,7 +12,13 @@
 //!    reclaimed item, beside the single database's), then two members
 //!    removed and collected: the store must come back to a fresh push of
 //!    the survivor.
-//! 3. On a local store (full scale only): a 100 MB table (25,000 rows of
+//! 3. On dynoxide: stored before their commit point — one large commit
+//!    (400 rows of 3,000 bytes: its pages go ahead of its root, after an
+//!    intent), billed with what its intents cost; then transactions that
+//!    spill (SQLite's cache at 10 pages, the VFS's budget at 64 KiB) and
+//!    roll back (10; smoke: 2): `gc` of what they left, per reclaimed
+//!    item, and the store back to a fresh push.
+//! 4. On a local store (full scale only): a 100 MB table (25,000 rows of
 //!    4,000 bytes) with a tenth of its rows rewritten in 50 commits: the
 //!    same sizes before and after.
 
@@ -61,6 +67,17 @@ pub async fn run(smoke: bool) -> Result<String> {
         Arc::new(dynamo.clone()),
         billed_by(&dynamo),
         if smoke { 10 } else { 300 },
+    )
+    .await?;
+    writeln!(
+        out,
+        "\nintents: a large commit, then spilled transactions rolled back and collected (dynoxide)"
+    )?;
+    intents(
+        &mut out,
+        Arc::new(dynamo.clone()),
+        billed_by(&dynamo),
+        if smoke { 2 } else { 10 },
     )
     .await?;
     if !smoke {
@@ -265,14 +282,7 @@ async fn family(
         after.0,
         mb(after.1),
     )?;
-    writeln!(
-        out,
-        "  billed: {:.1} RCU, {:.1} WCU = {:.3} RCU and {:.3} WCU per reclaimed item",
-        billed.read_capacity_units,
-        billed.write_capacity_units,
-        billed.read_capacity_units / reclaimed,
-        billed.write_capacity_units / reclaimed,
-    )?;
+    per_reclaimed_item(out, &billed, reclaimed)?;
     for member in &members[..2] {
         donut_host::storage::remove_database(&*backend, &db(member)).await?;
         let options = GcOptions {
@@ -305,6 +315,111 @@ async fn family(
         mb(fresh.1),
         left.0 as f64 / fresh.0 as f64,
         left.1 as f64 / fresh.1 as f64,
+    )?;
+    Ok(())
+}
+
+/// The intents workload (module docs, 3).
+async fn intents(
+    out: &mut String,
+    backend: Arc<dyn Backend>,
+    meter: impl Fn() -> RequestStats,
+    rollbacks: u32,
+) -> Result<()> {
+    let h = Harness::over(backend.clone());
+    let base = sectors(&h.summary().await);
+    let ours = |(items, bytes): (u64, u64)| (items - base.0, bytes - base.1);
+    let intent_items = |summary: &StoredSummary| {
+        let kind = summary.by_kind.get(&ItemKind::Intent).copied();
+        kind.unwrap_or_default()
+    };
+    let large = fill("t(v)", 400, "randomblob(3000)");
+    h.create("i.db").await;
+    h.sql_ok(
+        "i.db",
+        "create table t(id integer primary key, v blob); insert into t(v) values (1);",
+    )
+    .await;
+    let intents_before = intent_items(&h.summary().await);
+    let billed_before = meter();
+    h.sql_ok("i.db", &large).await;
+    let billed = meter().since(&billed_before);
+    let written = intent_items(&h.summary().await);
+    let (items, bytes) = (
+        written.items - intents_before.items,
+        written.bytes - intents_before.bytes,
+    );
+    // What the intent items were billed: 1 WCU per KB of each (keys
+    // and attribute names add under 100 bytes to each).
+    let intent_wcu = (bytes + 100 * items).div_ceil(1024);
+    writeln!(
+        out,
+        "  a commit of 400 rows of 3,000 bytes: {:.0} WCU in {} requests; its {items} intent item(s), \
+         {:.1} KB: ~{intent_wcu} WCU ({:.2}%)",
+        billed.write_capacity_units,
+        billed.requests.values().sum::<u64>(),
+        bytes as f64 / 1e3,
+        100.0 * intent_wcu as f64 / billed.write_capacity_units,
+    )?;
+    let name = DbName::new("i.db").expect("legal");
+    let options = || GcOptions {
+        retain_ms: 0,
+        now_ms: Clock::System.now_ms() + 1,
+        write_units_max: None,
+        keep_from: None,
+    };
+    collect_garbage(&*backend, &name, options()).await?;
+    let settled = ours(sectors(&h.summary().await));
+    let spill = format!(
+        "pragma cache_size = 10; pragma donut_spill_bytes = 65536; begin; {large}; rollback;"
+    );
+    for _ in 0..rollbacks {
+        h.sql_ok("i.db", &spill).await;
+    }
+    // The commit that settles their fate.
+    h.sql_ok("i.db", "update t set v = randomblob(3000) where id = 1")
+        .await;
+    let before = ours(sectors(&h.summary().await));
+    let billed_before = meter();
+    let report = collect_garbage(&*backend, &name, options()).await?;
+    let billed = meter().since(&billed_before);
+    let after = ours(sectors(&h.summary().await));
+    ensure!(report.sectors_deleted == before.0 - after.0, "{report:?}");
+    // (Other databases' intents, the fresh pushes' above, stay theirs.)
+    ensure!(
+        intent_items(&h.summary().await).items == intents_before.items,
+        "every intent of i.db collected"
+    );
+    let reclaimed =
+        (report.sectors_deleted + report.intents_collected + report.versions_retired) as f64;
+    writeln!(
+        out,
+        "  {rollbacks} spilled transactions rolled back: sectors {} items / {:.1} MB (settled: {} / {:.1} MB); \
+         after gc {} / {:.1} MB ({} deleted, {} intents, {} versions)",
+        before.0,
+        mb(before.1),
+        settled.0,
+        mb(settled.1),
+        after.0,
+        mb(after.1),
+        report.sectors_deleted,
+        report.intents_collected,
+        report.versions_retired,
+    )?;
+    per_reclaimed_item(out, &billed, reclaimed)?;
+    Ok(())
+}
+
+/// The line with what a `gc` run was billed, in all and per item it
+/// reclaimed.
+fn per_reclaimed_item(out: &mut String, billed: &RequestStats, reclaimed: f64) -> Result<()> {
+    writeln!(
+        out,
+        "  billed: {:.1} RCU, {:.1} WCU = {:.3} RCU and {:.3} WCU per reclaimed item",
+        billed.read_capacity_units,
+        billed.write_capacity_units,
+        billed.read_capacity_units / reclaimed,
+        billed.write_capacity_units / reclaimed,
     )?;
     Ok(())
 }

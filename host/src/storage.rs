@@ -23,6 +23,7 @@ pub use donut_store::grant::Grant;
 pub use donut_store::history::{
     Restored, Version, fork, list_versions, read_root_at, restore, restore_over,
 };
+use donut_store::intent;
 pub use donut_store::lease::LeaseRenewal;
 use donut_store::lease::{
     Lease, SharedLease, renew_in_background, renew_lease, update_lock, with_holder, without_holder,
@@ -141,6 +142,11 @@ pub struct StorageCtx {
     known_locks: std::collections::HashMap<DbName, (u64, LockState)>,
     /// Newest root versions this instance saw, when no cache is shared.
     versions: Versions,
+    /// The newest root version of each database this instance read,
+    /// created or committed: at least the version any of its transactions
+    /// read, so the bound of the intents its `put-sectors` calls record
+    /// (docs/format.md, "Intents"). Never forgets, unlike `versions`.
+    seen: std::collections::HashMap<DbName, u64>,
     /// Root swaps in a row that went unanswered (`unavailable`): the next
     /// one — usually the guest re-sending the same commit — backs off
     /// first ([`commit_backoff_ms`]).
@@ -181,6 +187,7 @@ impl StorageCtx {
             leases: Vec::new(),
             known_locks: std::collections::HashMap::new(),
             versions: Versions::default(),
+            seen: std::collections::HashMap::new(),
             unanswered_commits: 0,
             quota: CallQuota::unlimited(),
             quota_used: QuotaUse::default(),
@@ -265,7 +272,26 @@ impl StorageCtx {
         }
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
         let root = create_database(&*self.backend, &name, page_size).await?;
+        self.saw(&name, root.version);
         Ok((name, root))
+    }
+
+    /// Remembers that root version `version` of `name` exists.
+    fn saw(&mut self, name: &DbName, version: u64) {
+        let seen = self.seen.entry(name.clone()).or_default();
+        *seen = (*seen).max(version);
+    }
+
+    /// The bound of an intent for sectors of `name` stored now: the
+    /// newest version this instance saw, or else the current one (read).
+    async fn intent_bound(&mut self, name: &DbName) -> Result<u64, StorageError> {
+        if let Some(&seen) = self.seen.get(name) {
+            return Ok(seen);
+        }
+        self.charge(1, 0, 0)?;
+        let (meta, _) = read_root(&*self.backend, name).await?;
+        self.saw(name, meta.version);
+        Ok(meta.version)
     }
 
     /// The host-wide version memory if a cache is shared, else this
@@ -468,6 +494,7 @@ impl StorageCtx {
         };
         if at.is_none() {
             self.versions().saw(root.db_id, &name, meta.version);
+            self.saw(&name, meta.version);
         }
         // The first root read binds the handle to that database id; a root
         // with another id means the name was removed and created again.
@@ -612,7 +639,12 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
         let bytes: usize = checked.iter().map(|s| s.1.len()).sum();
         self.charge(1, checked.len() as u64, bytes as u64)?;
         self.check_write(&db, "storing sectors of")?;
-        let (_, db_id) = self.db_id(&db).await?;
+        let (name, db_id) = self.db_id(&db).await?;
+        // Stored before their commit point: recorded first, so `gc` finds
+        // them if no commit ever references them.
+        let bound = self.intent_bound(&name).await?;
+        let now_ms = self.clock.now_ms();
+        intent::record(&*self.backend, &name, db_id, bound, &checked, now_ms).await?;
         self.backend.put_sectors(db_id, &checked).await?;
         self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
         self.stored(db_id, &checked);
@@ -690,8 +722,19 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
                 .commits_in_one_request(&sectors, fence.is_some())
         {
             // The backend stores them in a request of its own first: one
-            // more round trip.
+            // more round trip, after their intent (the commit can only land
+            // as `expected_version + 1`).
             self.stats.put_sectors_calls.fetch_add(1, Ordering::Relaxed);
+            let now_ms = self.clock.now_ms();
+            intent::record(
+                &*self.backend,
+                &name,
+                db_id,
+                expected_version,
+                &sectors,
+                now_ms,
+            )
+            .await?;
         }
         let meta = Meta {
             version: root.version,
@@ -721,6 +764,7 @@ impl donut::storage::storage::HostDatabase for StorageCtx {
             Ok(()) => {
                 self.stored(db_id, &sectors);
                 self.versions().saw(db_id, &name, root.version);
+                self.saw(&name, root.version);
                 Ok(root.version)
             }
             Err(PutMetaError::Conflict) => {

@@ -4,7 +4,7 @@
 //! kill the caller).
 
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, Hash};
+use donut_format::{DbId, DbName, Hash, IntentKey};
 use donut_host::MemoryBackend;
 use donut_host::backend::{
     Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError, YieldPoint,
@@ -468,6 +468,42 @@ impl Layer for SimBackend {
         let call = StorageCall::new(CallKind::MetaWrite, what);
         self.write(call, self.store.delete_meta(kind, name, expected))
             .await
+    }
+
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        // Its id hashes random transaction ids: not in the trace.
+        let what = format!("put intent bound {}", key.bound);
+        // One item: a kill lands after it or before it, never half.
+        self.batch(what, true, |_| {
+            self.store.put_intent(name, key, body.clone())
+        })
+        .await
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let what = format!("list intents below {bound_below}");
+        self.read(what, self.store.list_intents(name, bound_below, limit))
+            .await
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        let what = format!("delete {} intents", keys.len());
+        let half = keys.len() / 2;
+        self.batch(what, false, |whole| {
+            self.store
+                .delete_intents(name, if whole { keys } else { &keys[..half] })
+        })
+        .await
     }
 
     async fn get_sectors(

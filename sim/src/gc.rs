@@ -10,7 +10,7 @@
 
 use crate::Rng;
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, GcState, Hash};
+use donut_format::{DbId, DbName, GcState, Hash, Root};
 use donut_host::MemoryBackend;
 use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind};
 use donut_host::storage::{GcOptions, GcReport, collect_garbage};
@@ -23,6 +23,9 @@ pub enum Blind {
     Restores,
     /// `gc-ignores-forks`: runs take a forked database for one alone.
     Forks,
+    /// `gc-misjudges-intents`: every kept root reads as written by another
+    /// transaction, so no intent's transaction seems to have committed.
+    IntentFates,
 }
 
 /// Collects `name`'s garbage as it stood at `horizon_ms` (retention 0 at
@@ -79,7 +82,9 @@ impl Layer for Faulty {
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError> {
         let found = self.inner.get_meta(kind, name).await?;
         match (kind, found) {
-            (MetaKind::Gc, Some(meta)) if self.blind.is_some() => {
+            (MetaKind::Gc, Some(meta))
+                if matches!(self.blind, Some(Blind::Restores | Blind::Forks)) =>
+            {
                 let mut state = GcState::decode(&meta.body)
                     .map_err(|e| BackendError::Corrupt(e.to_string()))?;
                 match self.blind {
@@ -92,6 +97,27 @@ impl Layer for Faulty {
                 }))
             }
             (_, found) => Ok(found),
+        }
+    }
+
+    async fn get_root_version(
+        &self,
+        name: &DbName,
+        version: u64,
+    ) -> Result<Option<Meta>, BackendError> {
+        let found = self.inner.get_root_version(name, version).await?;
+        match found {
+            Some(meta) if self.blind == Some(Blind::IntentFates) => {
+                let Ok(mut root) = Root::decode(&meta.body) else {
+                    return Ok(Some(meta)); // a tombstone
+                };
+                root.txn_id ^= 1;
+                Ok(Some(Meta {
+                    version: meta.version,
+                    body: root.encode(),
+                }))
+            }
+            found => Ok(found),
         }
     }
 

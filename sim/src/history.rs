@@ -122,6 +122,10 @@ fn check_gc(
     out: &mut Vec<String>,
 ) -> u64 {
     let db = name.as_str();
+    if states.is_empty() {
+        // No version read back: the anomalies already say why.
+        return u64::MAX;
+    }
     let cut = states[rng.below(states.len() as u64) as usize].0;
     let Some(horizon) = kept
         .iter()

@@ -54,6 +54,10 @@ pub enum Bug {
     /// `gc` takes a forked database for one alone: it deletes what a fork
     /// still holds.
     GcIgnoresForks,
+    /// `gc` misjudges an intent's transaction as never committed: it
+    /// deletes the sectors a large commit or a spill stored and its root
+    /// still references.
+    GcMisjudgesIntents,
 }
 
 #[derive(Debug, Clone)]
@@ -712,6 +716,7 @@ impl Sim {
             match options.bug {
                 Some(Bug::GcIgnoresRestores) => Some(crate::gc::Blind::Restores),
                 Some(Bug::GcIgnoresForks) => Some(crate::gc::Blind::Forks),
+                Some(Bug::GcMisjudgesIntents) => Some(crate::gc::Blind::IntentFates),
                 _ => None,
             },
         ));

@@ -9,12 +9,14 @@ use crate::backend_tests;
 use crate::util::{Harness, stderr};
 use async_trait::async_trait;
 use donut_format::{At, DbId, DbName, ForkSource, GcState, Hash};
-use donut_host::backend::{Backend, BackendError, Layer, Meta, MetaKind, StoredSummary};
+use donut_host::backend::{
+    Backend, BackendError, Commit, ItemKind, Layer, Meta, MetaKind, PutMetaError, StoredSummary,
+};
 use donut_host::storage::{
     Clock, GcOptions, GcReport, collect_garbage, fork, list_versions, read_root, restore,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 fn name(text: &str) -> DbName {
     DbName::new(text).expect("legal name")
@@ -367,7 +369,147 @@ backend_tests!(
     a_removed_fork_in_a_chain_still_protects_its_source,
     a_family_with_forks_it_did_not_record_keeps_its_sectors,
     a_run_stopped_by_its_budget_loses_nothing_and_the_next_finishes,
+    a_refused_large_commit_leaves_nothing_after_gc,
+    a_spilled_transaction_rolled_back_leaves_nothing_after_gc,
+    pages_spilled_then_written_again_are_collected_after_their_commit,
 );
+
+fn intents(summary: &StoredSummary) -> u64 {
+    let kind = summary.by_kind.get(&ItemKind::Intent).copied();
+    kind.unwrap_or_default().items
+}
+
+/// After `gc`: exactly the current version's sectors, no intent left, the
+/// rows as they were and the database whole.
+async fn assert_collected_to_a_fresh_push(h: &Harness, db: &str, rows: &str) {
+    let after = h.summary().await;
+    assert_eq!(
+        sectors(&after).0,
+        fresh_push_sectors(h, db).await,
+        "{:?}",
+        after.by_kind
+    );
+    assert_eq!(intents(&after), 0, "{:?}", after.by_kind);
+    assert_eq!(checksum(h, db).await, rows);
+    h.assert_integrity(db).await;
+}
+
+/// Inserts 400 rows of 2,000 random bytes (~200 pages: more than one
+/// request carries on DynamoDB).
+const LARGE_INSERT: &str = "with recursive c(x) as (select 1 union all select x + 1 from c where x < 400) \
+     insert into t(v) select randomblob(2000) from c";
+
+/// A large commit whose sectors are stored and whose root swap is then
+/// refused (another writer won the race): its sectors are garbage, found
+/// through its intent once the next commit settled its fate.
+pub(crate) async fn a_refused_large_commit_leaves_nothing_after_gc(mut h: Harness) {
+    churned(&h, "x.db", 2).await;
+    gc(&*h.backend, "x.db").await;
+    let (items_before, _) = sectors(&h.summary().await);
+    let plain = h.backend.clone();
+    h.backend = Arc::new(RefusingOneSwap {
+        inner: plain.clone(),
+        refused: AtomicBool::new(false),
+    });
+    // SQLite is told "busy" and donut-sql runs the statement again: the
+    // second attempt commits, the first attempt's sectors are garbage.
+    h.sql_ok("x.db", LARGE_INSERT).await;
+    h.backend = plain;
+    let stored = h.summary().await;
+    assert!(
+        sectors(&stored).0 > items_before + 300,
+        "{:?}",
+        stored.by_kind
+    );
+    assert!(intents(&stored) >= 2, "{:?}", stored.by_kind);
+    assert_eq!(h.value("x.db", "select count(*) from t").await, "700");
+    let rows = checksum(&h, "x.db").await;
+    let report = gc(&*h.backend, "x.db").await;
+    assert!(report.intents_collected >= 2, "{report:?}");
+    assert!(report.sectors_deleted > 100, "{report:?}");
+    assert_collected_to_a_fresh_push(&h, "x.db", &rows).await;
+}
+
+/// A transaction that stores its pages before its commit (spills: here
+/// past a 64 KiB budget, SQLite's own cache kept to 10 pages so it writes
+/// them out as it goes) and then rolls back leaves them to `gc`.
+pub(crate) async fn a_spilled_transaction_rolled_back_leaves_nothing_after_gc(h: Harness) {
+    churned(&h, "sp.db", 2).await;
+    let rows = checksum(&h, "sp.db").await;
+    h.sql_ok(
+        "sp.db",
+        &format!(
+            "pragma cache_size = 10; pragma donut_spill_bytes = 65536; \
+             begin; {LARGE_INSERT}; rollback;"
+        ),
+    )
+    .await;
+    let stored = h.summary().await;
+    assert!(intents(&stored) >= 2, "it spilled: {:?}", stored.by_kind);
+    assert_eq!(checksum(&h, "sp.db").await, rows);
+    h.sql_ok("sp.db", "update t set v = randomblob(2000) where id = 2")
+        .await;
+    let rows = checksum(&h, "sp.db").await;
+    let report = gc(&*h.backend, "sp.db").await;
+    assert!(report.intents_collected >= 2, "{report:?}");
+    assert_collected_to_a_fresh_push(&h, "sp.db", &rows).await;
+}
+
+/// A transaction that spills pages and then changes them again commits
+/// other copies: the spilled ones are in no root, and go once the commit
+/// is collected, while everything its root holds stays.
+pub(crate) async fn pages_spilled_then_written_again_are_collected_after_their_commit(h: Harness) {
+    churned(&h, "sw.db", 2).await;
+    gc(&*h.backend, "sw.db").await;
+    h.sql_ok(
+        "sw.db",
+        &format!(
+            "pragma cache_size = 10; pragma donut_spill_bytes = 65536; begin; {LARGE_INSERT}; \
+             update t set v = randomblob(2000) where id > 300; commit;"
+        ),
+    )
+    .await;
+    let rows = checksum(&h, "sw.db").await;
+    assert!(intents(&h.summary().await) >= 2);
+    let report = gc(&*h.backend, "sw.db").await;
+    assert!(report.intents_collected >= 2, "{report:?}");
+    // The update's 100 rows of 2,000 bytes: ~50 pages spilled, then
+    // written again.
+    assert!(
+        report.sectors_deleted >= 40,
+        "the spilled copies: {report:?}"
+    );
+    assert_collected_to_a_fresh_push(&h, "sw.db", &rows).await;
+}
+
+/// A backend that refuses its first root swap, after storing the sectors
+/// that come with it as the backend would in a request of their own: a
+/// two-request commit that lost its race (a large commit's pages are
+/// stored by the guest's own `put-sectors` calls before it).
+struct RefusingOneSwap {
+    inner: Arc<dyn Backend>,
+    refused: AtomicBool,
+}
+
+#[async_trait]
+impl Layer for RefusingOneSwap {
+    type Inner = dyn Backend;
+
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
+    }
+
+    async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
+        if self.refused.swap(true, Ordering::SeqCst) {
+            return Backend::commit(&*self.inner, commit, meta).await;
+        }
+        let fenced = commit.fence.is_some();
+        if !Backend::commits_in_one_request(&*self.inner, commit.sectors, fenced) {
+            Backend::put_sectors(&*self.inner, commit.db, commit.sectors).await?;
+        }
+        Err(PutMetaError::Conflict)
+    }
+}
 
 /// A backend whose `delete_sectors` fails after `left` successful calls:
 /// a gc killed in the middle of its deletes.

@@ -723,7 +723,12 @@ async fn serve_collects_garbage_in_the_background_within_its_budget() {
     assert!(first.stopped_at_budget, "{first:?}");
     assert_eq!(first.databases, 1, "{first:?}");
     assert_eq!(first.last.as_ref().map(|n| n.as_str()), Some("a-1"));
-    assert!(first.sectors_deleted > 0, "{first:?}");
+    // Within a budget of 1 write unit it got somewhere: deleted the first
+    // run's garbage, or the intent its table's creation wrote.
+    assert!(
+        first.sectors_deleted + first.intents_collected > 0,
+        "{first:?}"
+    );
     let second = service
         .collect_garbage(now, first.last.as_ref())
         .await

@@ -9,6 +9,7 @@
 mod at;
 pub mod family;
 mod gc_state;
+pub mod intent;
 pub mod items;
 pub mod limits;
 mod lock;
@@ -23,6 +24,7 @@ mod tombstone;
 pub use at::{At, DbRef, DbRefError, format_utc_ms, parse_at, parse_rfc3339_ms};
 pub use family::{FAMILY_MEMBERS_MAX, Family, FamilyMember, ForkSource, family_key};
 pub use gc_state::{GC_STATE_MAGIC, GcState, RESTORE_MARKS_MAX, RestoreMark};
+pub use intent::{INTENT_KEYS_MAX, Intent, IntentKey, IntentSector};
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{
     Chunk, ChunkKind, ChunkSource, FANOUT, HEAD_PAGES, MAX_DEPTH, Manifest, ManifestUpdate,

@@ -23,8 +23,11 @@
 //! the source of a fork not yet written, and fork sources a member may
 //! still hold fresh writes of (`family_view`).
 //!
-//! Not collected yet (docs/format.md says what follows): sectors left by
-//! refused two-request commits.
+//! Sectors stored before a commit point (a large commit's, a spill's, a
+//! push's) are listed in intent items first (`crate::intent`); a run
+//! collects the intents whose writer read a retired version
+//! (`collect_intents`): what a refused or killed commit stored, and what
+//! a committed one stored and then replaced.
 
 use crate::backend::{Backend, Meta, MetaKind, PutMetaError};
 use crate::db::{Stored, decode_stored};
@@ -32,8 +35,8 @@ use crate::error::StorageError;
 use donut_format::salt::salt_of;
 use donut_format::{
     Chunk, DbId, DbName, FAMILY_MEMBERS_MAX, FANOUT, Family, FamilyMember, ForkSource, GcState,
-    Hash, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root, Tombstone, ZERO_HASH, family_key,
-    hash_hex, verify,
+    Hash, Intent, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root, Tombstone, ZERO_HASH,
+    family_key, hash_hex, verify,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,6 +50,8 @@ pub const RESTORE_GRACE_MS: u64 = 3600 * 1000;
 const HISTORY_PAGE: usize = 100;
 /// Sectors read (to check their salts) and deleted per call.
 const SECTORS_PER_CALL: usize = 100;
+/// Intent items read per request.
+const INTENTS_PER_CALL: usize = 100;
 /// Attempts at the GC state's compare-and-swap against concurrent
 /// restores, forks and runs.
 const STATE_ATTEMPTS_MAX: u32 = 8;
@@ -92,6 +97,8 @@ pub struct GcReport {
     pub stopped_at_budget: bool,
     /// The database was removed long enough ago: nothing of it is left.
     pub removed: bool,
+    /// Intent items dealt with and deleted (docs/format.md, "Intents").
+    pub intents_collected: u64,
 }
 
 /// Collects the garbage of `name`. Runs over one database may overlap
@@ -170,7 +177,15 @@ async fn collect_once(
     let (mut state_meta, mut state) = write_state(backend, name, state_meta, &state).await?;
     // Families are read after the retirement above: see `family_view`.
     let mut families = Families::new(backend, name, state.clone());
-    if state.collected < state.oldest {
+    // What refused or killed commits stored, and pages their own commits
+    // replaced: intents whose writer read a retired version — below the
+    // oldest version this run retired, not the state as it may stand
+    // later (another run may retire more meanwhile; this run's anchors
+    // must be at least the version a writer committed as). Before the
+    // diffs, so a committed writer's root is still whole (`intent_garbage`).
+    let retired_below = families.state.oldest;
+    collect_intents(&mut families, options, report, retired_below).await?;
+    if state.collected < state.oldest && !report.stopped_at_budget {
         let mut stored = (state_meta, state);
         let done = collect_range(&mut families, options, report, &mut stored).await?;
         (state_meta, state) = stored;
@@ -185,8 +200,12 @@ async fn collect_once(
         && head_ms <= horizon_ms
         && !report.stopped_at_budget
     {
-        report.removed =
-            remove_what_is_left(backend, name, head_version, state_meta, &state).await?;
+        // Every intent: no writer of a removed database commits.
+        collect_intents(&mut families, options, report, u64::MAX).await?;
+        if !report.stopped_at_budget {
+            report.removed =
+                remove_what_is_left(backend, name, head_version, state_meta, &state).await?;
+        }
     }
     Ok(())
 }
@@ -204,17 +223,7 @@ async fn collect_range(
     let (backend, name, state) = (families.backend, families.name, families.state.clone());
     let state = &state;
     let mut chunks = Chunks::new(backend);
-    let mut anchors: Vec<Root> = Vec::new();
-    if let Some(root) = live_root(name, &required_version(backend, name, state.oldest).await?)? {
-        anchors.push(root);
-    }
-    for mark in &state.restores {
-        if let Some(meta) = backend.get_root_version(name, mark.source).await?
-            && let Some(root) = live_root(name, &meta)?
-        {
-            anchors.push(root);
-        }
-    }
+    let anchors = own_anchors(backend, name, state).await?;
     let mut units: u64 = 0;
     let mut previous = backend.get_root_version(name, state.collected).await?;
     for commit in state.collected + 1..=state.oldest {
@@ -260,7 +269,7 @@ async fn collect_range(
                 garbage.push((key, position));
             }
         }
-        let spent = delete_garbage(backend, before.db_id, &garbage, report).await?;
+        let spent = delete_garbage(backend, before.db_id, &garbage, None, report).await?;
         units += spent;
         report.write_units += spent;
         if (commit - state.collected).is_multiple_of(CHECKPOINT_COMMITS) && commit < state.oldest {
@@ -276,14 +285,37 @@ async fn collect_range(
     Ok(state.oldest)
 }
 
+/// The roots of this database a dropped key must be checked against: the
+/// oldest kept version's and the restore marks' sources.
+async fn own_anchors(
+    backend: &dyn Backend,
+    name: &DbName,
+    state: &GcState,
+) -> Result<Vec<Root>, StorageError> {
+    let mut anchors: Vec<Root> = Vec::new();
+    if let Some(root) = live_root(name, &required_version(backend, name, state.oldest).await?)? {
+        anchors.push(root);
+    }
+    for mark in &state.restores {
+        if let Some(meta) = backend.get_root_version(name, mark.source).await?
+            && let Some(root) = live_root(name, &meta)?
+        {
+            anchors.push(root);
+        }
+    }
+    Ok(anchors)
+}
+
 /// Reads each candidate back, checks it is the salted sector of that
-/// position, and deletes those that are, a level at a time, lowest first
-/// (see `dropped_keys`); returns the write units spent (estimated: 1 per
-/// KB of each deleted item).
+/// position (and, given `txn_id`, written by that transaction), and
+/// deletes those that are, a level at a time, lowest first (see
+/// `dropped_keys`); returns the write units spent (estimated: 1 per KB of
+/// each deleted item).
 async fn delete_garbage(
     backend: &dyn Backend,
     db: DbId,
     garbage: &[(Hash, Position)],
+    txn_id: Option<u64>,
     report: &mut GcReport,
 ) -> Result<u64, StorageError> {
     let mut units = 0;
@@ -301,7 +333,11 @@ async fn delete_garbage(
             verify(key, &bytes)
                 .map_err(|e| StorageError::Corrupt(format!("sector {}: {e}", hash_hex(key))))?;
             match salt_of(&bytes) {
-                Ok(Some(salt)) if salt.level == position.level && salt.slot == position.slot => {
+                Ok(Some(salt))
+                    if salt.level == position.level
+                        && salt.slot == position.slot
+                        && txn_id.is_none_or(|txn| txn == salt.txn_id) =>
+                {
                     doomed.push(*key);
                     report.sector_bytes_deleted += bytes.len() as u64;
                     units += (bytes.len() as u64).div_ceil(1024).max(1);
@@ -313,6 +349,133 @@ async fn delete_garbage(
         report.sectors_deleted += doomed.len() as u64;
     }
     Ok(units)
+}
+
+/// Collects what the intents of the run's database with a bound below
+/// `bound_below` list (docs/format.md, "Intents"), and deletes the intents.
+/// Their writers read a version below it: retired (or the database is
+/// removed), so a writer still running reads an expired snapshot, and
+/// each transaction's fate is known — see [`intent_garbage`].
+async fn collect_intents(
+    families: &mut Families<'_>,
+    options: GcOptions,
+    report: &mut GcReport,
+    bound_below: u64,
+) -> Result<(), StorageError> {
+    let (backend, name) = (families.backend, families.name);
+    let mut chunks = Chunks::new(backend);
+    let mut anchors: Option<Vec<Root>> = None;
+    loop {
+        let page = backend
+            .list_intents(name, bound_below, INTENTS_PER_CALL)
+            .await?;
+        let mut done = Vec::with_capacity(page.len());
+        for (key, body) in &page {
+            let intent = Intent::decode(body).map_err(|e| {
+                StorageError::Corrupt(format!(
+                    "intent {}-{:08x} of {name:?}: {e}",
+                    key.bound, key.id
+                ))
+            })?;
+            let garbage = intent_garbage(families, &mut chunks, &mut anchors, &intent, report)
+                .await
+                .map_err(|e| match e {
+                    StorageError::Corrupt(m) => StorageError::Corrupt(format!(
+                        "{m} (gc collecting the intent of transaction {:016x} of {name:?})",
+                        intent.txn_id
+                    )),
+                    e => e,
+                })?;
+            let txn_id = Some(intent.txn_id);
+            let spent = delete_garbage(backend, intent.db_id, &garbage, txn_id, report).await?;
+            report.write_units += spent + (body.len() as u64).div_ceil(1024);
+            done.push(*key);
+            if options
+                .write_units_max
+                .is_some_and(|max| report.write_units >= max)
+            {
+                report.stopped_at_budget = true;
+                break;
+            }
+        }
+        backend.delete_intents(name, &done).await?;
+        report.intents_collected += done.len() as u64;
+        if report.stopped_at_budget || page.len() < INTENTS_PER_CALL {
+            return Ok(());
+        }
+    }
+}
+
+/// What of an intent's sectors no kept version can hold. Its transaction
+/// committed as version `bound + 1` or never (docs/format.md, "Intents"):
+/// - that version is the transaction's: what its root does not hold at
+///   the sector's position it stored and then replaced (a spilled page
+///   written again); the rest is its root's, for the diff to collect;
+/// - that version is another's, or a tombstone: everything — a sector
+///   salted by a transaction that never committed is in no root;
+/// - that version is the transaction's but a commit after it is collected
+///   (its chunks may be gone), or its history is deleted, or it belongs to
+///   another database id: every sector no anchor holds, as for a dropped
+///   key (its commit, if any, is retired).
+async fn intent_garbage(
+    families: &mut Families<'_>,
+    chunks: &mut Chunks<'_>,
+    anchors: &mut Option<Vec<Root>>,
+    intent: &Intent,
+    report: &mut GcReport,
+) -> Result<Vec<(Hash, Position)>, StorageError> {
+    let (backend, name) = (families.backend, families.name);
+    let sectors = intent.sectors.iter().map(|s| {
+        let position = Position {
+            level: s.level,
+            slot: s.slot,
+        };
+        (s.key, position)
+    });
+    let fate = match backend
+        .get_root_version(name, intent.bound.saturating_add(1))
+        .await?
+    {
+        Some(meta) => Some(decode_stored(name, meta)?),
+        None => None,
+    };
+    // A root is whole while no commit after it is collected (from
+    // `collected + 1` on); one before may have lost chunks: its keys are
+    // then checked against the anchors, as a retired commit's are.
+    let whole = |root: &Root| root.version >= families.state.collected;
+    let holders: Vec<Root> = match fate {
+        Some(Stored::Live(_, root))
+            if root.db_id == intent.db_id && root.txn_id != intent.txn_id =>
+        {
+            Vec::new()
+        }
+        Some(Stored::Live(_, root)) if root.db_id == intent.db_id && whole(&root) => vec![root],
+        Some(Stored::Removed(_)) => Vec::new(),
+        _ => {
+            if anchors.is_none() {
+                *anchors = Some(own_anchors(backend, name, &families.state).await?);
+            }
+            let mut holders = anchors.clone().unwrap_or_default();
+            match families.view(intent.db_id).await? {
+                FamilyView::Unlisted => {
+                    report.forked = true;
+                    return Ok(Vec::new());
+                }
+                FamilyView::Alone => {}
+                FamilyView::Listed { anchors, .. } => holders.extend(anchors.iter().cloned()),
+            }
+            holders
+        }
+    };
+    let mut garbage = Vec::new();
+    for (key, position) in sectors {
+        if !held_by_any(chunks, &holders, intent.db_id, &key, position).await? {
+            garbage.push((key, position));
+        }
+    }
+    // Lowest levels first, as `delete_garbage` deletes them.
+    garbage.sort_by_key(|(_, p)| p.level);
+    Ok(garbage)
 }
 
 /// Deletes the history items below `state.collected` (the retired

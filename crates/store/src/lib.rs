@@ -6,6 +6,7 @@
 //! - [`db`]: database operations on roots (read, create, swap, remove);
 //!   [`history`]: kept versions (read at a version or time, list, restore);
 //!   [`gc`]: retiring old versions and deleting what only they referenced;
+//!   [`intent`]: what sectors stored before a commit point belong to;
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
 //!   [`disk_cache`]: the persistent sector cache shared by processes;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gc;
 pub mod grant;
 pub mod history;
+pub mod intent;
 pub mod lease;
 pub mod quota;
 pub mod stats;

@@ -124,10 +124,7 @@ pub async fn push(
             changes.insert(index, page_hash);
             index += 1;
         }
-        backend
-            .put_sectors(base.db_id, &sectors)
-            .await
-            .map_err(StorageError::from)?;
+        store_sectors(&*backend, name, base.db_id, expected, &sectors).await?;
         progress(index as u64 * page_size as u64, total);
     }
     // The manifest is built from scratch: nothing of the old one is needed.
@@ -142,10 +139,7 @@ pub async fn push(
     let update = Manifest::new(&empty).update(changes, page_count, txn_id, &mut source)?;
     let chunks: Vec<(Hash, Vec<u8>)> = update.new_chunks;
     for batch in chunks.chunks(PAGES_PER_CALL) {
-        backend
-            .put_sectors(base.db_id, batch)
-            .await
-            .map_err(StorageError::from)?;
+        store_sectors(&*backend, name, base.db_id, expected, batch).await?;
     }
     let root = Root {
         db_id: base.db_id,
@@ -164,6 +158,26 @@ pub async fn push(
         Err(StorageError::Conflict) => Err(TransferError::Raced(name.clone())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Stores sectors a push writes before its root swap, after their
+/// intent: the swap replaces version `expected` (none: creates the name's
+/// first), so it lands as `expected + 1` or never (docs/format.md,
+/// "Intents").
+async fn store_sectors(
+    backend: &dyn Backend,
+    name: &DbName,
+    db: DbId,
+    expected: Option<u64>,
+    sectors: &[(Hash, Vec<u8>)],
+) -> Result<(), TransferError> {
+    let now_ms = crate::clock::Clock::System.now_ms();
+    crate::intent::record(backend, name, db, expected.unwrap_or(0), sectors, now_ms).await?;
+    backend
+        .put_sectors(db, sectors)
+        .await
+        .map_err(StorageError::from)?;
+    Ok(())
 }
 
 /// A chunk source for a manifest built from nothing.

@@ -18,6 +18,8 @@ pub struct GcRound {
     pub versions_retired: u64,
     pub sectors_deleted: u64,
     pub sector_bytes_deleted: u64,
+    /// Intent items dealt with (docs/format.md, "Intents").
+    pub intents_collected: u64,
     /// Removed databases of which nothing is left now.
     pub removed: u64,
     /// Runs that failed (logged; the next round tries again).
@@ -34,6 +36,7 @@ impl GcRound {
         self.versions_retired += report.versions_retired;
         self.sectors_deleted += report.sectors_deleted;
         self.sector_bytes_deleted += report.sector_bytes_deleted;
+        self.intents_collected += report.intents_collected;
         self.removed += u64::from(report.removed);
     }
 }
@@ -103,6 +106,7 @@ pub(super) async fn run_in_background(service: std::sync::Arc<Service>) {
                     versions_retired = round.versions_retired,
                     sectors_deleted = round.sectors_deleted,
                     bytes_deleted = round.sector_bytes_deleted,
+                    intents_collected = round.intents_collected,
                     removed = round.removed,
                     errors = round.errors,
                     stopped_at_budget = round.stopped_at_budget,

@@ -107,6 +107,11 @@ impl Metrics {
                 total.sector_bytes_deleted,
             ),
             (
+                "donut_gc_intents_collected_total",
+                "Intent items background gc dealt with (what refused or killed commits stored).",
+                total.intents_collected,
+            ),
+            (
                 "donut_gc_removed_total",
                 "Removed databases background gc cleared away.",
                 total.removed,

@@ -46,6 +46,12 @@ pub fn family_item_key(key: &DbName) -> String {
     format!("f/{key}")
 }
 
+/// The partition key of database `name`'s intent items (sort key:
+/// `IntentKey::sort_number`).
+pub fn intent_key(name: &DbName) -> String {
+    format!("i/{name}")
+}
+
 /// The partition key of a sector of database `db` (sort key 0).
 pub fn sector_key(db: DbId, sector: &Hash) -> String {
     format!("s/{}/{}", db.hex(), hash_hex(sector))

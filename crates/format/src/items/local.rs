@@ -114,6 +114,26 @@ pub fn history_file_name(version: u64) -> String {
     format!("{version:020}")
 }
 
+/// The file of an intent (docs/format.md, "Intents") in its database's
+/// directory under `intents/` (named as history directories are): the
+/// bound in 20 decimal digits and the id in 8 hex digits, so names sort
+/// as keys do. Its bytes are the intent's own (they carry a checksum).
+pub fn intent_file_name(key: crate::IntentKey) -> String {
+    format!("{:020}-{:08x}", key.bound, key.id)
+}
+
+/// The key an intent file's name says; `None` for any other file.
+pub fn parse_intent_file_name(name: &str) -> Option<crate::IntentKey> {
+    let (bound, id) = name.split_once('-')?;
+    if bound.len() != 20 || id.len() != 8 {
+        return None;
+    }
+    Some(crate::IntentKey {
+        bound: bound.parse().ok()?,
+        id: u32::from_str_radix(id, 16).ok()?,
+    })
+}
+
 /// The name, version and body of a meta file; `None` if it is damaged.
 pub fn decode_meta(bytes: &[u8]) -> Option<(DbName, u64, Vec<u8>)> {
     let body_end = bytes.len().checked_sub(META_CHECKSUM_BYTES)?;

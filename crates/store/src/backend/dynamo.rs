@@ -31,9 +31,9 @@ use aws_sdk_dynamodb::types::{
 };
 use donut_format::items::dynamo::{
     ATTR_BODY, ATTR_CODEC, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD, HASH_KEY,
-    RANGE_KEY, catalog_range, family_item_key, gc_key, lock_key, root_key, sector_key,
+    RANGE_KEY, catalog_range, family_item_key, gc_key, intent_key, lock_key, root_key, sector_key,
 };
-use donut_format::{DbId, DbName, Hash, hash, hash_hex};
+use donut_format::{DbId, DbName, Hash, IntentKey, hash, hash_hex};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -344,6 +344,17 @@ fn key(hash_key: String, range: u64) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (HASH_KEY.to_string(), s(hash_key)),
         (RANGE_KEY.to_string(), n(range)),
+    ])
+}
+
+/// The key of one of `name`'s intent items.
+fn intent_item_key(name: &DbName, intent: IntentKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (HASH_KEY.to_string(), s(intent_key(name))),
+        (
+            RANGE_KEY.to_string(),
+            AttributeValue::N(intent.sort_number().to_string()),
+        ),
     ])
 }
 
@@ -1111,6 +1122,7 @@ fn item_kind(item: &Item) -> ItemKind {
         (Some(k), Some(_)) if k.starts_with("r/") => ItemKind::History,
         (Some(k), _) if k.starts_with("l/") => ItemKind::Lock,
         (Some(k), _) if k.starts_with("g/") || k.starts_with("f/") => ItemKind::Gc,
+        (Some(k), _) if k.starts_with("i/") => ItemKind::Intent,
         (Some(k), _) if k.starts_with("s/") => ItemKind::Sector,
         (Some(CATALOG_KEY), _) => ItemKind::Catalog,
         _ => ItemKind::Other,
@@ -1427,6 +1439,76 @@ impl Backend for DynamoBackend {
     ) -> Result<(), BackendError> {
         assert!(!versions.contains(&0), "range key 0 is the current root");
         let keys = versions.iter().map(|&v| key(root_key(name), v)).collect();
+        self.batch_delete(keys).await
+    }
+
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let written = body.len();
+        let mut item = intent_item_key(name, key);
+        item.insert(ATTR_BODY.to_string(), AttributeValue::B(Blob::new(body)));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| self.error("PutItem", e))?;
+        self.count("PutItem", out.consumed_capacity());
+        self.add_bytes(0, written, 0);
+        Ok(())
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let k = intent_key(name);
+        let high = IntentKey {
+            bound: bound_below,
+            id: 0,
+        };
+        if limit == 0 || bound_below == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query(limit, |query| {
+                query
+                    .key_condition_expression("hash_key = :k AND range_key < :hi")
+                    .expression_attribute_values(":k", s(k.as_str()))
+                    .expression_attribute_values(
+                        ":hi",
+                        AttributeValue::N(high.sort_number().to_string()),
+                    )
+            })
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let corrupt =
+                || BackendError::Corrupt(format!("intent item of {k} without a key or body"));
+            let sort = item
+                .get(RANGE_KEY)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<u128>().ok())
+                .and_then(IntentKey::from_sort_number)
+                .ok_or_else(corrupt)?;
+            let body = blob(item, ATTR_BODY).ok_or_else(corrupt)?.to_vec();
+            self.add_bytes(body.len(), 0, 0);
+            out.push((sort, body));
+        }
+        Ok(out)
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        let keys = keys.iter().map(|k| intent_item_key(name, *k)).collect();
         self.batch_delete(keys).await
     }
 

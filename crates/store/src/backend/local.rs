@@ -19,7 +19,7 @@ use super::{
     StoredSummary,
 };
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, Hash, hash_hex};
+use donut_format::{DbId, DbName, Hash, IntentKey, hash_hex};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -175,6 +175,70 @@ impl Inner {
 
     fn history_dir(&self, name: &DbName) -> PathBuf {
         self.dir.join("history").join(local::history_dir_name(name))
+    }
+
+    fn intent_dir(&self, name: &DbName) -> PathBuf {
+        self.dir.join("intents").join(local::history_dir_name(name))
+    }
+
+    /// Writes an intent file: temp file and rename, not synced — an
+    /// intent lost to a machine crash leaks the sectors it lists, loses
+    /// nothing, and a commit pays no fsync for it.
+    fn put_intent(&self, name: &DbName, key: IntentKey, body: &[u8]) -> Result<(), BackendError> {
+        let dir = self.intent_dir(name);
+        fs::create_dir_all(&dir).map_err(|e| unavailable("creating", &dir, e))?;
+        let path = dir.join(local::intent_file_name(key));
+        let tmp = dir.join(format!(".tmp-{}", crate::random_u64()));
+        fs::write(&tmp, body)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                unavailable("writing", &path, e)
+            })
+    }
+
+    fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let dir = self.intent_dir(name);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(unavailable("listing", &dir, e)),
+        };
+        let mut keys: Vec<IntentKey> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| local::parse_intent_file_name(e.file_name().to_str()?))
+            .filter(|key| key.bound < bound_below)
+            .collect();
+        keys.sort_unstable();
+        let mut out = Vec::new();
+        for key in keys.into_iter().take(limit) {
+            let path = dir.join(local::intent_file_name(key));
+            match fs::read(&path) {
+                Ok(body) => out.push((key, body)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {} // deleted meanwhile
+                Err(e) => return Err(unavailable("reading", &path, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        let dir = self.intent_dir(name);
+        for key in keys {
+            let path = dir.join(local::intent_file_name(*key));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &path, e)),
+            }
+        }
+        let _ = fs::remove_dir(&dir); // only if empty
+        Ok(())
     }
 
     /// Kept root versions of `name` below `below`, newest first, at most
@@ -647,6 +711,34 @@ impl Backend for LocalBackend {
             .await?
     }
 
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.put_intent(&name, key, &body))
+            .await?
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.list_intents(&name, bound_below, limit))
+            .await?
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        let (name, keys) = (name.clone(), keys.to_vec());
+        self.blocking(move |inner| inner.delete_intents(&name, &keys))
+            .await?
+    }
+
     /// Sectors first, then the root swap with its fence under one lock.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         if !commit.sectors.is_empty() {
@@ -679,12 +771,23 @@ impl Backend for LocalBackend {
                 };
                 summary.add(kind, entry.metadata().map_or(0, |m| m.len()));
             }
-            let history = inner.dir.join("history");
-            for dir in fs::read_dir(&history).map_err(|e| unavailable("listing", &history, e))? {
-                let dir = dir.map_err(|e| unavailable("listing", &history, e))?.path();
-                for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
-                    let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
-                    summary.add(ItemKind::History, entry.metadata().map_or(0, |m| m.len()));
+            for (sub, kind) in [
+                ("history", ItemKind::History),
+                ("intents", ItemKind::Intent),
+            ] {
+                let top = inner.dir.join(sub);
+                let dirs = match fs::read_dir(&top) {
+                    Ok(dirs) => dirs,
+                    // A store no intent was ever written to has none.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(unavailable("listing", &top, e)),
+                };
+                for dir in dirs {
+                    let dir = dir.map_err(|e| unavailable("listing", &top, e))?.path();
+                    for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
+                        let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
+                        summary.add(kind, entry.metadata().map_or(0, |m| m.len()));
+                    }
                 }
             }
             Ok(summary)

@@ -3,7 +3,7 @@
 
 use super::{Backend, BackendError, Commit, ItemKind, Meta, MetaKind, PutMetaError, StoredSummary};
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, Hash};
+use donut_format::{DbId, DbName, Hash, IntentKey};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,6 +13,8 @@ struct State {
     /// Every root written, by name and version (docs/format.md, "History").
     history: BTreeMap<(DbName, u64), Meta>,
     sectors: HashMap<(DbId, Hash), Arc<[u8]>>,
+    /// Intent items by name and key (docs/format.md, "Intents").
+    intents: BTreeMap<(DbName, IntentKey), Vec<u8>>,
 }
 
 impl State {
@@ -206,6 +208,44 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.state().intents.insert((name.clone(), key), body);
+        Ok(())
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let state = self.state();
+        let low = IntentKey { bound: 0, id: 0 };
+        let high = IntentKey {
+            bound: bound_below,
+            id: 0,
+        };
+        Ok(state
+            .intents
+            .range((name.clone(), low)..(name.clone(), high))
+            .take(limit)
+            .map(|((_, key), body)| (*key, body.clone()))
+            .collect())
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        let mut state = self.state();
+        for key in keys {
+            state.intents.remove(&(name.clone(), *key));
+        }
+        Ok(())
+    }
+
     /// One step under the store's lock: the fence, the root's version and
     /// the sectors are checked and written together.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
@@ -248,6 +288,9 @@ impl Backend for MemoryBackend {
         }
         for sector in state.sectors.values() {
             summary.add(ItemKind::Sector, sector.len() as u64);
+        }
+        for body in state.intents.values() {
+            summary.add(ItemKind::Intent, body.len() as u64);
         }
         Ok(summary)
     }

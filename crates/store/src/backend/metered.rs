@@ -12,7 +12,7 @@ use donut_format::items::dynamo::{
     META_ITEM_OVERHEAD_BYTES as META_ITEM_OVERHEAD,
     SECTOR_ITEM_OVERHEAD_BYTES as SECTOR_ITEM_OVERHEAD,
 };
-use donut_format::{DbId, DbName, Hash};
+use donut_format::{DbId, DbName, Hash, IntentKey};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,12 +23,18 @@ fn read_units(item_bytes: usize, consistent: bool) -> f64 {
     if consistent { units } else { units / 2.0 }
 }
 
-/// Write units: 1 KB each.
 /// A meta item's size as DynamoDB bills it: its body, keys and version.
 fn meta_item_bytes(name: &DbName, meta: &Meta) -> usize {
     meta.body.len() + META_ITEM_OVERHEAD + name.as_str().len()
 }
 
+/// An intent item's size as DynamoDB bills it: its body, keys and sort
+/// number (up to 29 digits: 16 bytes).
+fn intent_item_bytes(name: &DbName, body: &[u8]) -> usize {
+    body.len() + META_ITEM_OVERHEAD + name.as_str().len() + 8
+}
+
+/// Write units: 1 KB each.
 fn write_units(item_bytes: usize) -> f64 {
     item_bytes.div_ceil(1024).max(1) as f64
 }
@@ -272,6 +278,46 @@ impl<B: Backend> super::Layer for Metered<B> {
         out
     }
 
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        let size = intent_item_bytes(name, &body);
+        self.inner.put_intent(name, key, body).await?;
+        self.add("PutItem", 1, 0.0, write_units(size), 0, size);
+        Ok(())
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        let out = self.inner.list_intents(name, bound_below, limit).await?;
+        let size: usize = out.iter().map(|(_, b)| intent_item_bytes(name, b)).sum();
+        self.add("Query", 1, read_units(size, true), 0.0, size, 0);
+        Ok(out)
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        // Billed by the size of the item deleted: read first, as for history.
+        let stored = self.inner.list_intents(name, u64::MAX, usize::MAX).await?;
+        let wcu: f64 = keys
+            .iter()
+            .map(|key| {
+                let body = stored.iter().find(|(k, _)| k == key).map(|(_, b)| b);
+                write_units(body.map_or(0, |b| intent_item_bytes(name, b)))
+            })
+            .sum();
+        self.inner.delete_intents(name, keys).await?;
+        let requests = keys.len().div_ceil(BATCH_WRITE_MAX) as u64;
+        self.add("BatchWriteItem", requests, 0.0, wcu, 0, 0);
+        Ok(())
+    }
+
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let one_request = self
             .inner
@@ -384,6 +430,16 @@ impl<B: Backend> super::Layer for Latency<B> {
     async fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         self.wait().await;
         self.inner.put_sectors(db, sectors).await
+    }
+
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.wait().await;
+        self.inner.put_intent(name, key, body).await
     }
 
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {

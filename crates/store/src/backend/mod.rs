@@ -15,7 +15,7 @@ pub mod metered;
 
 use crate::stats::RequestStats;
 use async_trait::async_trait;
-use donut_format::{DbId, DbName, Hash};
+use donut_format::{DbId, DbName, Hash, IntentKey};
 use std::sync::{Arc, Mutex};
 
 /// Which meta item of a database.
@@ -160,6 +160,8 @@ pub enum ItemKind {
     Catalog,
     /// `gc`'s bookkeeping: a database's GC state, a family's item.
     Gc,
+    /// An intent item (docs/format.md, "Intents").
+    Intent,
     /// Anything else in the store (not DonutDB's).
     Other,
 }
@@ -173,6 +175,7 @@ impl ItemKind {
             ItemKind::Sector => "sector",
             ItemKind::Catalog => "catalog",
             ItemKind::Gc => "gc",
+            ItemKind::Intent => "intent",
             ItemKind::Other => "other",
         }
     }
@@ -288,6 +291,29 @@ pub trait Backend: Send + Sync + 'static {
         name: &DbName,
         expected: u64,
     ) -> Result<(), PutMetaError>;
+
+    /// Stores an intent item of `name` (docs/format.md, "Intents"): the
+    /// body as `donut_format::Intent` encodes it. Writing the same key
+    /// again stores the same item.
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError>;
+
+    /// `name`'s intent items whose bound is below `bound_below`, in key
+    /// order, at most `limit` of them. Strongly consistent.
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError>;
+
+    /// Deletes intent items (`gc`, once what they list is dealt with).
+    /// Absent ones are no error.
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError>;
 
     /// Would `commit` send these sectors and the root (and a fence's
     /// check, if `fenced`) in one request?
@@ -473,6 +499,28 @@ pub trait Layer: Send + Sync + 'static {
         self.inner().delete_meta(kind, name, expected).await
     }
 
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        self.inner().put_intent(name, key, body).await
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        self.inner().list_intents(name, bound_below, limit).await
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        self.inner().delete_intents(name, keys).await
+    }
+
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
         self.inner().commits_in_one_request(sectors, fenced)
     }
@@ -569,6 +617,28 @@ impl<L: Layer> Backend for L {
         expected: u64,
     ) -> Result<(), PutMetaError> {
         Layer::delete_meta(self, kind, name, expected).await
+    }
+
+    async fn put_intent(
+        &self,
+        name: &DbName,
+        key: IntentKey,
+        body: Vec<u8>,
+    ) -> Result<(), BackendError> {
+        Layer::put_intent(self, name, key, body).await
+    }
+
+    async fn list_intents(
+        &self,
+        name: &DbName,
+        bound_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
+        Layer::list_intents(self, name, bound_below, limit).await
+    }
+
+    async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
+        Layer::delete_intents(self, name, keys).await
     }
 
     fn commits_in_one_request(&self, sectors: &[(Hash, Vec<u8>)], fenced: bool) -> bool {
