@@ -179,4 +179,7 @@ async fn conformance_gc_suite() {
         harness("conformance-g-5").await,
     )
     .await;
+    a_refused_large_commit_leaves_nothing_after_gc(harness("conformance-g-7").await).await;
+    a_spilled_transaction_rolled_back_leaves_nothing_after_gc(harness("conformance-g-8").await)
+        .await;
 }
