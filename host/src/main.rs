@@ -111,6 +111,9 @@ enum Command {
     /// Create a database sharing another's pages (no copy), then written
     /// independently.
     Fork(commands::fork::Args),
+    /// Import a file the Go DonutDB stored (v1 or v2 layout) as a new
+    /// database, in one commit, and check it.
+    Migrate(commands::migrate::Args),
     /// Remove a database (atomically; its storage is reclaimed by gc).
     Rm(commands::rm::Args),
     /// Retire versions older than the retention (default 7 days) and delete
@@ -245,6 +248,11 @@ async fn main_async(cli: Cli) -> Result<i32> {
         return commands::completion::run(<Cli as clap::CommandFactory>::command(), args);
     }
     let env = env(&cli).await?;
+    // The Go DonutDB's table: reached as the global options say.
+    let migrate_source = match &cli.command {
+        Command::Migrate(args) => Some(dynamo_options(&cli, args.source_table())),
+        _ => None,
+    };
     let code = match cli.command {
         Command::Run(args) => commands::run::run(&env, args).await?,
         Command::Sql(args) => commands::sql::run(&env, args).await?,
@@ -258,6 +266,10 @@ async fn main_async(cli: Cli) -> Result<i32> {
         Command::Versions(args) => commands::versions::run(&env, args).await?,
         Command::Restore(args) => commands::restore::run(&env, args).await?,
         Command::Fork(args) => commands::fork::run(&env, args).await?,
+        Command::Migrate(args) => {
+            let source = migrate_source.context("the source table's options")?;
+            commands::migrate::run(&env, args, source).await?
+        }
         Command::Serve(args) => commands::serve::run(&env, args).await?,
         Command::Debug(command) => commands::debug::run(&env, command).await?,
         Command::CreateTable | Command::Tenant(_) | Command::Completion(_) => {

@@ -15,6 +15,7 @@ mod gc;
 mod history;
 mod libsql;
 mod lost_answers;
+mod migrate;
 mod sector_cache;
 mod serve;
 mod session;

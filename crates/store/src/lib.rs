@@ -12,7 +12,8 @@
 //!   [`disk_cache`]: the persistent sector cache shared by processes;
 //! - [`grant`], [`quota`], [`clock`]: which databases an instance may use
 //!   and how, what one call may ask of storage, and time;
-//! - [`transfer`]: push and pull of SQLite files;
+//! - [`transfer`]: push and pull of SQLite files; [`migrate`]: reading
+//!   the Go DonutDB's files;
 //! - [`stats`]: request counters; [`error`]: the storage error.
 
 pub mod backend;
@@ -26,6 +27,7 @@ pub mod grant;
 pub mod history;
 pub mod intent;
 pub mod lease;
+pub mod migrate;
 pub mod quota;
 pub mod stats;
 pub mod transfer;

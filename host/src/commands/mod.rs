@@ -9,6 +9,7 @@ pub mod debug;
 pub mod fork;
 pub mod gc;
 pub mod ls;
+pub mod migrate;
 pub mod pull;
 pub mod push;
 pub mod restore;
