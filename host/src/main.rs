@@ -82,6 +82,13 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 1024, value_name = "MIB")]
     sector_cache_mb: u64,
 
+    /// Append a JSON line per VFS call SQLite makes (time, action, file,
+    /// offset, length, result, duration, root version) to FILE: for `sql`,
+    /// `shell` and `run`. The component may then write that file's
+    /// directory.
+    #[arg(long, global = true, value_name = "FILE")]
+    change_log: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -211,6 +218,7 @@ async fn env(cli: &Cli) -> Result<Env> {
         time_limit,
         cache_dir,
         sector_cache,
+        change_log: cli.change_log.clone(),
     })
 }
 

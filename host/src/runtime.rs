@@ -3,7 +3,7 @@
 //! per call with its own WASI context, storage grant and memory limit.
 
 use crate::storage::{self, QuotaExceeded, QuotaUse, StorageCtx};
-use donut_format::limits::MEMORY_LIMIT_ENV;
+use donut_format::limits::{CHANGE_LOG_ENV, MEMORY_LIMIT_ENV};
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,6 +136,8 @@ pub enum RunError {
         "{label}: a CPU limit was asked for, but this runtime was built without fuel (RuntimeOptions::fuel)"
     )]
     NoFuel { label: String },
+    #[error("{label}: the change log cannot be granted: {detail}")]
+    ChangeLog { label: String, detail: String },
 }
 
 impl RunError {
@@ -150,7 +152,8 @@ impl RunError {
             RunError::Instantiate { .. }
             | RunError::Trap { .. }
             | RunError::NoTimeLimits { .. }
-            | RunError::NoFuel { .. } => None,
+            | RunError::NoFuel { .. }
+            | RunError::ChangeLog { .. } => None,
         }
     }
 }
@@ -420,6 +423,33 @@ impl wasmtime_wasi::HostMonotonicClock for VirtualClock {
     }
 }
 
+/// Where a guest sees the directory of its change log.
+const CHANGE_LOG_GUEST_DIR: &str = "/donut-change-log";
+
+/// Grants the guest the directory of `path` and names the file to it.
+fn grant_change_log(
+    wasi: &mut WasiCtxBuilder,
+    path: &std::path::Path,
+    label: &str,
+) -> Result<(), RunError> {
+    let refused = |why: String| RunError::ChangeLog {
+        label: label.to_string(),
+        detail: format!("{}: {why}", path.display()),
+    };
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .ok_or_else(|| refused("not a file name".into()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    wasi.preopened_dir(dir, CHANGE_LOG_GUEST_DIR, wasmtime_wasi::FsPerms::ReadWrite)
+        .map_err(|e| refused(e.to_string()))?;
+    wasi.env(CHANGE_LOG_ENV, format!("{CHANGE_LOG_GUEST_DIR}/{file}"));
+    Ok(())
+}
+
 /// Bytes of the repeating random sequence a deterministic guest draws from
 /// (a prime, so u64 draws do not repeat soon).
 const DETERMINISTIC_RANDOM_BYTES: usize = 65_537;
@@ -452,6 +482,10 @@ pub struct Call {
     pub fuel_max: Option<u64>,
     /// Virtual clocks and seeded randomness; `None`: the real ones.
     pub determinism: Option<Determinism>,
+    /// Append the change log (a JSON line per VFS call) to this file: the
+    /// guest is granted its directory, read and write, and told the file
+    /// (`CHANGE_LOG_ENV`). `None`: no file system at all, as usual.
+    pub change_log: Option<std::path::PathBuf>,
 }
 
 impl Call {
@@ -464,6 +498,7 @@ impl Call {
             time_limit: None,
             fuel_max: None,
             determinism: None,
+            change_log: None,
         }
     }
 }
@@ -818,6 +853,9 @@ impl Runtime {
                 None
             }
         };
+        if let Some(path) = &call.change_log {
+            grant_change_log(&mut wasi, path, &program.label)?;
+        }
         if let Some(determinism) = &call.determinism {
             let bytes = seeded_bytes(determinism.seed);
             wasi.wall_clock(VirtualClock(determinism.clock_ms.clone()))

@@ -340,3 +340,97 @@ fn two_shells_inserting_at_once_lose_no_insert_to_the_commit_race() {
         Some("100,100")
     );
 }
+
+/// `--change-log FILE`: a JSON line per VFS call (the Go DonutDB's change
+/// log writer), appended across processes; nothing when off.
+#[test]
+fn the_change_log_has_a_json_line_per_vfs_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let log = dir.path().join("change.jsonl");
+    let log_arg = log.to_str().unwrap();
+    ok(&store, &["create", "c.db"]);
+    ok(
+        &store,
+        &[
+            "--change-log",
+            log_arg,
+            "sql",
+            "c.db",
+            "create table t(x); insert into t values (1), (2)",
+        ],
+    );
+    ok(
+        &store,
+        &[
+            "--change-log",
+            log_arg,
+            "sql",
+            "c.db",
+            "select count(*) from t",
+        ],
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let actions: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l["action"].as_str()).collect();
+    for action in ["read", "write", "sync", "lock", "unlock", "file_size"] {
+        assert!(actions.contains(action), "no {action}: {actions:?}");
+    }
+    for line in &lines {
+        assert!(line["ts_ms"].as_u64().is_some_and(|t| t > 0), "{line}");
+        assert!(line["duration_us"].as_u64().is_some(), "{line}");
+        assert!(
+            line["result"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("SQLITE_")),
+            "{line}"
+        );
+    }
+    let writes: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["action"] == "write" && l["file"] == "c.db")
+        .collect();
+    assert!(!writes.is_empty());
+    assert!(
+        writes
+            .iter()
+            .all(|w| w["offset"].as_u64().is_some() && w["length"] == 4096)
+    );
+    // The commit's sync moves the version the file reads to the new root.
+    let sync = lines
+        .iter()
+        .find(|l| l["action"] == "sync" && l["file"] == "c.db")
+        .expect("a sync of the database");
+    assert_eq!(sync["result"], "SQLITE_OK");
+    let versions: Vec<u64> = lines.iter().filter_map(|l| l["version"].as_u64()).collect();
+    // Created at 1; the table's commit 2, the insert's 3.
+    assert_eq!(versions.iter().max(), Some(&3), "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    // Off: nothing more is written.
+    ok(&store, &["sql", "c.db", "insert into t values (3)"]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+    // A directory that is not there: a clear error, nothing run.
+    let missing = dir.path().join("nowhere/log.jsonl");
+    let err = fails(
+        &store,
+        &[
+            "--change-log",
+            missing.to_str().unwrap(),
+            "sql",
+            "c.db",
+            "insert into t values (4)",
+        ],
+    );
+    assert!(err.contains("change log"), "{err}");
+    assert_eq!(
+        ok(
+            &store,
+            &["sql", "c.db", "select count(*) from t", "--format", "csv"]
+        ),
+        "count(*)\n3\n"
+    );
+}

@@ -38,3 +38,8 @@ pub const ITEM_BYTES_MAX: usize = 400 * 1024;
 /// memory limit in bytes; the guest sizes its journal budget and spill
 /// threshold from it.
 pub const MEMORY_LIMIT_ENV: &str = "DONUT_MEMORY_LIMIT_BYTES";
+
+/// The environment variable naming a file, in the guest's own file system,
+/// to append the change log to (a JSON line per VFS call); the host's
+/// `--change-log FILE` sets it and grants only that file's directory.
+pub const CHANGE_LOG_ENV: &str = "DONUT_CHANGE_LOG";

@@ -14,6 +14,7 @@
 //! was, and SQLite result-code names).
 
 mod cache;
+mod change_log;
 mod error;
 mod main_file;
 mod memfs;
@@ -22,6 +23,7 @@ pub mod port;
 mod shared;
 mod sqlite_vfs;
 
+pub use donut_format::limits::CHANGE_LOG_ENV;
 pub use error::{
     Error, describe_sqlite_error, describe_storage_error, error_code_name, last_storage_error,
 };

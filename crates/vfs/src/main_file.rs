@@ -67,7 +67,7 @@ pub(crate) fn decode_root(name: &str, stored: &StoredRoot) -> Result<Root, Strin
     Ok(root)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -497,6 +497,11 @@ impl MainDb {
 
     /// The root version this connection reads: in a transaction, the
     /// snapshot it pinned; between transactions, the last root it saw.
+    /// The database's name, as opened.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn snapshot_version(&self) -> u64 {
         self.snapshot.version
     }

@@ -8,6 +8,7 @@
 //! A build that shares a VFS across threads puts this behind a mutex.
 
 use crate::cache::Caches;
+use crate::change_log;
 use crate::main_file::{self, Fail, MainDb};
 use crate::memfs::MemFs;
 use crate::memory::MemoryPlan;
@@ -54,6 +55,10 @@ pub struct Vfs {
     /// Databases whose last root read said they no longer exist (removed,
     /// maybe created again under the same name since).
     pub(crate) moved: RefCell<HashSet<String>>,
+    /// Where the change log goes, if anywhere ([`Vfs::set_change_log`]).
+    pub(crate) change_log: RefCell<Option<change_log::Sink>>,
+    /// `change_log` is set: the one thing a call checks when it is not.
+    pub(crate) logging: Cell<bool>,
 }
 
 impl Vfs {
@@ -71,7 +76,25 @@ impl Vfs {
             exclusive: RefCell::default(),
             decoded: RefCell::default(),
             moved: RefCell::default(),
+            change_log: RefCell::default(),
+            logging: Cell::new(false),
         }
+    }
+
+    /// Writes a JSON line per VFS call to `sink` from now on (`None`:
+    /// stops). The Go DonutDB's `WithChangeLogWriter`; see
+    /// `change_log` for the fields.
+    pub fn set_change_log(&self, sink: Option<Box<dyn std::io::Write>>) {
+        self.logging.set(sink.is_some());
+        *self.change_log.borrow_mut() = sink;
+    }
+
+    /// Logs `call` (which returned `code`) if the change log is on.
+    pub(crate) fn log(&self, call: &change_log::Call<'_>, code: i32, version: Option<u64>) {
+        let line = change_log::line(call, code, version);
+        let mut sink = self.change_log.borrow_mut();
+        change_log::write(&mut sink, &line);
+        self.logging.set(sink.is_some());
     }
 
     /// The storage this VFS reads and commits through.

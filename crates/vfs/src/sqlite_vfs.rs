@@ -307,7 +307,127 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     ffi::SQLITE_OK
 }
 
+// The io methods SQLite calls: each the `unlogged_` one below, logged
+// when the change log is on (`crate::change_log`).
+
 unsafe extern "C" fn x_read(
+    file: *mut ffi::sqlite3_file,
+    buf: *mut c_void,
+    amount: c_int,
+    offset: ffi::sqlite3_int64,
+) -> c_int {
+    let (at, len) = (Some(offset as u64), Some(amount as u64));
+    unsafe {
+        logged(file, "read", at, len, || {
+            unlogged_read(file, buf, amount, offset)
+        })
+    }
+}
+
+unsafe extern "C" fn x_write(
+    file: *mut ffi::sqlite3_file,
+    buf: *const c_void,
+    amount: c_int,
+    offset: ffi::sqlite3_int64,
+) -> c_int {
+    let (at, len) = (Some(offset as u64), Some(amount as u64));
+    unsafe {
+        logged(file, "write", at, len, || {
+            unlogged_write(file, buf, amount, offset)
+        })
+    }
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+    let len = Some(size as u64);
+    unsafe {
+        logged(file, "truncate", None, len, || {
+            unlogged_truncate(file, size)
+        })
+    }
+}
+
+unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    unsafe { logged(file, "sync", None, None, || unlogged_sync(file, flags)) }
+}
+
+unsafe extern "C" fn x_file_size(
+    file: *mut ffi::sqlite3_file,
+    out: *mut ffi::sqlite3_int64,
+) -> c_int {
+    unsafe {
+        logged(file, "file_size", None, None, || {
+            unlogged_file_size(file, out)
+        })
+    }
+}
+
+unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    let level_asked = Some(level as u64);
+    unsafe {
+        logged(file, "lock", None, level_asked, || {
+            unlogged_lock(file, level)
+        })
+    }
+}
+
+unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    let level_asked = Some(level as u64);
+    unsafe {
+        logged(file, "unlock", None, level_asked, || {
+            unlogged_unlock(file, level)
+        })
+    }
+}
+
+unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    unsafe {
+        logged(file, "check_reserved_lock", None, None, || {
+            unlogged_check_reserved_lock(file, out)
+        })
+    }
+}
+
+/// Runs `call` on `file`; with the change log on, logs it (the file's
+/// name, the root version it reads after the call).
+unsafe fn logged(
+    file: *mut ffi::sqlite3_file,
+    action: &'static str,
+    offset: Option<u64>,
+    length: Option<u64>,
+    call: impl FnOnce() -> c_int,
+) -> c_int {
+    let vfs = unsafe { inner(file) }.vfs();
+    if !vfs.logging.get() {
+        return call();
+    }
+    let started = std::time::Instant::now();
+    let code = call();
+    let (name, version) = match unsafe { inner(file) } {
+        Inner::Main(db) => (db.name().to_string(), Some(db.snapshot_version())),
+        Inner::Mem { name, .. } => (name.clone().unwrap_or_else(|| "(temporary)".into()), None),
+    };
+    let logged = crate::change_log::Call {
+        action,
+        file: &name,
+        offset,
+        length,
+        started,
+    };
+    vfs.log(&logged, code, version);
+    code
+}
+
+impl Inner {
+    fn vfs(&self) -> &'static Vfs {
+        match self {
+            Inner::Main(db) => db.vfs(),
+            Inner::Mem { vfs, .. } => vfs,
+        }
+    }
+}
+
+unsafe extern "C" fn unlogged_read(
     file: *mut ffi::sqlite3_file,
     buf: *mut c_void,
     amount: c_int,
@@ -328,7 +448,7 @@ unsafe extern "C" fn x_read(
     }
 }
 
-unsafe extern "C" fn x_write(
+unsafe extern "C" fn unlogged_write(
     file: *mut ffi::sqlite3_file,
     buf: *const c_void,
     amount: c_int,
@@ -350,7 +470,10 @@ unsafe extern "C" fn x_write(
     }
 }
 
-unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
+unsafe extern "C" fn unlogged_truncate(
+    file: *mut ffi::sqlite3_file,
+    size: ffi::sqlite3_int64,
+) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => db.truncate(size as u64),
         Inner::Mem { data, .. } => memfs::truncate(data, size as usize),
@@ -358,7 +481,7 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+unsafe extern "C" fn unlogged_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => match db.sync() {
             Ok(()) => ffi::SQLITE_OK,
@@ -368,7 +491,7 @@ unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_in
     }
 }
 
-unsafe extern "C" fn x_file_size(
+unsafe extern "C" fn unlogged_file_size(
     file: *mut ffi::sqlite3_file,
     out: *mut ffi::sqlite3_int64,
 ) -> c_int {
@@ -380,7 +503,7 @@ unsafe extern "C" fn x_file_size(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+unsafe extern "C" fn unlogged_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => match db.lock(level) {
             Ok(()) => ffi::SQLITE_OK,
@@ -390,14 +513,17 @@ unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
     }
 }
 
-unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+unsafe extern "C" fn unlogged_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     if let Inner::Main(db) = unsafe { inner(file) } {
         db.unlock(level);
     }
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+unsafe extern "C" fn unlogged_check_reserved_lock(
+    file: *mut ffi::sqlite3_file,
+    out: *mut c_int,
+) -> c_int {
     // Writers never lock storage; only this connection's own state counts.
     let reserved = match unsafe { inner(file) } {
         Inner::Main(db) => db.lock_level() >= ffi::SQLITE_LOCK_RESERVED,

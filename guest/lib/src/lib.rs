@@ -49,8 +49,27 @@ pub const BUSY_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_
 
 thread_local! {
     /// The `donut` VFS over this instance's `donut:storage` imports,
-    /// registered on first use.
-    static VFS: &'static Vfs = donut_vfs::register(VFS_NAME, Box::new(port::WitPort));
+    /// registered on first use (with the change log `DONUT_CHANGE_LOG`
+    /// names, if any).
+    static VFS: &'static Vfs = {
+        let vfs = donut_vfs::register(VFS_NAME, Box::new(port::WitPort));
+        if let Some(path) = std::env::var_os(CHANGE_LOG_ENV) {
+            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(file) => vfs.set_change_log(Some(Box::new(file))),
+                Err(e) => eprintln!("donutdb: no change log at {}: {e}", path.to_string_lossy()),
+            }
+        }
+        vfs
+    };
+}
+
+pub use donut_vfs::CHANGE_LOG_ENV;
+
+/// Writes the change log — a JSON line per VFS call SQLite makes (time,
+/// action, file, offset, length, result, duration, root version) — to
+/// `sink` from now on; `None` stops it. Free when off.
+pub fn set_change_log(sink: Option<Box<dyn std::io::Write>>) {
+    vfs().set_change_log(sink);
 }
 
 fn vfs() -> &'static Vfs {

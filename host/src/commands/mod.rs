@@ -61,6 +61,8 @@ pub struct Env {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Sectors in memory and, unless --no-sector-cache, on disk.
     pub sector_cache: Arc<SectorCache>,
+    /// `--change-log FILE`: where components append a JSON line per VFS call.
+    pub change_log: Option<std::path::PathBuf>,
 }
 
 impl Env {
@@ -81,6 +83,7 @@ impl Env {
         let mut call = Call::new(args, self.storage(grant));
         call.memory_limit_bytes = self.memory_limit_bytes;
         call.time_limit = self.time_limit;
+        call.change_log = self.change_log.clone();
         let outcome = self.runtime.run(program, call).await?;
         Ok(outcome.exit_code)
     }
