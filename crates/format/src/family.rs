@@ -6,8 +6,8 @@
 //! GC state or root of the fork is written) and by `gc` (a member whose
 //! removal it completes).
 
+use crate::sealed::{CHECKSUM_LEN, seal, unseal};
 use crate::{DbId, DbName, FormatError};
-use sha2::{Digest, Sha256};
 
 pub const FAMILY_MAGIC: [u8; 4] = *b"DFM1";
 /// Most entries a family holds: a fork past it is refused. Bounds the
@@ -15,7 +15,6 @@ pub const FAMILY_MAGIC: [u8; 4] = *b"DFM1";
 /// run reads per family.
 pub const FAMILY_MEMBERS_MAX: usize = 512;
 const HEADER_LEN: usize = 4 + 1 + 3 + 2;
-const CHECKSUM_LEN: usize = 8;
 /// `flags` bit: [`Family::incomplete`].
 const FLAG_INCOMPLETE: u8 = 1;
 /// Member `flags` bits.
@@ -88,28 +87,14 @@ impl Family {
                 out.extend_from_slice(&source.fork_version.to_le_bytes());
             }
         }
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        seal(&mut out);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Family, FormatError> {
         const WHAT: &str = "family";
         let invalid = |detail: String| FormatError::Invalid { what: WHAT, detail };
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                len: bytes.len(),
-                need: HEADER_LEN + CHECKSUM_LEN,
-            });
-        }
-        if bytes[..4] != FAMILY_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if Sha256::digest(body)[..CHECKSUM_LEN] != *checksum {
-            return Err(FormatError::Checksum { what: WHAT });
-        }
+        let body = unseal(bytes, WHAT, &FAMILY_MAGIC, HEADER_LEN)?;
         let flags = body[4];
         if flags & !FLAG_INCOMPLETE != 0 || body[5..8] != [0, 0, 0] {
             return Err(invalid(format!("unknown flags {flags:#04x}")));

@@ -3,13 +3,12 @@
 //! the restores and forks it must not collect under. Replaced by
 //! compare-and-swap like a root, by `gc`, `restore` and `fork`.
 
+use crate::sealed::{CHECKSUM_LEN, seal, unseal};
 use crate::{DbId, FormatError};
-use sha2::{Digest, Sha256};
 
 pub const GC_STATE_MAGIC: [u8; 4] = *b"DGC1";
 const HEADER_LEN: usize = 4 + 1 + 3 + 8 + 8 + 2;
 const MARK_LEN: usize = 24;
-const CHECKSUM_LEN: usize = 8;
 /// Most restore marks a state holds (a restore refuses to start past it).
 pub const RESTORE_MARKS_MAX: usize = 1024;
 /// `flags` bit: [`GcState::forked`].
@@ -71,41 +70,27 @@ impl GcState {
             out.extend_from_slice(&mark.txn_id.to_le_bytes());
             out.extend_from_slice(&mark.started_ms.to_le_bytes());
         }
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        seal(&mut out);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<GcState, FormatError> {
         const WHAT: &str = "gc state";
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                len: bytes.len(),
-                need: HEADER_LEN + CHECKSUM_LEN,
-            });
-        }
-        if bytes[..4] != GC_STATE_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
-        let count = u16::from_le_bytes([bytes[24], bytes[25]]) as usize;
-        let flags = bytes[4];
+        let body = unseal(bytes, WHAT, &GC_STATE_MAGIC, HEADER_LEN)?;
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8"));
+        let count = u16::from_le_bytes([body[24], body[25]]) as usize;
+        let flags = body[4];
         let marks_at = match flags & FLAG_FAMILY != 0 {
             true => HEADER_LEN + FAMILY_LEN,
             false => HEADER_LEN,
         };
-        let need = marks_at + count * MARK_LEN + CHECKSUM_LEN;
-        if bytes.len() != need {
+        let need = marks_at + count * MARK_LEN;
+        if body.len() != need {
             return Err(FormatError::Truncated {
                 what: WHAT,
                 len: bytes.len(),
-                need,
+                need: need + CHECKSUM_LEN,
             });
-        }
-        let body = &bytes[..need - CHECKSUM_LEN];
-        if Sha256::digest(body)[..CHECKSUM_LEN] != bytes[need - CHECKSUM_LEN..] {
-            return Err(FormatError::Checksum { what: WHAT });
         }
         if flags & !(FLAG_FORKED | FLAG_FAMILY) != 0 || bytes[5..8] != [0, 0, 0] {
             return Err(FormatError::Invalid {

@@ -12,6 +12,7 @@
 //! version carries its `txn_id`, or it never commits.
 
 use crate::limits::{ITEM_BYTES_MAX, SECTORS_PER_CALL_MAX};
+use crate::sealed::{CHECKSUM_LEN, seal, unseal};
 use crate::{DbId, FormatError, Hash, Salt};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +20,6 @@ pub const INTENT_MAGIC: [u8; 4] = *b"DIN1";
 const HEADER_LEN: usize = 4 + 1 + 3 + 16 + 8 + 8 + 8 + 4;
 /// A key: hash (32), level (1), slot (4).
 const KEY_LEN: usize = 32 + 1 + 4;
-const CHECKSUM_LEN: usize = 8;
 /// Most keys one intent lists: one `put-sectors` call's.
 pub const INTENT_KEYS_MAX: usize = SECTORS_PER_CALL_MAX;
 /// The largest intent body, with room for its item's key and attributes.
@@ -122,37 +122,23 @@ impl Intent {
             out.push(sector.level);
             out.extend_from_slice(&sector.slot.to_le_bytes());
         }
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum[..CHECKSUM_LEN]);
+        seal(&mut out);
         debug_assert!(out.len() <= INTENT_BYTES_MAX);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Intent, FormatError> {
         const WHAT: &str = "intent";
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+        let body = unseal(bytes, WHAT, &INTENT_MAGIC, HEADER_LEN)?;
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8"));
+        let count = u32::from_le_bytes(body[48..52].try_into().expect("4")) as usize;
+        let need = HEADER_LEN + count.saturating_mul(KEY_LEN);
+        if body.len() != need {
             return Err(FormatError::Truncated {
                 what: WHAT,
                 len: bytes.len(),
-                need: HEADER_LEN + CHECKSUM_LEN,
+                need: need.saturating_add(CHECKSUM_LEN),
             });
-        }
-        if bytes[..4] != INTENT_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
-        let count = u32::from_le_bytes(bytes[48..52].try_into().expect("4")) as usize;
-        let need = HEADER_LEN + count.saturating_mul(KEY_LEN) + CHECKSUM_LEN;
-        if bytes.len() != need {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                len: bytes.len(),
-                need,
-            });
-        }
-        let body = &bytes[..need - CHECKSUM_LEN];
-        if Sha256::digest(body)[..CHECKSUM_LEN] != bytes[need - CHECKSUM_LEN..] {
-            return Err(FormatError::Checksum { what: WHAT });
         }
         if bytes[4..8] != [0; 4] || count == 0 || count > INTENT_KEYS_MAX {
             return Err(FormatError::Invalid {

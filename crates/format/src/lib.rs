@@ -18,6 +18,7 @@ mod manifest;
 mod name;
 mod root;
 pub mod salt;
+mod sealed;
 pub mod sqlite_header;
 mod tombstone;
 
