@@ -56,6 +56,9 @@ pub struct Metered<B> {
     /// The size of each meta item as last seen (read or written): DynamoDB
     /// bills a put on the larger of the item it replaces and the new one.
     meta_sizes: Mutex<std::collections::HashMap<(MetaKind, String), usize>>,
+    /// The size of each intent item written or listed through this meter:
+    /// DynamoDB bills a delete by the size of the item it deletes.
+    intent_sizes: Mutex<std::collections::HashMap<(String, IntentKey), usize>>,
 }
 
 /// `backend` with what its requests cost added to `bill`: what DynamoDB
@@ -67,6 +70,7 @@ pub fn billed(backend: &Arc<dyn Backend>, bill: &Arc<Mutex<RequestStats>>) -> Ar
             inner: backend.clone(),
             meter: bill.clone(),
             meta_sizes: Mutex::new(std::collections::HashMap::new()),
+            intent_sizes: Mutex::new(std::collections::HashMap::new()),
         })
     })
 }
@@ -77,6 +81,7 @@ impl<B: Backend> Metered<B> {
             inner,
             meter: Arc::new(Mutex::new(RequestStats::default())),
             meta_sizes: Mutex::new(std::collections::HashMap::new()),
+            intent_sizes: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -90,6 +95,21 @@ impl<B: Backend> Metered<B> {
             sizes.insert(key, size);
         }
         old
+    }
+
+    /// Remembers intent items' sizes as DynamoDB bills them.
+    fn saw_intents<'a>(
+        &self,
+        name: &DbName,
+        items: impl IntoIterator<Item = (IntentKey, &'a [u8])>,
+    ) {
+        let mut sizes = self.intent_sizes.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, body) in items {
+            sizes.insert(
+                (name.as_str().to_string(), key),
+                intent_item_bytes(name, body),
+            );
+        }
     }
 
     pub fn meter(&self) -> RequestStats {
@@ -285,6 +305,7 @@ impl<B: Backend> super::Layer for Metered<B> {
         body: Vec<u8>,
     ) -> Result<(), BackendError> {
         let size = intent_item_bytes(name, &body);
+        self.saw_intents(name, [(key, &body[..])]);
         self.inner.put_intent(name, key, body).await?;
         self.add("PutItem", 1, 0.0, write_units(size), 0, size);
         Ok(())
@@ -297,21 +318,24 @@ impl<B: Backend> super::Layer for Metered<B> {
         limit: usize,
     ) -> Result<Vec<(IntentKey, Vec<u8>)>, BackendError> {
         let out = self.inner.list_intents(name, bound_below, limit).await?;
+        self.saw_intents(name, out.iter().map(|(k, b)| (*k, &b[..])));
         let size: usize = out.iter().map(|(_, b)| intent_item_bytes(name, b)).sum();
         self.add("Query", 1, read_units(size, true), 0.0, size, 0);
         Ok(out)
     }
 
     async fn delete_intents(&self, name: &DbName, keys: &[IntentKey]) -> Result<(), BackendError> {
-        // Billed by the size of the item deleted: read first, as for history.
-        let stored = self.inner.list_intents(name, u64::MAX, usize::MAX).await?;
-        let wcu: f64 = keys
-            .iter()
-            .map(|key| {
-                let body = stored.iter().find(|(k, _)| k == key).map(|(_, b)| b);
-                write_units(body.map_or(0, |b| intent_item_bytes(name, b)))
-            })
-            .sum();
+        // Billed by the size of the item deleted, as this meter saw it
+        // written or listed (gc lists before it deletes); 1 unit if not.
+        let wcu: f64 = {
+            let mut sizes = self.intent_sizes.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .map(|key| {
+                    let known = sizes.remove(&(name.as_str().to_string(), *key));
+                    write_units(known.unwrap_or(0))
+                })
+                .sum()
+        };
         self.inner.delete_intents(name, keys).await?;
         let requests = keys.len().div_ceil(BATCH_WRITE_MAX) as u64;
         self.add("BatchWriteItem", requests, 0.0, wcu, 0, 0);
