@@ -25,7 +25,12 @@ guest:
 host: guest
     cargo build --release -p donut-host
 
-build: host
+# The SQLite loadable extension (target/release/libdonutdb.so): the sqlite3
+# shell and Python's sqlite3 load it (native/ext).
+ext:
+    cargo build --release -p donut-ext
+
+build: host ext
 
 # Quick start, line one (`bash scripts/dev.sh demo` installs what it needs
 # first): run the example component twice on the local backend.
@@ -86,7 +91,7 @@ bench-smoke: build tools
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest
     cargo fmt --all -- --check
-    cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim -p donut-example-tenants --all-targets -- -D warnings
+    cargo clippy --release -p donut-format -p donut-store -p donut-vfs -p donut-testkit -p donut-host -p donut-tests -p donut-bench -p donut-sim -p donut-example-tenants -p donut-ext --all-targets -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-guest -p donut-sql -p donut-session -p donut-example-query -p donut-bench-guest -- -D warnings
     {{guest_env}} cargo clippy --profile guest --target wasm32-wasip2 -p donut-test-guest -- -D warnings
 

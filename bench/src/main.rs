@@ -5,7 +5,7 @@
 //! ```text
 //! donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
 //!             [--two-request-commit] [--json FILE] [--engine-only] [--service]
-//!             [--libsql] [--fresh-processes] [--writes-only] [--gc]
+//!             [--libsql] [--fresh-processes] [--writes-only] [--gc] [--extension]
 //! ```
 //!
 //! `memory`: the in-memory store behind an injected per-call latency (an
@@ -21,6 +21,7 @@
 //! path costs, in a minute.
 //! `--gc`: what garbage collection reclaims and costs (`gc.rs`).
 
+mod extension;
 mod fresh;
 mod gc;
 mod libsql;
@@ -60,6 +61,8 @@ struct Args {
     writes_only: bool,
     /// Only the garbage collection benchmark.
     gc: bool,
+    /// Only the engine through the loadable extension.
+    extension: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -75,6 +78,7 @@ fn parse_args() -> Result<Args> {
         fresh_processes: false,
         writes_only: false,
         gc: false,
+        extension: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -92,6 +96,7 @@ fn parse_args() -> Result<Args> {
             "--fresh-processes" => args.fresh_processes = true,
             "--writes-only" => args.writes_only = true,
             "--gc" => args.gc = true,
+            "--extension" => args.extension = true,
             other => bail!("unknown argument {other:?}; see the source's doc comment"),
         }
     }
@@ -351,6 +356,10 @@ async fn main() -> Result<()> {
     }
     if args.engine_only {
         println!("{}", engine_overhead(args.smoke).await?);
+        return Ok(());
+    }
+    if args.extension {
+        println!("{}", extension::run(&engine_script(args.smoke))?);
         return Ok(());
     }
     if args.gc {
@@ -764,18 +773,26 @@ fn engine_script(smoke: bool) -> String {
 }
 
 fn run_native(script: &str) -> Result<(f64, u64)> {
-    use rusqlite::fallible_iterator::FallibleIterator as _;
     // SQLite's in-memory VFS (memdb), so the native side locks, journals and
-    // checks its page cache per transaction like a file database does.
+    // checks its page cache per transaction like a file database does. A
+    // new database each run (memdb keeps one per name while it is open).
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let conn = rusqlite::Connection::open_with_flags(
-        "file:/engine.db?vfs=memdb",
+        format!("file:/engine{run}.db?vfs=memdb"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
             | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
             | rusqlite::OpenFlags::SQLITE_OPEN_URI,
     )?;
+    run_script(&conn, script)
+}
+
+/// Runs `script` on `conn`, stepping every row; (milliseconds, rows).
+fn run_script(conn: &rusqlite::Connection, script: &str) -> Result<(f64, u64)> {
+    use rusqlite::fallible_iterator::FallibleIterator as _;
     let start = Instant::now();
     let mut rows = 0u64;
-    let mut batch = rusqlite::Batch::new(&conn, script);
+    let mut batch = rusqlite::Batch::new(conn, script);
     while let Some(mut stmt) = batch.next()? {
         let mut cursor = stmt.raw_query();
         while cursor.next()?.is_some() {

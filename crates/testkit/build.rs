@@ -20,6 +20,10 @@ fn main() {
         target.join("release/donut-host").display()
     );
     println!(
+        "cargo:rustc-env=DONUT_EXT_LIB={}",
+        target.join("release/libdonutdb.so").display()
+    );
+    println!(
         "cargo:rustc-env=DONUT_DYNOXIDE_BIN={}",
         target.join("tools/bin/dynoxide").display()
     );

@@ -9,7 +9,7 @@
 use super::donut::storage::storage::{Host, HostDatabase, HostLock};
 use super::*;
 use crate::backend::memory::MemoryBackend;
-use donut_format::{TreeRef, ZERO_HASH};
+use donut_format::{DbId, HASH_LEN, Hash, Root, TreeRef, ZERO_HASH};
 
 /// Seeds run by default (each `OPS_PER_SEED` calls).
 const SEEDS_DEFAULT: u64 = 48;

@@ -8,6 +8,7 @@ mod conformance;
 mod counts;
 mod dynamo;
 mod exclusive;
+mod extension;
 mod faults;
 mod fence;
 mod fuzz;

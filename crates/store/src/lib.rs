@@ -7,6 +7,8 @@
 //!   [`history`]: kept versions (read at a version or time, list, restore);
 //!   [`gc`]: retiring old versions and deleting what only they referenced;
 //!   [`intent`]: what sectors stored before a commit point belong to;
+//! - [`client`]: one instance's storage calls with their checks (the
+//!   host's WIT adapter and the native extension's port both use it);
 //! - [`lease`]: leases on a database's lock item;
 //! - [`cache`]: the host-wide sector cache and version memory;
 //!   [`disk_cache`]: the persistent sector cache shared by processes;
@@ -18,6 +20,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod client;
 pub mod clock;
 pub mod db;
 pub mod disk_cache;

@@ -46,6 +46,17 @@ pub fn host_bin() -> PathBuf {
     path
 }
 
+/// The SQLite loadable extension (`just ext` builds it).
+pub fn ext_lib() -> PathBuf {
+    let path = PathBuf::from(env!("DONUT_EXT_LIB"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the extension first (`just ext`)",
+        path.display()
+    );
+    path
+}
+
 /// One statement that inserts `rows` rows into `target` (a table, with
 /// columns if wanted), each `select` evaluated for `i` = 1..=`rows`:
 /// `fill("t(v)", 300, "randomblob(200)")`.

@@ -415,21 +415,12 @@ const FRESH_ROOT_MS: u128 = 100;
 impl MainDb {
     /// Opens the main file of database `name`, from a primed handle if
     /// `crate::connect` left one.
-    pub fn open(vfs: &'static Vfs, name: &str) -> Result<MainDb, Fail> {
+    pub fn open(vfs: &'static Vfs, name: &str, create: bool) -> Result<MainDb, Fail> {
         let primed = vfs.primed.borrow_mut().remove(name);
         let fresh_since = primed.is_some().then(std::time::Instant::now);
         let (handle, root) = match primed {
             Some(primed) => primed,
-            None => {
-                let handle = vfs.port.open(name).map_err(|e| {
-                    Fail::new(
-                        ffi::SQLITE_CANTOPEN,
-                        format!("open {name:?}: {}", describe(&e)),
-                    )
-                })?;
-                let root = read_root(vfs, name, &*handle, ffi::SQLITE_CANTOPEN)?;
-                (handle, root)
-            }
+            None => open_handle(vfs, name, create)?,
         };
         Ok(MainDb {
             vfs,
@@ -1761,6 +1752,36 @@ fn storage_fail(name: &str, op: &str, e: StorageError, io_code: i32) -> Fail {
     };
     Fail::new(code, format!("{op} {name:?}: {}", describe(&e)))
 }
+
+/// A handle on `name` and its root, for an xOpen no opener primed
+/// (SQLite's own `open`, in a native process): with `create` (the
+/// `SQLITE_OPEN_CREATE` flag), a database that does not exist is created
+/// with SQLite's default page size.
+fn open_handle(vfs: &Vfs, name: &str, create: bool) -> Result<(Box<dyn Database>, Root), Fail> {
+    let cant_open = |verb: &str, e: StorageError| {
+        Fail::new(
+            ffi::SQLITE_CANTOPEN,
+            format!("{verb} {name:?}: {}", describe(&e)),
+        )
+    };
+    let handle = vfs.port.open(name).map_err(|e| cant_open("open", e))?;
+    match read_root(vfs, name, &*handle, ffi::SQLITE_CANTOPEN) {
+        Err(_) if create && vfs.has_moved(name) => {
+            let handle = match vfs.port.create(name, PAGE_SIZE_NEW) {
+                // Created meanwhile by someone else: open theirs.
+                Err(StorageError::AlreadyExists(_)) => vfs.port.open(name),
+                created => created,
+            }
+            .map_err(|e| cant_open("create", e))?;
+            let root = read_root(vfs, name, &*handle, ffi::SQLITE_CANTOPEN)?;
+            Ok((handle, root))
+        }
+        root => Ok((handle, root?)),
+    }
+}
+
+/// The page size of a database SQLite's open creates: SQLite's default.
+const PAGE_SIZE_NEW: u32 = 4096;
 
 fn read_root(vfs: &Vfs, name: &str, handle: &dyn Database, io_code: i32) -> Result<Root, Fail> {
     let stored = match handle.read_root() {

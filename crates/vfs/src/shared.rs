@@ -4,8 +4,9 @@
 //! points here) or a file opened through it (which keeps a reference), so
 //! no state lives in globals.
 //!
-//! Single-threaded (`RefCell`): a component instance runs on one thread.
-//! A build that shares a VFS across threads puts this behind a mutex.
+//! `RefCell`s, as a component instance runs on one thread; a native
+//! process may call SQLite from several, so every callback that reaches
+//! this state holds [`Vfs::serial`] first (uncontended in a component).
 
 use crate::cache::Caches;
 use crate::change_log;
@@ -13,6 +14,7 @@ use crate::main_file::{self, Fail, MainDb};
 use crate::memfs::MemFs;
 use crate::memory::MemoryPlan;
 use crate::port::{Database, Port, StoredRoot};
+use crate::sqlite_vfs::SqliteApi;
 use donut_format::Root;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -24,6 +26,11 @@ type Primed = (Box<dyn Database>, Root);
 /// ([`crate::register`]).
 pub struct Vfs {
     pub(crate) port: Box<dyn Port>,
+    /// The SQLite this VFS is registered with.
+    pub(crate) api: SqliteApi,
+    /// Held by every SQLite callback that reaches the state below: one
+    /// callback at a time, whatever thread SQLite calls from.
+    serial: std::sync::Mutex<()>,
     /// Handles and roots read by an opener, waiting for SQLite's xOpen.
     pub(crate) primed: RefCell<HashMap<String, Primed>>,
     /// Set while an opener has SQLite load the schema.
@@ -62,9 +69,11 @@ pub struct Vfs {
 }
 
 impl Vfs {
-    pub(crate) fn new(port: Box<dyn Port>, plan: MemoryPlan) -> Vfs {
+    pub(crate) fn new(port: Box<dyn Port>, plan: MemoryPlan, api: SqliteApi) -> Vfs {
         Vfs {
             port,
+            api,
+            serial: std::sync::Mutex::new(()),
             primed: RefCell::default(),
             loading_schema: Cell::new(false),
             plan,
@@ -81,12 +90,39 @@ impl Vfs {
         }
     }
 
+    /// Held while a SQLite callback uses this state. Callbacks never call
+    /// each other, so it is never taken twice by one thread; a panic
+    /// inside one aborts the process (it unwinds into C), so a poisoned
+    /// lock is never seen.
+    pub(crate) fn serial(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Writes a JSON line per VFS call to `sink` from now on (`None`:
     /// stops). The Go DonutDB's `WithChangeLogWriter`; see
     /// `change_log` for the fields.
     pub fn set_change_log(&self, sink: Option<Box<dyn std::io::Write>>) {
         self.logging.set(sink.is_some());
         *self.change_log.borrow_mut() = sink;
+    }
+
+    /// Writes the change log to the file [`crate::CHANGE_LOG_ENV`] names,
+    /// if it names one (appending; said on stderr if it cannot be opened —
+    /// SQLite works on without it).
+    pub fn change_log_from_env(&self) {
+        let Some(path) = std::env::var_os(crate::CHANGE_LOG_ENV) else {
+            return;
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path);
+        match file {
+            Ok(file) => self.set_change_log(Some(Box::new(file))),
+            Err(e) => eprintln!("donutdb: no change log at {}: {e}", path.to_string_lossy()),
+        }
     }
 
     /// Logs `call` (which returned `code`) if the change log is on.

@@ -31,6 +31,48 @@ struct File {
     inner: *mut Inner,
 }
 
+/// The SQLite functions the VFS itself calls. A VFS in a process that
+/// links SQLite uses the linked ones ([`SqliteApi::linked`]); a loadable
+/// extension must use those of the SQLite that loaded it, from the API
+/// table SQLite hands its entry point (`sqlite3_api_routines`).
+#[derive(Clone, Copy)]
+pub struct SqliteApi {
+    pub vfs_find: unsafe extern "C" fn(*const c_char) -> *mut ffi::sqlite3_vfs,
+    pub vfs_register: unsafe extern "C" fn(*mut ffi::sqlite3_vfs, c_int) -> c_int,
+    /// Memory SQLite frees with `sqlite3_free` (pragma answers).
+    pub malloc: unsafe extern "C" fn(c_int) -> *mut c_void,
+}
+
+impl SqliteApi {
+    /// The functions of the SQLite this process links.
+    pub fn linked() -> SqliteApi {
+        SqliteApi {
+            vfs_find: ffi::sqlite3_vfs_find,
+            vfs_register: ffi::sqlite3_vfs_register,
+            malloc: ffi::sqlite3_malloc,
+        }
+    }
+
+    /// `text` as a NUL-terminated string in SQLite's memory, which SQLite
+    /// frees with `sqlite3_free` (null if SQLite has none to give).
+    pub fn string(&self, text: &str) -> *mut c_char {
+        let bytes = text.as_bytes();
+        let Ok(size) = c_int::try_from(bytes.len() + 1) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: SQLite's allocator; `size` bytes are written, the last a
+        // NUL.
+        unsafe {
+            let out = (self.malloc)(size) as *mut u8;
+            if !out.is_null() {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len());
+                *out.add(bytes.len()) = 0;
+            }
+            out as *mut c_char
+        }
+    }
+}
+
 /// Registers a DonutDB VFS named `name` over `port`, for the life of the
 /// process (SQLite keeps a pointer to it), and returns its shared state.
 /// Connections open through it with `Connection::open_with_flags_and_vfs`.
@@ -39,14 +81,23 @@ struct File {
 ///
 /// If a VFS of that name is registered already, or `name` holds a NUL.
 pub fn register(name: &str, port: Box<dyn Port>) -> &'static Vfs {
+    register_with(name, port, SqliteApi::linked())
+}
+
+/// [`register`] through `api`: the SQLite the VFS is registered with.
+///
+/// # Panics
+///
+/// If a VFS of that name is registered already, or `name` holds a NUL.
+pub fn register_with(name: &str, port: Box<dyn Port>, api: SqliteApi) -> &'static Vfs {
     let z_name = CString::new(name).expect("a VFS name without NUL");
     // SAFETY: a NUL-terminated name.
-    let existing = unsafe { ffi::sqlite3_vfs_find(z_name.as_ptr()) };
+    let existing = unsafe { (api.vfs_find)(z_name.as_ptr()) };
     assert!(
         existing.is_null(),
         "a VFS named {name:?} is registered already"
     );
-    let state: &'static Vfs = Box::leak(Box::new(Vfs::new(port, MemoryPlan::instance())));
+    let state: &'static Vfs = Box::leak(Box::new(Vfs::new(port, MemoryPlan::instance(), api)));
     let z_name: &'static CStr = Box::leak(z_name.into_boxed_c_str());
     let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
         iVersion: 2,
@@ -73,7 +124,7 @@ pub fn register(name: &str, port: Box<dyn Port>) -> &'static Vfs {
         xNextSystemCall: None,
     }));
     // SAFETY: `vfs` is leaked, so it outlives every connection.
-    let rc = unsafe { ffi::sqlite3_vfs_register(vfs, 0) };
+    let rc = unsafe { (api.vfs_register)(vfs, 0) };
     assert_eq!(rc, ffi::SQLITE_OK, "registering the {name:?} VFS");
     state
 }
@@ -138,11 +189,13 @@ unsafe extern "C" fn x_open(
     }
     let name = unsafe { c_str(name) };
     let vfs = unsafe { state(vfs) };
+    let _serial = vfs.serial();
     let (inner, methods) = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
         let Some(name) = name else {
             return ffi::SQLITE_CANTOPEN;
         };
-        match MainDb::open(vfs, name) {
+        let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
+        match MainDb::open(vfs, name, create) {
             Ok(db) => (Inner::Main(db), &MAIN_METHODS),
             Err(fail) => return fail.code,
         }
@@ -179,6 +232,7 @@ unsafe extern "C" fn x_delete(
         return ffi::SQLITE_OK;
     };
     let vfs = unsafe { state(vfs) };
+    let _serial = vfs.serial();
     vfs.memfs.delete(name);
     // Deleting a super-journal commits a multi-database transaction.
     match vfs.commit_staged(name) {
@@ -292,6 +346,7 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     if inner.is_null() {
         return ffi::SQLITE_OK;
     }
+    let _serial = unsafe { &*inner }.vfs().serial();
     // SAFETY: created by Box::into_raw in x_open, closed once.
     let inner = unsafe { Box::from_raw(inner) };
     unsafe { (*file).inner = std::ptr::null_mut() };
@@ -398,6 +453,7 @@ unsafe fn logged(
     call: impl FnOnce() -> c_int,
 ) -> c_int {
     let vfs = unsafe { inner(file) }.vfs();
+    let _serial = vfs.serial();
     if !vfs.logging.get() {
         return call();
     }
@@ -673,6 +729,8 @@ unsafe extern "C" fn x_file_control(
     let Inner::Main(db) = (unsafe { inner(file) }) else {
         return ffi::SQLITE_NOTFOUND;
     };
+    let vfs = db.vfs();
+    let _serial = vfs.serial();
     match op {
         ffi::SQLITE_FCNTL_BEGIN_ATOMIC_WRITE => {
             db.begin_atomic_write();
@@ -730,17 +788,15 @@ unsafe extern "C" fn x_file_control(
                     Ok(text) => (ffi::SQLITE_OK, text),
                     Err(message) => (ffi::SQLITE_ERROR, message),
                 };
-                let text = std::ffi::CString::new(text).unwrap_or_default();
                 // SAFETY: SQLite frees the result with sqlite3_free.
-                unsafe { *args = ffi::sqlite3_mprintf(c"%s".as_ptr(), text.as_ptr()) };
+                unsafe { *args = vfs.api.string(&text) };
                 return code;
             }
             let Some(message) = name.and_then(|n| refused_pragma(n, value)) else {
                 return ffi::SQLITE_NOTFOUND;
             };
-            let message = std::ffi::CString::new(message).unwrap_or_default();
             // SAFETY: SQLite frees the message with sqlite3_free.
-            unsafe { *args = ffi::sqlite3_mprintf(c"%s".as_ptr(), message.as_ptr()) };
+            unsafe { *args = vfs.api.string(&message) };
             ffi::SQLITE_ERROR
         }
         _ => ffi::SQLITE_NOTFOUND,

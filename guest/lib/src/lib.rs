@@ -53,12 +53,7 @@ thread_local! {
     /// names, if any).
     static VFS: &'static Vfs = {
         let vfs = donut_vfs::register(VFS_NAME, Box::new(port::WitPort));
-        if let Some(path) = std::env::var_os(CHANGE_LOG_ENV) {
-            match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-                Ok(file) => vfs.set_change_log(Some(Box::new(file))),
-                Err(e) => eprintln!("donutdb: no change log at {}: {e}", path.to_string_lossy()),
-            }
-        }
+        vfs.change_log_from_env();
         vfs
     };
 }
