@@ -87,6 +87,7 @@ bench-smoke: build tools
     cargo run --release -p donut-bench -- --scale smoke --service
     cargo run --release -p donut-bench -- --scale smoke --fresh-processes
     cargo run --release -p donut-bench -- --scale smoke --gc
+    cargo run --release -p donut-bench -- --scale smoke --extension
 
 # Formatting and clippy, host and guest, warnings as errors.
 lint: guest

@@ -405,3 +405,35 @@ async fn loading_with_a_missing_table_says_which_table() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-table"), "{stderr}");
 }
+
+#[test]
+fn threads_of_one_python_process_write_through_the_vfs_at_once() {
+    let store = Store::local();
+    let out = store.python_ok(
+        "import threading
+setup = connect('threads.db')
+setup.execute('create table t(thread integer, i integer)')
+setup.commit()
+busy = [0] * 4
+def work(thread):
+    db = connect('threads.db')
+    for i in range(50):
+        while True:
+            try:
+                db.execute('insert into t values (?, ?)', (thread, i))
+                db.commit()
+                break
+            except sqlite3.OperationalError as e:
+                if 'locked' not in str(e) and 'busy' not in str(e):
+                    raise
+                db.rollback()
+                busy[thread] += 1
+                time.sleep(0.001)
+threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(setup.execute('select count(*), count(distinct thread) from t').fetchone())
+print(setup.execute('pragma integrity_check').fetchone()[0])",
+    );
+    assert_eq!(out, "(200, 4)\nok\n");
+}
