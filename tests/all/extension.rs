@@ -112,15 +112,33 @@ fn ext_stem() -> String {
     path.with_extension("").display().to_string()
 }
 
+/// Loads the extension; `connect(name)` opens a DonutDB database, and
+/// `committed(db, sql, params)` runs a statement and commits, again while
+/// SQLite refuses it as busy (a lost commit race: nothing of it stored),
+/// returning how many times it was refused. Any other error is raised.
 fn python_preamble() -> String {
     format!(
-        "import sqlite3, sys, time\n\
-         boot = sqlite3.connect(':memory:')\n\
-         boot.enable_load_extension(True)\n\
-         boot.load_extension({ext:?})\n\
-         boot.close()\n\
-         def connect(name):\n    \
-             return sqlite3.connect(f'file:{{name}}?vfs=donutdb', uri=True)\n",
+        "import sqlite3, sys, time
+boot = sqlite3.connect(':memory:')
+boot.enable_load_extension(True)
+boot.load_extension({ext:?})
+boot.close()
+def connect(name):
+    return sqlite3.connect(f'file:{{name}}?vfs=donutdb', uri=True)
+def committed(db, *statement):
+    refused = 0
+    while True:
+        try:
+            db.execute(*statement)
+            db.commit()
+            return refused
+        except sqlite3.OperationalError as e:
+            if 'locked' not in str(e) and 'busy' not in str(e):
+                raise
+            db.rollback()
+            refused += 1
+            time.sleep(0.001)
+",
         ext = ext_stem()
     )
 }
@@ -286,24 +304,12 @@ fn writers_in_python_and_donut_host_at_once_lose_no_update() {
     store.sqlite3_ok(
         ".open 'file:count.db?vfs=donutdb'\ncreate table c(n integer); insert into c values (0);",
     );
-    // Python retries what SQLite refuses as busy (a commit race lost:
-    // nothing of it stored); any other error fails the test.
+    // Python runs again what SQLite refuses as busy (`committed`).
     let python = store
         .python(&format!(
             "db = connect('count.db')
-done = busy = 0
-while done < {INCREMENTS}:
-    try:
-        db.execute('update c set n = n + 1')
-        db.commit()
-        done += 1
-    except sqlite3.OperationalError as e:
-        if 'locked' not in str(e) and 'busy' not in str(e):
-            raise
-        db.rollback()
-        busy += 1
-        time.sleep(0.001)
-print(done, busy)"
+refused = sum(committed(db, 'update c set n = n + 1') for _ in range({INCREMENTS}))
+print('refused', refused)"
         ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -414,21 +420,10 @@ fn threads_of_one_python_process_write_through_the_vfs_at_once() {
 setup = connect('threads.db')
 setup.execute('create table t(thread integer, i integer)')
 setup.commit()
-busy = [0] * 4
 def work(thread):
     db = connect('threads.db')
     for i in range(50):
-        while True:
-            try:
-                db.execute('insert into t values (?, ?)', (thread, i))
-                db.commit()
-                break
-            except sqlite3.OperationalError as e:
-                if 'locked' not in str(e) and 'busy' not in str(e):
-                    raise
-                db.rollback()
-                busy[thread] += 1
-                time.sleep(0.001)
+        committed(db, 'insert into t values (?, ?)', (thread, i))
 threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
