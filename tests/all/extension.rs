@@ -246,9 +246,17 @@ async fn the_shell_works_as_on_a_file(store: Store) {
         "select (select count(*) from big) || ' ' || (select sum(v) from kv)",
     ]);
     assert!(counted.contains("3000 60"), "{counted}");
+    let before = store.sqlite3_ok(".open 'file:app.db?vfs=donutdb'\npragma donut_version;");
     store.host_ok(&["sql", "app.db", "insert into kv values ('d', 4)"]);
     let read = store.sqlite3_ok(".open 'file:app.db?vfs=donutdb'\nselect group_concat(k) from kv;");
     assert_eq!(read.trim(), "a,b,c,d");
+    // The version before that insert, as `NAME@VERSION`: read-only.
+    let past = format!(".open 'file:app.db@{}?vfs=donutdb'\n", before.trim());
+    let read = store.sqlite3_ok(&format!("{past}select group_concat(k) from kv;"));
+    assert_eq!(read.trim(), "a,b,c");
+    let write = store.sqlite3(&format!("{past}insert into kv values ('e', 5);"));
+    let stderr = String::from_utf8_lossy(&write.stderr);
+    assert!(stderr.contains("readonly database"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

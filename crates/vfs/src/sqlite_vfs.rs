@@ -190,10 +190,18 @@ unsafe extern "C" fn x_open(
     let name = unsafe { c_str(name) };
     let vfs = unsafe { state(vfs) };
     let _serial = vfs.serial();
+    let mut flags = flags;
     let (inner, methods) = if flags & ffi::SQLITE_OPEN_MAIN_DB != 0 {
         let Some(name) = name else {
             return ffi::SQLITE_CANTOPEN;
         };
+        if donut_format::DbRef::parse(name).is_ok_and(|r| r.at.is_some()) {
+            // `NAME@AT`, a past version: SQLite is told it opened read-only,
+            // so a write fails as "attempt to write a readonly database"
+            // before it reaches storage (which would refuse it too).
+            flags = (flags & !(ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE))
+                | ffi::SQLITE_OPEN_READONLY;
+        }
         let create = flags & ffi::SQLITE_OPEN_CREATE != 0;
         match MainDb::open(vfs, name, create) {
             Ok(db) => (Inner::Main(db), &MAIN_METHODS),
