@@ -486,13 +486,13 @@ impl MainDb {
         self.fresh_since = None;
     }
 
-    /// The root version this connection reads: in a transaction, the
-    /// snapshot it pinned; between transactions, the last root it saw.
     /// The database's name, as opened.
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
+    /// The root version this connection reads: in a transaction, the
+    /// snapshot it pinned; between transactions, the last root it saw.
     pub fn snapshot_version(&self) -> u64 {
         self.snapshot.version
     }

@@ -491,7 +491,7 @@ impl Inner {
     }
 }
 
-unsafe extern "C" fn unlogged_read(
+unsafe fn unlogged_read(
     file: *mut ffi::sqlite3_file,
     buf: *mut c_void,
     amount: c_int,
@@ -512,7 +512,7 @@ unsafe extern "C" fn unlogged_read(
     }
 }
 
-unsafe extern "C" fn unlogged_write(
+unsafe fn unlogged_write(
     file: *mut ffi::sqlite3_file,
     buf: *const c_void,
     amount: c_int,
@@ -534,10 +534,7 @@ unsafe extern "C" fn unlogged_write(
     }
 }
 
-unsafe extern "C" fn unlogged_truncate(
-    file: *mut ffi::sqlite3_file,
-    size: ffi::sqlite3_int64,
-) -> c_int {
+unsafe fn unlogged_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => db.truncate(size as u64),
         Inner::Mem { data, .. } => memfs::truncate(data, size as usize),
@@ -545,7 +542,7 @@ unsafe extern "C" fn unlogged_truncate(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn unlogged_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
+unsafe fn unlogged_sync(file: *mut ffi::sqlite3_file, _flags: c_int) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => match db.sync() {
             Ok(()) => ffi::SQLITE_OK,
@@ -555,10 +552,7 @@ unsafe extern "C" fn unlogged_sync(file: *mut ffi::sqlite3_file, _flags: c_int) 
     }
 }
 
-unsafe extern "C" fn unlogged_file_size(
-    file: *mut ffi::sqlite3_file,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
+unsafe fn unlogged_file_size(file: *mut ffi::sqlite3_file, out: *mut ffi::sqlite3_int64) -> c_int {
     let size = match unsafe { inner(file) } {
         Inner::Main(db) => db.file_size(),
         Inner::Mem { data, .. } => data.borrow().len() as u64,
@@ -567,7 +561,7 @@ unsafe extern "C" fn unlogged_file_size(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn unlogged_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+unsafe fn unlogged_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     match unsafe { inner(file) } {
         Inner::Main(db) => match db.lock(level) {
             Ok(()) => ffi::SQLITE_OK,
@@ -577,17 +571,14 @@ unsafe extern "C" fn unlogged_lock(file: *mut ffi::sqlite3_file, level: c_int) -
     }
 }
 
-unsafe extern "C" fn unlogged_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+unsafe fn unlogged_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     if let Inner::Main(db) = unsafe { inner(file) } {
         db.unlock(level);
     }
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn unlogged_check_reserved_lock(
-    file: *mut ffi::sqlite3_file,
-    out: *mut c_int,
-) -> c_int {
+unsafe fn unlogged_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
     // Writers never lock storage; only this connection's own state counts.
     let reserved = match unsafe { inner(file) } {
         Inner::Main(db) => db.lock_level() >= ffi::SQLITE_LOCK_RESERVED,

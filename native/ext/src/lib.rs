@@ -31,7 +31,7 @@ use donut_store::{Grant, LocalBackend, MemoryBackend};
 use donut_vfs::SqliteApi;
 use libsqlite3_sys as ffi;
 use std::ffi::{c_char, c_int};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// The VFS's name: `?vfs=donutdb`.
 pub const VFS_NAME: &str = "donutdb";
@@ -98,11 +98,17 @@ unsafe fn refuse(api: Option<SqliteApi>, error_out: *mut *mut c_char, message: &
 /// other connections) find it there. A failed first load is tried again
 /// by the next.
 fn registered(api: SqliteApi) -> Result<(), String> {
-    static REGISTERED: OnceLock<()> = OnceLock::new();
-    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
-    if REGISTERED.get().is_some() {
+    static REGISTERED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut registered = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    if *registered {
         return Ok(());
+    }
+    let name = std::ffi::CString::new(VFS_NAME).expect("a name without NUL");
+    // SAFETY: a NUL-terminated name.
+    if !unsafe { (api.vfs_find)(name.as_ptr()) }.is_null() {
+        return Err(format!(
+            "a VFS named {VFS_NAME} is registered already (the extension loaded from another file?)"
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -115,7 +121,7 @@ fn registered(api: SqliteApi) -> Result<(), String> {
     let port = port::NativePort::new(runtime, client);
     let vfs = donut_vfs::register_with(VFS_NAME, Box::new(port), api);
     vfs.change_log_from_env();
-    REGISTERED.get_or_init(|| ());
+    *registered = true;
     Ok(())
 }
 
