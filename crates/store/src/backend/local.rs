@@ -12,7 +12,12 @@
 //! - `packs/<random>.pack`: every `put-sectors` call writes one pack the same
 //!   crash-safe way (one fsync per call, not per sector). Packs are
 //!   immutable; an in-memory index of them is built at open and refreshed
-//!   when a sector is missing (another process may have written it).
+//!   when a sector is missing (another process may have written it) or a
+//!   pack it names is gone. Packs of one size class are folded into one
+//!   once `PACK_FOLD_FAN` of them exist, so their number stays bounded
+//!   whatever the history; at most `PACK_FILES_OPEN_MAX` are open at once
+//!   (least recently read closed first), so open files never grow with
+//!   commits or with the store.
 
 use super::{
     Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, ItemKind, Meta, MetaKind, PutMetaError,
@@ -22,7 +27,7 @@ use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash, IntentKey, hash_hex};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,21 +46,88 @@ pub enum OpenLocalError {
     NotAStore { path: PathBuf, found: String },
 }
 
+/// Most pack files a store keeps open at once (least recently read closed
+/// first): open files do not grow with commits.
+pub const PACK_FILES_OPEN_MAX: usize = 32;
+/// How many packs of one size class are folded into one.
+pub const PACK_FOLD_FAN: usize = 16;
+/// Packs this large or larger are never folded (the size classes below it
+/// are < 64 KiB, < 1 MiB, < 16 MiB: each 16 times the last).
+pub const PACK_FOLD_BYTES_MAX: u64 = 16 << 20;
+/// Smallest size class's bound.
+const PACK_CLASS_BYTES_MIN: u64 = 64 << 10;
+/// How many times a read lists the packs again when one it indexed was
+/// folded away meanwhile.
+const READ_ATTEMPTS_MAX: usize = 8;
+
+/// The size class a pack of `bytes` folds in, if it folds.
+fn fold_class(bytes: u64) -> Option<u32> {
+    if bytes >= PACK_FOLD_BYTES_MAX {
+        return None;
+    }
+    let mut class = 0;
+    let mut bound = PACK_CLASS_BYTES_MIN;
+    while bytes >= bound {
+        class += 1;
+        bound *= 16;
+    }
+    Some(class)
+}
+
 struct Location {
     pack: usize,
     offset: u64,
     len: u32,
 }
 
+/// A pack the index holds: its file name and size.
+struct Pack {
+    name: String,
+    bytes: u64,
+}
+
 #[derive(Default)]
 struct Index {
-    packs: Vec<File>,
-    /// File names of `packs`, by position.
-    pack_files: Vec<String>,
-    pack_names: HashSet<String>,
+    /// Indexed packs by position; `None`: gone from the directory (folded,
+    /// or rewritten by `gc`), its records dropped.
+    packs: Vec<Option<Pack>>,
+    /// Positions in `packs` of the live ones, by file name.
+    by_name: HashMap<String, usize>,
     sectors: HashMap<(DbId, Hash), Location>,
-    bytes: u64,
-    largest: u64,
+    open: OpenPacks,
+}
+
+/// Open pack files by position, at most [`PACK_FILES_OPEN_MAX`].
+#[derive(Default)]
+struct OpenPacks {
+    files: HashMap<usize, (File, u64)>,
+    tick: u64,
+}
+
+impl OpenPacks {
+    /// The open file of pack `pack` at `path`, opening it (and closing the
+    /// least recently used one if as many as allowed are open).
+    fn get(&mut self, pack: usize, path: &Path) -> io::Result<&File> {
+        self.tick += 1;
+        let tick = self.tick;
+        if !self.files.contains_key(&pack) {
+            let file = File::open(path)?;
+            if self.files.len() >= PACK_FILES_OPEN_MAX {
+                let oldest = self
+                    .files
+                    .iter()
+                    .min_by_key(|(_, (_, used))| *used)
+                    .map(|(&p, _)| p)
+                    .expect("a full set has an entry");
+                self.files.remove(&oldest);
+            }
+            self.files.insert(pack, (file, tick));
+        }
+        assert!(self.files.len() <= PACK_FILES_OPEN_MAX);
+        let entry = self.files.get_mut(&pack).expect("just opened");
+        entry.1 = tick;
+        Ok(&entry.0)
+    }
 }
 
 struct Inner {
@@ -92,13 +164,25 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `path` crash-safely: temp file, fsync, rename, fsync dir.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |out| out.write_all(bytes))
+}
+
+/// Writes what `fill` writes to `path` crash-safely: temp file, fsync,
+/// rename, fsync dir.
+fn write_atomically_with(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().expect("store files live in a directory");
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
     let tmp = dir.join(format!(".tmp-{}", u64::from_le_bytes(suffix)));
     let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let file = File::create(&tmp)?;
+        let mut out = io::BufWriter::new(&file);
+        fill(&mut out)?;
+        out.flush()?;
+        drop(out);
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)
@@ -107,6 +191,25 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Drops the index's slots of vanished packs: positions renumbered, open
+/// files closed (they reopen on the next read).
+fn renumber(index: &mut Index) {
+    let mut moved: HashMap<usize, usize> = HashMap::new();
+    let mut packs = Vec::with_capacity(index.by_name.len());
+    for (old, pack) in std::mem::take(&mut index.packs).into_iter().enumerate() {
+        if let Some(pack) = pack {
+            moved.insert(old, packs.len());
+            index.by_name.insert(pack.name.clone(), packs.len());
+            packs.push(Some(pack));
+        }
+    }
+    for loc in index.sectors.values_mut() {
+        loc.pack = moved[&loc.pack];
+    }
+    index.packs = packs;
+    index.open = OpenPacks::default();
 }
 
 impl LocalBackend {
@@ -306,8 +409,20 @@ impl Inner {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Indexes packs written since the last look (by any process).
+    /// Brings the index up to the packs directory (new packs of any
+    /// process indexed, vanished ones dropped), listing and reading it
+    /// under `meta.lock` shared, so no fold or `gc` rewrite runs between
+    /// the listing and the reading.
     fn refresh(&self) -> Result<(), BackendError> {
+        let lock = self.lock_file()?;
+        let path = self.dir.join("meta.lock");
+        lock.lock_shared()
+            .map_err(|e| unavailable("locking", &path, e))?;
+        self.refresh_locked() // dropping `lock` unlocks
+    }
+
+    /// [`Inner::refresh`] for a caller that holds `meta.lock` already.
+    fn refresh_locked(&self) -> Result<(), BackendError> {
         let packs_dir = self.dir.join("packs");
         let entries =
             fs::read_dir(&packs_dir).map_err(|e| unavailable("listing", &packs_dir, e))?;
@@ -317,22 +432,38 @@ impl Inner {
             .filter(|n| n.ends_with(".pack"))
             .collect();
         names.sort();
+        let listed: HashSet<&String> = names.iter().collect();
         let mut index = self.index();
+        let vanished: HashSet<usize> = index
+            .by_name
+            .iter()
+            .filter(|(name, _)| !listed.contains(name))
+            .map(|(_, &pack)| pack)
+            .collect();
+        if !vanished.is_empty() {
+            // Folded or rewritten: every record still needed is in a pack
+            // written before this one went, so in this listing.
+            index.sectors.retain(|_, loc| !vanished.contains(&loc.pack));
+            for &pack in &vanished {
+                let gone = index.packs[pack].take().expect("a live pack");
+                index.by_name.remove(&gone.name);
+                index.open.files.remove(&pack);
+            }
+        }
+        if index.packs.len() > 2 * index.by_name.len() + 64 {
+            renumber(&mut index);
+        }
         for name in names {
-            if index.pack_names.contains(&name) {
+            if index.by_name.contains_key(&name) {
                 continue;
             }
             let path = packs_dir.join(&name);
-            let mut file = match File::open(&path) {
-                Ok(file) => file,
-                // `gc` compacted it away since the listing: its live
-                // sectors are in a newer pack (found by the next refresh).
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Removed by hand: nothing to index.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(unavailable("opening", &path, e)),
+                Err(e) => return Err(unavailable("reading", &path, e)),
             };
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)
-                .map_err(|e| unavailable("reading", &path, e))?;
             let records = local::decode_pack(&bytes)
                 .map_err(|detail| BackendError::Corrupt(format!("{}: {detail}", path.display())))?;
             let pack = index.packs.len();
@@ -342,57 +473,72 @@ impl Inner {
                     offset: record.offset,
                     len: record.len,
                 };
-                if index
-                    .sectors
-                    .insert((record.db, record.hash), location)
-                    .is_none()
-                {
-                    index.bytes += record.len as u64;
-                    index.largest = index.largest.max(record.len as u64);
-                }
+                index.sectors.insert((record.db, record.hash), location);
             }
-            index.packs.push(file);
-            index.pack_files.push(name.clone());
-            index.pack_names.insert(name);
+            index.packs.push(Some(Pack {
+                name: name.clone(),
+                bytes: bytes.len() as u64,
+            }));
+            index.by_name.insert(name, pack);
         }
         Ok(())
     }
 
+    /// The sectors `hashes` of `db` as the index places them; `None` if a
+    /// pack the index names is gone (folded away since it was indexed).
     fn read_indexed(
         &self,
         db: DbId,
         hashes: &[Hash],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let index = self.index();
-        hashes
-            .iter()
-            .map(|h| match index.sectors.get(&(db, *h)) {
-                None => Ok(None),
-                Some(loc) => {
-                    let mut buf = vec![0u8; loc.len as usize];
-                    index.packs[loc.pack]
-                        .read_exact_at(&mut buf, loc.offset)
-                        .map_err(|e| {
-                            BackendError::Unavailable(format!(
-                                "reading sector {} from {}: {e}",
-                                hash_hex(h),
-                                self.dir.display()
-                            ))
-                        })?;
-                    Ok(Some(buf))
-                }
-            })
-            .collect()
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
+        let packs_dir = self.dir.join("packs");
+        let mut index = self.index();
+        let index = &mut *index;
+        let mut out = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            let Some(loc) = index.sectors.get(&(db, *h)) else {
+                out.push(None);
+                continue;
+            };
+            let pack = index.packs[loc.pack]
+                .as_ref()
+                .expect("located in a live pack");
+            let path = packs_dir.join(&pack.name);
+            let file = match index.open.get(loc.pack, &path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(unavailable("opening", &path, e)),
+            };
+            let mut buf = vec![0u8; loc.len as usize];
+            file.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "reading sector {} from {}: {e}",
+                    hash_hex(h),
+                    path.display()
+                ))
+            })?;
+            out.push(Some(buf));
+        }
+        Ok(Some(out))
     }
 
     fn get_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        let found = self.read_indexed(db, hashes)?;
-        if found.iter().all(Option::is_some) {
-            return Ok(found);
+        let mut refreshed = false;
+        for _ in 0..READ_ATTEMPTS_MAX {
+            if let Some(found) = self.read_indexed(db, hashes)?
+                && (refreshed || found.iter().all(Option::is_some))
+            {
+                return Ok(found);
+            }
+            // Another process may have written them since we looked, or
+            // folded a pack we knew.
+            self.refresh()?;
+            refreshed = true;
         }
-        // Another process may have written them since we looked.
-        self.refresh()?;
-        self.read_indexed(db, hashes)
+        Err(BackendError::Unavailable(format!(
+            "reading sectors from {}: its packs were folded away {READ_ATTEMPTS_MAX} times in a row",
+            self.dir.display()
+        )))
     }
 
     fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
@@ -428,7 +574,105 @@ impl Inner {
         let name = format!("{}.pack", DbId(random_id()?).hex());
         let path = self.dir.join("packs").join(&name);
         write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
-        self.refresh()
+        self.refresh()?;
+        self.fold_if_due()
+    }
+
+    /// Whether some size class holds [`PACK_FOLD_FAN`] packs.
+    fn fold_due(&self) -> bool {
+        let index = self.index();
+        let mut per_class: HashMap<u32, usize> = HashMap::new();
+        for pack in index.packs.iter().flatten() {
+            if let Some(class) = fold_class(pack.bytes) {
+                let count = per_class.entry(class).or_default();
+                *count += 1;
+                if *count >= PACK_FOLD_FAN {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Folds packs while some size class holds [`PACK_FOLD_FAN`] of them —
+    /// if `meta.lock` is free: a writer that would wait for it leaves the
+    /// folding to the next one.
+    fn fold_if_due(&self) -> Result<(), BackendError> {
+        if !self.fold_due() {
+            return Ok(());
+        }
+        let lock = self.lock_file()?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(unavailable("locking", &self.dir.join("meta.lock"), e));
+            }
+        }
+        self.refresh_locked()?;
+        // Each round folds PACK_FOLD_FAN packs into one: the loop ends.
+        while let Some(group) = self.fold_group() {
+            self.fold(&group)?;
+            self.refresh_locked()?;
+        }
+        Ok(()) // dropping `lock` unlocks
+    }
+
+    /// [`PACK_FOLD_FAN`] packs of one size class (the smallest class that
+    /// has as many), by file name.
+    fn fold_group(&self) -> Option<Vec<String>> {
+        let index = self.index();
+        let mut classes: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+        for pack in index.packs.iter().flatten() {
+            if let Some(class) = fold_class(pack.bytes) {
+                classes.entry(class).or_default().push(pack.name.clone());
+            }
+        }
+        classes
+            .into_values()
+            .find(|names| names.len() >= PACK_FOLD_FAN)
+            .map(|mut names| {
+                names.truncate(PACK_FOLD_FAN);
+                names
+            })
+    }
+
+    /// Folds the packs `names` into one, under `meta.lock`: every record
+    /// (each sector once) goes to a new pack, written and synced first;
+    /// then the old packs are unlinked and the directory synced. A crash
+    /// between leaves some sectors in two packs — the same bytes.
+    fn fold(&self, names: &[String]) -> Result<(), BackendError> {
+        let packs_dir = self.dir.join("packs");
+        let path = packs_dir.join(format!("{}.pack", DbId(random_id()?).hex()));
+        let mut seen = HashSet::new();
+        write_atomically_with(&path, |out| {
+            out.write_all(local::PACK_MAGIC)?;
+            for name in names {
+                let bytes = fs::read(packs_dir.join(name))?;
+                let records = local::decode_pack(&bytes)
+                    .map_err(|detail| io::Error::other(format!("pack {name}: {detail}")))?;
+                for r in records {
+                    if !seen.insert((r.db, r.hash)) {
+                        continue;
+                    }
+                    let body = &bytes[r.offset as usize..r.offset as usize + r.len as usize];
+                    let mut record = Vec::with_capacity(local::RECORD_HEADER_BYTES + body.len());
+                    local::push_record(&mut record, r.db, &r.hash, body);
+                    out.write_all(&record)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| unavailable("folding packs into", &path, e))?;
+        for name in names {
+            let old = packs_dir.join(name);
+            match fs::remove_file(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &old, e)),
+            }
+        }
+        sync_dir(&packs_dir).map_err(|e| unavailable("syncing", &packs_dir, e))
     }
 
     fn read_meta_file(&self, path: &Path) -> Result<Option<(DbName, Meta)>, BackendError> {
@@ -442,18 +686,24 @@ impl Inner {
             .ok_or_else(|| BackendError::Corrupt(format!("{} is damaged", path.display())))
     }
 
-    /// The store's lock (`meta.lock`, an exclusive file lock): held while
-    /// meta items are compared and written, and while `gc` compacts packs.
-    fn lock(&self) -> Result<File, BackendError> {
+    /// `meta.lock`, opened (not locked).
+    fn lock_file(&self) -> Result<File, BackendError> {
         let lock_path = self.dir.join("meta.lock");
-        let lock = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| unavailable("opening", &lock_path, e))?;
+            .map_err(|e| unavailable("opening", &lock_path, e))
+    }
+
+    /// The store's lock (`meta.lock`, an exclusive file lock): held while
+    /// meta items are compared and written, and while packs are folded or
+    /// `gc` rewrites them (readers list packs holding it shared).
+    fn lock(&self) -> Result<File, BackendError> {
+        let lock = self.lock_file()?;
         lock.lock()
-            .map_err(|e| unavailable("locking", &lock_path, e))?;
+            .map_err(|e| unavailable("locking", &self.dir.join("meta.lock"), e))?;
         Ok(lock)
     }
 
@@ -463,31 +713,25 @@ impl Inner {
     /// that lists it and finds it gone skips it.
     fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
         let _lock = self.lock()?;
-        self.refresh()?;
+        self.refresh_locked()?;
         let doomed: HashSet<(DbId, Hash)> = hashes.iter().map(|h| (db, *h)).collect();
-        let packs: std::collections::BTreeSet<usize> = {
+        let packs: std::collections::BTreeSet<String> = {
             let index = self.index();
             doomed
                 .iter()
-                .filter_map(|key| index.sectors.get(key).map(|loc| loc.pack))
+                .filter_map(|key| index.sectors.get(key))
+                .filter_map(|loc| index.packs[loc.pack].as_ref().map(|p| p.name.clone()))
                 .collect()
         };
         if packs.is_empty() {
             return Ok(());
         }
         let packs_dir = self.dir.join("packs");
-        for pack in packs {
-            let (bytes, name) = {
-                let index = self.index();
-                let name = index.pack_files[pack].clone();
-                let file = &index.packs[pack];
-                let len = file
-                    .metadata()
-                    .map_err(|e| unavailable("sizing", &packs_dir, e))?;
-                let mut bytes = vec![0u8; len.len() as usize];
-                file.read_exact_at(&mut bytes, 0)
-                    .map_err(|e| unavailable("reading", &packs_dir.join(&name), e))?;
-                (bytes, name)
+        for name in packs {
+            let old = packs_dir.join(&name);
+            let bytes = match fs::read(&old) {
+                Ok(bytes) => bytes,
+                Err(e) => return Err(unavailable("reading", &old, e)),
             };
             let records = local::decode_pack(&bytes)
                 .map_err(|detail| BackendError::Corrupt(format!("pack {name}: {detail}")))?;
@@ -504,7 +748,6 @@ impl Inner {
                 let path = packs_dir.join(format!("{}.pack", DbId(random_id()?).hex()));
                 write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
             }
-            let old = packs_dir.join(&name);
             match fs::remove_file(&old) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -512,9 +755,7 @@ impl Inner {
             }
         }
         sync_dir(&packs_dir).map_err(|e| unavailable("syncing", &packs_dir, e))?;
-        // Index again from what is there now.
-        *self.index() = Index::default();
-        self.refresh()
+        self.refresh_locked()
     }
 
     /// Unlinks history files of `name` (never its current root's).
@@ -754,11 +995,12 @@ impl Backend for LocalBackend {
             inner.refresh()?;
             let index = inner.index();
             let mut summary = StoredSummary::default();
+            let lens = || index.sectors.values().map(|loc| loc.len as u64);
             summary.add_many(
                 ItemKind::Sector,
                 index.sectors.len() as u64,
-                index.bytes,
-                index.largest,
+                lens().sum(),
+                lens().max().unwrap_or(0),
             );
             let meta = inner.dir.join("meta");
             for entry in fs::read_dir(&meta).map_err(|e| unavailable("listing", &meta, e))? {
@@ -824,6 +1066,95 @@ mod tests {
         assert_eq!(b.get_sectors(db, &[h]).await.unwrap(), vec![Some(bytes)]);
         let other = DbId([6; 16]);
         assert_eq!(b.get_sectors(other, &[h]).await.unwrap(), vec![None]);
+    }
+
+    /// Open files of this process under `dir`.
+    fn open_files_under(dir: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    fn pack_count(dir: &Path) -> usize {
+        fs::read_dir(dir.join("packs"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            })
+            .count()
+    }
+
+    /// One small sector per call, as a commit of one page writes.
+    fn sector(i: u32) -> (Hash, Vec<u8>) {
+        let bytes = format!("sector {i}").repeat(50).into_bytes();
+        (hash(&bytes), bytes)
+    }
+
+    #[tokio::test]
+    async fn packs_fold_and_open_files_stay_bounded_over_many_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let writer = LocalBackend::open(&dir).unwrap();
+        let reader = LocalBackend::open(&dir).unwrap();
+        let db = DbId([7; 16]);
+        let writes = 1_000;
+        for i in 0..writes {
+            writer.put_sectors(db, &[sector(i)]).await.unwrap();
+            if i % 97 == 0 {
+                // The other handle reads as the packs fold under it.
+                let hashes: Vec<Hash> = (0..=i).map(|j| sector(j).0).collect();
+                let found = reader.get_sectors(db, &hashes).await.unwrap();
+                assert!(found.iter().all(Option::is_some), "after {i} writes");
+            }
+        }
+        let packs = pack_count(&dir);
+        assert!(
+            packs <= 3 * PACK_FOLD_FAN,
+            "{packs} packs after {writes} writes"
+        );
+        let hashes: Vec<Hash> = (0..writes).map(|j| sector(j).0).collect();
+        for store in [&writer, &reader, &LocalBackend::open(&dir).unwrap()] {
+            let found = store.get_sectors(db, &hashes).await.unwrap();
+            for (j, bytes) in found.into_iter().enumerate() {
+                assert_eq!(bytes, Some(sector(j as u32).1), "sector {j}");
+            }
+        }
+        // Three handles, each with at most its bound of packs open.
+        let open = open_files_under(&dir);
+        assert!(
+            open <= 3 * PACK_FILES_OPEN_MAX,
+            "{open} files open under the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_of_many_unfolded_packs_opens_and_folds() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().canonicalize().unwrap();
+        let db = DbId([8; 16]);
+        // Packs as a store written before folding was (one per call).
+        let store = LocalBackend::open(&dir).unwrap();
+        let writes = 300;
+        for i in 0..writes {
+            let mut pack = local::PACK_MAGIC.to_vec();
+            let (h, bytes) = sector(i);
+            local::push_record(&mut pack, db, &h, &bytes);
+            let path = dir.join("packs").join(format!("{i:032x}.pack"));
+            write_atomically(&path, &pack).unwrap();
+        }
+        drop(store);
+        let store = LocalBackend::open(&dir).unwrap();
+        assert_eq!(open_files_under(&dir), 0, "opening keeps no pack open");
+        // The next write folds the history.
+        store.put_sectors(db, &[sector(writes)]).await.unwrap();
+        let packs = pack_count(&dir);
+        assert!(packs < PACK_FOLD_FAN * 2, "{packs} packs");
+        let hashes: Vec<Hash> = (0..=writes).map(|j| sector(j).0).collect();
+        let found = store.get_sectors(db, &hashes).await.unwrap();
+        assert!(found.iter().all(Option::is_some));
     }
 
     #[tokio::test]
