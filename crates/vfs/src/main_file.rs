@@ -31,6 +31,51 @@ const PUT_CALL_BYTES: usize = 8 << 20;
 // `commit-root` call itself.
 use donut_format::limits::{ONE_REQUEST_BYTES_MAX, ONE_REQUEST_SECTORS_MAX};
 
+/// Most bytes of sectors one `get-sectors` call asks for (by the largest
+/// each can be): the answer lands in the instance's memory at once.
+const GET_CALL_BYTES: usize = 16 << 20;
+
+/// Largest manifest chunk: its header and `FANOUT` hashes.
+const CHUNK_BYTES_MAX: usize = 4 + donut_format::FANOUT * 32;
+
+/// Reads `keys` in as many `get-sectors` calls as the per-call limits
+/// need — at most `SECTORS_PER_CALL_MAX` keys and about `GET_CALL_BYTES`
+/// bytes a call, key *i* being at most `bytes_max(i)` bytes — so a read
+/// never fails because a database (or a read-ahead, or a tree level) is
+/// big. The answers come back in `keys`' order, one per key.
+fn get_sectors_in_calls(
+    handle: &dyn Database,
+    keys: &[Vec<u8>],
+    bytes_max: impl Fn(usize) -> usize,
+) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+    let mut out = Vec::with_capacity(keys.len());
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < keys.len()
+            && end - start < SECTORS_PER_CALL_MAX
+            && (end == start || bytes + bytes_max(end) <= GET_CALL_BYTES)
+        {
+            bytes += bytes_max(end);
+            end += 1;
+        }
+        assert!(end > start && end - start <= SECTORS_PER_CALL_MAX);
+        let batch = &keys[start..end];
+        let fetched = handle.get_sectors(batch)?;
+        if fetched.len() != batch.len() {
+            return Err(StorageError::Corrupt(format!(
+                "storage returned {} sectors for {} keys",
+                fetched.len(),
+                batch.len()
+            )));
+        }
+        out.extend(fetched);
+        start = end;
+    }
+    Ok(out)
+}
+
 /// A failed VFS operation: the SQLite result code, and the words for
 /// [`crate::last_storage_error`].
 #[derive(Debug)]
@@ -195,14 +240,15 @@ impl ChunkSource for Source<'_> {
         let missing: Vec<usize> = (0..hashes.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let keys: Vec<Vec<u8>> = missing.iter().map(|&i| hashes[i].to_vec()).collect();
-            let fetched = self.handle.get_sectors(&keys).map_err(|e| {
-                storage_fail(
-                    self.name,
-                    "reading the manifest of",
-                    e,
-                    ffi::SQLITE_IOERR_READ,
-                )
-            })?;
+            let fetched =
+                get_sectors_in_calls(self.handle, &keys, |_| CHUNK_BYTES_MAX).map_err(|e| {
+                    storage_fail(
+                        self.name,
+                        "reading the manifest of",
+                        e,
+                        ffi::SQLITE_IOERR_READ,
+                    )
+                })?;
             if fetched.len() != keys.len() {
                 return Err(Fail::new(
                     ffi::SQLITE_IOERR_READ,
@@ -873,9 +919,16 @@ impl MainDb {
                 .map(|(h, _)| h.to_vec())
                 .chain(chunks_wanted.iter().map(|h| h.to_vec()))
                 .collect();
-            let mut fetched = self.handle.get_sectors(&keys).map_err(|e| {
-                storage_fail(&self.name, "reading pages of", e, ffi::SQLITE_IOERR_READ)
-            })?;
+            let page_bytes_max = page_size + donut_format::salt::SALT_BYTES;
+            let pages = missing.len();
+            let mut fetched = get_sectors_in_calls(&*self.handle, &keys, |i| {
+                if i < pages {
+                    page_bytes_max
+                } else {
+                    CHUNK_BYTES_MAX
+                }
+            })
+            .map_err(|e| storage_fail(&self.name, "reading pages of", e, ffi::SQLITE_IOERR_READ))?;
             if fetched.len() != keys.len() {
                 return Err(Fail::new(
                     ffi::SQLITE_IOERR_READ,
@@ -1601,8 +1654,8 @@ impl MainDb {
 
     /// Which of the pending pages `indices` hold the bytes their `current`
     /// keys name: those equal to the cached bytes, and those whose
-    /// fingerprints match and whose stored bytes, fetched in one go, are
-    /// equal (`same_as_stored`). A salted key never matches a new write's,
+    /// fingerprints match and whose stored bytes, fetched a call's worth
+    /// at a time, are equal (`same_as_stored`). A salted key never matches a new write's,
     /// so without this every page written back unchanged would be stored
     /// again.
     fn unchanged(&self, db: DbId, indices: &[u32], current: &[Hash]) -> Result<HashSet<u32>, Fail> {
@@ -1623,10 +1676,17 @@ impl MainDb {
             // older): a `base` rebuilt after a page-size change has only
             // zero keys, which never match.
             assert_eq!(db, self.snapshot.db_id);
-            let stored = self.fetch_pages(&maybe_same, 0)?;
-            for (index, bytes) in maybe_same.into_iter().zip(stored) {
-                if bytes[..] == self.pending[&index][..] {
-                    same.insert(index);
+            // In batches of a call's worth: a VACUUM writes back every
+            // page, and all of them at once would be more sectors than
+            // one call carries and more bytes than the instance holds.
+            let page_bytes = self.snapshot.page_size as usize;
+            let batch = (GET_CALL_BYTES / page_bytes).clamp(1, SECTORS_PER_CALL_MAX);
+            for indices in maybe_same.chunks(batch) {
+                let stored = self.fetch_pages(indices, 0)?;
+                for (index, bytes) in indices.iter().zip(stored) {
+                    if bytes[..] == self.pending[index][..] {
+                        same.insert(*index);
+                    }
                 }
             }
         }
