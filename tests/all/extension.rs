@@ -440,3 +440,25 @@ print(setup.execute('pragma integrity_check').fetchone()[0])",
     );
     assert_eq!(out, "(200, 4)\nok\n");
 }
+
+/// Through the extension, SQLite's random numbers are the operating
+/// system's (the loading SQLite's default VFS seeds them; the extension
+/// does not make itself the default): two `sqlite3` processes on one
+/// DonutDB database draw differently, and `now` is the wall clock.
+#[test]
+fn sqlite3_processes_draw_different_random_numbers_through_the_extension() {
+    let store = Store::local();
+    let draw = ".open 'file:r.db?vfs=donutdb'\nselect hex(randomblob(16)) || ':' || random() || ':' || unixepoch('now');\n";
+    let first = store.sqlite3_ok(draw);
+    let second = store.sqlite3_ok(draw);
+    let parts = |s: &str| -> Vec<String> { s.trim().split(':').map(String::from).collect() };
+    let (first, second) = (parts(&first), parts(&second));
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert_ne!(first[..2], second[..2], "the same draws");
+    let host_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let guest_s: i64 = first[2].parse().expect("seconds");
+    assert!((guest_s - host_s).abs() < 60, "{guest_s} vs {host_s}");
+}

@@ -8,6 +8,7 @@ use crate::util::host_bin;
 use donut_host::service::config::{to_hex, token_sha256};
 use donut_testkit::{Api, Reply, Served};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -683,4 +684,33 @@ async fn an_idle_stream_expires_and_frees_its_slot() {
         rows(&count[0]),
         [json!([{ "type": "integer", "value": "0" }])]
     );
+}
+
+/// Hrana streams draw different random numbers and keys: each stream is
+/// its own instance, and SQLite in it seeds from `wasi:random` (it seeded
+/// from the time in seconds, so streams opened within a second made the
+/// same `randomblob` keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hrana_streams_draw_different_random_numbers() {
+    let (_dir, served, token) = serve_one("rho", "", "");
+    let api = served.api();
+    let mut draws = HashSet::new();
+    for _ in 0..4 {
+        let (responses, _) = ok(&pipeline(
+            &api,
+            &token,
+            "rho-r",
+            None,
+            json!([
+                execute("select hex(randomblob(16)), random()", json!([])),
+                { "type": "close" },
+            ]),
+        )
+        .await);
+        let row = rows(&responses[0]);
+        assert!(
+            draws.insert(row[0].to_string()),
+            "a draw repeated: {row:?} in {draws:?}"
+        );
+    }
 }

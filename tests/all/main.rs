@@ -17,6 +17,8 @@ mod history;
 mod libsql;
 mod lost_answers;
 mod migrate;
+mod open_files;
+mod randomness;
 mod sector_cache;
 mod serve;
 mod session;

@@ -29,7 +29,7 @@ pub use error::{
 };
 pub use main_file::{LEASE_MS_DEFAULT, LEASE_MS_MAX, Writer};
 pub use shared::Vfs;
-pub use sqlite_vfs::{SqliteApi, register, register_with};
+pub use sqlite_vfs::{SqliteApi, register, register_default, register_with};
 
 /// Deliberate bugs for the simulator's mutation checks: compiled only with
 /// the `planted-bugs` feature (test components), off until switched on.

@@ -84,12 +84,39 @@ pub fn register(name: &str, port: Box<dyn Port>) -> &'static Vfs {
     register_with(name, port, SqliteApi::linked())
 }
 
+/// [`register`], and makes the VFS the linked SQLite's default — the one
+/// SQLite seeds its random-number generator from (`random()`,
+/// `randomblob()`, temporary names): the first draw after this asks the
+/// VFS's `xRandomness`, the operating system's randomness through
+/// `getrandom` (in a component, `wasi:random`, which only the simulator
+/// makes deterministic). For a process whose own default VFS has no good
+/// randomness: the `unix` VFS SQLite compiles for WASI finds no
+/// `/dev/urandom` and seeds from the time in seconds and a constant pid,
+/// so every instance started within a second drew the same numbers.
+///
+/// # Panics
+///
+/// If a VFS of that name is registered already, or `name` holds a NUL.
+pub fn register_default(name: &str, port: Box<dyn Port>) -> &'static Vfs {
+    let state = register_inner(name, port, SqliteApi::linked(), true);
+    // Reset the generator: a draw made before this (under the old default)
+    // must not keep its seed.
+    // SAFETY: a null buffer with length 0 is SQLite's documented reset.
+    unsafe { ffi::sqlite3_randomness(0, std::ptr::null_mut()) };
+    state
+}
+
 /// [`register`] through `api`: the SQLite the VFS is registered with.
 ///
 /// # Panics
 ///
 /// If a VFS of that name is registered already, or `name` holds a NUL.
 pub fn register_with(name: &str, port: Box<dyn Port>, api: SqliteApi) -> &'static Vfs {
+    register_inner(name, port, api, false)
+}
+
+/// Registers the VFS with `api`'s SQLite, as its default if `default`.
+fn register_inner(name: &str, port: Box<dyn Port>, api: SqliteApi, default: bool) -> &'static Vfs {
     let z_name = CString::new(name).expect("a VFS name without NUL");
     // SAFETY: a NUL-terminated name.
     let existing = unsafe { (api.vfs_find)(z_name.as_ptr()) };
@@ -124,7 +151,7 @@ pub fn register_with(name: &str, port: Box<dyn Port>, api: SqliteApi) -> &'stati
         xNextSystemCall: None,
     }));
     // SAFETY: `vfs` is leaked, so it outlives every connection.
-    let rc = unsafe { (api.vfs_register)(vfs, 0) };
+    let rc = unsafe { (api.vfs_register)(vfs, c_int::from(default)) };
     assert_eq!(rc, ffi::SQLITE_OK, "registering the {name:?} VFS");
     state
 }

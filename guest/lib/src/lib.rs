@@ -50,9 +50,12 @@ pub const BUSY_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_
 thread_local! {
     /// The `donut` VFS over this instance's `donut:storage` imports,
     /// registered on first use (with the change log `DONUT_CHANGE_LOG`
-    /// names, if any).
+    /// names, if any) as SQLite's default VFS: the instance has no other
+    /// storage, and SQLite seeds `random()` and `randomblob()` from the
+    /// default VFS's randomness — ours is `wasi:random`; WASI's `unix` VFS
+    /// would seed from the time in seconds and a constant pid.
     static VFS: &'static Vfs = {
-        let vfs = donut_vfs::register(VFS_NAME, Box::new(port::WitPort));
+        let vfs = donut_vfs::register_default(VFS_NAME, Box::new(port::WitPort));
         vfs.change_log_from_env();
         vfs
     };
