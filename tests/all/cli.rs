@@ -434,3 +434,74 @@ fn the_change_log_has_a_json_line_per_vfs_call() {
         "count(*)\n3\n"
     );
 }
+
+/// `donut-host ARGS` on `store` with at most `files_max` open files (as
+/// `ulimit -n` sets it), `stdin` piped in.
+fn host_with_open_files_max(store: &Path, files_max: u32, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -n {files_max} && exec \"$0\" \"$@\""))
+        .arg(host_bin())
+        .arg("--local")
+        .arg(store)
+        .args(args)
+        .env("XDG_CACHE_HOME", store.join("cache-home"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run donut-host under bash");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The local store kept every pack (one per commit) open: after as many
+/// commits as a process may open files, every command on the store failed
+/// "Too many open files". 5,000 commits under `ulimit -n 256`, then every
+/// command works under it, and the packs were folded.
+#[test]
+fn five_thousand_commits_under_ulimit_256_leave_every_command_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let run = |args: &[&str], stdin: &[u8]| {
+        let out = host_with_open_files_max(&store, 256, args, stdin);
+        assert!(
+            out.status.success(),
+            "donut-host {args:?} under ulimit -n 256 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let commits = 5_000;
+    let mut script = String::from("create table t(x);\n");
+    for i in 0..commits {
+        script.push_str(&format!("insert into t values ({i});\n"));
+    }
+    run(&["create", "u.db"], b"");
+    run(&["shell", "u.db", "--format", "csv"], script.as_bytes());
+    let packs = std::fs::read_dir(store.join("packs")).unwrap().count();
+    assert!(packs < 100, "{packs} packs after {commits} commits");
+    assert!(run(&["ls"], b"").contains("u.db"));
+    let counted = run(&["sql", "u.db", "select count(*), sum(x) from t"], b"");
+    assert!(counted.contains("5000"), "{counted}");
+    let versions = run(&["versions", "u.db", "--limit", "3"], b"");
+    assert!(versions.lines().count() >= 3, "{versions}");
+    run(&["gc", "--retain", "0s"], b"");
+    let file = dir.path().join("u.sqlite");
+    run(&["pull", "u.db", file.to_str().unwrap()], b"");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let n: i64 = conn
+        .query_row("select count(*) from t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, commits);
+    let more = run(
+        &[
+            "sql",
+            "u.db",
+            "insert into t values (-1); select count(*) from t",
+        ],
+        b"",
+    );
+    assert!(more.contains("5001"), "{more}");
+}
