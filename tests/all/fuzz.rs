@@ -1,6 +1,8 @@
-//! A differential SQL fuzzer: seeded random programs — DDL, DML,
-//! savepoints, large transactions with a tiny `cache_size` (SQLite spills
-//! pages mid-transaction), `page_size` + VACUUM, `VACUUM INTO`,
+//! A differential SQL fuzzer: seeded random programs — DDL, DML on rowid
+//! and WITHOUT ROWID tables with overflowing rows, `auto_vacuum`,
+//! savepoints, large transactions with a tiny `cache_size` (one page:
+//! SQLite spills pages mid-transaction), `page_size` + VACUUM (after ~20 MB
+//! of rows, sometimes), `VACUUM INTO`,
 //! `journal_mode` and `synchronous` in every spelling, ATTACH, two
 //! connections, `sqlite3_backup` between databases, transactions whose
 //! pages DonutDB stores before the commit (`donut_spill_bytes`), one larger
@@ -63,10 +65,36 @@ const LARGER_THAN_MEMORY: (u64, usize) = (10_000, 32 << 20);
 const PAGE_SIZES: [u32; 5] = [512, 1024, 4096, 8192, 65536];
 const TABLES: u64 = 3;
 
+/// The last table is WITHOUT ROWID (its B-tree is an index B-tree: other
+/// pages, other overflow rules).
+const WITHOUT_ROWID_TABLE: u64 = TABLES - 1;
+
 fn table_ddl(schema: &str, t: u64) -> String {
+    let without_rowid = if t == WITHOUT_ROWID_TABLE {
+        " without rowid"
+    } else {
+        ""
+    };
     format!(
-        "create table if not exists {schema}t{t}(id integer primary key, a int, b text, c blob);"
+        "create table if not exists {schema}t{t}(id integer primary key, a int, b text, c blob){without_rowid};"
     )
+}
+
+/// `rows` rows of `select` (columns a, b, c; `i` counts from 1) into
+/// `t{t}`: a WITHOUT ROWID table is given ids from a random base (not
+/// after its largest: a subquery on the table written would make SQLite
+/// stage every row in a temporary table first).
+fn fill_table(rng: &mut Rng, schema: &str, t: u64, rows: u64, select: &str) -> String {
+    if t == WITHOUT_ROWID_TABLE {
+        let base = rng.below(1 << 20) << 20;
+        fill(
+            &format!("{schema}t{t}(id, a, b, c)"),
+            rows,
+            &format!("{base} + i, {select}"),
+        )
+    } else {
+        fill(&format!("{schema}t{t}(a, b, c)"), rows, select)
+    }
 }
 
 fn insert_rows(rng: &mut Rng, schema: &str, t: u64, rows_max: u64) -> String {
@@ -80,7 +108,7 @@ fn insert_rows(rng: &mut Rng, schema: &str, t: u64, rows_max: u64) -> String {
     format!(
         "{} {}",
         table_ddl(schema, t),
-        fill(&format!("{schema}t{t}(a, b, c)"), rows, &row)
+        fill_table(rng, schema, t, rows, &row)
     )
 }
 
@@ -124,6 +152,16 @@ fn generate(seed: u64) -> Vec<Step> {
     let mut rng = Rng(seed);
     let mut steps = Vec::new();
     let mut copies = 0;
+    // `auto_vacuum` is set before the first table (later, only VACUUM
+    // would apply it): freelist pages move, the file shrinks at commit.
+    if rng.chance(300) {
+        steps.push(Step {
+            sql: format!("pragma auto_vacuum = {};", rng.pick(&[1, 2, 1])),
+            expect: Expect::Same,
+            copy: None,
+            memory_limit_bytes: None,
+        });
+    }
     for _ in 0..STEPS {
         let mut prefix = String::new();
         let mut journal_off = false;
@@ -157,8 +195,10 @@ fn generate(seed: u64) -> Vec<Step> {
                 sql: format!(
                     "{prefix}pragma cache_size = 2;\nbegin;\n{}\n{}\ncommit;",
                     table_ddl("", t),
-                    fill(
-                        &format!("t{t}(a, b, c)"),
+                    fill_table(
+                        &mut rng,
+                        "",
+                        t,
                         rows,
                         "i, printf('%.*c', i % 200, 'L'), zeroblob(4000)"
                     )
@@ -204,13 +244,42 @@ fn generate(seed: u64) -> Vec<Step> {
                 let t = rng.below(TABLES);
                 format!(
                     "pragma cache_size = {};\npragma donut_spill_bytes = {};\nbegin;\n{}\n{}\ncommit;",
-                    2 + rng.below(8),
+                    1 + rng.below(9),
                     rng.pick(&[4096u64, 100_000, 1 << 20, 64 << 20]),
                     insert_rows(&mut rng, "", t, 3000),
                     change(&mut rng, "")
                 )
             }
-            6 => format!("pragma page_size = {};\nvacuum;", rng.pick(&PAGE_SIZES)),
+            // The page size re-set, VACUUM (on a one-page cache, or after
+            // a large database was made: ~20 MB of overflowing rows, tens
+            // of thousands of pages at small page sizes).
+            6 => {
+                let large = if rng.chance(120) {
+                    let t = rng.below(TABLES);
+                    format!(
+                        "{} {}\n",
+                        table_ddl("", t),
+                        fill_table(
+                            &mut rng,
+                            "",
+                            t,
+                            15_000,
+                            "i, printf('%.*c', 700 + i % 800, char(65 + i % 26)), zeroblob(i % 300)"
+                        )
+                    )
+                } else {
+                    String::new()
+                };
+                let cache = if rng.chance(500) {
+                    "pragma cache_size = 1;\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "{large}{cache}pragma page_size = {};\nvacuum;",
+                    rng.pick(&PAGE_SIZES)
+                )
+            }
             7 => {
                 copies += 1;
                 let name = format!("copy{copies}");
@@ -228,7 +297,7 @@ fn generate(seed: u64) -> Vec<Step> {
                     expect = Expect::RefusedAcrossDatabases;
                     let t = rng.below(TABLES);
                     format!(
-                        "{}\n{}\nbegin;\ninsert into t{t}(a) values (1);\ninsert into o.t{t}(a) values (2);\n{{end}};",
+                        "{}\n{}\nbegin;\ninsert into t{t}(id, a) values ((select coalesce(max(id), 0) + 1 from t{t}), 1);\ninsert into o.t{t}(id, a) values ((select coalesce(max(id), 0) + 1 from o.t{t}), 2);\n{{end}};",
                         table_ddl("", t),
                         table_ddl("o.", t)
                     )
@@ -259,7 +328,10 @@ fn two_connections(rng: &mut Rng) -> Step {
     let t = rng.below(TABLES);
     let k = 2 + rng.below(5);
     let small = |rng: &mut Rng| match rng.below(3) {
-        0 => format!("insert into t{t}(a, b) values ({}, 'x')", rng.below(1000)),
+        0 => format!(
+            "insert into t{t}(id, a, b) values ((select coalesce(max(id), 0) + 1 from t{t}), {}, 'x')",
+            rng.below(1000)
+        ),
         1 => format!("update t{t} set a = a + 1 where id % {k} = 0"),
         _ => format!("delete from t{t} where id % {k} = 1"),
     };
