@@ -665,9 +665,7 @@ pub async fn mark_restore(
 ) -> Result<(), StorageError> {
     update_state(backend, name, |state| {
         check_kept(name, state, mark.source)?;
-        if state.restores.len() >= RESTORE_MARKS_MAX {
-            state.restores.remove(0); // the oldest: long done
-        }
+        check_room(name, state)?;
         state.restores.push(mark);
         Ok(())
     })
@@ -697,9 +695,7 @@ pub async fn mark_forked(
     update_state(backend, name, |state| {
         if let Some(mark) = mark {
             check_kept(name, state, mark.source)?;
-            if state.restores.len() >= RESTORE_MARKS_MAX {
-                state.restores.remove(0); // the oldest: long done
-            }
+            check_room(name, state)?;
             state.restores.push(mark);
         }
         state.forked = true;
@@ -833,6 +829,20 @@ pub async fn is_retired(
 ) -> Result<Option<u64>, StorageError> {
     let (_, state) = read_state(backend, name).await?;
     Ok((version < state.oldest).then_some(state.oldest))
+}
+
+/// Refuses one more mark when `RESTORE_MARKS_MAX` stand: every one may
+/// still be needed (its restore or fork may not have landed yet, or its
+/// source still holds what the copy reads), so none is evicted; they
+/// lapse an hour after their restore (`RESTORE_GRACE_MS`, at a `gc` run).
+fn check_room(name: &DbName, state: &GcState) -> Result<(), StorageError> {
+    if state.restores.len() >= RESTORE_MARKS_MAX {
+        return Err(StorageError::Busy(format!(
+            "{RESTORE_MARKS_MAX} restores or forks of {name:?} are marked in its gc state, \
+             the most it holds: try again once gc has dropped those older than an hour"
+        )));
+    }
+    Ok(())
 }
 
 fn check_kept(name: &DbName, state: &GcState, version: u64) -> Result<(), StorageError> {
@@ -1428,4 +1438,36 @@ async fn entries(
         }
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+    use donut_format::At;
+
+    /// Issue 31, item 3: with `RESTORE_MARKS_MAX` marks standing, one more
+    /// restore evicted the oldest — still needed while its restore's
+    /// source was retired and the restored root read it — so `gc`
+    /// deleted pages that root reads. Now the restore is refused.
+    #[tokio::test]
+    async fn a_restore_is_refused_when_marks_are_full_not_a_needed_mark_evicted() {
+        let backend = MemoryBackend::new();
+        let name = DbName::new("m.db").expect("legal name");
+        crate::db::create_database(&backend, &name, 4096)
+            .await
+            .expect("create");
+        for _ in 0..RESTORE_MARKS_MAX {
+            crate::history::restore(&backend, &name, At::Version(1))
+                .await
+                .expect("restore");
+        }
+        let (_, state) = read_state(&backend, &name).await.expect("state");
+        let first = state.restores[0];
+        let refused = crate::history::restore(&backend, &name, At::Version(1)).await;
+        assert!(matches!(refused, Err(StorageError::Busy(_))), "{refused:?}");
+        let (_, state) = read_state(&backend, &name).await.expect("state");
+        assert_eq!(state.restores.len(), RESTORE_MARKS_MAX);
+        assert_eq!(state.restores[0], first, "the oldest mark stands");
+    }
 }
