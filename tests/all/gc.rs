@@ -360,7 +360,87 @@ pub(crate) async fn a_run_stopped_by_its_budget_loses_nothing_and_the_next_finis
     h.assert_integrity("b.db").await;
 }
 
+/// A `gc` run killed after its deletes, before it deleted the retired
+/// versions' history items.
+struct KilledBeforeHistoryDeletes {
+    inner: Arc<dyn Backend>,
+}
+
+#[async_trait]
+impl Layer for KilledBeforeHistoryDeletes {
+    type Inner = dyn Backend;
+
+    fn inner(&self) -> &dyn Backend {
+        &*self.inner
+    }
+
+    async fn delete_root_versions(
+        &self,
+        _name: &DbName,
+        _versions: &[u64],
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Unavailable("killed".into()))
+    }
+}
+
+/// Issue 39 (the simulator's seed 500854): a fork listed itself in its
+/// family, then `gc` retired the version it was to copy and deleted what
+/// only that version held (a run killed before deleting the history item,
+/// which stayed), and the fork's mark on its source was refused. Once a
+/// later fork marked the source as forked, every run took the refused
+/// fork for one still to write its root and checked keys against the
+/// retired version: "a manifest chunk of kept version … is missing". The
+/// version was retired, nothing kept lost anything: gc judged it kept.
+pub(crate) async fn a_fork_refused_after_listing_itself_does_not_make_gc_keep_its_retired_source(
+    h: Harness,
+) {
+    churned(&h, "src.db", 3).await;
+    let (_, source) = read_root(&*h.backend, &name("src.db")).await.unwrap();
+    let listed = ForkSource {
+        name: name("src.db"),
+        version: source.version,
+        fork_version: 1,
+    };
+    donut_store::gc::register_fork(&*h.backend, source.db_id, listed, &name("refused.db"))
+        .await
+        .unwrap();
+    h.sql_ok(
+        "src.db",
+        "update t set v = randomblob(2000) where id <= 150",
+    )
+    .await;
+    let killed: Arc<dyn Backend> = Arc::new(KilledBeforeHistoryDeletes {
+        inner: h.backend.clone(),
+    });
+    let run = collect_garbage(&*killed, &name("src.db"), now()).await;
+    assert!(run.is_err(), "killed before its history deletes: {run:?}");
+    let mark = donut_store::gc::mark_forked(
+        &*h.backend,
+        &name("src.db"),
+        Some(source.version),
+        source.db_id,
+    )
+    .await;
+    let err = mark.expect_err("the fork's source version is retired");
+    assert!(err.to_string().contains("no longer kept"), "{err}");
+    fork(&*h.backend, &name("src.db"), None, &name("dst.db"))
+        .await
+        .unwrap();
+    h.sql_ok("src.db", "update t set v = randomblob(2000) where id > 150")
+        .await;
+    let (src, dst) = (checksum(&h, "src.db").await, checksum(&h, "dst.db").await);
+    // (What the last update dropped, dst.db holds: nothing to delete.)
+    collect_garbage(&*h.backend, &name("src.db"), now())
+        .await
+        .expect("gc judges the refused fork's source version retired");
+    assert_eq!(checksum(&h, "src.db").await, src);
+    assert_eq!(checksum(&h, "dst.db").await, dst);
+    h.assert_integrity("src.db").await;
+    h.assert_integrity("dst.db").await;
+}
+
 backend_tests!(
+    a_fork_refused_after_listing_itself_does_not_make_gc_keep_its_retired_source,
     gc_brings_updates_back_to_the_size_of_a_fresh_push,
     rm_then_gc_leaves_nothing_of_the_database,
     a_restore_survives_gc_and_can_be_undone,

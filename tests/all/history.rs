@@ -211,7 +211,40 @@ pub(crate) async fn versions_list_every_commit_newest_first(h: Harness) {
     assert_eq!(two.len(), 2);
 }
 
+/// Issue 31, item 5: a database removed within an hour of a restore kept
+/// the restore's source history item through its final `gc`; created
+/// again, `NAME@that version` read the removed database on DynamoDB and
+/// memory (their history reads were not bounded by the head).
+pub(crate) async fn time_travel_after_recreation_never_reads_the_removed_database(h: Harness) {
+    let versions = numbered(&h, "tt.db", 3).await;
+    restore(&*h.backend, &name("tt.db"), At::Version(versions[0]))
+        .await
+        .unwrap();
+    donut_host::storage::remove_database(&*h.backend, &name("tt.db"))
+        .await
+        .unwrap();
+    let options = donut_host::storage::GcOptions {
+        retain_ms: 0,
+        now_ms: donut_host::storage::Clock::System.now_ms() + 1_000,
+        write_units_max: None,
+        keep_from: None,
+    };
+    let report = donut_host::storage::collect_garbage(&*h.backend, &name("tt.db"), options)
+        .await
+        .unwrap();
+    assert!(report.removed, "{report:?}");
+    h.create("tt.db").await;
+    let read = read_root_at(&*h.backend, &name("tt.db"), At::Version(versions[0])).await;
+    let err = read
+        .expect_err("the new tt.db has no such version")
+        .to_string();
+    assert!(err.contains("has no version"), "{err}");
+    let sql = h.sql(&format!("tt.db@{}", versions[0]), "select 1").await;
+    assert!(stderr(&sql).contains("has no version"), "{}", stderr(&sql));
+}
+
 backend_tests!(
+    time_travel_after_recreation_never_reads_the_removed_database,
     a_past_version_reads_its_own_rows_and_refuses_writes,
     a_time_names_the_version_current_then,
     restore_then_restore_back,

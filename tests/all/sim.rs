@@ -158,3 +158,22 @@ fn a_throttled_schema_load_at_open_does_not_wait_in_the_busy_handler() {
     let report = sim().run(&options);
     assert!(report.ok(), "{}", describe(&report, &options));
 }
+
+/// Found by the simulator (seed 500854, issue 39): a fork listed itself in
+/// its family and was then refused (`gc` had retired its source version
+/// and, killed before its history deletes, left that version's history
+/// item); once a later fork marked the database as forked, every `gc` run
+/// took the refused fork for one still under way and checked keys against
+/// the retired version, whose chunks were gone: "a manifest chunk of kept
+/// version 12 is missing".
+#[test]
+fn gc_does_not_keep_the_source_version_of_a_refused_fork() {
+    let options = Options {
+        seed: 500854,
+        ops: 30,
+        faults: true,
+        bug: None,
+    };
+    let report = sim().run(&options);
+    assert!(report.ok(), "{}", describe(&report, &options));
+}

@@ -117,11 +117,15 @@ pub struct Client {
     known_locks: HashMap<DbName, (u64, LockState)>,
     /// Newest root versions this instance saw, when no cache is shared.
     versions: Versions,
-    /// The newest root version of each database this instance read,
-    /// created or committed: at least the version any of its transactions
-    /// read, so the bound of the intents its `put-sectors` calls record
-    /// (docs/format.md, "Intents"). Never forgets, unlike `versions`.
-    seen: HashMap<DbName, u64>,
+    /// The newest root version of each name this instance read, created
+    /// or committed, with the database id that version belongs to: at
+    /// least the version any of its transactions on that database read,
+    /// so the bound of the intents its `put-sectors` calls record
+    /// (docs/format.md, "Intents"). Only used for that database id: a
+    /// name removed and created again is another database whose versions
+    /// start again at 1, and what was seen of the old one says nothing of
+    /// it. One entry per name, replaced by what was seen last.
+    seen: HashMap<DbName, (DbId, u64)>,
     /// Root swaps in a row that went unanswered (`unavailable`): the next
     /// one — usually the guest re-sending the same commit — backs off
     /// first ([`commit_backoff_ms`]).
@@ -257,25 +261,33 @@ impl Client {
         }
         self.stats.commit_root.fetch_add(1, Ordering::Relaxed);
         let root = crate::db::create_database(&*self.backend, &name, page_size).await?;
-        self.saw(&name, root.version);
+        self.saw(&name, root.db_id, root.version);
         Ok((name, root))
     }
 
-    /// Remembers that root version `version` of `name` exists.
-    fn saw(&mut self, name: &DbName, version: u64) {
-        let seen = self.seen.entry(name.clone()).or_default();
-        *seen = (*seen).max(version);
+    /// Remembers that `version`, of database `db_id`, is the current
+    /// root of `name`: every caller saw it current (a strongly consistent
+    /// root read, a creation, a commit), and calls are sequential, so the
+    /// last one seen is the newest — of that database. A lower version
+    /// than the one remembered, or another id, means the name was removed
+    /// and created again (versions start again at 1, and a fork into the
+    /// name may reuse an id): the old database's versions are forgotten.
+    fn saw(&mut self, name: &DbName, db_id: DbId, version: u64) {
+        self.seen.insert(name.clone(), (db_id, version));
     }
 
-    /// The bound of an intent for sectors of `name` stored now: the
-    /// newest version this instance saw, or else the current one (read).
-    async fn intent_bound(&mut self, name: &DbName) -> Result<u64, StorageError> {
-        if let Some(&seen) = self.seen.get(name) {
+    /// The bound of an intent for sectors of database `db_id` (named
+    /// `name`) stored now: the newest version of it this instance saw,
+    /// or else the current one (read).
+    async fn intent_bound(&mut self, name: &DbName, db_id: DbId) -> Result<u64, StorageError> {
+        if let Some(&(seen_id, seen)) = self.seen.get(name)
+            && seen_id == db_id
+        {
             return Ok(seen);
         }
         self.charge(1, 0, 0)?;
-        let (meta, _) = read_root(&*self.backend, name).await?;
-        self.saw(name, meta.version);
+        let (meta, root) = read_root(&*self.backend, name).await?;
+        self.saw(name, root.db_id, meta.version);
         Ok(meta.version)
     }
 
@@ -384,7 +396,7 @@ impl Client {
         };
         if db.at.is_none() {
             self.versions().saw(root.db_id, &db.name, meta.version);
-            self.saw(&db.name, meta.version);
+            self.saw(&db.name, root.db_id, meta.version);
         }
         // The first root read binds the handle to that database id; a root
         // with another id means the name was removed and created again.
@@ -576,7 +588,7 @@ impl Client {
         let (name, db_id) = self.db_id(db).await?;
         // Stored before their commit point: recorded first, so `gc` finds
         // them if no commit ever references them.
-        let bound = self.intent_bound(&name).await?;
+        let bound = self.intent_bound(&name, db_id).await?;
         let now_ms = self.clock.now_ms();
         intent::record(&*self.backend, &name, db_id, bound, &checked, now_ms).await?;
         self.backend.put_sectors(db_id, &checked).await?;
@@ -697,7 +709,7 @@ impl Client {
             Ok(()) => {
                 self.stored(db_id, &sectors);
                 self.versions().saw(db_id, &name, root.version);
-                self.saw(&name, root.version);
+                self.saw(&name, db_id, root.version);
                 Ok(root.version)
             }
             Err(PutMetaError::Conflict) => {
@@ -827,6 +839,109 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gc::{GcOptions, collect};
+    use crate::{LocalBackend, MemoryBackend};
+    use donut_format::salt::salted;
+    use donut_format::{Intent, Salt, hash};
+
+    /// Commits `root` with `version + 1` and `txn_id` through `client`.
+    async fn commit_next(client: &mut Client, db: &mut OpenDatabase, mut root: Root) -> Root {
+        let expected = root.version;
+        root.version += 1;
+        root.commit_ms = Clock::System.now_ms();
+        root.txn_id = random_u64();
+        let version = client
+            .commit_root(db, expected, root.encode(), None, Vec::new())
+            .await
+            .expect("commit");
+        assert_eq!(version, root.version);
+        root
+    }
+
+    /// Retires every version but the newest (and a removal older than
+    /// now: its final step).
+    async fn gc_now(backend: &dyn Backend, name: &DbName) -> crate::gc::GcReport {
+        let options = GcOptions {
+            retain_ms: 0,
+            now_ms: Clock::System.now_ms() + 1_000,
+            write_units_max: None,
+            keep_from: None,
+        };
+        collect(backend, name, options).await.expect("gc")
+    }
+
+    /// Issue 31, item 1: one long-lived client (the extension's) wrote
+    /// x.db to version 8; x.db was removed and collected away, and created
+    /// again (versions start at 1). The client's next spilled page was
+    /// recorded with the old database's version as its intent's bound, so
+    /// once the new database passed it, `gc` took the page's transaction
+    /// for one that never committed and deleted a page the newest version
+    /// reads.
+    async fn a_client_living_across_a_removal_keeps_the_new_databases_sectors(
+        backend: Arc<dyn Backend>,
+    ) {
+        let name = DbName::new("x.db").expect("legal name");
+        let mut client = Client::new(backend.clone(), Grant::all());
+        let mut db = client.create("x.db", 4096).await.expect("create");
+        let mut root = read_root(&*backend, &name).await.expect("root").1;
+        for _ in 0..7 {
+            root = commit_next(&mut client, &mut db, root).await;
+        }
+        crate::db::remove_database(&*backend, &name)
+            .await
+            .expect("rm");
+        assert!(gc_now(&*backend, &name).await.removed);
+        // Another process creates it again; this client opens it.
+        crate::db::create_database(&*backend, &name, 4096)
+            .await
+            .expect("created again");
+        let mut db = client.open("x.db").expect("open");
+        client.read_root(&mut db).await.expect("read");
+        let (_, mut root) = read_root(&*backend, &name).await.expect("root");
+        // A transaction on version 1 spills page 0, then commits as 2.
+        let txn_id = random_u64();
+        let page = salted(&[7u8; 4096], Salt::page(0, txn_id));
+        let key = hash(&page);
+        client
+            .put_sectors(&mut db, vec![(key.to_vec(), page)])
+            .await
+            .expect("spill");
+        let intents = backend
+            .list_intents(&name, u64::MAX, 10)
+            .await
+            .expect("list");
+        let bound = Intent::decode(&intents[0].1).expect("intent").bound;
+        assert_eq!(bound, 1, "the bound is the version the transaction read");
+        root.version += 1;
+        root.txn_id = txn_id;
+        root.commit_ms = Clock::System.now_ms();
+        root.page_count = 1;
+        root.overlay = vec![(0, key)];
+        client
+            .commit_root(&mut db, 1, root.encode(), None, Vec::new())
+            .await
+            .expect("commit");
+        // Past the old database's versions, then collected.
+        for _ in 0..9 {
+            root = commit_next(&mut client, &mut db, root).await;
+        }
+        gc_now(&*backend, &name).await;
+        let found = backend.get_sectors(root.db_id, &[key]).await.expect("read");
+        assert!(found[0].is_some(), "page 0 of the newest version is gone");
+    }
+
+    #[tokio::test]
+    async fn a_client_living_across_a_removal_keeps_the_new_databases_sectors_memory() {
+        let backend = Arc::new(MemoryBackend::new());
+        a_client_living_across_a_removal_keeps_the_new_databases_sectors(backend).await;
+    }
+
+    #[tokio::test]
+    async fn a_client_living_across_a_removal_keeps_the_new_databases_sectors_local() {
+        let dir = tempfile::tempdir().expect("dir");
+        let backend = Arc::new(LocalBackend::open(dir.path()).expect("store"));
+        a_client_living_across_a_removal_keeps_the_new_databases_sectors(backend).await;
+    }
 
     #[test]
     fn commit_backoff_grows_to_its_ceiling_and_is_jittered() {

@@ -665,9 +665,7 @@ pub async fn mark_restore(
 ) -> Result<(), StorageError> {
     update_state(backend, name, |state| {
         check_kept(name, state, mark.source)?;
-        if state.restores.len() >= RESTORE_MARKS_MAX {
-            state.restores.remove(0); // the oldest: long done
-        }
+        check_room(name, state)?;
         state.restores.push(mark);
         Ok(())
     })
@@ -675,23 +673,63 @@ pub async fn mark_restore(
 }
 
 /// Records that `name` has forks (or is one) in family `db` before a fork
-/// is written: refused if `gc` retired `version`, the fork's source
-/// version.
+/// is written. Given `version`, the fork's source version: refused if `gc`
+/// retired it, else marked as a restore's source is (in the same
+/// compare-and-swap), so runs keep what it references while the fork may
+/// still write its root — and a fork listed in the family whose source
+/// version is retired and unmarked is known to have been refused here (or
+/// killed before), never to copy it (`Families::members_roots`).
+/// Returns the mark written (given `version`), for [`unmark_fork`] once
+/// the fork's root is written.
 pub async fn mark_forked(
     backend: &dyn Backend,
     name: &DbName,
     version: Option<u64>,
     db: DbId,
-) -> Result<(), StorageError> {
+) -> Result<Option<RestoreMark>, StorageError> {
+    let mark = version.map(|source| RestoreMark {
+        source,
+        txn_id: crate::random_u64(),
+        started_ms: crate::clock::Clock::System.now_ms(),
+    });
     update_state(backend, name, |state| {
-        if let Some(version) = version {
-            check_kept(name, state, version)?;
+        if let Some(mark) = mark {
+            check_kept(name, state, mark.source)?;
+            check_room(name, state)?;
+            state.restores.push(mark);
         }
         state.forked = true;
         state.family = Some(db);
         Ok(())
     })
-    .await
+    .await?;
+    Ok(mark)
+}
+
+/// Drops the mark [`mark_forked`] wrote on a fork's source once the
+/// fork's root is written (the fork is then a member that holds what it
+/// copied). Left behind by a fork killed before this, a mark lapses after
+/// `RESTORE_GRACE_MS` as a restore's does.
+pub async fn unmark_fork(
+    backend: &dyn Backend,
+    name: &DbName,
+    mark: RestoreMark,
+) -> Result<(), StorageError> {
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        let (stored, mut state) = read_state(backend, name).await?;
+        let before = state.restores.len();
+        state.restores.retain(|m| *m != mark);
+        if stored.is_none() || state.restores.len() == before {
+            return Ok(()); // pruned already, or the state is gone
+        }
+        match write_state(backend, name, stored, &state).await {
+            Err(StorageError::Conflict) => continue,
+            written => return written.map(|_| ()),
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the gc state of {name:?} kept changing"
+    )))
 }
 
 /// Lists `dst`, a fork of `source.name` at `source.version` whose first
@@ -791,6 +829,20 @@ pub async fn is_retired(
 ) -> Result<Option<u64>, StorageError> {
     let (_, state) = read_state(backend, name).await?;
     Ok((version < state.oldest).then_some(state.oldest))
+}
+
+/// Refuses one more mark when `RESTORE_MARKS_MAX` stand: every one may
+/// still be needed (its restore or fork may not have landed yet, or its
+/// source still holds what the copy reads), so none is evicted; they
+/// lapse an hour after their restore (`RESTORE_GRACE_MS`, at a `gc` run).
+fn check_room(name: &DbName, state: &GcState) -> Result<(), StorageError> {
+    if state.restores.len() >= RESTORE_MARKS_MAX {
+        return Err(StorageError::Busy(format!(
+            "{RESTORE_MARKS_MAX} restores or forks of {name:?} are marked in its gc state, \
+             the most it holds: try again once gc has dropped those older than an hour"
+        )));
+    }
+    Ok(())
 }
 
 fn check_kept(name: &DbName, state: &GcState, version: u64) -> Result<(), StorageError> {
@@ -1024,6 +1076,17 @@ impl<'a> Families<'a> {
                 Held::Moved => return Ok(None),
                 Held::Pending => {
                     let source = member.source.as_ref().expect("only forks are pending");
+                    let state = &states[&source.name];
+                    let marked = state.restores.iter().any(|m| m.source == source.version);
+                    if source.version < state.oldest && !marked {
+                        // Retired and never marked: the fork's mark on its
+                        // source was refused (or it was killed before), so
+                        // it never writes its root. Its version's history
+                        // item may still be stored (a run killed before
+                        // deleting it), its sectors already gone: it holds
+                        // nothing (the simulator's seed 500854).
+                        continue;
+                    }
                     let Some(root) = self.kept_root(db, &source.name, source.version).await? else {
                         // Retired and gone: the fork never marked its
                         // source (a run that saw it would have kept the
@@ -1375,4 +1438,36 @@ async fn entries(
         }
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+    use donut_format::At;
+
+    /// Issue 31, item 3: with `RESTORE_MARKS_MAX` marks standing, one more
+    /// restore evicted the oldest — still needed while its restore's
+    /// source was retired and the restored root read it — so `gc`
+    /// deleted pages that root reads. Now the restore is refused.
+    #[tokio::test]
+    async fn a_restore_is_refused_when_marks_are_full_not_a_needed_mark_evicted() {
+        let backend = MemoryBackend::new();
+        let name = DbName::new("m.db").expect("legal name");
+        crate::db::create_database(&backend, &name, 4096)
+            .await
+            .expect("create");
+        for _ in 0..RESTORE_MARKS_MAX {
+            crate::history::restore(&backend, &name, At::Version(1))
+                .await
+                .expect("restore");
+        }
+        let (_, state) = read_state(&backend, &name).await.expect("state");
+        let first = state.restores[0];
+        let refused = crate::history::restore(&backend, &name, At::Version(1)).await;
+        assert!(matches!(refused, Err(StorageError::Busy(_))), "{refused:?}");
+        let (_, state) = read_state(&backend, &name).await.expect("state");
+        assert_eq!(state.restores.len(), RESTORE_MARKS_MAX);
+        assert_eq!(state.restores[0], first, "the oldest mark stands");
+    }
 }

@@ -303,15 +303,31 @@ pub async fn fork(
         fork_version: fresh.version,
     };
     crate::gc::register_fork(backend, source.db_id, listed, dst).await?;
-    crate::gc::mark_forked(backend, src, Some(source.version), source.db_id).await?;
+    let marked_ms = Clock::System.now_ms();
+    let mark = crate::gc::mark_forked(backend, src, Some(source.version), source.db_id).await?;
     crate::gc::mark_forked(backend, dst, None, source.db_id).await?;
+    // The source's mark keeps its version for `RESTORE_GRACE_MS`: a fork
+    // slower than half of that refuses itself rather than copy a version
+    // whose sectors a run may collect once the mark is gone.
+    if Clock::System.now_ms() > marked_ms + crate::gc::RESTORE_GRACE_MS / 2 {
+        return Err(StorageError::Busy(format!(
+            "forking {src:?} took too long; its source version may be collected: fork again"
+        )));
+    }
     let mut root = source.clone();
     root.version = fresh.version;
     root.commit_ms = fresh.commit_ms;
     root.txn_id = fresh.txn_id;
     root.lease_required = false;
     match swap_root(backend, dst, expected, false, &root).await {
-        Ok(()) => Ok(root),
+        Ok(()) => {
+            // Written: the fork holds what it copied as a member now. A
+            // mark left (this failed) only lapses later.
+            if let Some(mark) = mark {
+                crate::gc::unmark_fork(backend, src, mark).await.ok();
+            }
+            Ok(root)
+        }
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {dst:?} already exists in the {}",
             backend.describe()

@@ -1368,6 +1368,14 @@ impl Backend for DynamoBackend {
         if version == 0 {
             return Ok(None); // range key 0 is the current root, not a version
         }
+        // Bounded by the head, as every backend is: a history item above
+        // the current root is an earlier database's of the same name (the
+        // head first: a version at or below it is this database's, which
+        // wrote its history item with that root).
+        let head = self.get_meta_item(root_key(name), 0).await?;
+        if head.is_none_or(|head| version > head.version) {
+            return Ok(None);
+        }
         self.get_meta_item(root_key(name), version).await
     }
 

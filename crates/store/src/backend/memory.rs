@@ -124,7 +124,14 @@ impl Backend for MemoryBackend {
         name: &DbName,
         version: u64,
     ) -> Result<Option<Meta>, BackendError> {
-        Ok(self.state().history.get(&(name.clone(), version)).cloned())
+        // Bounded by the head, as every backend is: a history item above
+        // the current root is an earlier database's of the same name.
+        let state = self.state();
+        let head = state.meta.get(&(MetaKind::Root, name.clone()));
+        if head.is_none_or(|head| version > head.version) {
+            return Ok(None);
+        }
+        Ok(state.history.get(&(name.clone(), version)).cloned())
     }
 
     async fn root_history(

@@ -240,7 +240,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Version `version` of the root of `name` as its history keeps it
     /// (strongly consistent): every root write also writes its history
-    /// item (docs/format.md, "History"). `None`: never written, or retired.
+    /// item (docs/format.md, "History"). `None`: never written, retired,
+    /// or above the current root (an item an earlier database of the same
+    /// name left: every backend bounds time travel by the head).
     async fn get_root_version(
         &self,
         name: &DbName,
