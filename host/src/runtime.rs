@@ -77,8 +77,9 @@ impl StockSql<'_> {
 
 /// Default memory limit of one call's instance.
 pub const MEMORY_LIMIT_BYTES_DEFAULT: usize = 2 << 30;
-/// Most captured output kept per stream.
-const CAPTURE_BYTES_MAX: usize = 64 << 20;
+/// Most captured output kept per stream, unless a call says less
+/// ([`Call::capture_bytes_max`]).
+pub const CAPTURE_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -138,6 +139,8 @@ pub enum RunError {
     NoFuel { label: String },
     #[error("{label}: the change log cannot be granted: {detail}")]
     ChangeLog { label: String, detail: String },
+    #[error("{label} wrote more than its output limit of {limit_bytes} bytes and was stopped")]
+    OutputLimit { label: String, limit_bytes: usize },
 }
 
 impl RunError {
@@ -149,6 +152,7 @@ impl RunError {
             RunError::MemoryLimit { .. } => Some("memory"),
             RunError::CpuLimit { .. } => Some("cpu"),
             RunError::StorageLimit { exceeded, .. } => Some(exceeded.limit_name()),
+            RunError::OutputLimit { .. } => Some("output"),
             RunError::Instantiate { .. }
             | RunError::Trap { .. }
             | RunError::NoTimeLimits { .. }
@@ -320,6 +324,39 @@ pub struct HostState {
     wasi_table: ResourceTable,
     storage: StorageCtx,
     limits: Limiter,
+    /// When the running call's time is up ([`Runtime::arm_time`]); `None`:
+    /// never.
+    deadline: Option<std::time::Instant>,
+    /// Whether the guest yields to the async executor at every epoch tick
+    /// (so a CPU-bound guest never holds a thread of the reactor for more
+    /// than a tick); off for deterministic calls, whose schedule the
+    /// simulator decides.
+    yields: bool,
+}
+
+/// The trap a guest gets at its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("time limit reached")]
+struct TimeLimitReached;
+
+/// What the engine does at each epoch tick of a guest: stop it past its
+/// deadline; otherwise yield to the executor (other tasks run: `/healthz`,
+/// other tenants) and go on for one more tick. Spin does the same.
+fn on_epoch_tick(
+    state: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let state = state.data();
+    if state
+        .deadline
+        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
+    {
+        return Err(TimeLimitReached.into());
+    }
+    Ok(if state.yields {
+        wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+    } else {
+        wasmtime::UpdateDeadline::Continue(1)
+    })
 }
 
 impl HostState {
@@ -480,6 +517,9 @@ pub struct Call {
     pub time_limit: Option<Duration>,
     /// CPU budget in fuel; `None`: no limit. Needs `RuntimeOptions::fuel`.
     pub fuel_max: Option<u64>,
+    /// Most bytes of stdout, and of stderr, captured ([`Stdio::Capture`]);
+    /// a guest that writes more is stopped ([`RunError::OutputLimit`]).
+    pub capture_bytes_max: usize,
     /// Virtual clocks and seeded randomness; `None`: the real ones.
     pub determinism: Option<Determinism>,
     /// Append the change log (a JSON line per VFS call) to this file: the
@@ -497,6 +537,7 @@ impl Call {
             memory_limit_bytes: MEMORY_LIMIT_BYTES_DEFAULT,
             time_limit: None,
             fuel_max: None,
+            capture_bytes_max: CAPTURE_BYTES_MAX,
             determinism: None,
             change_log: None,
         }
@@ -668,9 +709,21 @@ impl Runtime {
                 memory_bytes: memory_limit_bytes,
                 peak_memory_bytes: 0,
             },
+            deadline: None,
+            yields: true,
         };
+        self.store(state)
+    }
+
+    /// A store for `state`, its memory limited and, if the runtime has
+    /// time limits, its epoch ticks handled by [`on_epoch_tick`].
+    fn store(&self, state: HostState) -> Store<HostState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        if self.time_limits {
+            store.epoch_deadline_callback(on_epoch_tick);
+            store.set_epoch_deadline(1);
+        }
         store
     }
 
@@ -683,21 +736,37 @@ impl Runtime {
         time_limit: Option<Duration>,
         fuel_max: Option<u64>,
     ) -> Result<(), RunError> {
-        match (time_limit, self.time_limits) {
-            (Some(_), false) => {
-                return Err(RunError::NoTimeLimits {
-                    label: label.to_string(),
-                });
-            }
-            (None, false) => {}
-            (Some(limit), true) => {
-                let ticks = limit.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
-                store.set_epoch_deadline(ticks);
-                store.epoch_deadline_trap();
-            }
-            // "Never": far enough that current + this cannot overflow.
-            (None, true) => store.set_epoch_deadline(u64::MAX / 2),
+        self.arm_time(store, label, time_limit)?;
+        self.arm_fuel(store, label, fuel_max)
+    }
+
+    /// Sets `store`'s deadline: `time_limit` from now, or none. The guest
+    /// is stopped at the first epoch tick past it.
+    pub(crate) fn arm_time(
+        &self,
+        store: &mut Store<HostState>,
+        label: &str,
+        time_limit: Option<Duration>,
+    ) -> Result<(), RunError> {
+        if time_limit.is_some() && !self.time_limits {
+            return Err(RunError::NoTimeLimits {
+                label: label.to_string(),
+            });
         }
+        store.data_mut().deadline = time_limit.map(|limit| std::time::Instant::now() + limit);
+        if self.time_limits {
+            store.set_epoch_deadline(1);
+        }
+        Ok(())
+    }
+
+    /// Gives `store` `fuel_max` fuel from now (none: as much as it wants).
+    pub(crate) fn arm_fuel(
+        &self,
+        store: &mut Store<HostState>,
+        label: &str,
+        fuel_max: Option<u64>,
+    ) -> Result<(), RunError> {
         match (fuel_max, self.fuel) {
             (Some(_), false) => Err(RunError::NoFuel {
                 label: label.to_string(),
@@ -732,6 +801,9 @@ impl Runtime {
                 label,
                 limit_bytes: state.limits.memory_bytes,
             };
+        }
+        if let (Some(_), Some(limit)) = (e.downcast_ref::<TimeLimitReached>(), time_limit) {
+            return RunError::TimeLimit { label, limit };
         }
         match (e.downcast_ref::<wasmtime::Trap>(), time_limit, fuel_max) {
             (Some(wasmtime::Trap::OutOfFuel), _, Some(fuel_max)) => {
@@ -835,8 +907,8 @@ impl Runtime {
                 None
             }
             Stdio::Capture { stdin } => {
-                let stdout = MemoryOutputPipe::new(CAPTURE_BYTES_MAX);
-                let stderr = MemoryOutputPipe::new(CAPTURE_BYTES_MAX);
+                let stdout = MemoryOutputPipe::new(call.capture_bytes_max);
+                let stderr = MemoryOutputPipe::new(call.capture_bytes_max);
                 wasi.stdin(MemoryInputPipe::new(stdin))
                     .stdout(stdout.clone())
                     .stderr(stderr.clone());
@@ -872,9 +944,10 @@ impl Runtime {
                 memory_bytes: memory_limit_bytes,
                 peak_memory_bytes: 0,
             },
+            deadline: None,
+            yields: call.determinism.is_none(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        let mut store = self.store(state);
         self.arm(&mut store, &program.label, call.time_limit, call.fuel_max)?;
         // The fuel the call started with, if fuel is metered.
         let fuel_max = self.fuel.then(|| call.fuel_max.unwrap_or(u64::MAX));
@@ -901,6 +974,16 @@ impl Runtime {
         usage.billed = state.storage.bill();
         if let Some(exceeded) = state.storage.quota_exceeded() {
             return Err(RunError::StorageLimit { label, exceeded });
+        }
+        // A full pipe refused the guest's writes: its output is cut, so
+        // the call failed at a limit, whatever it exited with.
+        if let Some((out, err)) = &captured
+            && out.contents().len().max(err.contents().len()) >= call.capture_bytes_max
+        {
+            return Err(RunError::OutputLimit {
+                label,
+                limit_bytes: call.capture_bytes_max,
+            });
         }
         let exit_code = match result {
             Ok(Ok(())) => 0,

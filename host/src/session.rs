@@ -74,8 +74,9 @@ impl Runtime {
     }
 }
 
-/// What one session may use: its instance's memory for its whole life,
-/// and time and fuel per call.
+/// What one session may use: its instance's memory for its whole life;
+/// time, fuel and storage per request (every call of a request draws on
+/// one allowance: [`Session::begin_request`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
     pub memory_bytes: usize,
@@ -105,6 +106,8 @@ pub struct Session {
     plugin: SessionPlugin,
     connection: ResourceAny,
     limits: SessionLimits,
+    /// What is left of the current request's time limit.
+    time_left: Option<Duration>,
     dead: bool,
 }
 
@@ -144,6 +147,8 @@ impl Session {
         let label = program.label.clone();
         let storage = storage.with_quota(limits.quota);
         let mut store = runtime.session_store(storage, limits.memory_bytes);
+        // Opening is the first request's: its time and fuel count there.
+        let started = std::time::Instant::now();
         runtime.arm(&mut store, &label, limits.time_limit, limits.fuel_max)?;
         let plugin = match program.pre.instantiate_async(&mut store).await {
             Ok(plugin) => plugin,
@@ -168,12 +173,16 @@ impl Session {
                 return Err(stopped);
             }
         };
+        let time_left = limits
+            .time_limit
+            .map(|limit| limit.saturating_sub(started.elapsed()));
         Ok(Ok(Session {
             label,
             store,
             plugin,
             connection,
             limits,
+            time_left,
             dead: false,
         }))
     }
@@ -265,15 +274,18 @@ impl Session {
         self.store.data().storage_ctx().bill()
     }
 
-    /// Starts a request on a kept session: it gets the storage quota of
-    /// [`SessionLimits::quota`] of its own (the opening request has it
-    /// from `open`); past it the instance is stopped and the session dead.
-    pub fn begin_request(&mut self) {
-        let quota = self.limits.quota;
+    /// Starts a request on a kept session: it gets the time limit, fuel
+    /// and storage quota of [`SessionLimits`] of its own, shared by all of
+    /// its calls (the opening request has them from `open`); past one the
+    /// instance is stopped and the session dead.
+    pub fn begin_request(&mut self, runtime: &Runtime) -> Result<(), RunError> {
+        let limits = self.limits;
         self.store
             .data_mut()
             .storage_ctx_mut()
-            .limit_from_now(quota);
+            .limit_from_now(limits.quota);
+        self.time_left = limits.time_limit;
+        runtime.arm_fuel(&mut self.store, &self.label, limits.fuel_max)
     }
 
     /// Storage calls, sectors and bytes the session has used so far.
@@ -301,13 +313,16 @@ impl Session {
             });
         }
         let limits = self.limits;
-        runtime.arm(
-            &mut self.store,
-            &self.label,
-            limits.time_limit,
-            limits.fuel_max,
-        )?;
-        match f(&self.plugin, &mut self.store, self.connection).await {
+        // The request's time left, not a fresh limit per call: a pipeline
+        // of many statements gets one time limit, as it gets one fuel
+        // allowance (set by `begin_request`, not here).
+        runtime.arm_time(&mut self.store, &self.label, self.time_left)?;
+        let started = std::time::Instant::now();
+        let answered = f(&self.plugin, &mut self.store, self.connection).await;
+        self.time_left = self
+            .time_left
+            .map(|left| left.saturating_sub(started.elapsed()));
+        match answered {
             Ok(answer) => Ok(answer),
             Err(e) => {
                 self.dead = true;

@@ -31,24 +31,43 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What one tenant's calls may use.
+/// What one tenant's requests may use. A request is one plugin call, or
+/// one Hrana pipeline with all of its statements: time, fuel, storage
+/// quota and response size are per request, not per statement.
 #[derive(Debug, Clone)]
 pub struct TenantLimits {
     /// Linear memory of one instance.
     pub memory_bytes: usize,
-    /// Wall-clock time of one call's guest execution.
+    /// Wall-clock time of one request's guest execution.
     pub time_limit: Option<Duration>,
-    /// CPU of one call, in fuel (needs a runtime built with
+    /// CPU of one request, in fuel (needs a runtime built with
     /// `RuntimeOptions::fuel`).
     pub fuel_max: Option<u64>,
-    /// Storage calls, sectors and bytes of one call.
+    /// Storage calls, sectors and bytes of one request.
     pub quota: CallQuota,
-    /// Calls of the tenant running at once; one more is refused, not
-    /// queued.
+    /// Instances of the tenant alive at once: running calls and open
+    /// libSQL streams (idle or not) together; one more is refused, not
+    /// queued. With [`TenantLimits::memory_bytes`] it bounds the
+    /// tenant's instance memory.
     pub instances_max: usize,
-    /// Capacity units the tenant's calls may consume per period.
+    /// Capacity units the tenant's requests may consume per period.
     pub budget: Option<CapacityBudget>,
+    /// Largest answer of one request (a pipeline's results as JSON; a
+    /// call's stdout and stderr each): past it the request gets an error,
+    /// and the answer is never built.
+    pub response_bytes_max: usize,
 }
+
+/// The storage quota of one request of a tenant given none: generous for
+/// any OLTP request, yet a bound on what one runaway request can cost.
+pub const QUOTA_DEFAULT: CallQuota = CallQuota {
+    storage_calls_max: Some(100_000),
+    sectors_max: Some(1_000_000),
+    bytes_max: Some(4 << 30),
+};
+
+/// [`TenantLimits::response_bytes_max`] of a tenant given none.
+pub const RESPONSE_BYTES_MAX_DEFAULT: usize = 32 << 20;
 
 impl Default for TenantLimits {
     fn default() -> Self {
@@ -56,17 +75,18 @@ impl Default for TenantLimits {
             memory_bytes: 256 << 20,
             time_limit: Some(Duration::from_secs(30)),
             fuel_max: None,
-            quota: CallQuota::unlimited(),
+            quota: QUOTA_DEFAULT,
             instances_max: 16,
             budget: None,
+            response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
         }
     }
 }
 
 /// DynamoDB capacity units a tenant may consume per period, as billed.
-/// Checked when a call starts and charged when it ends, so one call may
-/// overrun what was left by what one call can do (its [`CallQuota`]
-/// bounds that).
+/// Checked before each statement of a pipeline (before a plugin call) and
+/// charged after it, so a request overruns what was left by at most one
+/// statement's worth (a call's: its [`CallQuota`] bounds that).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CapacityBudget {
     pub read_units: f64,
@@ -202,11 +222,17 @@ pub struct TenantTotals {
     /// Capacity units as billed.
     pub read_units: f64,
     pub write_units: f64,
-    /// Calls running now.
+    /// Instances alive now: calls running and libSQL streams open.
     pub live: usize,
     /// Calls refused or stopped, by the limit's stable name
     /// ([`Refusal::limit_name`], [`RunError::limit_name`]).
     pub limited: BTreeMap<&'static str, u64>,
+}
+
+/// One of a tenant's instances ([`TenantLimits::instances_max`]), held
+/// by a call or a libSQL stream for as long as it lives; freed on drop.
+pub struct InstanceSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 struct TenantState {
@@ -373,13 +399,18 @@ impl Tenants {
     }
 
     /// Storage for a SQL session of tenant `name` (its grant, the shared
-    /// cache, billed) and the session's limits, if its budget has room.
+    /// cache, billed), the session's limits, and one of the tenant's
+    /// instances for the session to hold as long as it lives, if the
+    /// tenant has one free and its budget has room.
     pub fn session_storage(
         &self,
         name: &str,
-    ) -> Result<(StorageCtx, crate::session::SessionLimits), Refusal> {
+    ) -> Result<(StorageCtx, crate::session::SessionLimits, InstanceSlot), Refusal> {
         let state = self.state(name)?;
-        self.check_budget(&state)?;
+        let slot = self.instance_slot(&state)?;
+        self.check_budget(&state).inspect_err(|refusal| {
+            state.count_limit(refusal.limit_name());
+        })?;
         let limits = &state.tenant.limits;
         let storage = self.storage(&state);
         let session = crate::session::SessionLimits {
@@ -388,13 +419,41 @@ impl Tenants {
             fuel_max: limits.fuel_max,
             quota: limits.quota,
         };
-        Ok((storage, session))
+        Ok((storage, session, slot))
     }
 
-    /// Checks tenant `name`'s budget before a request on a session.
+    /// One of `state`'s instances, if it has one free (counted as a
+    /// refusal if not).
+    fn instance_slot(&self, state: &TenantState) -> Result<InstanceSlot, Refusal> {
+        let permit = state.live.clone().try_acquire_owned().map_err(|_| {
+            state.count_limit("instances");
+            Refusal::TooManyInstances {
+                tenant: state.tenant.name.clone(),
+                max: state.tenant.limits.instances_max,
+            }
+        })?;
+        Ok(InstanceSlot { _permit: permit })
+    }
+
+    /// Counts a request of tenant `name` stopped at `limit`.
+    pub fn count_limit(&self, name: &str, limit: &'static str) {
+        if let Ok(state) = self.state(name) {
+            state.count_limit(limit);
+        }
+    }
+
+    /// Checks tenant `name`'s budget before a request, or a statement of
+    /// one, on a session (a refusal is counted).
     pub fn check_session_budget(&self, name: &str) -> Result<(), Refusal> {
         let state = self.state(name)?;
-        self.check_budget(&state)
+        self.check_budget(&state).inspect_err(|refusal| {
+            state.count_limit(refusal.limit_name());
+        })
+    }
+
+    /// Tenant `name`'s limits.
+    pub fn limits(&self, name: &str) -> Result<TenantLimits, Refusal> {
+        Ok(self.state(name)?.tenant.limits.clone())
     }
 
     /// Charges tenant `name` for what a session used in one request: its
@@ -430,12 +489,7 @@ impl Tenants {
             state.count_limit(refusal.limit_name());
             InvokeError::Refused(refusal)
         };
-        let _slot = state.live.clone().try_acquire_owned().map_err(|_| {
-            refuse(Refusal::TooManyInstances {
-                tenant: tenant.name.clone(),
-                max: tenant.limits.instances_max,
-            })
-        })?;
+        let _slot = self.instance_slot(&state).map_err(InvokeError::Refused)?;
         self.check_budget(&state).map_err(refuse)?;
         state.totals().calls += 1;
         let storage = self.storage(&state).with_quota(tenant.limits.quota);
@@ -447,6 +501,7 @@ impl Tenants {
         call.memory_limit_bytes = tenant.limits.memory_bytes;
         call.time_limit = tenant.limits.time_limit;
         call.fuel_max = tenant.limits.fuel_max;
+        call.capture_bytes_max = tenant.limits.response_bytes_max;
         let (outcome, usage) = self.runtime.run_with_usage(program, call).await;
         self.charge(&state, &usage);
         match outcome {

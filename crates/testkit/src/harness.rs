@@ -192,6 +192,7 @@ impl Harness {
                 memory_bytes: memory_limit_bytes,
                 time_limit: self.time_limit,
                 quota: CallQuota::unlimited(),
+                response_bytes_max: donut_host::runtime::CAPTURE_BYTES_MAX,
                 ..TenantLimits::default()
             },
         };

@@ -37,6 +37,7 @@ async fn main() -> Result<()> {
                 write_units,
                 period: Duration::from_secs(3600),
             }),
+            response_bytes_max: 1 << 20,
         };
         let grant = Grant::prefixed([format!("{name}-")], false);
         tenants.add(Tenant {

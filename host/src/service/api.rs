@@ -308,7 +308,14 @@ async fn observe(State(service): Shared, request: Request, next: Next) -> Respon
         .to_string();
     let id = service.next_request_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("request", id, method = %request.method(), route = %route);
+    let mut unanswered = Unanswered {
+        service: service.clone(),
+        route: Some(route),
+        span: span.clone(),
+        started,
+    };
     let mut response = next.run(request).instrument(span.clone()).await;
+    let route = unanswered.route.take().expect("answered once");
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     service.metrics.record(&route, status, elapsed);
@@ -317,6 +324,38 @@ async fn observe(State(service): Shared, request: Request, next: Next) -> Respon
         .insert("x-request-id", HeaderValue::from(id));
     span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered"));
     response
+}
+
+/// The status a request is counted with when its client hung up before
+/// the answer (nginx's "client closed request").
+const CLIENT_HUNG_UP_STATUS: u16 = 499;
+
+/// A request not answered yet: dropped so (hyper drops the handler when
+/// its client hangs up), it is still counted and logged, once.
+struct Unanswered {
+    service: Arc<Service>,
+    /// Taken when the request is answered.
+    route: Option<String>,
+    span: tracing::Span,
+    started: std::time::Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(route) = self.route.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        let status = CLIENT_HUNG_UP_STATUS;
+        self.service.metrics.record(&route, status, elapsed);
+        self.span.in_scope(|| {
+            tracing::info!(
+                status,
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "client hung up before the answer"
+            )
+        });
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -487,28 +526,67 @@ async fn invoke(
             blocking(move || svc.plugins.get(svc.tenants.runtime(), &who, &plugin)).await?
         }
     };
-    let called = service
-        .tenants
-        .invoke(&tenant, &program, request.args, request.stdin.into_bytes())
-        .await;
+    // The call runs in a task of its own: if the client hangs up, it
+    // still ends (within its limits), and is charged and logged once.
+    let svc = service.clone();
+    let (who, plugin) = (tenant.clone(), name.clone());
+    let call = tokio::spawn(
+        async move {
+            let called = svc
+                .tenants
+                .invoke(&who, &program, request.args, request.stdin.into_bytes())
+                .await;
+            if let Ok(done) = &called {
+                let usage = UsageJson::from(&done.usage);
+                tracing::info!(
+                    tenant = who,
+                    plugin,
+                    exit_code = done.outcome.exit_code,
+                    wall_ms = usage.wall_ms,
+                    storage_calls = usage.storage_calls,
+                    read_units = usage.read_units,
+                    write_units = usage.write_units,
+                    "invoked"
+                );
+            }
+            called
+        }
+        .in_current_span(),
+    );
+    let called = call.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the call failed: {e}"),
+        )
+    })?;
     match called {
         Ok(done) => {
-            let usage = UsageJson::from(&done.usage);
-            tracing::info!(
-                tenant,
-                plugin = name,
-                exit_code = done.outcome.exit_code,
-                wall_ms = usage.wall_ms,
-                storage_calls = usage.storage_calls,
-                read_units = usage.read_units,
-                write_units = usage.write_units,
-                "invoked"
-            );
+            let response_bytes_max = service
+                .tenants
+                .limits(&tenant)
+                .map_or(0, |l| l.response_bytes_max);
+            let stdout = String::from_utf8_lossy(&done.outcome.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&done.outcome.stderr).into_owned();
+            let bytes =
+                super::hrana::json_string_bytes(&stdout) + super::hrana::json_string_bytes(&stderr);
+            if bytes > response_bytes_max {
+                return Err(ApiError {
+                    limit: Some("response"),
+                    ..ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "response_too_large",
+                        format!(
+                            "the answer ({bytes} bytes of output as JSON) is over this tenant's limit of {response_bytes_max} bytes"
+                        ),
+                    )
+                });
+            }
             Ok(Json(InvokeResponse {
                 exit_code: done.outcome.exit_code,
-                stdout: String::from_utf8_lossy(&done.outcome.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&done.outcome.stderr).into_owned(),
-                usage,
+                stdout,
+                stderr,
+                usage: UsageJson::from(&done.usage),
             })
             .into_response())
         }

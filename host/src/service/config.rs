@@ -306,13 +306,15 @@ impl TenantSection {
             memory_bytes: memory_mb << 20,
             time_limit,
             fuel_max: self.fuel_max,
+            // A limit not given is the library's default, never none.
             quota: CallQuota {
-                storage_calls_max: self.storage_calls_max,
-                sectors_max: self.sectors_max,
-                bytes_max: self.bytes_max,
+                storage_calls_max: self.storage_calls_max.or(defaults.quota.storage_calls_max),
+                sectors_max: self.sectors_max.or(defaults.quota.sectors_max),
+                bytes_max: self.bytes_max.or(defaults.quota.bytes_max),
             },
             instances_max: self.instances_max.unwrap_or(defaults.instances_max).max(1),
             budget,
+            response_bytes_max: defaults.response_bytes_max,
         };
         let tenant = Tenant {
             name: self.name.clone(),

@@ -269,6 +269,15 @@ fn cols(cols: Vec<session::Column>) -> Vec<Col> {
 /// How long an autocommit statement that lost a commit race is run again.
 const AUTOCOMMIT_RETRY_MS_MAX: u64 = 5_000;
 
+/// Most `store_sql` texts one stream keeps (sqld keeps 50 too).
+pub const STORED_SQL_MAX: usize = 50;
+/// Largest `store_sql` text.
+pub const STORED_SQL_BYTES_MAX: usize = 64 << 10;
+
+/// Most SQL texts whose read-only-ness is remembered, all tenants
+/// together (each entry a hash: a few dozen bytes).
+const READONLY_REMEMBERED_MAX: usize = 4096;
+
 /// One open stream. While a pipeline runs on it, it is out of the map of
 /// idle streams: a baton names it only between requests.
 pub struct Stream {
@@ -276,13 +285,82 @@ pub struct Stream {
     /// The database it is open on.
     db: String,
     session: Session,
-    /// `store_sql` texts, by id (a stream's own).
+    /// `store_sql` texts, by id (a stream's own): at most
+    /// [`STORED_SQL_MAX`] of at most [`STORED_SQL_BYTES_MAX`] each.
     sqls: HashMap<i32, String>,
     last_used: Instant,
+    /// What the tenant was charged for this stream so far: capacity units
+    /// (read, write) and storage use, as the session counted them.
+    charged_units: (f64, f64),
+    charged_use: crate::storage::QuotaUse,
+    /// Bytes the current request's answer may still take.
+    response_bytes_left: usize,
     /// Its place in its tenant's count of open streams, freed on drop
     /// however the stream ends (closed, stopped, expired, or its request
     /// abandoned by the client).
     _slot: Slot,
+    /// The tenant's instance it holds, idle or not, until it ends.
+    _instance: crate::tenant::InstanceSlot,
+}
+
+impl Stream {
+    /// Charges the tenant what the session used since the last charge:
+    /// after each statement, and when a request ends however it ends.
+    fn charge(&mut self, tenants: &Tenants) {
+        let billed = self.session.bill().unwrap_or_default();
+        let used = self.session.storage_used();
+        let (read_before, write_before) = self.charged_units;
+        let before = self.charged_use;
+        let storage = crate::storage::QuotaUse {
+            storage_calls: used.storage_calls - before.storage_calls,
+            sectors: used.sectors - before.sectors,
+            bytes: used.bytes - before.bytes,
+        };
+        tenants.charge_session(
+            &self.tenant,
+            storage,
+            billed.read_capacity_units - read_before,
+            billed.write_capacity_units - write_before,
+        );
+        self.charged_units = (billed.read_capacity_units, billed.write_capacity_units);
+        self.charged_use = used;
+    }
+}
+
+/// A stream while a request runs on it: if the request's future is
+/// dropped before its end (the client hung up, and hyper dropped the
+/// handler), what it did is still charged, once, and logged.
+struct Running<'a> {
+    tenants: &'a Tenants,
+    stream: Option<Stream>,
+}
+
+impl Running<'_> {
+    fn stream(&mut self) -> &mut Stream {
+        self.stream
+            .as_mut()
+            .expect("a running request has its stream until it ends")
+    }
+
+    /// The stream, charged for all it did, at the request's end.
+    fn finish(mut self) -> Stream {
+        let mut stream = self.stream.take().expect("finished once");
+        stream.charge(self.tenants);
+        stream
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            stream.charge(self.tenants);
+            tracing::info!(
+                tenant = stream.tenant,
+                db = stream.db,
+                "a libSQL request ended before its answer (client hung up, or stopped): its work is charged and its stream closed"
+            );
+        }
+    }
 }
 
 /// Open streams by tenant.
@@ -325,8 +403,10 @@ pub struct Streams {
     idle: Mutex<HashMap<String, Stream>>,
     live: Live,
     writers: WriteGates,
-    /// Whether an SQL text only reads, as SQLite's prepare said.
-    readonly: Mutex<HashMap<String, bool>>,
+    /// Whether an SQL text only reads, as SQLite's prepare said, by
+    /// tenant and SHA-256 of the text: its memory does not grow with the
+    /// texts' lengths.
+    readonly: Mutex<HashMap<(String, donut_format::Hash), bool>>,
     pub idle_max: Duration,
     pub per_tenant_max: usize,
 }
@@ -394,12 +474,12 @@ impl Streams {
         stream: &mut Stream,
         sql: &str,
     ) -> Result<bool, Error> {
-        const REMEMBERED_MAX: usize = 4096;
+        let key = (stream.tenant.clone(), donut_format::hash(sql.as_bytes()));
         let known = self
             .readonly
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(sql)
+            .get(&key)
             .copied();
         if let Some(readonly) = known {
             return Ok(readonly);
@@ -414,14 +494,17 @@ impl Streams {
             Err(_) => return Ok(true),
         };
         let mut remembered = self.readonly.lock().unwrap_or_else(|e| e.into_inner());
-        if remembered.len() >= REMEMBERED_MAX {
+        if remembered.len() >= READONLY_REMEMBERED_MAX {
             remembered.clear();
         }
-        remembered.insert(sql.to_string(), readonly);
+        remembered.insert(key, readonly);
         Ok(readonly)
     }
 
-    /// Runs `req` for `tenant` on database `db` (for a new stream).
+    /// Runs `req` for `tenant` on database `db` (for a new stream). Its
+    /// statements share one request's limits; the budget is checked before
+    /// each statement and charged after it, and what ran is charged even
+    /// if the request is dropped before its end.
     pub async fn pipeline(
         &self,
         tenants: &Tenants,
@@ -429,17 +512,18 @@ impl Streams {
         db: &str,
         req: PipelineReq,
     ) -> Result<PipelineResp, PipelineError> {
+        let response_bytes_max = tenants.limits(tenant)?.response_bytes_max;
+        let runtime = tenants.runtime();
         let mut stream = match &req.baton {
             Some(baton) => {
                 tenants.check_session_budget(tenant)?;
                 let mut stream = self.take(baton, tenant)?;
-                stream.session.begin_request();
+                stream.session.begin_request(runtime)?;
                 stream
             }
             None => {
                 let slot = self.take_slot(tenant)?;
-                let (storage, limits) = tenants.session_storage(tenant)?;
-                let runtime = tenants.runtime();
+                let (storage, limits, instance) = tenants.session_storage(tenant)?;
                 let session = Session::open_in_request(runtime, &self.program, storage, limits, db)
                     .await?
                     .map_err(|e| PipelineError::Open(e.message))?;
@@ -449,19 +533,21 @@ impl Streams {
                     session,
                     sqls: HashMap::new(),
                     last_used: Instant::now(),
+                    // A new stream's own opening (its root read) is this
+                    // request's too.
+                    charged_units: (0.0, 0.0),
+                    charged_use: Default::default(),
+                    response_bytes_left: 0,
                     _slot: slot,
+                    _instance: instance,
                 }
             }
         };
+        stream.response_bytes_left = response_bytes_max;
         let opened_here = req.baton.is_none();
-        // A new stream's own opening (its root read) is this request's too.
-        let (billed_before, used_before) = if opened_here {
-            Default::default()
-        } else {
-            (
-                stream.session.bill().unwrap_or_default(),
-                stream.session.storage_used(),
-            )
+        let mut running = Running {
+            tenants,
+            stream: Some(stream),
         };
         let mut results = Vec::with_capacity(req.requests.len());
         let mut closed = false;
@@ -475,7 +561,9 @@ impl Streams {
             if matches!(request, StreamRequest::Close) {
                 closed = true;
             }
-            let result = run(self, tenants, &mut stream, request).await;
+            let stream = running.stream();
+            let result = run(self, tenants, stream, request).await;
+            stream.charge(tenants);
             results.push(match result {
                 Ok(response) => StreamResult::Ok { response },
                 Err(error) => StreamResult::Error { error },
@@ -483,26 +571,15 @@ impl Streams {
         }
         // A stream kept past the request that opened it: its next
         // statements read a root no older than themselves.
+        let stream = running.stream();
         if opened_here
             && !closed
             && !stream.session.is_dead()
-            && let Err(e) = stream.session.settle(tenants.runtime()).await?
+            && let Err(e) = stream.session.settle(runtime).await?
         {
             return Err(PipelineError::Open(e.message));
         }
-        let billed = stream.session.bill().unwrap_or_default();
-        let used = stream.session.storage_used();
-        let storage = crate::storage::QuotaUse {
-            storage_calls: used.storage_calls - used_before.storage_calls,
-            sectors: used.sectors - used_before.sectors,
-            bytes: used.bytes - used_before.bytes,
-        };
-        tenants.charge_session(
-            tenant,
-            storage,
-            billed.read_capacity_units - billed_before.read_capacity_units,
-            billed.write_capacity_units - billed_before.write_capacity_units,
-        );
+        let mut stream = running.finish();
         stream.last_used = Instant::now();
         let baton = if closed || stream.session.is_dead() {
             None
@@ -613,15 +690,18 @@ async fn run(
     match request {
         StreamRequest::Close => Ok(StreamResponse::Close),
         StreamRequest::Execute { stmt } => {
-            let result = execute(streams, runtime, stream, stmt).await?;
+            let result = execute(streams, tenants, stream, stmt).await?;
             Ok(StreamResponse::Execute { result })
         }
         StreamRequest::Batch { batch } => {
-            let result = batch_run(streams, runtime, stream, batch).await?;
+            let result = batch_run(streams, tenants, stream, batch).await?;
             Ok(StreamResponse::Batch { result })
         }
         StreamRequest::Sequence { sql, sql_id } => {
             let sql = sql_of(stream, sql, sql_id)?;
+            tenants
+                .check_session_budget(&stream.tenant)
+                .map_err(over_budget)?;
             stream
                 .session
                 .execute_script(runtime, &sql)
@@ -656,6 +736,21 @@ async fn run(
                     format!("SQL text {sql_id} exists"),
                 ));
             }
+            if stream.sqls.len() >= STORED_SQL_MAX {
+                return Err(Error::new(
+                    "SQL_STORE_LIMIT",
+                    format!("a stream keeps at most {STORED_SQL_MAX} SQL texts: close one first"),
+                ));
+            }
+            if sql.len() > STORED_SQL_BYTES_MAX {
+                return Err(Error::new(
+                    "SQL_STORE_LIMIT",
+                    format!(
+                        "a stored SQL text is at most {STORED_SQL_BYTES_MAX} bytes; this one is {}",
+                        sql.len()
+                    ),
+                ));
+            }
             stream.sqls.insert(sql_id, sql);
             Ok(StreamResponse::StoreSql)
         }
@@ -680,10 +775,97 @@ async fn run(
 /// transaction the client gets the error and retries the transaction.
 async fn execute(
     streams: &Streams,
-    runtime: &crate::runtime::Runtime,
+    tenants: &Tenants,
     stream: &mut Stream,
     stmt: Stmt,
 ) -> Result<StmtResult, Error> {
+    let runtime = tenants.runtime();
+    tenants
+        .check_session_budget(&stream.tenant)
+        .map_err(over_budget)?;
+    let answered = execute_statement(streams, runtime, stream, stmt).await;
+    stream.charge(tenants);
+    let result = answered?;
+    let bytes = result_json_bytes(&result);
+    if bytes > stream.response_bytes_left {
+        return Err(Error::new(
+            "RESPONSE_TOO_LARGE",
+            format!(
+                "the answer would be over this tenant's limit of {} bytes per request: ask for fewer or smaller rows",
+                stream.response_bytes_left.max(bytes)
+            ),
+        ));
+    }
+    stream.response_bytes_left -= bytes;
+    Ok(StmtResult {
+        cols: cols(result.cols),
+        rows: result
+            .rows
+            .into_iter()
+            .map(|row| row.into_iter().map(from_session).collect())
+            .collect(),
+        affected_row_count: result.affected_row_count,
+        last_insert_rowid: result.last_insert_rowid.map(|id| id.to_string()),
+    })
+}
+
+/// A statement refused because its tenant's budget is used up.
+fn over_budget(refusal: crate::tenant::Refusal) -> Error {
+    Error::new(
+        &format!("LIMIT_{}", refusal.limit_name().to_uppercase()),
+        refusal.to_string(),
+    )
+}
+
+/// Bytes `value` takes in a JSON string, quotes included, as serde_json
+/// writes it (a control character is six: `\u0000`).
+pub(super) fn json_string_bytes(value: &str) -> usize {
+    2 + value
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Bytes a statement's result takes in the answer's JSON, at least (the
+/// fixed parts of each value as Hrana writes them, and each text, blob
+/// and name in full).
+fn result_json_bytes(result: &session::StatementResult) -> usize {
+    /// `{"type":"integer","value":""}` and the like, and a comma.
+    const VALUE_OVERHEAD_BYTES: usize = 32;
+    let names: usize = result
+        .cols
+        .iter()
+        .map(|c| json_string_bytes(&c.name) + VALUE_OVERHEAD_BYTES)
+        .sum();
+    let values: usize = result
+        .rows
+        .iter()
+        .flatten()
+        .map(|value| {
+            VALUE_OVERHEAD_BYTES
+                + match value {
+                    session::Value::Null => 0,
+                    session::Value::Integer(_) | session::Value::Real(_) => 24,
+                    session::Value::Text(text) => json_string_bytes(text),
+                    session::Value::Blob(blob) => blob.len().div_ceil(3) * 4,
+                }
+        })
+        .sum();
+    names + values
+}
+
+/// One statement, run (SQLite's answer or error), not yet charged or
+/// sized.
+async fn execute_statement(
+    streams: &Streams,
+    runtime: &crate::runtime::Runtime,
+    stream: &mut Stream,
+    stmt: Stmt,
+) -> Result<session::StatementResult, Error> {
     let sql = sql_of(stream, stmt.sql, stmt.sql_id)?;
     let args = stmt
         .args
@@ -732,18 +914,7 @@ async fn execute(
             .await
             .map_err(stopped)?;
         match done {
-            Ok(result) => {
-                return Ok(StmtResult {
-                    cols: cols(result.cols),
-                    rows: result
-                        .rows
-                        .into_iter()
-                        .map(|row| row.into_iter().map(from_session).collect())
-                        .collect(),
-                    affected_row_count: result.affected_row_count,
-                    last_insert_rowid: result.last_insert_rowid.map(|id| id.to_string()),
-                });
-            }
+            Ok(result) => return Ok(result),
             Err(e)
                 if autocommit
                     && e.code.starts_with("SQLITE_BUSY")
@@ -759,10 +930,11 @@ async fn execute(
 
 async fn batch_run(
     streams: &Streams,
-    runtime: &crate::runtime::Runtime,
+    tenants: &Tenants,
     stream: &mut Stream,
     batch: Batch,
 ) -> Result<BatchResult, Error> {
+    let runtime = tenants.runtime();
     let mut step_results: Vec<Option<StmtResult>> = Vec::with_capacity(batch.steps.len());
     let mut step_errors: Vec<Option<Error>> = Vec::with_capacity(batch.steps.len());
     for step in batch.steps {
@@ -775,7 +947,7 @@ async fn batch_run(
             step_errors.push(None);
             continue;
         }
-        match execute(streams, runtime, stream, step.stmt).await {
+        match execute(streams, tenants, stream, step.stmt).await {
             Ok(result) => {
                 step_results.push(Some(result));
                 step_errors.push(None);

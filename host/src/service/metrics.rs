@@ -223,7 +223,7 @@ fn render_tenants(out: &mut String, tenants: &Tenants) {
         (
             "donut_tenant_live_instances",
             "gauge",
-            "Plugin calls running now.",
+            "Instances alive now: plugin calls running and libSQL streams open.",
             |t| t.live as f64,
         ),
     ];
