@@ -411,13 +411,29 @@ async fn a_reload_revokes_a_token_and_changes_a_limit_on_the_next_request() {
 #[test]
 fn plain_http_beyond_loopback_needs_the_operators_flag() {
     let setup = Setup::new("", &[("alpha", "")]);
-    let out = std::process::Command::new(host_bin())
+    let mut child = std::process::Command::new(host_bin())
         .arg("--local")
         .arg(setup.dir.path().join("store"))
         .args(["serve", "--listen", "0.0.0.0:0", "--config"])
         .arg(&setup.config)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("running serve");
+    // A server that started anyway is stopped, and the test fails.
+    let mut exited = None;
+    for _ in 0..600 {
+        exited = child.try_wait().expect("waiting for serve");
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("serve's output");
+    assert!(exited.is_some(), "serve listened beyond loopback");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--plain-http-beyond-loopback"), "{err}");
