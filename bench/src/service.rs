@@ -105,7 +105,7 @@ pub async fn run(smoke: bool, component: &std::path::Path) -> Result<String> {
         bail!("uploading the bench plugin: {}", put.text());
     }
     let tenants = service.tenants().clone();
-    let program = tenants.runtime().load_shared(&bytes, "bench")?;
+    let program = tenants.runtime().load_shared("bench", &bytes, "bench")?;
     let mut out = String::from(
         "| in flight | HTTP p50 µs | HTTP p99 µs | HTTP calls/s | in-process p50 µs | in-process p99 µs | in-process calls/s | HTTP / in-process p50 | HTTP / in-process calls/s |\n|---|---|---|---|---|---|---|---|---|\n",
     );

@@ -5,6 +5,7 @@
 use crate::storage::{self, QuotaExceeded, QuotaUse, StorageCtx};
 use donut_format::limits::{CHANGE_LOG_ENV, MEMORY_LIMIT_ENV};
 use std::hash::{Hash as _, Hasher as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,19 @@ pub static DONUT_SQL_WASM: &[u8] = include_bytes!(env!("DONUT_SQL_WASM"));
 
 /// Prefix of the storage interface's import name.
 const STORAGE_IMPORT: &str = "donut:storage/storage@0.1";
+
+/// What the host's linker offers a component (WASI 0.2's command world
+/// and `donut:storage`): a component importing anything else is refused
+/// before it is compiled.
+const OFFERED_IMPORT_PREFIXES: [&str; 7] = [
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+    "donut:storage/",
+];
 
 /// A command line of the stock component (`guest/sql`, behind `donut-host
 /// sql` and `shell`): its argument contract, written once for the CLI and
@@ -103,6 +117,10 @@ pub enum LoadError {
     MissingStorageImport { label: String },
     #[error("{label} cannot run here: {detail}")]
     Link { label: String, detail: String },
+    #[error(
+        "{label} imports {name:?}, which this host does not offer (only wasi:cli, clocks, filesystem, io, random, sockets and donut:storage)"
+    )]
+    UnknownImport { label: String, name: String },
     #[error("{label} is {bytes} bytes; the limit is {COMPONENT_BYTES_MAX}")]
     TooLarge { label: String, bytes: usize },
 }
@@ -388,9 +406,88 @@ pub struct Runtime {
     fuel: bool,
     /// `RuntimeOptions::pooling`.
     pooling: Option<Pooling>,
-    /// Programs loaded through [`Runtime::load_shared`], by the SHA-256
-    /// of their bytes.
-    programs: std::sync::Mutex<std::collections::HashMap<donut_format::Hash, Arc<Program>>>,
+    /// Programs loaded through [`Runtime::load_shared`], by
+    /// [`program_key`]: least recently used out past a size in bytes.
+    programs: std::sync::Mutex<ProgramCache>,
+    /// Most bytes of compiled components kept in `cache_dir`; the least
+    /// recently used go first.
+    cache_dir_bytes_max: u64,
+    /// Compiles done (not taken from memory or disk): what a test can
+    /// count.
+    compiles: std::sync::atomic::AtomicU64,
+}
+
+/// Default of [`Runtime::bound_caches`]: compiled code kept in memory.
+pub const PROGRAM_CACHE_BYTES_MAX_DEFAULT: usize = 1 << 30;
+/// Default of [`Runtime::bound_caches`]: compiled code kept on disk.
+pub const CACHE_DIR_BYTES_MAX_DEFAULT: u64 = 4 << 30;
+
+/// The key a compiled program is kept under, in memory and on disk: the
+/// SHA-256 of its scope (a tenant's name, or "" for the host's own) and
+/// its component's bytes. Scopes keep tenants' compiled code apart, so
+/// how fast an upload answers says nothing about what others uploaded.
+pub fn program_key(scope: &str, bytes: &[u8]) -> donut_format::Hash {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update((scope.len() as u64).to_le_bytes());
+    hasher.update(scope.as_bytes());
+    hasher.update(bytes);
+    hasher.finalize().into()
+}
+
+/// Compiled programs in memory: least recently used out first, past
+/// `bytes_max` of machine code.
+#[derive(Default)]
+struct ProgramCache {
+    entries: std::collections::HashMap<donut_format::Hash, CachedProgram>,
+    bytes: usize,
+    bytes_max: usize,
+    /// Ticks at every use: the order of last use.
+    clock: u64,
+}
+
+struct CachedProgram {
+    pre: CommandPre<HostState>,
+    from_cache: bool,
+    code_bytes: usize,
+    used: u64,
+}
+
+impl ProgramCache {
+    fn get(&mut self, key: &donut_format::Hash) -> Option<(CommandPre<HostState>, bool)> {
+        self.clock += 1;
+        let entry = self.entries.get_mut(key)?;
+        entry.used = self.clock;
+        Some((entry.pre.clone(), entry.from_cache))
+    }
+
+    /// Keeps `entry`, then drops the least recently used others until
+    /// the cache is within its size (the newest stays even if alone it
+    /// is over).
+    fn insert(&mut self, key: donut_format::Hash, mut entry: CachedProgram) {
+        self.clock += 1;
+        entry.used = self.clock;
+        self.bytes += entry.code_bytes;
+        if let Some(old) = self.entries.insert(key, entry) {
+            self.bytes -= old.code_bytes;
+        }
+        while self.bytes > self.bytes_max && self.entries.len() > 1 {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| *k);
+            let Some(oldest) = oldest else { break };
+            if let Some(gone) = self.entries.remove(&oldest) {
+                self.bytes -= gone.code_bytes;
+            }
+        }
+        debug_assert_eq!(
+            self.bytes,
+            self.entries.values().map(|e| e.code_bytes).sum::<usize>()
+        );
+    }
 }
 
 /// A component ready to instantiate many times.
@@ -399,11 +496,21 @@ pub struct Program {
     pre: CommandPre<HostState>,
     /// True if it came from the compiled-component cache.
     pub from_cache: bool,
+    /// Its [`program_key`].
+    key: donut_format::Hash,
+    /// How long compiling it took, if this load compiled it (not taken
+    /// from memory or the cache directory).
+    pub compile_time: Option<Duration>,
 }
 
 impl Program {
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Its [`program_key`]: equal keys, the same compiled code.
+    pub fn key(&self) -> &donut_format::Hash {
+        &self.key
     }
 }
 
@@ -597,8 +704,37 @@ impl Runtime {
             time_limits: options.time_limits,
             fuel: options.fuel,
             pooling: options.pooling,
-            programs: std::sync::Mutex::default(),
+            programs: std::sync::Mutex::new(ProgramCache {
+                bytes_max: PROGRAM_CACHE_BYTES_MAX_DEFAULT,
+                ..ProgramCache::default()
+            }),
+            cache_dir_bytes_max: CACHE_DIR_BYTES_MAX_DEFAULT,
+            compiles: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Bounds the compiled code kept in memory (`memory_bytes_max`) and in
+    /// the cache directory (`disk_bytes_max`); the least recently used
+    /// goes first.
+    pub fn bound_caches(&mut self, memory_bytes_max: usize, disk_bytes_max: u64) {
+        self.programs
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes_max = memory_bytes_max;
+        self.cache_dir_bytes_max = disk_bytes_max;
+    }
+
+    /// Compiles done so far (not taken from memory or disk).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of compiled code kept in memory now.
+    pub fn program_cache_bytes(&self) -> usize {
+        self.programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes
     }
 
     pub fn load_file(&self, path: &Path) -> Result<Program, LoadError> {
@@ -615,32 +751,84 @@ impl Runtime {
         self.load(DONUT_SQL_WASM, "donut-sql (built in)")
     }
 
-    /// Loads `bytes` once per content: loading the same bytes again (under
-    /// any label) returns the program loaded first, with no work. For a
+    /// Loads `bytes` once per content and scope: loading the same bytes
+    /// again in the same `scope` (a tenant's name) takes the compiled
+    /// code kept in memory or on disk; another scope compiles its own. The
+    /// program carries `label` (its caller's name for it), whoever loaded
+    /// the bytes first. For a
     /// service whose tenants upload components.
-    pub fn load_shared(&self, bytes: &[u8], label: &str) -> Result<Arc<Program>, LoadError> {
-        let key = donut_format::hash(bytes);
+    pub fn load_shared(
+        &self,
+        scope: &str,
+        bytes: &[u8],
+        label: &str,
+    ) -> Result<Arc<Program>, LoadError> {
+        let key = program_key(scope, bytes);
         let programs = || self.programs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(program) = programs().get(&key) {
-            return Ok(program.clone());
+        let found = programs().get(&key);
+        if let Some((pre, from_cache)) = found {
+            return Ok(Arc::new(Program {
+                label: label.to_string(),
+                pre,
+                from_cache,
+                key,
+                compile_time: None,
+            }));
         }
         // Compiled outside the lock: two first uploads of the same bytes
-        // may both compile; the first one in is kept.
-        let program = Arc::new(self.load(bytes, label)?);
-        Ok(programs().entry(key).or_insert(program).clone())
+        // may both compile; the last one in is kept.
+        let started = std::time::Instant::now();
+        let (mut program, code_bytes) = self.load_keyed(bytes, label, key)?;
+        if !program.from_cache {
+            program.compile_time = Some(started.elapsed());
+        }
+        let entry = CachedProgram {
+            pre: program.pre.clone(),
+            from_cache: program.from_cache,
+            code_bytes,
+            used: 0,
+        };
+        programs().insert(key, entry);
+        Ok(Arc::new(program))
+    }
+
+    /// The program of `key` if it is kept in memory, labelled `label`.
+    pub fn cached_program(&self, key: &donut_format::Hash, label: &str) -> Option<Arc<Program>> {
+        let mut programs = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        let (pre, from_cache) = programs.get(key)?;
+        Some(Arc::new(Program {
+            label: label.to_string(),
+            pre,
+            from_cache,
+            key: *key,
+            compile_time: None,
+        }))
     }
 
     pub fn load(&self, bytes: &[u8], label: &str) -> Result<Program, LoadError> {
-        let (instance_pre, from_cache) = self.instance_pre(bytes, label)?;
+        Ok(self.load_keyed(bytes, label, program_key("", bytes))?.0)
+    }
+
+    /// Loads `bytes` under `key`; with its machine code's size.
+    fn load_keyed(
+        &self,
+        bytes: &[u8],
+        label: &str,
+        key: donut_format::Hash,
+    ) -> Result<(Program, usize), LoadError> {
+        let (instance_pre, from_cache, code_bytes) = self.instance_pre_keyed(bytes, label, &key)?;
         let pre = CommandPre::new(instance_pre).map_err(|e| LoadError::Link {
             label: label.to_string(),
             detail: format!("not a command component (no wasi:cli/run export): {e:#}"),
         })?;
-        Ok(Program {
+        let program = Program {
             label: label.to_string(),
             pre,
             from_cache,
-        })
+            key,
+            compile_time: None,
+        };
+        Ok((program, code_bytes))
     }
 
     /// Checks `bytes` (size, a component, the storage import), compiles
@@ -650,21 +838,22 @@ impl Runtime {
         bytes: &[u8],
         label: &str,
     ) -> Result<(wasmtime::component::InstancePre<HostState>, bool), LoadError> {
+        let (pre, from_cache, _) =
+            self.instance_pre_keyed(bytes, label, &program_key("", bytes))?;
+        Ok((pre, from_cache))
+    }
+
+    /// [`Runtime::instance_pre`] with the cache key, and the size of the
+    /// machine code.
+    fn instance_pre_keyed(
+        &self,
+        bytes: &[u8],
+        label: &str,
+        key: &donut_format::Hash,
+    ) -> Result<(wasmtime::component::InstancePre<HostState>, bool, usize), LoadError> {
         let label = label.to_string();
-        if bytes.len() > COMPONENT_BYTES_MAX {
-            return Err(LoadError::TooLarge {
-                label,
-                bytes: bytes.len(),
-            });
-        }
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(LoadError::NotWasm { label });
-        }
-        // Bytes 4..8: version 1 is a core module; components use layer 1.
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(LoadError::CoreModule { label });
-        }
-        let (component, from_cache) = self.compile_cached(bytes, &label)?;
+        check_component(bytes, &label)?;
+        let (component, from_cache) = self.compile_cached(bytes, &label, key)?;
         let imports_storage =
             component
                 .component_type()
@@ -676,6 +865,8 @@ impl Runtime {
         if !imports_storage {
             return Err(LoadError::MissingStorageImport { label });
         }
+        let image = component.image_range();
+        let code_bytes = (image.end as usize).saturating_sub(image.start as usize);
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -683,7 +874,7 @@ impl Runtime {
                     label: label.clone(),
                     detail: format!("{e:#}"),
                 })?;
-        Ok((instance_pre, from_cache))
+        Ok((instance_pre, from_cache, code_bytes))
     }
 
     /// A store for a long-lived instance (a SQL session): no arguments,
@@ -819,43 +1010,72 @@ impl Runtime {
         }
     }
 
-    /// Compiles `bytes`, or loads the machine code a previous compile cached.
-    fn compile_cached(&self, bytes: &[u8], label: &str) -> Result<(Component, bool), LoadError> {
+    /// Compiles `bytes`, or loads the machine code a previous compile
+    /// cached under `key` ([`CachedArtifact`]: only after checking that it
+    /// was written whole, for `key` and for this engine).
+    fn compile_cached(
+        &self,
+        bytes: &[u8],
+        label: &str,
+        key: &donut_format::Hash,
+    ) -> Result<(Component, bool), LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             label: label.to_string(),
             detail: format!("{e:#}"),
         };
         let Some(dir) = &self.cache_dir else {
-            return Ok((Component::new(&self.engine, bytes).map_err(invalid)?, false));
+            return Ok((self.compile(bytes).map_err(invalid)?, false));
         };
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut compat);
-        let key = format!(
-            "{}-{:016x}.cwasm",
-            &donut_format::hash_hex(&donut_format::hash(bytes))[..32],
-            compat.finish()
-        );
-        let path = dir.join(key);
-        if path.exists() {
-            // SAFETY: the file is machine code this program wrote into its own
-            // cache directory (temp file + rename), for this engine's
-            // configuration (the compatibility hash is in the name).
-            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, &path) } {
-                return Ok((component, true));
-            }
+        let engine = compat.finish();
+        let path = dir.join(format!(
+            "{}-{engine:016x}.cwasm",
+            &donut_format::hash_hex(key)[..32]
+        ));
+        match std::fs::read(&path) {
+            Ok(file) => match CachedArtifact::check(&file, key, engine) {
+                // SAFETY: `check` verified the artifact's SHA-256 against
+                // the one written with it, and that it was compiled from
+                // these bytes in this scope for this engine's
+                // configuration: it is the machine code this program
+                // wrote, whole.
+                Ok(artifact) => match unsafe { Component::deserialize(&self.engine, artifact) } {
+                    Ok(component) => {
+                        touch(&path);
+                        return Ok((component, true));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "cached component refused by the engine, recompiling: {e:#}")
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), "cached component {why}: recompiling, not running it")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), "reading a cached component: {e}"),
         }
-        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        let component = self.compile(bytes).map_err(invalid)?;
         // A cache that cannot be written only costs the next run a compile.
         if let Ok(serialized) = component.serialize() {
-            let _ = std::fs::create_dir_all(dir).and_then(|()| {
-                let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-                std::fs::write(&tmp, &serialized)?;
-                std::fs::rename(&tmp, &path)
-            });
+            match write_artifact(dir, &path, key, engine, &serialized) {
+                Ok(()) => prune_cache_dir(dir, self.cache_dir_bytes_max),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "caching a compiled component: {e}")
+                }
+            }
         }
         Ok((component, false))
+    }
+
+    /// Compiles `bytes`, counted.
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        self.compiles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Component::new(&self.engine, bytes)
     }
 
     /// A call's memory limit, within the pool's slot size if pooled.
@@ -1005,6 +1225,156 @@ impl Runtime {
             stdout,
             stderr,
         })
+    }
+}
+
+/// Refuses `bytes` before any compile: too large, not WebAssembly, a
+/// core module, unparsable, or a component importing what the host does
+/// not offer or not importing `donut:storage`. Reads the top-level import
+/// section only (cheap next to compiling).
+fn check_component(bytes: &[u8], label: &str) -> Result<(), LoadError> {
+    let label = label.to_string();
+    if bytes.len() > COMPONENT_BYTES_MAX {
+        return Err(LoadError::TooLarge {
+            label,
+            bytes: bytes.len(),
+        });
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm { label });
+    }
+    // Bytes 4..8: version 1 is a core module; components use layer 1.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule { label });
+    }
+    let invalid = |e: wasmparser::BinaryReaderError| LoadError::Invalid {
+        label: label.clone(),
+        detail: e.to_string(),
+    };
+    let mut depth = 0usize;
+    let mut imports_storage = false;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let name = import.map_err(invalid)?.name.name;
+                    if !OFFERED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                        return Err(LoadError::UnknownImport {
+                            label,
+                            name: name.to_string(),
+                        });
+                    }
+                    imports_storage |= name.starts_with(STORAGE_IMPORT);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !imports_storage {
+        return Err(LoadError::MissingStorageImport { label });
+    }
+    Ok(())
+}
+
+/// A compiled component as the cache keeps it (`<key>-<engine>.cwasm`):
+/// `MAGIC`, the [`program_key`] it was compiled for (32 bytes), the
+/// engine's compatibility hash (8, little-endian), the SHA-256 of the
+/// artifact (32), then the artifact wasmtime serialized. Written to a
+/// temporary file of its own and renamed into place; checked whole before
+/// it is deserialized, so a torn file, another key's file or another
+/// engine's is compiled again, never run.
+pub struct CachedArtifact;
+
+impl CachedArtifact {
+    /// The first bytes of every cache file (the format's version last).
+    pub const MAGIC: [u8; 8] = *b"DONUTCW\x01";
+    /// Bytes before the artifact.
+    pub const HEADER_BYTES: usize = 8 + 32 + 8 + 32;
+
+    /// The artifact in `file` if the file is whole and was written for
+    /// `key` and `engine`; else why not.
+    pub fn check<'a>(
+        file: &'a [u8],
+        key: &donut_format::Hash,
+        engine: u64,
+    ) -> Result<&'a [u8], &'static str> {
+        if file.len() < Self::HEADER_BYTES || file[..8] != Self::MAGIC {
+            return Err("has no header (torn, or not ours)");
+        }
+        if file[8..40] != key[..] {
+            return Err("was compiled from other bytes");
+        }
+        if file[40..48] != engine.to_le_bytes() {
+            return Err("was compiled for another engine");
+        }
+        let artifact = &file[Self::HEADER_BYTES..];
+        if file[48..80] != donut_format::hash(artifact)[..] {
+            return Err("does not match its checksum (torn or altered)");
+        }
+        Ok(artifact)
+    }
+}
+
+/// Writes `artifact` for `key` to `path` through a temporary file of its
+/// own in `dir` (never shared with another compile), renamed into place.
+fn write_artifact(
+    dir: &Path,
+    path: &Path,
+    key: &donut_format::Hash,
+    engine: u64,
+    artifact: &[u8],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".cwasm")
+        .tempfile_in(dir)?;
+    let file = temp.as_file_mut();
+    file.write_all(&CachedArtifact::MAGIC)?;
+    file.write_all(key)?;
+    file.write_all(&engine.to_le_bytes())?;
+    file.write_all(&donut_format::hash(artifact))?;
+    file.write_all(artifact)?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Marks a cache file used now (the cache drops the least recently used).
+fn touch(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used `.cwasm` files of `dir` until the rest
+/// fit in `bytes_max`.
+fn prune_cache_dir(dir: &Path, bytes_max: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let path = entry.path();
+            if path.extension()? != "cwasm" || path.file_name()?.to_str()?.starts_with('.') {
+                return None;
+            }
+            let meta = entry.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, bytes, _)| bytes).sum();
+    files.sort();
+    for (_, bytes, path) in files {
+        if total <= bytes_max {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= bytes;
+        }
     }
 }
 

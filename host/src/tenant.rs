@@ -56,6 +56,8 @@ pub struct TenantLimits {
     /// call's stdout and stderr each): past it the request gets an error,
     /// and the answer is never built.
     pub response_bytes_max: usize,
+    /// Live databases the tenant may have; creating one more is refused.
+    pub databases_max: Option<usize>,
 }
 
 /// The storage quota of one request of a tenant given none: generous for
@@ -79,6 +81,7 @@ impl Default for TenantLimits {
             instances_max: 16,
             budget: None,
             response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
+            databases_max: None,
         }
     }
 }
@@ -135,6 +138,8 @@ pub enum Refusal {
         period: Duration,
         renews_in: Duration,
     },
+    #[error("tenant {tenant:?} has its limit of {max} databases")]
+    TooManyDatabases { tenant: String, max: usize },
 }
 
 impl Refusal {
@@ -150,6 +155,7 @@ impl Refusal {
                 units: Units::Write,
                 ..
             } => "write_units",
+            Refusal::TooManyDatabases { .. } => "databases",
         }
     }
 }
@@ -237,6 +243,9 @@ pub struct InstanceSlot {
 
 struct TenantState {
     tenant: Tenant,
+    /// Held while a database of the tenant is created or removed: its
+    /// count is checked and changed by one at a time.
+    control: tokio::sync::Mutex<()>,
     live: Arc<tokio::sync::Semaphore>,
     ledger: Mutex<Ledger>,
     totals: Mutex<TenantTotals>,
@@ -327,11 +336,51 @@ impl Tenants {
         let live = Arc::new(tokio::sync::Semaphore::new(tenant.limits.instances_max));
         let state = TenantState {
             tenant,
+            control: tokio::sync::Mutex::new(()),
             live,
             ledger: Mutex::new(Ledger::default()),
             totals: Mutex::default(),
         };
         tenants.insert(state.tenant.name.clone(), Arc::new(state));
+        Ok(())
+    }
+
+    /// Replaces every tenant with `tenants` (a reloaded configuration):
+    /// new ones are added, missing ones removed, changed ones take their
+    /// new grant and limits from their next call on. What they used so far
+    /// (totals, the budget's ledger) carries over; calls running keep the
+    /// limits they started with. All or nothing: refused if the new set
+    /// would not be accepted from scratch.
+    pub fn replace_all(&self, tenants: Vec<Tenant>) -> Result<(), AddTenantError> {
+        for (i, tenant) in tenants.iter().enumerate() {
+            check_new_tenant(tenant, &tenants[..i])?;
+        }
+        let mut current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = BTreeMap::new();
+        for tenant in tenants {
+            let (ledger, totals) = match current.get(&tenant.name) {
+                Some(old) => {
+                    let ledger = old.ledger.lock().unwrap_or_else(|e| e.into_inner());
+                    let carried = Ledger {
+                        period_start_ms: ledger.period_start_ms,
+                        read_units: ledger.read_units,
+                        write_units: ledger.write_units,
+                    };
+                    (carried, old.totals().clone())
+                }
+                None => (Ledger::default(), TenantTotals::default()),
+            };
+            let live = Arc::new(tokio::sync::Semaphore::new(tenant.limits.instances_max));
+            let state = TenantState {
+                tenant,
+                control: tokio::sync::Mutex::new(()),
+                live,
+                ledger: Mutex::new(ledger),
+                totals: Mutex::new(totals),
+            };
+            next.insert(state.tenant.name.clone(), Arc::new(state));
+        }
+        *current = next;
         Ok(())
     }
 
@@ -354,18 +403,46 @@ impl Tenants {
         tenants.values().any(|state| state.tenant.grant.covers(db))
     }
 
-    /// The live databases tenant `name` may use, in name order.
+    /// The live databases tenant `name` may use, in name order. The
+    /// listing is billed to the tenant, within its budget.
     pub async fn databases(&self, name: &str) -> Result<Vec<DbName>, TenantOpError> {
         let state = self.state(name)?;
-        let all = donut_store::db::list_databases(&*self.backend).await?;
-        Ok(all
+        self.check_budget(&state)?;
+        self.own_databases(&state).await
+    }
+
+    /// `state`'s live databases, the listing billed to it.
+    ///
+    /// The catalog is keyed by a hash of each name (docs/format.md), so
+    /// the listing reads every name in the table; what the tenant pays
+    /// for is what the listing cost.
+    async fn own_databases(&self, state: &TenantState) -> Result<Vec<DbName>, TenantOpError> {
+        let (backend, bill) = self.billed_backend();
+        let listed = donut_store::db::list_databases(&*backend).await;
+        self.charge_bill(state, &bill);
+        Ok(listed?
             .into_iter()
             .filter(|(db, root)| root.is_ok() && state.tenant.grant.covers(db))
             .map(|(db, _)| db)
             .collect())
     }
 
-    /// Creates database `db` for tenant `name`, if its grant allows.
+    /// The backend with every request's cost added to a bill of its own.
+    fn billed_backend(&self) -> (Arc<dyn Backend>, Arc<Mutex<crate::stats::RequestStats>>) {
+        let bill = Arc::new(Mutex::new(crate::stats::RequestStats::default()));
+        let backend = donut_store::backend::metered::billed(&self.backend, &bill);
+        (backend, bill)
+    }
+
+    /// Charges `state` what `bill` says its requests cost.
+    fn charge_bill(&self, state: &TenantState, bill: &Mutex<crate::stats::RequestStats>) {
+        let bill = bill.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.charge_units(state, bill.read_capacity_units, bill.write_capacity_units);
+    }
+
+    /// Creates database `db` for tenant `name`, if its grant allows and
+    /// it has fewer than its `databases_max`; billed to the tenant, within
+    /// its budget.
     pub async fn create_database(
         &self,
         name: &str,
@@ -380,11 +457,28 @@ impl Tenants {
                 StorageError::Denied(format!("tenant {name:?} may not create databases")).into(),
             );
         }
-        create_database(&*self.backend, &db, page_size).await?;
+        self.check_budget(&state)?;
+        let _control = state.control.lock().await;
+        if let Some(max) = state.tenant.limits.databases_max {
+            let count = self.own_databases(&state).await?.len();
+            if count >= max {
+                state.count_limit("databases");
+                return Err(Refusal::TooManyDatabases {
+                    tenant: name.to_string(),
+                    max,
+                }
+                .into());
+            }
+        }
+        let (backend, bill) = self.billed_backend();
+        let created = create_database(&*backend, &db, page_size).await;
+        self.charge_bill(&state, &bill);
+        created?;
         Ok(db)
     }
 
-    /// Removes database `db` of tenant `name`, if its grant allows.
+    /// Removes database `db` of tenant `name`, if its grant allows;
+    /// billed to the tenant, within its budget.
     pub async fn remove_database(&self, name: &str, db: &str) -> Result<(), TenantOpError> {
         let state = self.state(name)?;
         let grant = &state.tenant.grant;
@@ -394,7 +488,12 @@ impl Tenants {
                 StorageError::Denied(format!("tenant {name:?} may not remove databases")).into(),
             );
         }
-        remove_database(&*self.backend, &db).await?;
+        self.check_budget(&state)?;
+        let _control = state.control.lock().await;
+        let (backend, bill) = self.billed_backend();
+        let removed = remove_database(&*backend, &db).await;
+        self.charge_bill(&state, &bill);
+        removed?;
         Ok(())
     }
 

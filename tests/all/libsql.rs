@@ -25,7 +25,10 @@ fn setup() -> Setup {
 fn setup_on(dynamo: Option<&donut_testkit::Dynoxide>) -> Setup {
     let _ = host_bin();
     let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from("[service]\nstream_idle_secs = 60\n");
+    let mut text = format!(
+        "[service]\nstream_idle_secs = 60\n{}",
+        crate::util::operator_line()
+    );
     let mut tokens = Vec::new();
     for name in ["alpha", "beta"] {
         let token = format!("libsql-{name}-{}", std::process::id());
@@ -69,7 +72,8 @@ fn serve_one(name: &str, service: &str, limits: &str) -> (tempfile::TempDir, Ser
     let dir = tempfile::tempdir().unwrap();
     let token = format!("{name}-{}", std::process::id());
     let text = format!(
-        "[service]\n{service}\n[[tenant]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nprefixes = [\"{name}-\"]\n{limits}",
+        "[service]\n{}{service}\n[[tenant]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nprefixes = [\"{name}-\"]\n{limits}",
+        crate::util::operator_line(),
         to_hex(&token_sha256(&token))
     );
     let config = dir.path().join("tenants.toml");
@@ -438,7 +442,10 @@ async fn hrana_and_the_cli_give_the_same_rows() {
 
 /// `donut_storage_round_trips_total` now: requests the host sent to storage.
 async fn storage_round_trips(api: &Api) -> f64 {
-    let metrics = api.get("/metrics", None).await.text();
+    let metrics = api
+        .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+        .await
+        .text();
     metrics
         .lines()
         .find(|l| l.starts_with("donut_storage_round_trips_total "))

@@ -14,6 +14,7 @@ mod fence;
 mod fuzz;
 mod gc;
 mod history;
+mod hostile;
 mod hostile_exec;
 mod libsql;
 mod lost_answers;

@@ -23,7 +23,7 @@ impl Tenants {
     /// `[service]` lines, then each tenant as (name, extra TOML lines).
     fn new(service: &str, tenants: &[(&str, &str)]) -> Tenants {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = format!("[service]\n{service}\n");
+        let mut text = format!("[service]\n{}{service}\n", crate::util::operator_line());
         let mut tokens = BTreeMap::new();
         for (name, extra) in tenants {
             let token = format!("token-of-{name}-{}", std::process::id());
@@ -366,7 +366,10 @@ async fn each_limit_stops_its_call_over_http_while_another_tenant_runs_undisturb
         )
         .await);
     assert_eq!(rows, "count(*)\n30\n");
-    let metrics = api.get("/metrics", None).await.text();
+    let metrics = api
+        .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+        .await
+        .text();
     for line in [
         "donut_limit_refusals_total{tenant=\"slow\",limit=\"time\"} 1",
         "donut_limit_refusals_total{tenant=\"busy\",limit=\"cpu\"} 1",
@@ -412,7 +415,10 @@ async fn a_restarted_server_reads_sectors_from_the_disk_cache() {
         .sql(token, "sql", "alpha-1", "select sum(length(v)) from t")
         .await);
     assert!(sum.contains("200000"), "{sum}");
-    let metrics = api.get("/metrics", None).await.text();
+    let metrics = api
+        .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+        .await
+        .text();
     let hits: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("donut_disk_cache_hits_total "))
@@ -747,7 +753,10 @@ async fn serve_collects_garbage_in_the_background_within_its_budget() {
     let (api, _stop) = serve_in_process(&tenants, &h).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let metrics = api.get("/metrics", None).await.text();
+        let metrics = api
+            .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+            .await
+            .text();
         if !metrics.contains("donut_gc_rounds_total 0") && metrics.contains("donut_gc_rounds_total")
         {
             assert!(metrics.contains("donut_gc_errors_total 0"), "{metrics}");
@@ -941,7 +950,10 @@ async fn a_call_still_running_when_the_grace_period_ends_does_not_hold_up_shutdo
     };
     // The spin is running once the service counts it live.
     loop {
-        let metrics = api.get("/metrics", None).await.text();
+        let metrics = api
+            .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+            .await
+            .text();
         if metrics.contains("donut_live_instances 1") {
             break;
         }
@@ -1032,7 +1044,10 @@ async fn two_servers_on_one_dynoxide_share_the_table_and_nothing_else() {
     assert_eq!(check, "integrity_check\nok\n");
     // Each counts only its own calls.
     let count = |api: Api| async move {
-        let metrics = api.get("/metrics", None).await.text();
+        let metrics = api
+            .get("/metrics", Some(crate::util::OPERATOR_TOKEN))
+            .await
+            .text();
         let line = metrics
             .lines()
             .find(|l| l.starts_with("donut_tenant_calls_total{tenant=\"alpha\"}"))

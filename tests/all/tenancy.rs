@@ -462,14 +462,17 @@ async fn the_same_component_uploaded_twice_is_loaded_once_and_an_oversized_one_i
     let runtime = tenants.runtime();
     let query = std::fs::read(guest_path("query.wasm")).unwrap();
     let guest = std::fs::read(guest_path("test-guest.wasm")).unwrap();
-    let first = runtime.load_shared(&query, "tenant a's query").unwrap();
-    let again = runtime.load_shared(&query, "tenant b's query").unwrap();
-    assert!(Arc::ptr_eq(&first, &again), "loaded twice");
-    let other = runtime.load_shared(&guest, "test guest").unwrap();
-    assert!(!Arc::ptr_eq(&first, &other));
+    let first = runtime.load_shared("a", &query, "query").unwrap();
+    let compiles = runtime.compiles();
+    let again = runtime.load_shared("a", &query, "query again").unwrap();
+    assert_eq!(runtime.compiles(), compiles, "loaded twice");
+    assert_eq!(first.key(), again.key());
+    assert_eq!(again.label(), "query again");
+    let other = runtime.load_shared("a", &guest, "test guest").unwrap();
+    assert_ne!(first.key(), other.key());
     let mut huge = query.clone();
     huge.resize(donut_host::runtime::COMPONENT_BYTES_MAX + 1, 0);
-    match runtime.load_shared(&huge, "huge") {
+    match runtime.load_shared("a", &huge, "huge") {
         Err(e @ LoadError::TooLarge { .. }) => {
             assert!(e.to_string().contains("the limit is"), "{e}")
         }

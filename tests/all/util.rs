@@ -6,6 +6,19 @@ pub use donut_testkit::{
     Dynoxide, Harness, components, dynamo_options, fill, guest_path, host_bin, stderr, stdout,
 };
 
+/// The operator's bearer token in tests' tenants files (`/metrics`
+/// answers only to it).
+pub const OPERATOR_TOKEN: &str = "operator-token-of-the-tests";
+
+/// The `[service]` line that makes [`OPERATOR_TOKEN`] the operator's.
+pub fn operator_line() -> String {
+    use donut_host::service::config::{to_hex, token_sha256};
+    format!(
+        "operator_token_sha256 = \"{}\"\n",
+        to_hex(&token_sha256(OPERATOR_TOKEN))
+    )
+}
+
 /// Declares each listed test body once per backend:
 /// `backend_tests!(persists_across_calls, ...)` with
 /// `async fn persists_across_calls(h: Harness)` in scope.

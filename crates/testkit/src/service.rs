@@ -73,6 +73,13 @@ impl Served {
         self.child.wait().expect("waiting for serve")
     }
 
+    /// Sends SIGHUP: the server reads its tenants file again.
+    pub fn hang_up(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -1,5 +1,9 @@
 //! `donut-host serve --config FILE [--listen ADDR]`: runs tenants' plugins
-//! over HTTP until SIGTERM or SIGINT (see `donut_host::service`).
+//! over HTTP until SIGTERM or SIGINT (see `donut_host::service`); SIGHUP
+//! reads the tenants file again (tokens, grants, limits). Plain HTTP
+//! carries bearer tokens in clear text: it listens on loopback only,
+//! unless `--plain-http-beyond-loopback` says a TLS-terminating proxy
+//! stands in front.
 
 use super::Env;
 use anyhow::{Context, Result};
@@ -18,10 +22,23 @@ pub struct Args {
     /// Address to listen on (port 0: any free port, printed on start).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
+    /// Listen on an address other than loopback with plain HTTP: bearer
+    /// tokens then cross the network in clear text unless a
+    /// TLS-terminating proxy stands in front (put one there).
+    #[arg(long)]
+    plain_http_beyond_loopback: bool,
 }
 
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
     init_tracing();
+    if !args.listen.ip().is_loopback() && !args.plain_http_beyond_loopback {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {}: bearer tokens would cross the network in clear text. \
+             Listen on loopback behind a TLS-terminating proxy, or pass --plain-http-beyond-loopback \
+             if one stands in front",
+            args.listen
+        );
+    }
     let config = ConfigFile::read(&args.config)?.check(&args.config)?;
     let tenant_count = config.tenants.len();
     let service = Service::new(config, env.backend.clone(), env.cache_dir.clone())
@@ -37,9 +54,41 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{address}")?;
     stdout.flush()?;
-    serve(Arc::new(service), listener, shutdown_signal()).await?;
+    let service = Arc::new(service);
+    let reloads = tokio::spawn(reload_on_hangup(service.clone(), args.config.clone()));
+    let served = serve(service, listener, shutdown_signal()).await;
+    reloads.abort();
+    served?;
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// Reads the tenants file again at every SIGHUP; a file refused changes
+/// nothing (and says why in the log).
+async fn reload_on_hangup(service: Arc<Service>, config: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP (no reloads): {e}");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let read = ConfigFile::read(&config)
+            .and_then(|file| file.check(&config))
+            .map_err(anyhow::Error::from)
+            .and_then(|checked| Ok(service.reload(checked)?));
+        match read {
+            Ok(tenants) => {
+                tracing::info!(tenants, config = %config.display(), "reloaded the tenants file")
+            }
+            Err(e) => tracing::error!(
+                "reloading {} refused, nothing changed: {e:#}",
+                config.display()
+            ),
+        }
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: `info`).

@@ -1,6 +1,8 @@
 //! `donut-host tenant add NAME --config FILE ...`: adds a tenant to a
-//! service's tenants file and prints its new bearer token (last line);
-//! `donut-host tenant ls --config FILE` lists them.
+//! service's tenants file, with a bound on every limit (printed), and
+//! prints its new bearer token (last line); `donut-host tenant ls --config
+//! FILE` lists them; `donut-host tenant token` draws a token for the
+//! operator (`[service] operator_token_sha256`).
 
 use anyhow::{Context, Result};
 use donut_host::service::config::{
@@ -18,6 +20,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Draw a new token (last line) and print its SHA-256 for the
+    /// tenants file (e.g. `[service] operator_token_sha256`, which
+    /// `/metrics` answers to).
+    Token,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +54,17 @@ pub fn run(command: Command) -> Result<i32> {
     match command {
         Command::Add(args) => add(args),
         Command::Ls { config } => ls(&config),
+        Command::Token => {
+            let token = new_token().context("drawing a random token")?;
+            eprintln!("its SHA-256, for the tenants file:");
+            eprintln!(
+                "operator_token_sha256 = \"{}\"",
+                to_hex(&token_sha256(&token))
+            );
+            eprintln!("the token, shown only now:");
+            println!("{token}");
+            Ok(0)
+        }
     }
 }
 
@@ -57,26 +74,26 @@ fn add(args: AddArgs) -> Result<i32> {
         prefixes.push(format!("{}-", args.name));
     }
     let token = new_token().context("drawing a random token")?;
-    let section = TenantSection {
-        name: args.name.clone(),
-        token_sha256: to_hex(&token_sha256(&token)),
-        databases: args.databases,
+    let mut section = TenantSection::with_defaults(
+        &args.name,
+        to_hex(&token_sha256(&token)),
+        args.databases,
         prefixes,
-        read_only: args.read_only,
-        may_create: !args.no_create,
-        may_remove: args.may_remove,
-        memory_mb: None,
-        time_limit_secs: None,
-        fuel_max: None,
-        storage_calls_max: None,
-        sectors_max: None,
-        bytes_max: None,
-        instances_max: None,
-        budget: None,
-    };
-    append_tenant(&args.config, section)?;
+    );
+    section.read_only = args.read_only;
+    section.may_create = !args.no_create;
+    section.may_remove = args.may_remove;
+    append_tenant(&args.config, section.clone())?;
+    let mut shown = section;
+    shown.token_sha256 = "…".into();
+    #[derive(serde::Serialize)]
+    struct One {
+        tenant: [TenantSection; 1],
+    }
+    let block = toml::to_string(&One { tenant: [shown] }).context("printing the tenant")?;
     eprintln!(
-        "added tenant {:?} to {} (edit its [[tenant]] table to set limits)",
+        "added tenant {:?} to {} with these limits (edit its [[tenant]] table to change them; \
+         SIGHUP makes a running server read them):\n{block}",
         args.name,
         args.config.display()
     );

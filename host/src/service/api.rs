@@ -73,7 +73,78 @@ pub fn router(service: Arc<Service>) -> Router {
         .route_layer(middleware::from_fn_with_state(service.clone(), observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            body_deadline,
+        ))
         .with_state(service)
+}
+
+/// A request body not whole by its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+struct BodyTimeout(std::time::Duration);
+
+/// A request body that fails once its deadline passes.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future as _;
+        if let std::task::Poll::Ready(frame) = std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            return std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let timeout = self.timeout;
+            return std::task::Poll::Ready(Some(Err(BodyTimeout(timeout).into())));
+        }
+        std::task::Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every request body a deadline (`[service] body_timeout_secs`,
+/// from when its head arrived): a client that trickles a body cannot hold
+/// a connection and a handler for longer.
+async fn body_deadline(State(service): Shared, request: Request, next: Next) -> Response {
+    let timeout = std::time::Duration::from_secs_f64(service.config.body_timeout_secs);
+    let request = request.map(|inner| {
+        axum::body::Body::new(DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        })
+    });
+    next.run(request).await
+}
+
+/// Whether `error` or one of its sources is a [`BodyTimeout`].
+fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// An answer that is not a success.
@@ -142,6 +213,13 @@ impl From<PathRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> ApiError {
         let status = rejection.status();
+        if is_body_timeout(&rejection) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                rejection.body_text(),
+            );
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             return ApiError::new(
                 status,
@@ -168,6 +246,15 @@ impl From<PluginError> for ApiError {
                 "invalid_component",
                 message,
             ),
+            PluginError::CompileBudget { renews_in, .. } => ApiError {
+                limit: Some("compile_time"),
+                retry_after_secs: Some(renews_in.as_secs_f64().ceil() as u64),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", message)
+            },
+            PluginError::CompileBusy => ApiError {
+                limit: Some("compiles"),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", message)
+            },
             PluginError::Io(_) => {
                 tracing::error!("plugin store: {message}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -268,6 +355,13 @@ fn body_of(
 
 /// The tenant whose bearer token the request carries.
 fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiError> {
+    service
+        .tenant_of(bearer(headers)?)
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+}
+
+/// The request's bearer token.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
@@ -276,10 +370,18 @@ fn authenticate(service: &Service, headers: &HeaderMap) -> Result<String, ApiErr
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be Bearer <token>"))?;
-    service
-        .tenant_of(token.trim())
-        .map(str::to_string)
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))
+    Ok(token.trim())
+}
+
+/// Passes only the operator (`[service] operator_token_sha256`).
+fn require_operator(service: &Service, headers: &HeaderMap) -> Result<(), ApiError> {
+    if service.is_operator(bearer(headers)?) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "this route answers only to the operator's token ([service] operator_token_sha256)",
+        ))
+    }
 }
 
 fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), ApiError> {
@@ -362,15 +464,23 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn metrics(State(service): Shared) -> impl IntoResponse {
-    let text = service.metrics.render(&service.tenants);
-    (
+/// `GET /metrics`: every tenant's name and use, so the operator's only.
+async fn metrics(State(service): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_operator(&service, &headers)?;
+    let mut text = service.metrics.render(&service.tenants);
+    super::metrics::render_compiles(
+        &mut text,
+        &service.plugins.compile_totals(),
+        service.tenants.runtime(),
+    );
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         text,
     )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {
@@ -518,7 +628,10 @@ async fn invoke(
     let body = body_of(&headers, body, "application/json")?;
     let request: InvokeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
-    let program = match service.plugins.cached(&tenant, &name) {
+    let program = match service
+        .plugins
+        .cached(service.tenants.runtime(), &tenant, &name)
+    {
         Some(program) => program,
         None => {
             let svc = service.clone();

@@ -92,6 +92,26 @@ pub struct ServiceSection {
     /// Estimated write units one round may spend deleting (1 per KB of
     /// each deleted item); the next round goes on.
     pub gc_write_units_max: u64,
+    /// A connection whose request head (the first, or the next one on a
+    /// kept-alive connection: this is the idle timeout too) has not
+    /// arrived within this long is closed.
+    pub header_timeout_secs: f64,
+    /// A request body that has not arrived whole within this long fails.
+    pub body_timeout_secs: f64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub connections_max: usize,
+    /// Hex SHA-256 of the operator's bearer token: `/metrics` and
+    /// `POST /v1/admin/reload` answer only to it (without one, they
+    /// answer 403 to everyone). `donut-host tenant token` draws one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_token_sha256: Option<String>,
+    /// Compile time (uploads) one tenant may use per `compile_period_secs`.
+    pub compile_secs_max: f64,
+    pub compile_period_secs: f64,
+    /// Compiled code kept in memory, host-wide (least recently used out).
+    pub compiled_memory_mb_max: usize,
+    /// Compiled code kept in the cache directory (least recently used out).
+    pub compiled_disk_mb_max: u64,
 }
 
 impl Default for ServiceSection {
@@ -108,6 +128,14 @@ impl Default for ServiceSection {
             gc_every_secs: 3600.0,
             gc_retain_secs: (donut_store::gc::RETAIN_MS_DEFAULT / 1000) as f64,
             gc_write_units_max: 20_000,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 60.0,
+            connections_max: 512,
+            operator_token_sha256: None,
+            compile_secs_max: 120.0,
+            compile_period_secs: 3600.0,
+            compiled_memory_mb_max: 1024,
+            compiled_disk_mb_max: 4096,
         }
     }
 }
@@ -148,6 +176,50 @@ pub struct TenantSection {
     pub instances_max: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetSection>,
+    /// Live databases the tenant may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases_max: Option<usize>,
+}
+
+impl TenantSection {
+    /// A tenant `name` with token hash `token_sha256` over `databases`
+    /// and `prefixes`, may create, may not remove, and a bound on every
+    /// limit (what `donut-host tenant add` writes): 256 MB and 30 s per
+    /// call, 16 calls at once, 100,000 storage calls, 1,000,000 sectors
+    /// and 4 GB per call, 100,000 read and 20,000 write units a minute,
+    /// 100 databases. CPU in fuel stays unset: metering it costs every
+    /// tenant's guests ~20% (BENCHMARKS.md, "Fuel"); the time limit bounds
+    /// CPU meanwhile.
+    pub fn with_defaults(
+        name: &str,
+        token_sha256: String,
+        databases: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> TenantSection {
+        let limits = TenantLimits::default();
+        TenantSection {
+            name: name.to_string(),
+            token_sha256,
+            databases,
+            prefixes,
+            read_only: false,
+            may_create: true,
+            may_remove: false,
+            memory_mb: Some(limits.memory_bytes >> 20),
+            time_limit_secs: limits.time_limit.map(|t| t.as_secs_f64()),
+            fuel_max: None,
+            storage_calls_max: Some(100_000),
+            sectors_max: Some(1_000_000),
+            bytes_max: Some(4 << 30),
+            instances_max: Some(limits.instances_max),
+            budget: Some(BudgetSection {
+                read_units: 100_000.0,
+                write_units: 20_000.0,
+                period_secs: 60.0,
+            }),
+            databases_max: Some(100),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -241,6 +313,26 @@ impl ServiceSection {
         if !(self.stream_idle_secs.is_finite() && self.stream_idle_secs > 0.0) {
             return Err(invalid("stream_idle_secs must be a number of seconds > 0"));
         }
+        for (name, secs) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("compile_secs_max", self.compile_secs_max),
+            ("compile_period_secs", self.compile_period_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(invalid(&format!("{name} must be a number of seconds > 0")));
+            }
+        }
+        if self.connections_max == 0 {
+            return Err(invalid("connections_max must be ≥ 1"));
+        }
+        if let Some(hex) = &self.operator_token_sha256
+            && parse_sha256(hex).is_none()
+        {
+            return Err(invalid(
+                "operator_token_sha256 must be 64 hex digits (the SHA-256 of the token)",
+            ));
+        }
         if self.instances_max == 0 || self.instance_memory_mb_max == 0 {
             return Err(invalid(
                 "instances_max and instance_memory_mb_max must be ≥ 1",
@@ -315,6 +407,7 @@ impl TenantSection {
             instances_max: self.instances_max.unwrap_or(defaults.instances_max).max(1),
             budget,
             response_bytes_max: defaults.response_bytes_max,
+            databases_max: self.databases_max,
         };
         let tenant = Tenant {
             name: self.name.clone(),
@@ -325,7 +418,8 @@ impl TenantSection {
     }
 }
 
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+/// The SHA-256 a hex string spells, if it is 64 hex digits.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
     }
@@ -356,12 +450,16 @@ pub fn new_token() -> Result<String, getrandom::Error> {
 
 /// Appends `tenant` to the configuration at `path` (created if missing)
 /// after checking the whole file with it, keeping the file's text (and
-/// its comments) as it was; the file is replaced atomically.
+/// its comments) as it was. Writers take turns (an exclusive lock on
+/// `<path>.lock`), so two at once each add their tenant; the file is
+/// replaced atomically (a temporary file of its own, renamed) and readable
+/// by its owner only (mode 0600: it holds token hashes).
 pub fn append_tenant(path: &Path, tenant: TenantSection) -> Result<(), ConfigError> {
     let io = |error| ConfigError::Io {
         path: path.to_owned(),
         error,
     };
+    let _lock = lock_for_writing(path).map_err(io)?;
     let mut text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -388,7 +486,40 @@ pub fn append_tenant(path: &Path, tenant: TenantSection) -> Result<(), ConfigErr
         text.push('\n');
     }
     text.push_str(&block);
-    let temp = path.with_extension("toml.tmp");
-    std::fs::write(&temp, text).map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
+    replace_file(path, text.as_bytes()).map_err(io)
+}
+
+/// An exclusive lock on `<path>.lock` (created, mode 0600), held until
+/// the file it returns is dropped.
+fn lock_for_writing(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(PathBuf::from(name))?;
+    lock.lock()?;
+    Ok(lock)
+}
+
+/// Replaces `path` with `bytes`: written and synced to a temporary file
+/// of its own (mode 0600) in the same directory, renamed over `path`,
+/// the directory synced.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tenants-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.as_file_mut().write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }

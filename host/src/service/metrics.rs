@@ -307,3 +307,30 @@ fn escape(value: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+/// Each tenant's compile time in all, and the compiled code the runtime
+/// keeps in memory.
+pub fn render_compiles(
+    out: &mut String,
+    compiles: &[(String, Duration)],
+    runtime: &crate::runtime::Runtime,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP donut_tenant_compile_seconds_total Time spent compiling a tenant's uploads.\n# TYPE donut_tenant_compile_seconds_total counter"
+    );
+    for (tenant, took) in compiles {
+        let _ = writeln!(
+            out,
+            "donut_tenant_compile_seconds_total{{tenant=\"{}\"}} {}",
+            escape(tenant),
+            took.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP donut_compiled_code_bytes Compiled code kept in memory.\n# TYPE donut_compiled_code_bytes gauge\ndonut_compiled_code_bytes {}\ndonut_compiles_total {}",
+        runtime.program_cache_bytes(),
+        runtime.compiles()
+    );
+}

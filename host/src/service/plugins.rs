@@ -1,11 +1,16 @@
 //! Tenants' plugins: components kept on disk, one directory per tenant
-//! (`<plugins_dir>/<tenant>/<plugin>.wasm`), loaded once per content.
+//! (`<plugins_dir>/<tenant>/<plugin>.wasm`), compiled once per content
+//! and tenant (each tenant's compiled code apart: an upload's timing says
+//! nothing about other tenants' uploads). Compiling is charged to the
+//! tenant: an upload compiles one component at a time per tenant, within
+//! a budget of compile time per period.
 
 use super::config::{check_simple_name, to_hex};
 use crate::runtime::{LoadError, Program, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A plugin as listed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -27,24 +32,123 @@ pub enum PluginError {
     Load(#[from] LoadError),
     #[error("plugin store: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "this tenant used its compile time of {used:?} per {period:?}; it renews in {renews_in:?}"
+    )]
+    CompileBudget {
+        used: Duration,
+        period: Duration,
+        renews_in: Duration,
+    },
+    #[error("this tenant is compiling another plugin; upload one at a time")]
+    CompileBusy,
 }
 
-/// Programs by (tenant, plugin), with the hash of their bytes.
-type Loaded = HashMap<(String, String), (String, Arc<Program>)>;
+/// The program key of each loaded (tenant, plugin): the compiled code
+/// itself lives in the runtime's bounded cache.
+type Loaded = HashMap<(String, String), donut_format::Hash>;
+
+/// Compile time one tenant may use per period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompileBudget {
+    pub time_max: Duration,
+    pub period: Duration,
+}
+
+/// One tenant's compile time: this period's and in all.
+#[derive(Debug, Default)]
+struct CompileLedger {
+    period_start: Option<Instant>,
+    used: Duration,
+    total: Duration,
+    compiling: bool,
+}
 
 /// The plugins of every tenant of a service.
 pub struct Plugins {
     dir: PathBuf,
     loaded: Mutex<Loaded>,
+    budget: CompileBudget,
+    compiles: Mutex<HashMap<String, CompileLedger>>,
+}
+
+/// Marks a tenant's compile done when dropped.
+struct Compiling<'a> {
+    plugins: &'a Plugins,
+    tenant: &'a str,
+}
+
+impl Drop for Compiling<'_> {
+    fn drop(&mut self) {
+        if let Some(ledger) = self.plugins.compiles().get_mut(self.tenant) {
+            ledger.compiling = false;
+        }
+    }
 }
 
 impl Plugins {
-    pub fn open(dir: &Path) -> Result<Plugins, std::io::Error> {
+    pub fn open(dir: &Path, budget: CompileBudget) -> Result<Plugins, std::io::Error> {
         std::fs::create_dir_all(dir)?;
         Ok(Plugins {
             dir: dir.to_owned(),
             loaded: Mutex::default(),
+            budget,
+            compiles: Mutex::default(),
         })
+    }
+
+    fn compiles(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompileLedger>> {
+        self.compiles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts an upload's compile for `tenant`: refused while another of
+    /// its uploads compiles or when its compile time this period is used.
+    fn start_compile<'a>(&'a self, tenant: &'a str) -> Result<Compiling<'a>, PluginError> {
+        let mut compiles = self.compiles();
+        let ledger = compiles.entry(tenant.to_string()).or_default();
+        let now = Instant::now();
+        let start = *ledger.period_start.get_or_insert(now);
+        if now.duration_since(start) >= self.budget.period {
+            ledger.period_start = Some(now);
+            ledger.used = Duration::ZERO;
+        }
+        if ledger.compiling {
+            return Err(PluginError::CompileBusy);
+        }
+        if ledger.used >= self.budget.time_max {
+            let start = ledger.period_start.unwrap_or(now);
+            return Err(PluginError::CompileBudget {
+                used: ledger.used,
+                period: self.budget.period,
+                renews_in: (start + self.budget.period).saturating_duration_since(now),
+            });
+        }
+        ledger.compiling = true;
+        Ok(Compiling {
+            plugins: self,
+            tenant,
+        })
+    }
+
+    /// Charges `tenant` for the compile `program` took, if it was compiled.
+    fn charge_compile(&self, tenant: &str, program: &Program) {
+        if let Some(took) = program.compile_time {
+            let mut compiles = self.compiles();
+            let ledger = compiles.entry(tenant.to_string()).or_default();
+            ledger.used += took;
+            ledger.total += took;
+        }
+    }
+
+    /// Each tenant's compile time in all, in name order.
+    pub fn compile_totals(&self) -> Vec<(String, Duration)> {
+        let mut totals: Vec<(String, Duration)> = self
+            .compiles()
+            .iter()
+            .map(|(tenant, ledger)| (tenant.clone(), ledger.total))
+            .collect();
+        totals.sort();
+        totals
     }
 
     fn loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
@@ -70,18 +174,22 @@ impl Plugins {
         bytes: &[u8],
     ) -> Result<PluginInfo, PluginError> {
         let path = self.path(tenant, name)?;
-        let program = runtime.load_shared(bytes, name)?;
+        let program = {
+            let _compiling = self.start_compile(tenant)?;
+            runtime.load_shared(tenant, bytes, name)?
+        };
+        self.charge_compile(tenant, &program);
         let sha256 = to_hex(&sha256(bytes));
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let temp = path.with_extension("wasm.tmp");
-        std::fs::write(&temp, bytes)?;
-        std::fs::rename(&temp, &path)?;
-        self.loaded().insert(
-            (tenant.to_string(), name.to_string()),
-            (sha256.clone(), program),
-        );
+        let mut temp = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempfile_in(path.parent().unwrap_or(&self.dir))?;
+        std::io::Write::write_all(temp.as_file_mut(), bytes)?;
+        temp.persist(&path).map_err(|e| e.error)?;
+        self.loaded()
+            .insert((tenant.to_string(), name.to_string()), *program.key());
         Ok(PluginInfo {
             name: name.to_string(),
             sha256,
@@ -89,14 +197,16 @@ impl Plugins {
         })
     }
 
-    /// `tenant`'s plugin `name` if it is loaded already: no disk, no
-    /// blocking (the common case of an invoke).
-    pub fn cached(&self, tenant: &str, name: &str) -> Option<Arc<Program>> {
+    /// `tenant`'s plugin `name` if its compiled code is in memory: no
+    /// disk, no blocking (the common case of an invoke).
+    pub fn cached(&self, runtime: &Runtime, tenant: &str, name: &str) -> Option<Arc<Program>> {
         let key = (tenant.to_string(), name.to_string());
-        self.loaded().get(&key).map(|(_, program)| program.clone())
+        let program_key = *self.loaded().get(&key)?;
+        runtime.cached_program(&program_key, name)
     }
 
-    /// `tenant`'s plugin `name`, loaded from disk on first use. Blocking.
+    /// `tenant`'s plugin `name`, loaded from disk on first use (or after
+    /// its compiled code left memory). Blocking.
     pub fn get(
         &self,
         runtime: &Runtime,
@@ -104,7 +214,7 @@ impl Plugins {
         name: &str,
     ) -> Result<Arc<Program>, PluginError> {
         let path = self.path(tenant, name)?;
-        if let Some(program) = self.cached(tenant, name) {
+        if let Some(program) = self.cached(runtime, tenant, name) {
             return Ok(program);
         }
         let key = (tenant.to_string(), name.to_string());
@@ -115,9 +225,9 @@ impl Plugins {
             }
             Err(e) => return Err(e.into()),
         };
-        let program = runtime.load_shared(&bytes, name)?;
-        let sha256 = to_hex(&sha256(&bytes));
-        self.loaded().insert(key, (sha256, program.clone()));
+        let program = runtime.load_shared(tenant, &bytes, name)?;
+        self.charge_compile(tenant, &program);
+        self.loaded().insert(key, *program.key());
         Ok(program)
     }
 
