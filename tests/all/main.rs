@@ -17,6 +17,7 @@ mod history;
 mod libsql;
 mod lost_answers;
 mod migrate;
+mod migrate_go;
 mod sector_cache;
 mod serve;
 mod session;
