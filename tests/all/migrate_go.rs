@@ -141,14 +141,21 @@ fn dump(path: &Path) -> String {
     text(&out.stdout)
 }
 
-/// Migrates `file` of `table` as `to`, pulls it back, and requires the
-/// reference's bytes and `.dump`.
-fn migrate_matches(store: &Path, server: &Dynoxide, table: &str, file: &str, to: &str, reference: &str) {
-    let out = host(
-        store,
-        server,
-        &["migrate", "--from-table", table, "--from-file", file, "--to", to],
-    );
+/// Migrates `file` of `table` as `to` (default: the file's name without
+/// its leading '/'), pulls it back, and requires the reference's bytes and
+/// `.dump`.
+fn migrate_matches(
+    store: &Path,
+    server: &Dynoxide,
+    table: &str,
+    file: &str,
+    to: Option<&str>,
+    reference: &str,
+) {
+    let mut args = vec!["migrate", "--from-table", table, "--from-file", file];
+    args.extend(to.iter().flat_map(|to| ["--to", *to]));
+    let to = to.unwrap_or(file.trim_start_matches('/'));
+    let out = host(store, server, &args);
     assert!(
         out.status.success(),
         "migrate {file} of {table}: {}",
@@ -163,34 +170,211 @@ fn migrate_matches(store: &Path, server: &Dynoxide, table: &str, file: &str, to:
     let out = host(store, server, &["pull", to, pulled.to_str().unwrap()]);
     assert!(out.status.success(), "pull {to}: {}", text(&out.stderr));
     let reference = fixtures().join(reference);
-    let (got, want) = (std::fs::read(&pulled).unwrap(), std::fs::read(&reference).unwrap());
+    let (got, want) = (
+        std::fs::read(&pulled).unwrap(),
+        std::fs::read(&reference).unwrap(),
+    );
     assert_eq!(got.len(), want.len(), "{table} {file}: size");
-    assert!(got == want, "{table} {file}: bytes differ from {}", reference.display());
+    assert!(
+        got == want,
+        "{table} {file}: bytes differ from {}",
+        reference.display()
+    );
     assert_eq!(dump(&pulled), dump(&reference), "{table} {file}: .dump");
 }
 
-/// The two tables of ../shared/fixtures/go-donutdb: v1 (its metadata
-/// says `"file_size":0,"sectors":null`, its sectors are keyed by byte
-/// offset) and v2 (content-addressed sectors `<index>__<sha512/256 hex>`,
-/// 21 stale sector items beside the 8 the metadata lists), 64 KiB sectors,
-/// 8 KiB pages, a file of 6 full sectors and one of 8 KiB.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_go_donutdb_default_tables_migrate_v1_and_v2() {
+/// Loads the fixture table `table` and migrates each `(file, reference)`
+/// of it, each as a new database.
+async fn table_migrates(table: &str, files: &[(&str, &str)]) {
     let server = Dynoxide::start();
     let client = client(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    for version in ["v1", "v2"] {
-        let table = format!("go-{version}-default");
-        let items = load(&client, &table, &format!("{table}.items.jsonl"), |_| {}).await;
-        assert!(items > 1, "{table}: {items} items");
-        migrate_matches(
-            &store,
-            &server,
-            &table,
-            "/file0.db",
-            &format!("{version}.db"),
-            &format!("{table}.file0.db.sqlite"),
+    let items = load(&client, table, &format!("{table}.items.jsonl"), |_| {}).await;
+    assert!(items > files.len(), "{table}: {items} items");
+    for (n, (file, reference)) in files.iter().enumerate() {
+        // The first under its default name: the file's without its '/'.
+        let to = match n {
+            0 => None,
+            _ => Some(format!("m{n}.db")),
+        };
+        migrate_matches(&store, &server, table, file, to.as_deref(), reference);
+    }
+}
+
+/// v1 as the Go code writes it: the metadata says `"file_size":0,
+/// "sectors":null` (it failed to parse: "expected a sequence"); sectors
+/// keyed by byte offset under `file-v1-<rand_id>-<name>`, 64 KiB sectors,
+/// 8 KiB pages, six full sectors and one of 8 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_go_v1_table_with_null_sectors_migrates() {
+    table_migrates(
+        "go-v1-default",
+        &[("/file0.db", "go-v1-default.file0.db.sqlite")],
+    )
+    .await;
+}
+
+/// v2 as the Go code writes it: sector ids `<index>__<sha512/256 hex of
+/// the bytes>` (we hashed `"<index>-"` and the bytes), one zstd frame each
+/// from klauspost/compress, 21 stale sector items beside the 7 listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_go_v2_table_with_index_prefixed_sector_ids_migrates() {
+    table_migrates(
+        "go-v2-default",
+        &[("/file0.db", "go-v2-default.file0.db.sqlite")],
+    )
+    .await;
+}
+
+/// 4 KiB sectors, two files per table. `/a.db` was VACUUMed after
+/// deletes: in v1 that truncation leaves an empty sector at the new end
+/// (offset 208896), in v2 it leaves 44 ids past `file_size` in the
+/// metadata's list. `/b.db` has 1 KiB pages: 108544 bytes, half a sector
+/// past the last full one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_go_4k_sector_tables_of_two_files_after_truncation_migrate() {
+    let files = [
+        ("/a.db", "go-4k.a.db.sqlite"),
+        ("/b.db", "go-4k.b.db.sqlite"),
+    ];
+    table_migrates("go-v1-4k", &files).await;
+    table_migrates("go-v2-4k", &files).await;
+}
+
+/// A Chinook-like file (Debian's sqlite3, 1 KiB pages, 389 KiB) pushed
+/// the way `donutdb-cli push` does, as a v2 and a v1 file of one table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_go_pushed_v1_and_v2_files_of_one_table_migrate() {
+    table_migrates(
+        "go-push",
+        &[
+            ("/chinook-v2.db", "go-push.chinook.sqlite"),
+            ("/chinook-v1.db", "go-push.chinook.sqlite"),
+        ],
+    )
+    .await;
+}
+
+/// Runs migrate of `/c.db` in a crash fixture loaded through `edit`;
+/// returns its stderr after checking it failed and wrote nothing.
+async fn crash_fixture_refused(
+    table: &str,
+    edit: impl FnMut(&mut HashMap<String, AttributeValue>),
+) -> String {
+    let server = Dynoxide::start();
+    let client = client(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    load(&client, table, &format!("{table}.items.jsonl"), edit).await;
+    let out = host(
+        &store,
+        &server,
+        &[
+            "migrate",
+            "--from-table",
+            table,
+            "--from-file",
+            "/c.db",
+            "--to",
+            "c.db",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{table}: migrated a file in use: {err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    let listed = host(&store, &server, &["ls"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        !text(&listed.stdout).contains("c.db"),
+        "nothing was written: {}",
+        text(&listed.stdout)
+    );
+    err
+}
+
+/// The Go writer's transaction is open (exported while it was): its lock
+/// row's deadline, 2 s ahead when exported, is moved 10 minutes past now,
+/// as a live writer keeps renewing it. Refused, naming the lock row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_go_writer_holds_is_refused() {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    for table in ["go-crash-v1", "go-crash-v2"] {
+        let mut locks = 0;
+        let err = crash_fixture_refused(table, |item| {
+            if let Some(AttributeValue::N(deadline)) = item.get_mut("deadline_us") {
+                *deadline = (now_us + 600_000_000).to_string();
+                locks += 1;
+            }
+        })
+        .await;
+        assert_eq!(locks, 1, "{table}: the fixture holds one lock row");
+        assert!(
+            err.contains("in use by a Go DonutDB process") && err.contains("lock row"),
+            "{table}: {err}"
         );
     }
+}
+
+/// The same tables as exported: the writer stopped with its transaction
+/// open, its lock row's deadline long past. v1: its journal is hot (the
+/// database holds part of the transaction); v2: the journal is listed but
+/// still empty on DynamoDB (the Go VFS buffers it until a sync that
+/// never came) while the database already holds uncommitted sectors, and
+/// the lock row of the process that died is there. Both refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_go_writer_left_mid_transaction_is_refused() {
+    let err = crash_fixture_refused("go-crash-v1", |_| {}).await;
+    assert!(err.contains("hot rollback journal"), "{err}");
+    let err = crash_fixture_refused("go-crash-v2", |_| {}).await;
+    assert!(
+        err.contains("stopped while it held") && err.contains("/c.db-journal"),
+        "{err}"
+    );
+}
+
+/// Sector bytes stored as their base64 text (what a loader does that
+/// hands base64 strings to an SDK that encodes binary attributes itself;
+/// this made v2 fail with "Unknown frame descriptor"): refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sector_bytes_stored_as_base64_text_are_named() {
+    let server = Dynoxide::start();
+    let client = client(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    load(
+        &client,
+        "go-v2-default",
+        "go-v2-default.items.jsonl",
+        |item| {
+            if let Some(AttributeValue::B(bytes)) = item.get_mut("bytes") {
+                let text = base64::engine::general_purpose::STANDARD.encode(bytes.as_ref());
+                *bytes = Blob::new(text.into_bytes());
+            }
+        },
+    )
+    .await;
+    let out = host(
+        &store,
+        &server,
+        &[
+            "migrate",
+            "--from-table",
+            "go-v2-default",
+            "--from-file",
+            "/file0.db",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Unknown frame descriptor") && err.contains("encoded twice"),
+        "{err}"
+    );
 }
