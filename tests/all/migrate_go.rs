@@ -378,3 +378,55 @@ async fn sector_bytes_stored_as_base64_text_are_named() {
         "{err}"
     );
 }
+
+/// A lock row whose deadline passed, with no journal listed, is what a Go
+/// process that died outside a write transaction (a reader, or a writer
+/// after its commit) leaves: the file is whole and migrates. The same row
+/// with a deadline ahead is a live holder: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_readers_lock_row_does_not_stop_migrate_a_live_one_does() {
+    let server = Dynoxide::start();
+    let client = client(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let table = "go-v2-default";
+    load(&client, table, "go-v2-default.items.jsonl", |_| {}).await;
+    // The key the file's metadata names.
+    let lock_key = "lock-global-v1-LHaRr4jZuyDMPVwGtlmR443zf8g=-/file0.db";
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let put_lock = |deadline_us: u128| {
+        client
+            .put_item()
+            .table_name(table)
+            .item("hash_key", AttributeValue::S(lock_key.into()))
+            .item("range_key", AttributeValue::N("0".into()))
+            .item("owner_id", AttributeValue::S("0123456789abcdef".into()))
+            .item("deadline_us", AttributeValue::N(deadline_us.to_string()))
+            .send()
+    };
+    put_lock(now_us + 600_000_000)
+        .await
+        .expect("put the lock row");
+    let args = ["migrate", "--from-table", table, "--from-file", "/file0.db"];
+    let out = host(&store, &server, &args);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "migrated a file a live process holds"
+    );
+    assert!(err.contains("0123456789abcdef"), "{err}");
+    put_lock(now_us - 60_000_000)
+        .await
+        .expect("put the lock row");
+    migrate_matches(
+        &store,
+        &server,
+        table,
+        "/file0.db",
+        None,
+        "go-v2-default.file0.db.sqlite",
+    );
+}
