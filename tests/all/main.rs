@@ -19,6 +19,7 @@ mod hostile_exec;
 mod libsql;
 mod lost_answers;
 mod migrate;
+mod migrate_go;
 mod open_files;
 mod randomness;
 mod sector_cache;

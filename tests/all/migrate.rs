@@ -1,12 +1,17 @@
 //! `donut-host migrate` from the Go DonutDB (docs/format.md, "Import from
-//! the Go DonutDB"). The fixtures are SQLite files written by native
-//! SQLite, stored in a dynoxide table by our own encoder of the Go
-//! layouts (`GoTable`: v1 sectors rewritten in place, v2 content-addressed
-//! sectors; zstd or raw; 4 KiB and 64 KiB sectors), several files in one
-//! table. Each is migrated by the CLI into a local store, pulled back and
-//! compared byte for byte with its source (so every row is the source's),
-//! and the row counts the CLI prints are checked against native SQLite.
-//! Damaged sources are refused and write nothing.
+//! the Go DonutDB"): the cases the real Go code cannot be made to write
+//! on demand. Tables the real Go DonutDB wrote are tested in
+//! `migrate_go.rs`; here SQLite files written by native SQLite are stored
+//! in a dynoxide table by our own encoder of the Go layouts (`GoTable`,
+//! checked against those real tables: v1 sectors rewritten in place under
+//! `"sectors":null` metadata, v2 sectors `<index>__<sha512/256>`), for
+//! raw sectors (what Go versions before zstd stored; 927d137 cannot),
+//! several files in one table, and damaged sources (a missing v1 sector,
+//! a v2 sector that is not zstd, a v2 sector whose bytes changed), which
+//! are refused and write nothing. Each good file is migrated by the CLI
+//! into a local store, pulled back and compared byte for byte with its
+//! source, and the row counts the CLI prints are checked against native
+//! SQLite.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -70,14 +75,11 @@ impl GoTable {
                     (index * layout.sector_size) as u64,
                 ),
                 _ => {
-                    let mut hasher = Sha512_256::new();
-                    hasher.update(format!("{index}-").as_bytes());
-                    hasher.update(sector);
-                    let id: String = hasher
-                        .finalize()
+                    let hash: String = Sha512_256::digest(sector)
                         .iter()
                         .map(|b| format!("{b:02x}"))
                         .collect();
+                    let id = format!("{index}__{hash}");
                     ids.push(id.clone());
                     (format!("file-v2-{rand_id}-{name}-{id}"), 0)
                 }
@@ -90,19 +92,20 @@ impl GoTable {
             .await;
             keys.push((hash_key, range));
         }
-        let mut meta = serde_json::json!({
+        // As the Go code marshals it: every field, v1 with a data row key
+        // and `"file_size":0,"sectors":null`, v2 without a data row key.
+        let v2 = layout.version == 2;
+        let meta = serde_json::json!({
             "meta_version": layout.version,
             "sector_size": layout.sector_size,
             "orig_name": name,
             "rand_id": rand_id,
-            "data_row_key": format!("file-v1-{rand_id}-{name}"),
+            "data_row_key": if v2 { String::new() } else { format!("file-v1-{rand_id}-{name}") },
             "lock_row_key": format!("lock-global-v1-{rand_id}-{name}"),
             "compress_alg": if layout.zstd { "zstd" } else { "" },
+            "file_size": if v2 { bytes.len() } else { 0 },
+            "sectors": if v2 { serde_json::json!(ids) } else { serde_json::Value::Null },
         });
-        if layout.version == 2 {
-            meta["file_size"] = bytes.len().into();
-            meta["sectors"] = ids.into();
-        }
         self.client
             .update_item()
             .table_name(TABLE)

@@ -1,22 +1,30 @@
-//! Reading a file the Go DonutDB stored (psanford/donutdb), for
+//! Reading a file the Go DonutDB stored (psanford/donutdb at 927d137), for
 //! `donut-host migrate` (docs/format.md, "Import from the Go DonutDB").
+//! Checked against tables the real Go code wrote
+//! (tests/fixtures/go-donutdb).
 //!
 //! The Go VFS keeps one item per table, `hash_key = "file-meta-v1"`,
 //! `range_key = 0`, with one string attribute per file: the file's name,
 //! holding its metadata as JSON (`meta_version` 1 or 2, `sector_size`,
-//! `orig_name`, `rand_id`, `compress_alg`; v2 also `file_size` and
-//! `sectors`). A v1 file's sectors are rewritten in place: items
-//! `file-v1-<rand_id>-<name>` whose sort key is the sector's byte offset;
-//! the file ends where its last sector does. A v2 file's sectors are
-//! content-addressed: the metadata lists each sector's id, the hex of
-//! SHA-512/256 over `"<index>-"` and the sector's bytes, stored at
-//! `file-v2-<rand_id>-<name>-<id>` (sort key 0). Sector bytes are in the
-//! attribute `bytes`, zstd-compressed (Go versions before compression
-//! stored them raw: recognised by the absence of zstd's magic number).
+//! `orig_name`, `rand_id`, `data_row_key`, `lock_row_key`,
+//! `compress_alg`, `file_size`, `sectors`; v1 writes `"file_size":0,
+//! "sectors":null`). A v1 file's sectors are rewritten in place: items
+//! `file-v1-<rand_id>-<orig_name>` whose sort key is the sector's byte
+//! offset; the file ends where its last sector does (that sector may be
+//! empty: a truncation to a sector boundary leaves one). A v2 file's
+//! sectors are content-addressed: the metadata lists each sector's id,
+//! `<index>__<hex of SHA-512/256 over the sector's bytes>`, stored at
+//! `file-v2-<rand_id>-<orig_name>-<id>` (sort key 0); ids past
+//! `file_size` are left there by a truncation and are not the file's.
+//! Sector bytes are in the attribute `bytes`, one zstd frame each
+//! (klauspost/compress; Go versions before compression stored them raw:
+//! recognised by the absence of zstd's magic number).
 //!
 //! Nothing here writes: the source is read, every sector checked (v1:
 //! contiguous offsets, full sectors but the last; v2: each id against its
-//! bytes; both: the size), and only a whole, checked file is returned.
+//! index and bytes; both: the size), a file a Go process is writing is
+//! refused (its lock row held, its metadata changed during the read, or
+//! a hot journal beside it), and only a whole, checked file is returned.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -31,8 +39,12 @@ pub const GO_META_KEY: &str = "file-meta-v1";
 pub const GO_SECTOR_BYTES_MAX: u64 = 1 << 20;
 /// zstd's frame magic number, little-endian.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// zstd's magic number as base64 text: bytes stored twice-encoded.
+const ZSTD_MAGIC_BASE64: &[u8] = b"KLUv/";
 /// Keys per `BatchGetItem`.
 const BATCH_GET_MAX: usize = 100;
+/// SQLite's suffix of a database's rollback journal.
+const JOURNAL_SUFFIX: &str = "-journal";
 
 /// Why a Go DonutDB file could not be read. Every variant names the table
 /// and file.
@@ -62,6 +74,32 @@ pub enum MigrateError {
         name: String,
         detail: String,
     },
+    #[error(
+        "{name:?} in table {table:?} is in use by a Go DonutDB process: {detail}; nothing was written. Stop every Go DonutDB process using the table (or wait until it finishes), then migrate again"
+    )]
+    InUse {
+        table: String,
+        name: String,
+        detail: String,
+    },
+    #[error(
+        "{name:?} in table {table:?} has a hot rollback journal {journal:?} ({bytes} bytes): a Go DonutDB writer stopped mid-transaction and the file holds part of it; nothing was written. Open the database once with the Go DonutDB (SQLite then rolls the journal back), then migrate again"
+    )]
+    HotJournal {
+        table: String,
+        name: String,
+        journal: String,
+        bytes: u64,
+    },
+    #[error(
+        "{name:?} in table {table:?} was left mid-transaction: Go DonutDB process {owner:?} stopped while it held the file's lock, and its journal {journal:?} is still listed (the Go VFS can store a transaction's database sectors before its journal); nothing was written. Check the database with the Go DonutDB (`pragma integrity_check`; that also clears the stale lock), then migrate again"
+    )]
+    DeadWriter {
+        table: String,
+        name: String,
+        journal: String,
+        owner: String,
+    },
     #[error("reading table {table:?}: {detail}")]
     Dynamo { table: String, detail: String },
     #[error("writing the copy of {name:?}: {source}")]
@@ -71,32 +109,54 @@ pub enum MigrateError {
     },
 }
 
-/// The Go DonutDB's metadata of one file.
+/// The Go DonutDB's metadata of one file (its `dynamo.FileMetaV1V2`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct GoFileMeta {
+    /// 0 or 1: v1 layout; 2: v2.
     pub meta_version: u32,
+    /// Bytes per sector.
     pub sector_size: u64,
+    /// The file's name (the attribute's).
     pub orig_name: String,
+    /// The file's random id, part of every item key.
     pub rand_id: String,
+    /// v1's sector key as written (the Go reader recomputes it from
+    /// `rand_id` and `orig_name`, and so do we); empty in v2.
+    #[serde(default)]
+    pub data_row_key: String,
+    /// The item a Go process holds while it uses the file.
+    #[serde(default)]
+    pub lock_row_key: String,
+    /// `"zstd"`, or empty before compression existed.
     #[serde(default)]
     pub compress_alg: String,
+    /// v2: the file's size in bytes (v1 writes 0).
     #[serde(default)]
     pub file_size: u64,
+    /// v2: sector ids in file order, possibly followed by stale ones (v1
+    /// writes `null`).
     #[serde(default)]
-    pub sectors: Vec<String>,
+    pub sectors: Option<Vec<String>>,
 }
 
 /// What was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoFileRead {
+    /// 1 or 2.
     pub meta_version: u32,
+    /// Bytes per sector.
     pub sector_size: u64,
+    /// Sectors read.
     pub sectors: u64,
+    /// The file's size.
     pub bytes: u64,
 }
 
-/// The Go file `name` in `table`, written whole to `out`, checked.
-/// `progress(done, total)` in bytes (total 0 until v1's size is known).
+/// The Go file `name` in `table`, written whole to `out`, checked; refused
+/// if a Go process is using it (its lock row held before or after the
+/// read, or changed during it; v2 metadata changed during the read; a hot
+/// rollback journal beside it). `progress(done, total)` in bytes (total 0
+/// until v1's size is known).
 pub async fn read_go_file(
     client: &Client,
     table: &str,
@@ -104,18 +164,30 @@ pub async fn read_go_file(
     out: &mut impl Write,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<GoFileRead, MigrateError> {
-    let meta = read_meta(client, table, name).await?;
+    let (meta, meta_json) = read_meta(client, table, name).await?;
     let source = Source {
         client,
         table,
         name,
         meta: &meta,
     };
-    match meta.meta_version {
-        0 | 1 => source.read_v1(out, &mut progress).await,
-        2 => source.read_v2(out, &mut progress).await,
-        v => Err(source.bad_meta(format!("meta_version {v}: only 1 and 2 exist"))),
+    let lock_before = source.lock_row().await?;
+    source.refuse_if_held(&lock_before)?;
+    source.refuse_if_unfinished(&lock_before).await?;
+    let read = source.read(out, &mut progress).await?;
+    let lock_after = source.lock_row().await?;
+    source.refuse_if_held(&lock_after)?;
+    if lock_after != lock_before {
+        return Err(source.in_use(format!(
+            "its lock row {:?} changed while it was read",
+            meta.lock_row_key
+        )));
     }
+    let (_, meta_json_after) = read_meta(client, table, name).await?;
+    if meta_json_after != meta_json {
+        return Err(source.in_use("its metadata changed while it was read".into()));
+    }
+    Ok(read)
 }
 
 /// The file list of `table`: every Go DonutDB file's name.
@@ -148,7 +220,12 @@ async fn meta_item(
     })
 }
 
-async fn read_meta(client: &Client, table: &str, name: &str) -> Result<GoFileMeta, MigrateError> {
+/// The metadata of `name`, and its JSON as stored.
+async fn read_meta(
+    client: &Client,
+    table: &str,
+    name: &str,
+) -> Result<(GoFileMeta, String), MigrateError> {
     let item = meta_item(client, table).await?;
     let Some(value) = item.get(name) else {
         let mut listed: Vec<&str> = item
@@ -185,7 +262,7 @@ async fn read_meta(client: &Client, table: &str, name: &str) -> Result<GoFileMet
     if !matches!(meta.compress_alg.as_str(), "" | "zstd") {
         return Err(bad(format!("compress_alg {:?}", meta.compress_alg)));
     }
-    Ok(meta)
+    Ok((meta, json.clone()))
 }
 
 fn dynamo_error(
@@ -199,6 +276,35 @@ fn dynamo_error(
             "{operation}: {}",
             aws_sdk_dynamodb::error::DisplayErrorContext(e)
         ),
+    }
+}
+
+/// A Go lock row as read: its owner and deadline (µs since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockRow {
+    owner_id: String,
+    deadline_us: i64,
+}
+
+/// Keeps the first byte and the length of what is written (a journal's
+/// hot-ness needs no more).
+#[derive(Default)]
+struct HeadAndLength {
+    first: Option<u8>,
+    length: u64,
+}
+
+impl Write for HeadAndLength {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.first.is_none() {
+            self.first = buf.first().copied();
+        }
+        self.length += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -227,11 +333,139 @@ impl Source<'_> {
         }
     }
 
+    fn in_use(&self, detail: String) -> MigrateError {
+        MigrateError::InUse {
+            table: self.table.to_string(),
+            name: self.name.to_string(),
+            detail,
+        }
+    }
+
     fn write(&self, out: &mut impl Write, bytes: &[u8]) -> Result<(), MigrateError> {
         out.write_all(bytes).map_err(|source| MigrateError::Io {
             name: self.name.to_string(),
             source,
         })
+    }
+
+    /// The file's bytes, by its layout.
+    async fn read(
+        &self,
+        out: &mut impl Write,
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<GoFileRead, MigrateError> {
+        match self.meta.meta_version {
+            0 | 1 => self.read_v1(out, progress).await,
+            2 => self.read_v2(out, progress).await,
+            v => Err(self.bad_meta(format!("meta_version {v}: only 1 and 2 exist"))),
+        }
+    }
+
+    /// The file's lock row, if there is one. A Go process holds it from
+    /// its first SHARED lock to its last unlock (reader or writer),
+    /// renewing `deadline_us` every 750 ms, 2 s ahead.
+    async fn lock_row(&self) -> Result<Option<LockRow>, MigrateError> {
+        if self.meta.lock_row_key.is_empty() {
+            return Ok(None);
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table)
+            .key(
+                "hash_key",
+                AttributeValue::S(self.meta.lock_row_key.clone()),
+            )
+            .key("range_key", AttributeValue::N("0".to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error(self.table, "GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let owner_id = item
+            .get("owner_id")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let deadline_us = item
+            .get("deadline_us")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                self.in_use(format!(
+                    "its lock row {:?} has no numeric deadline_us",
+                    self.meta.lock_row_key
+                ))
+            })?;
+        Ok(Some(LockRow {
+            owner_id,
+            deadline_us,
+        }))
+    }
+
+    /// Refuses a lock row whose deadline has not passed. One whose
+    /// deadline passed was left by a process that stopped; the Go VFS
+    /// lets anyone take it, and so does migrate.
+    fn refuse_if_held(&self, lock: &Option<LockRow>) -> Result<(), MigrateError> {
+        let Some(lock) = lock else { return Ok(()) };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(i64::MAX);
+        if now_us > lock.deadline_us {
+            return Ok(());
+        }
+        Err(self.in_use(format!(
+            "its lock row {:?} is held by owner {:?} for another {} ms",
+            self.meta.lock_row_key,
+            lock.owner_id,
+            (lock.deadline_us - now_us) / 1000
+        )))
+    }
+
+    /// Refuses a file a Go writer left mid-transaction: its rollback
+    /// journal (`NAME-journal`, listed only while a transaction runs in
+    /// SQLite's default journal mode) is hot — not empty, header not
+    /// zeroed — or is listed while a lock row of a process that died
+    /// holding the lock remains. The second matters because the Go v2 VFS
+    /// buffers the journal's sectors until a sync and SQLite skips that
+    /// sync (the VFS reports SEQUENTIAL): database sectors of an open
+    /// transaction can be in the table while its journal is still empty.
+    async fn refuse_if_unfinished(&self, lock: &Option<LockRow>) -> Result<(), MigrateError> {
+        let journal = format!("{}{JOURNAL_SUFFIX}", self.name);
+        let item = meta_item(self.client, self.table).await?;
+        if !item.contains_key(&journal) {
+            return Ok(());
+        }
+        let (meta, _) = read_meta(self.client, self.table, &journal).await?;
+        let source = Source {
+            name: &journal,
+            meta: &meta,
+            ..*self
+        };
+        let mut head = HeadAndLength::default();
+        if let Err(e) = Box::pin(source.read(&mut head, &mut |_, _| {})).await {
+            return Err(self.in_use(format!("its journal {journal:?} is unreadable ({e})")));
+        }
+        if head.length > 0 && head.first != Some(0) {
+            return Err(MigrateError::HotJournal {
+                table: self.table.to_string(),
+                name: self.name.to_string(),
+                journal,
+                bytes: head.length,
+            });
+        }
+        if let Some(lock) = lock {
+            return Err(MigrateError::DeadWriter {
+                table: self.table.to_string(),
+                name: self.name.to_string(),
+                journal,
+                owner: lock.owner_id.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// A sector's plain bytes from its stored ones.
@@ -241,8 +475,13 @@ impl Source<'_> {
             return Ok(stored.to_vec());
         }
         let limit = self.meta.sector_size as usize;
-        zstd::bulk::decompress(stored, limit)
-            .map_err(|e| self.damaged(format!("{what} does not decompress (zstd): {e}")))
+        zstd::bulk::decompress(stored, limit).map_err(|e| {
+            let hint = match stored.starts_with(ZSTD_MAGIC_BASE64) {
+                true => " — its bytes are the base64 text of a zstd frame: the item was stored with its binary attribute encoded twice (a loader gave base64 text where the SDK expects raw bytes)",
+                false => "",
+            };
+            self.damaged(format!("{what} does not decompress (zstd): {e}{hint}"))
+        })
     }
 
     /// v1: the sectors in offset order, by `Query` pages.
@@ -289,7 +528,10 @@ impl Source<'_> {
                     .and_then(|v| v.as_b().ok())
                     .ok_or_else(|| self.damaged(format!("the sector at {at} has no bytes")))?;
                 let plain = self.plain(&format!("the sector at {at}"), stored.as_ref())?;
-                if plain.is_empty() || plain.len() as u64 > size {
+                // Only the last sector may be short, even empty: a v1
+                // truncation to a sector boundary writes an empty sector
+                // there (checked when the next one arrives).
+                if plain.len() as u64 > size {
                     return Err(
                         self.damaged(format!("the sector at {at} holds {} bytes", plain.len()))
                     );
@@ -318,6 +560,8 @@ impl Source<'_> {
     }
 
     /// v2: the sectors the metadata lists, `BatchGetItem` 100 at a time.
+    /// Ids past `file_size` are a truncation's leftovers (the Go VFS keeps
+    /// them in the list and never reads them): not read.
     async fn read_v2(
         &self,
         out: &mut impl Write,
@@ -325,32 +569,35 @@ impl Source<'_> {
     ) -> Result<GoFileRead, MigrateError> {
         let (size, total) = (self.meta.sector_size, self.meta.file_size);
         let expected = total.div_ceil(size);
-        if self.meta.sectors.len() as u64 != expected {
+        let listed = self.meta.sectors.as_deref().unwrap_or_default();
+        if (listed.len() as u64) < expected {
             return Err(self.bad_meta(format!(
                 "{} sectors listed for {total} bytes in sectors of {size}",
-                self.meta.sectors.len()
+                listed.len()
             )));
         }
+        let ids = &listed[..expected as usize];
         let prefix = format!("file-v2-{}-{}-", self.meta.rand_id, self.meta.orig_name);
         let mut written = 0u64;
-        for (batch_no, batch) in self.meta.sectors.chunks(BATCH_GET_MAX).enumerate() {
+        for (batch_no, batch) in ids.chunks(BATCH_GET_MAX).enumerate() {
             let found = self.batch_get(&prefix, batch).await?;
             for (i, id) in batch.iter().enumerate() {
                 let index = batch_no * BATCH_GET_MAX + i;
                 let what = format!("sector {index} ({id})");
+                let Some(hash) = id.strip_prefix(&format!("{index}__")) else {
+                    return Err(
+                        self.bad_meta(format!("{what}: a sector id is <index>__<sha512/256 hex>"))
+                    );
+                };
                 let stored = found
                     .get(id)
                     .ok_or_else(|| self.damaged(format!("{what} is missing")))?;
                 let plain = self.plain(&what, stored)?;
-                let mut hasher = Sha512_256::new();
-                hasher.update(format!("{index}-").as_bytes());
-                hasher.update(&plain);
-                let actual: String = hasher
-                    .finalize()
+                let actual: String = Sha512_256::digest(&plain)
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect();
-                if actual != *id {
+                if actual != hash {
                     return Err(self.damaged(format!("{what} hashes to {actual}")));
                 }
                 let want = (total - index as u64 * size).min(size);

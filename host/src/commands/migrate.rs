@@ -24,7 +24,8 @@ pub struct Args {
     /// attribute).
     #[arg(long, value_name = "NAME")]
     from_file: String,
-    /// The new database's name (default: the file's).
+    /// The new database's name (default: the file's, without the leading
+    /// `/` the Go VFS gives every name).
     #[arg(long, value_name = "DB")]
     to: Option<String>,
 }
@@ -36,7 +37,12 @@ impl Args {
 }
 
 pub async fn run(env: &Env, args: Args, source: DynamoOptions) -> Result<i32> {
-    let to = args.to.clone().unwrap_or_else(|| args.from_file.clone());
+    // The Go VFS names every file by its full path ("/app.db"): the
+    // default database name is that without the leading slashes.
+    let to = args
+        .to
+        .clone()
+        .unwrap_or_else(|| args.from_file.trim_start_matches('/').to_string());
     let name = db_name(&to)?;
     if let Stored::Live(..) = read_stored(&*env.backend, &name).await? {
         bail!(
