@@ -190,7 +190,8 @@ async fn env(cli: &Cli) -> Result<Env> {
     let time_limit = cli
         .time_limit_secs
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map(std::time::Duration::from_secs_f64);
+        // Longer than a `Duration` holds: no limit, as it would never end.
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
     let cache_base = cache_base(cli);
     let cache_dir = match (&cache_base, cli.no_cache) {
         (Some(base), false) => Some(base.join("components")),

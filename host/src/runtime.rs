@@ -944,7 +944,10 @@ impl Runtime {
                 label: label.to_string(),
             });
         }
-        store.data_mut().deadline = time_limit.map(|limit| std::time::Instant::now() + limit);
+        // A limit past what the clock can represent is no deadline at all
+        // (it would never be reached), not an overflow.
+        store.data_mut().deadline =
+            time_limit.and_then(|limit| std::time::Instant::now().checked_add(limit));
         if self.time_limits {
             store.set_epoch_deadline(1);
         }

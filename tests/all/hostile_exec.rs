@@ -202,6 +202,19 @@ async fn a_pipelines_statements_share_one_time_limit() {
     );
 }
 
+/// A time limit longer than the clock can count (here 10^19 s) is no
+/// deadline, not an overflow: the statement runs and is answered (the
+/// deadline `now + limit` panicked every request's worker thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_limit_past_the_clocks_range_does_not_panic_the_request() {
+    let s = serve("", &[("patient", "time_limit_secs = 1e19")]);
+    let api = s.served.api();
+    let (answers, _) = results(
+        &pipeline(&api, &s.tokens[0], "patient-1", None, json!([execute("select 6 * 7")])).await,
+    );
+    assert_eq!(integer(&answers[0]), 42, "{answers:?}");
+}
+
 /// A stream holds one of its tenant's instances for its whole life, idle
 /// or not: with `instances_max = 1`, a second stream and a plugin call are
 /// refused while the first stream is open, the live-instance gauge says 1,

@@ -323,6 +323,24 @@ impl ServiceSection {
                 return Err(invalid(&format!("{name} must be a number of seconds > 0")));
             }
         }
+        for (name, secs) in [
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+            ("stream_idle_secs", self.stream_idle_secs),
+            ("gc_every_secs", self.gc_every_secs),
+            ("gc_retain_secs", self.gc_retain_secs),
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("compile_secs_max", self.compile_secs_max),
+            ("compile_period_secs", self.compile_period_secs),
+        ] {
+            // Every duration becomes a `Duration` later: one too large for
+            // it (or negative, or not a number) is refused here, not a panic.
+            if Duration::try_from_secs_f64(secs).is_err() {
+                return Err(invalid(&format!(
+                    "{name} must be a number of seconds ≥ 0 that fits a duration"
+                )));
+            }
+        }
         if self.connections_max == 0 {
             return Err(invalid("connections_max must be ≥ 1"));
         }
@@ -381,13 +399,19 @@ impl TenantSection {
             .unwrap_or(defaults.memory_bytes >> 20)
             .min(service.instance_memory_mb_max);
         let time_limit = match self.time_limit_secs {
-            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
-            Some(_) => return Err("time_limit_secs must be a number of seconds > 0".into()),
+            Some(secs) if secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok() => {
+                Some(Duration::from_secs_f64(secs))
+            }
+            Some(_) => {
+                return Err(
+                    "time_limit_secs must be a number of seconds > 0 that fits a duration".into(),
+                );
+            }
             None => defaults.time_limit,
         };
         let budget = match self.budget {
             None => None,
-            Some(b) if b.period_secs.is_finite() && b.period_secs > 0.0 => Some(CapacityBudget {
+            Some(b) if b.period_secs > 0.0 && Duration::try_from_secs_f64(b.period_secs).is_ok() => Some(CapacityBudget {
                 read_units: b.read_units,
                 write_units: b.write_units,
                 period: Duration::from_secs_f64(b.period_secs),

@@ -571,17 +571,32 @@ impl Streams {
         }
         // A stream kept past the request that opened it: its next
         // statements read a root no older than themselves.
+        // Settling happens after the statements ran: some may have
+        // committed, so its failure (a limit reached, an error) must not
+        // discard their results — the client would run them again. The
+        // stream is closed instead (no baton), and what settling used is
+        // charged like the rest.
         let stream = running.stream();
-        if opened_here
-            && !closed
-            && !stream.session.is_dead()
-            && let Err(e) = stream.session.settle(runtime).await?
-        {
-            return Err(PipelineError::Open(e.message));
+        let mut settled = true;
+        if opened_here && !closed && !stream.session.is_dead() {
+            let failure = match stream.session.settle(runtime).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.message),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(failure) = failure {
+                tracing::warn!(
+                    tenant = %stream.tenant,
+                    db = %stream.db,
+                    "closing a new stream that could not be kept: {failure}"
+                );
+                settled = false;
+            }
+            stream.charge(tenants);
         }
         let mut stream = running.finish();
         stream.last_used = Instant::now();
-        let baton = if closed || stream.session.is_dead() {
+        let baton = if closed || !settled || stream.session.is_dead() {
             None
         } else {
             let baton = new_baton()?;
