@@ -210,7 +210,14 @@ async fn a_time_limit_past_the_clocks_range_does_not_panic_the_request() {
     let s = serve("", &[("patient", "time_limit_secs = 1e19")]);
     let api = s.served.api();
     let (answers, _) = results(
-        &pipeline(&api, &s.tokens[0], "patient-1", None, json!([execute("select 6 * 7")])).await,
+        &pipeline(
+            &api,
+            &s.tokens[0],
+            "patient-1",
+            None,
+            json!([execute("select 6 * 7")]),
+        )
+        .await,
     );
     assert_eq!(integer(&answers[0]), 42, "{answers:?}");
 }

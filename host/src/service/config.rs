@@ -411,11 +411,15 @@ impl TenantSection {
         };
         let budget = match self.budget {
             None => None,
-            Some(b) if b.period_secs > 0.0 && Duration::try_from_secs_f64(b.period_secs).is_ok() => Some(CapacityBudget {
-                read_units: b.read_units,
-                write_units: b.write_units,
-                period: Duration::from_secs_f64(b.period_secs),
-            }),
+            Some(b)
+                if b.period_secs > 0.0 && Duration::try_from_secs_f64(b.period_secs).is_ok() =>
+            {
+                Some(CapacityBudget {
+                    read_units: b.read_units,
+                    write_units: b.write_units,
+                    period: Duration::from_secs_f64(b.period_secs),
+                })
+            }
             Some(_) => return Err("budget.period_secs must be a number of seconds > 0".into()),
         };
         let limits = TenantLimits {
