@@ -222,6 +222,42 @@ async fn a_time_limit_past_the_clocks_range_does_not_panic_the_request() {
     assert_eq!(integer(&answers[0]), 42, "{answers:?}");
 }
 
+/// A tenant whose budget is used can still close its stream: a baton's
+/// pipeline was refused (429) before it ran, close included, and the
+/// stream kept one of the tenant's instances until it idled out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_closes_after_its_tenants_budget_is_used() {
+    let budget = "budget = { read_units = 100000.0, write_units = 10.0, period_secs = 3600 }";
+    let s = serve("", &[("spent", budget)]);
+    let api = s.served.api();
+    let token = &s.tokens[0];
+    let opened = pipeline(&api, token, "spent-1", None, json!([execute("select 1")])).await;
+    let (_, baton) = results(&opened);
+    let baton = baton.expect("a baton for the open stream");
+    let spend: Vec<Value> = [execute("create table t(x)")]
+        .into_iter()
+        .chain((0..4).map(|i| execute(&format!("insert into t values ({i})"))))
+        .chain([json!({ "type": "close" })])
+        .collect();
+    let spent = pipeline(&api, token, "spent-2", None, json!(spend)).await;
+    let (answers, _) = results(&spent);
+    assert!(
+        answers.iter().any(|a| a["type"] == "error"),
+        "the budget of 10 WCU was not used up: {answers:?}"
+    );
+    let close = pipeline(
+        &api,
+        token,
+        "spent-1",
+        Some(&baton),
+        json!([{ "type": "close" }]),
+    )
+    .await;
+    let (answers, baton) = results(&close);
+    assert_eq!(answers[0]["type"], "ok", "{answers:?}");
+    assert_eq!(baton, None);
+}
+
 /// A stream holds one of its tenant's instances for its whole life, idle
 /// or not: with `instances_max = 1`, a second stream and a plugin call are
 /// refused while the first stream is open, the live-instance gauge says 1,

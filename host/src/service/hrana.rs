@@ -516,7 +516,11 @@ impl Streams {
         let runtime = tenants.runtime();
         let mut stream = match &req.baton {
             Some(baton) => {
-                tenants.check_session_budget(tenant)?;
+                // No budget check here: each statement checks it before it
+                // runs, and a tenant whose budget is used must still be able
+                // to close its stream or roll back (a check here refused
+                // even that, and the stream held an instance until it idled
+                // out).
                 let mut stream = self.take(baton, tenant)?;
                 stream.session.begin_request(runtime)?;
                 stream
