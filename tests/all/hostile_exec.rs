@@ -5,7 +5,7 @@
 //! waits or hangs up, and what a tenant makes the host hold is bounded.
 //! Ordering, never timing, decides each assertion.
 
-use crate::util::host_bin;
+use crate::util::{OPERATOR_TOKEN, host_bin, operator_line};
 use donut_host::service::config::{to_hex, token_sha256};
 use donut_testkit::{Api, Reply, Served};
 use serde_json::{Value, json};
@@ -23,7 +23,7 @@ struct Setup {
 fn serve(service: &str, tenants: &[(&str, &str)]) -> Setup {
     let _ = host_bin();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut text = format!("[service]\n{service}\n");
+    let mut text = format!("[service]\n{}{service}\n", operator_line());
     let mut tokens = Vec::new();
     for (name, extra) in tenants {
         let token = format!("hostile-{name}-{}", std::process::id());
@@ -89,7 +89,7 @@ fn counting(rows: u64) -> String {
 
 /// `name{tenant="TENANT"}` from the server's metrics.
 async fn tenant_metric(api: &Api, name: &str, tenant: &str) -> f64 {
-    let text = api.get("/metrics", None).await.text();
+    let text = api.get("/metrics", Some(OPERATOR_TOKEN)).await.text();
     let prefix = format!("{name}{{tenant=\"{tenant}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))
@@ -431,7 +431,7 @@ async fn a_client_that_hangs_up_mid_pipeline_is_charged_for_what_committed() {
         charged >= committed as f64,
         "{committed} inserts committed, {charged} WCU charged"
     );
-    let metrics = api.get("/metrics", None).await.text();
+    let metrics = api.get("/metrics", Some(OPERATOR_TOKEN)).await.text();
     assert!(
         metrics.contains("route=\"/db/{db}/v3/pipeline\",status=\"499\"} 1"),
         "the abandoned request is not counted:\n{metrics}"
