@@ -38,6 +38,7 @@ async fn main() -> Result<()> {
                 period: Duration::from_secs(3600),
             }),
             response_bytes_max: 1 << 20,
+            databases_max: Some(100),
         };
         let grant = Grant::prefixed([format!("{name}-")], false);
         tenants.add(Tenant {
