@@ -144,7 +144,9 @@ fn sqlite_fixture(dir: &Path, name: &str, rows: u32, page_size: u32) -> (Vec<u8>
     (std::fs::read(&path).expect("read"), counts)
 }
 
-fn host(store: &Path, server: &Dynoxide, args: &[&str]) -> Output {
+/// `donut-host` over local store `store` with dynoxide `server` as the
+/// DynamoDB to migrate from (shared with `migrate_go`).
+pub(crate) fn host(store: &Path, server: &Dynoxide, args: &[&str]) -> Output {
     std::process::Command::new(host_bin())
         .arg("--local")
         .arg(store)
@@ -158,7 +160,7 @@ fn host(store: &Path, server: &Dynoxide, args: &[&str]) -> Output {
         .expect("run donut-host")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -9,14 +9,14 @@
 //! edge cases written by our own encoder of the Go layouts stay in
 //! `migrate.rs`.
 
+use crate::migrate::{host, text};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
-use donut_testkit::{Dynoxide, dynamo_options, host_bin};
+use donut_testkit::{Dynoxide, dynamo_options};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 /// The fixtures' directory.
 fn fixtures() -> PathBuf {
@@ -110,24 +110,6 @@ async fn load(
         count += 1;
     }
     count
-}
-
-fn host(store: &Path, server: &Dynoxide, args: &[&str]) -> Output {
-    std::process::Command::new(host_bin())
-        .arg("--local")
-        .arg(store)
-        .args(["--endpoint", &server.endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("XDG_CACHE_HOME", store.join("cache-home"))
-        .env("AWS_ACCESS_KEY_ID", "donutdb")
-        .env("AWS_SECRET_ACCESS_KEY", "donutdb")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run donut-host")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `.dump` of the SQLite file at `path`, by Debian's sqlite3.
