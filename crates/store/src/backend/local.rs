@@ -11,13 +11,20 @@
 //!   and overwritten by the next commit);
 //! - `packs/<random>.pack`: every `put-sectors` call writes one pack the same
 //!   crash-safe way (one fsync per call, not per sector). Packs are
-//!   immutable; an in-memory index of them is built at open and refreshed
-//!   when a sector is missing (another process may have written it) or a
-//!   pack it names is gone. Packs of one size class are folded into one
-//!   once `PACK_FOLD_FAN` of them exist, so their number stays bounded
-//!   whatever the history; at most `PACK_FILES_OPEN_MAX` are open at once
-//!   (least recently read closed first), so open files never grow with
-//!   commits or with the store.
+//!   immutable; an in-memory index of them (every copy of every sector:
+//!   two writers may store one sector, and a fold killed before its
+//!   unlinks leaves two copies) is built at open and refreshed when a
+//!   sector is missing (another process may have written it) or a pack it
+//!   names is gone. Packs of one size class are folded into one once
+//!   `PACK_FOLD_FAN` of them exist — one fold per write, after its commit
+//!   point, so a write's stall is bounded whatever the store's size — and
+//!   packs whose every sector has a copy elsewhere are removed, so their
+//!   number stays bounded whatever the history; at most
+//!   `PACK_FILES_OPEN_MAX` are open at once (least recently read closed
+//!   first), so open files never grow with commits or with the store;
+//! - `.tmp-*`: a file being written, locked (`flock`) by its writer until
+//!   it is renamed; one nobody holds is a killed writer's, removed when
+//!   its directory is next listed.
 
 use super::{
     Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, ItemKind, Meta, MetaKind, PutMetaError,
@@ -59,6 +66,11 @@ const PACK_CLASS_BYTES_MIN: u64 = 64 << 10;
 /// How many times a read lists the packs again when one it indexed was
 /// folded away meanwhile.
 const READ_ATTEMPTS_MAX: usize = 8;
+/// Temp files' names start with this.
+const TMP_PREFIX: &str = ".tmp-";
+/// How many times a writer makes a new temp file when a cleaner removed
+/// the last one before the writer held its lock.
+const TMP_ATTEMPTS_MAX: usize = 8;
 
 /// The size class a pack of `bytes` folds in, if it folds.
 fn fold_class(bytes: u64) -> Option<u32> {
@@ -80,11 +92,18 @@ struct Location {
     len: u32,
 }
 
-/// A pack the index holds: its file name and size.
+/// A pack the index holds.
 struct Pack {
     name: String,
     bytes: u64,
+    /// Records in the pack file.
+    records: u32,
+    /// The listing it was indexed from ([`Index::listings`]); a pack
+    /// indexed by its writer counts as the next listing's.
+    listed_at: u64,
 }
+
+type SectorKey = (DbId, Hash);
 
 #[derive(Default)]
 struct Index {
@@ -93,8 +112,140 @@ struct Index {
     packs: Vec<Option<Pack>>,
     /// Positions in `packs` of the live ones, by file name.
     by_name: HashMap<String, usize>,
-    sectors: HashMap<(DbId, Hash), Location>,
+    /// Where each sector is read from.
+    sectors: HashMap<SectorKey, Location>,
+    /// Every further copy of a sector more than one pack holds (two
+    /// writers stored it, or a fold was killed before its unlinks): a
+    /// delete must reach them all. Empty but for those.
+    copies: HashMap<SectorKey, Vec<Location>>,
+    /// Listings of the packs directory indexed so far: a listing that
+    /// began after listing `n` was indexed lists every pack indexed from
+    /// `n` or before that is still there.
+    listings: u64,
     open: OpenPacks,
+}
+
+impl Index {
+    /// Indexes pack `name` (`bytes` long) with `records`.
+    fn add_pack(
+        &mut self,
+        name: String,
+        bytes: u64,
+        records: &[local::PackRecord],
+        listed_at: u64,
+    ) {
+        assert!(
+            !self.by_name.contains_key(&name),
+            "pack {name} indexed twice"
+        );
+        let pack = self.packs.len();
+        for r in records {
+            let key = (r.db, r.hash);
+            let location = Location {
+                pack,
+                offset: r.offset,
+                len: r.len,
+            };
+            match self.sectors.get(&key) {
+                None => {
+                    self.sectors.insert(key, location);
+                }
+                Some(first) if first.pack == pack => {} // twice in one pack
+                Some(_) => {
+                    let copies = self.copies.entry(key).or_default();
+                    if copies.iter().all(|c| c.pack != pack) {
+                        copies.push(location);
+                    }
+                }
+            }
+        }
+        let records = u32::try_from(records.len()).expect("a pack's records fit u32");
+        self.packs.push(Some(Pack {
+            name: name.clone(),
+            bytes,
+            records,
+            listed_at,
+        }));
+        self.by_name.insert(name, pack);
+    }
+
+    /// Drops the packs `gone` and their records; a sector read from one
+    /// of them is read from a copy it has elsewhere.
+    fn drop_packs(&mut self, gone: &HashSet<usize>) {
+        if gone.is_empty() {
+            return;
+        }
+        for &pack in gone {
+            let dropped = self.packs[pack].take().expect("a live pack");
+            self.by_name.remove(&dropped.name);
+            self.open.files.remove(&pack);
+        }
+        self.copies.retain(|_, copies| {
+            copies.retain(|c| !gone.contains(&c.pack));
+            !copies.is_empty()
+        });
+        let mut moved = Vec::new();
+        self.sectors.retain(|key, first| {
+            let keep = !gone.contains(&first.pack);
+            if !keep {
+                moved.push(*key);
+            }
+            keep
+        });
+        for key in moved {
+            if let Some(mut copies) = self.copies.remove(&key) {
+                let first = copies.swap_remove(0);
+                self.sectors.insert(key, first);
+                if !copies.is_empty() {
+                    self.copies.insert(key, copies);
+                }
+            }
+        }
+    }
+
+    /// Every location of sector `key`.
+    fn locations(&self, key: &SectorKey) -> impl Iterator<Item = &Location> {
+        self.sectors
+            .get(key)
+            .into_iter()
+            .chain(self.copies.get(key).into_iter().flatten())
+    }
+
+    /// Packs whose every record has a copy in a pack not among them
+    /// (smallest first): removing them loses nothing.
+    fn redundant_packs(&self) -> Vec<usize> {
+        if self.copies.is_empty() {
+            return Vec::new();
+        }
+        let mut shared: HashMap<usize, u32> = HashMap::new();
+        for key in self.copies.keys() {
+            for location in self.locations(key) {
+                *shared.entry(location.pack).or_default() += 1;
+            }
+        }
+        let mut candidates: Vec<(u64, usize)> = shared
+            .into_iter()
+            .filter_map(|(pack, n)| {
+                let p = self.packs[pack].as_ref().expect("located in a live pack");
+                (p.records == n).then_some((p.bytes, pack))
+            })
+            .collect();
+        candidates.sort_unstable();
+        let mut chosen: HashSet<usize> = HashSet::new();
+        for (_, pack) in candidates {
+            let elsewhere = self.copies.keys().all(|key| {
+                let holds = self.locations(key).any(|l| l.pack == pack);
+                !holds
+                    || self
+                        .locations(key)
+                        .any(|l| l.pack != pack && !chosen.contains(&l.pack))
+            });
+            if elsewhere {
+                chosen.insert(pack);
+            }
+        }
+        chosen.into_iter().collect()
+    }
 }
 
 /// Open pack files by position, at most [`PACK_FILES_OPEN_MAX`].
@@ -133,7 +284,26 @@ impl OpenPacks {
 struct Inner {
     dir: PathBuf,
     index: Mutex<Index>,
+    /// Tests' seam: called at [`HookPoint`]s to interleave threads in a
+    /// chosen order or inject a failure.
+    #[cfg(test)]
+    hook: Mutex<Option<Hook>>,
 }
+
+/// Where [`Inner::hook`] is called.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookPoint {
+    /// In a refresh, between listing the packs and indexing them.
+    Listed,
+    /// In a read, between its refresh and its second look at the index.
+    Refreshed,
+    /// In a fold, before its new pack is written.
+    Folding,
+}
+
+#[cfg(test)]
+type Hook = Arc<dyn Fn(HookPoint) -> io::Result<()> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct LocalBackend {
@@ -158,13 +328,99 @@ fn random_id() -> Result<[u8; 16], BackendError> {
     Ok(id)
 }
 
+/// Directories synced, for tests to check (every test filters by its own
+/// temporary directory).
+#[cfg(test)]
+static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
     File::open(dir)?.sync_all()
 }
 
 /// Writes `bytes` to `path` crash-safely: temp file, fsync, rename, fsync dir.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomically_with(path, |out| out.write_all(bytes))
+}
+
+/// A new temp file in `dir`, locked: a cleaner removes only temp files
+/// nobody holds (their writer was killed).
+fn create_tmp(dir: &Path) -> io::Result<(PathBuf, File)> {
+    for _ in 0..TMP_ATTEMPTS_MAX {
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", u64::from_le_bytes(suffix)));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.lock()?;
+        // A cleaner that locked it between the two removed it: the name
+        // must still be this file's.
+        let ours = match fs::metadata(&tmp) {
+            Ok(named) => {
+                use std::os::unix::fs::MetadataExt;
+                let held = file.metadata()?;
+                (named.dev(), named.ino()) == (held.dev(), held.ino())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if ours {
+            return Ok((tmp, file));
+        }
+    }
+    Err(io::Error::other(format!(
+        "temp files in {} removed under their writer {TMP_ATTEMPTS_MAX} times in a row",
+        dir.display()
+    )))
+}
+
+/// Removes the temp files `names` in `dir` that no writer holds (a killed
+/// writer's); one still held, or renamed meanwhile, is left.
+fn remove_dead_tmps(dir: &Path, names: &[String]) {
+    for name in names {
+        assert!(name.starts_with(TMP_PREFIX));
+        let path = dir.join(name);
+        let Ok(file) = File::open(&path) else {
+            continue; // renamed or removed meanwhile
+        };
+        if file.try_lock().is_ok() {
+            // Nobody writes it: its writer is gone (a writer still at work
+            // holds the lock until its rename).
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// Names of the temp files among `names`.
+fn tmp_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(TMP_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes the temp files of killed writers in `dir`.
+fn clean_dir(dir: &Path) -> io::Result<()> {
+    let names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    remove_dead_tmps(dir, &tmp_names(names.iter().map(String::as_str)));
+    Ok(())
+}
+
+/// Creates directory `dir` if missing; `true` if it did (its parent must
+/// then be synced for the new entry to be durable).
+fn create_dir(dir: &Path) -> io::Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes what `fill` writes to `path` crash-safely: temp file, fsync,
@@ -174,11 +430,8 @@ fn write_atomically_with(
     fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
     let dir = path.parent().expect("store files live in a directory");
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp = dir.join(format!(".tmp-{}", u64::from_le_bytes(suffix)));
+    let (tmp, file) = create_tmp(dir)?;
     let result = (|| {
-        let file = File::create(&tmp)?;
         let mut out = io::BufWriter::new(&file);
         fill(&mut out)?;
         out.flush()?;
@@ -208,6 +461,9 @@ fn renumber(index: &mut Index) {
     for loc in index.sectors.values_mut() {
         loc.pack = moved[&loc.pack];
     }
+    for loc in index.copies.values_mut().flatten() {
+        loc.pack = moved[&loc.pack];
+    }
     index.packs = packs;
     index.open = OpenPacks::default();
 }
@@ -219,6 +475,7 @@ impl LocalBackend {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let marker = dir.join(MARKER_FILE);
+        let mut created = false;
         match fs::read_to_string(&marker) {
             Ok(found) if found == MARKER => {}
             Ok(found) => return Err(OpenLocalError::NotAStore { path: dir, found }),
@@ -234,16 +491,34 @@ impl LocalBackend {
                     });
                 }
                 write_atomically(&marker, MARKER.as_bytes()).map_err(|e| io_err(&marker, e))?;
+                // The store's own entry, made by `create_dir_all` or by
+                // whoever made the empty directory.
+                if let Some(parent) = dir.parent() {
+                    let parent = match parent.as_os_str().is_empty() {
+                        true => Path::new("."),
+                        false => parent,
+                    };
+                    sync_dir(parent).map_err(|e| io_err(parent, e))?;
+                }
+                created = true;
             }
             Err(e) => return Err(io_err(&marker, e)),
         }
         for sub in ["meta", "packs", "history"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(|e| io_err(&path, e))?;
+            created |= create_dir(&path).map_err(|e| io_err(&path, e))?;
+        }
+        if created {
+            sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
+        }
+        for path in [dir.clone(), dir.join("meta")] {
+            clean_dir(&path).map_err(|e| io_err(&path, e))?;
         }
         let inner = Inner {
             dir,
             index: Mutex::new(Index::default()),
+            #[cfg(test)]
+            hook: Mutex::new(None),
         };
         inner.refresh().map_err(|e| OpenLocalError::Io {
             path: inner.dir.clone(),
@@ -270,6 +545,13 @@ impl LocalBackend {
 }
 
 impl Inner {
+    /// Runs the tests' hook at `point`, if one is set.
+    #[cfg(test)]
+    fn hook(&self, point: HookPoint) -> io::Result<()> {
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        hook.map_or(Ok(()), |hook| hook(point))
+    }
+
     fn meta_path(&self, kind: MetaKind, name: &DbName) -> PathBuf {
         self.dir
             .join("meta")
@@ -291,13 +573,13 @@ impl Inner {
         let dir = self.intent_dir(name);
         fs::create_dir_all(&dir).map_err(|e| unavailable("creating", &dir, e))?;
         let path = dir.join(local::intent_file_name(key));
-        let tmp = dir.join(format!(".tmp-{}", crate::random_u64()));
-        fs::write(&tmp, body)
+        let (tmp, mut file) = create_tmp(&dir).map_err(|e| unavailable("writing", &path, e))?;
+        file.write_all(body)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 unavailable("writing", &path, e)
-            })
+            }) // dropping `file` unlocks
     }
 
     fn list_intents(
@@ -312,9 +594,14 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(unavailable("listing", &dir, e)),
         };
-        let mut keys: Vec<IntentKey> = entries
+        let names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| local::parse_intent_file_name(e.file_name().to_str()?))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        remove_dead_tmps(&dir, &tmp_names(names.iter().map(String::as_str)));
+        let mut keys: Vec<IntentKey> = names
+            .iter()
+            .filter_map(|n| local::parse_intent_file_name(n))
             .filter(|key| key.bound < bound_below)
             .collect();
         keys.sort_unstable();
@@ -361,9 +648,14 @@ impl Inner {
             Err(e) => return Err(unavailable("listing", &dir, e)),
         };
         let top = below.unwrap_or(u64::MAX).min(current.saturating_add(1));
-        let mut versions: Vec<u64> = entries
+        let names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        remove_dead_tmps(&dir, &tmp_names(names.iter().map(String::as_str)));
+        let mut versions: Vec<u64> = names
+            .iter()
+            .filter_map(|n| n.parse::<u64>().ok())
             .filter(|v| *v < top)
             .collect();
         versions.sort_unstable_by(|a, b| b.cmp(a));
@@ -422,34 +714,38 @@ impl Inner {
     }
 
     /// [`Inner::refresh`] for a caller that holds `meta.lock` already.
+    /// Temp files of killed writers in `packs/` are removed.
     fn refresh_locked(&self) -> Result<(), BackendError> {
         let packs_dir = self.dir.join("packs");
+        // Listings indexed before this one begins: their packs, if still
+        // there, are in it; a pack indexed since may be newer than it.
+        let before = self.index().listings;
         let entries =
             fs::read_dir(&packs_dir).map_err(|e| unavailable("listing", &packs_dir, e))?;
-        let mut names: Vec<String> = entries
+        let all: Vec<String> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".pack"))
             .collect();
+        let tmps = tmp_names(all.iter().map(String::as_str));
+        let mut names: Vec<String> = all.into_iter().filter(|n| n.ends_with(".pack")).collect();
         names.sort();
+        #[cfg(test)]
+        self.hook(HookPoint::Listed)
+            .map_err(|e| unavailable("listing", &packs_dir, e))?;
         let listed: HashSet<&String> = names.iter().collect();
         let mut index = self.index();
+        index.listings += 1;
+        let listing = index.listings;
+        // Folded or rewritten: every record still needed is in a pack
+        // written before this one went, so in this listing.
         let vanished: HashSet<usize> = index
             .by_name
             .iter()
             .filter(|(name, _)| !listed.contains(name))
             .map(|(_, &pack)| pack)
+            .filter(|&pack| index.packs[pack].as_ref().expect("live").listed_at <= before)
             .collect();
-        if !vanished.is_empty() {
-            // Folded or rewritten: every record still needed is in a pack
-            // written before this one went, so in this listing.
-            index.sectors.retain(|_, loc| !vanished.contains(&loc.pack));
-            for &pack in &vanished {
-                let gone = index.packs[pack].take().expect("a live pack");
-                index.by_name.remove(&gone.name);
-                index.open.files.remove(&pack);
-            }
-        }
+        index.drop_packs(&vanished);
         if index.packs.len() > 2 * index.by_name.len() + 64 {
             renumber(&mut index);
         }
@@ -466,21 +762,10 @@ impl Inner {
             };
             let records = local::decode_pack(&bytes)
                 .map_err(|detail| BackendError::Corrupt(format!("{}: {detail}", path.display())))?;
-            let pack = index.packs.len();
-            for record in records {
-                let location = Location {
-                    pack,
-                    offset: record.offset,
-                    len: record.len,
-                };
-                index.sectors.insert((record.db, record.hash), location);
-            }
-            index.packs.push(Some(Pack {
-                name: name.clone(),
-                bytes: bytes.len() as u64,
-            }));
-            index.by_name.insert(name, pack);
+            index.add_pack(name, bytes.len() as u64, &records, listing);
         }
+        drop(index);
+        remove_dead_tmps(&packs_dir, &tmps);
         Ok(())
     }
 
@@ -533,6 +818,9 @@ impl Inner {
             // Another process may have written them since we looked, or
             // folded a pack we knew.
             self.refresh()?;
+            #[cfg(test)]
+            self.hook(HookPoint::Refreshed)
+                .map_err(|e| unavailable("reading", &self.dir, e))?;
             refreshed = true;
         }
         Err(BackendError::Unavailable(format!(
@@ -541,7 +829,17 @@ impl Inner {
         )))
     }
 
+    /// Stores `sectors`, then folds packs if due (a failed fold is logged:
+    /// the sectors are stored).
     fn put_sectors(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
+        self.write_pack(db, sectors)?;
+        self.fold_logged();
+        Ok(())
+    }
+
+    /// Writes the sectors of `sectors` the index lacks as one pack and
+    /// indexes it.
+    fn write_pack(&self, db: DbId, sectors: &[(Hash, Vec<u8>)]) -> Result<(), BackendError> {
         let new: Vec<&(Hash, Vec<u8>)> = {
             let index = self.index();
             let mut seen = HashSet::new();
@@ -574,13 +872,34 @@ impl Inner {
         let name = format!("{}.pack", DbId(random_id()?).hex());
         let path = self.dir.join("packs").join(&name);
         write_atomically(&path, &pack).map_err(|e| unavailable("writing", &path, e))?;
-        self.refresh()?;
-        self.fold_if_due()
+        let records = local::decode_pack(&pack).expect("a pack just encoded decodes");
+        let mut index = self.index();
+        if !index.by_name.contains_key(&name) {
+            // Renamed before the next listing to be indexed began.
+            let listed_at = index.listings + 1;
+            index.add_pack(name, pack.len() as u64, &records, listed_at);
+        }
+        Ok(())
     }
 
-    /// Whether some size class holds [`PACK_FOLD_FAN`] packs.
+    /// [`Inner::fold_step`], its failure logged: what the caller wrote is
+    /// stored (a commit: past its commit point), and the next write folds.
+    fn fold_logged(&self) {
+        if let Err(e) = self.fold_step() {
+            tracing::warn!(
+                store = %self.dir.display(),
+                "folding packs failed (nothing is lost; the next write folds again): {e}"
+            );
+        }
+    }
+
+    /// Whether some size class holds [`PACK_FOLD_FAN`] packs, or some pack
+    /// has all its sectors elsewhere.
     fn fold_due(&self) -> bool {
         let index = self.index();
+        if !index.redundant_packs().is_empty() {
+            return true;
+        }
         let mut per_class: HashMap<u32, usize> = HashMap::new();
         for pack in index.packs.iter().flatten() {
             if let Some(class) = fold_class(pack.bytes) {
@@ -594,10 +913,17 @@ impl Inner {
         false
     }
 
-    /// Folds packs while some size class holds [`PACK_FOLD_FAN`] of them —
-    /// if `meta.lock` is free: a writer that would wait for it leaves the
-    /// folding to the next one.
-    fn fold_if_due(&self) -> Result<(), BackendError> {
+    /// One step of folding, if due and `meta.lock` is free (a writer that
+    /// would wait for it leaves the folding to the next one): packs whose
+    /// sectors all have copies elsewhere are removed, and one group of
+    /// [`PACK_FOLD_FAN`] packs of a size class is folded. The bound on a
+    /// write's stall: one fold reads and writes at most `PACK_FOLD_FAN`
+    /// packs below [`PACK_FOLD_BYTES_MAX`] (< 256 MiB; < 1 MiB for a
+    /// group of the smallest class), whatever the store's size. Each fold
+    /// removes `PACK_FOLD_FAN - 1` packs and each write adds one, so the
+    /// count stays bounded (a store of many packs folds down over later
+    /// writes).
+    fn fold_step(&self) -> Result<(), BackendError> {
         if !self.fold_due() {
             return Ok(());
         }
@@ -610,12 +936,40 @@ impl Inner {
             }
         }
         self.refresh_locked()?;
-        // Each round folds PACK_FOLD_FAN packs into one: the loop ends.
-        while let Some(group) = self.fold_group() {
+        self.remove_redundant_packs()?;
+        if let Some(group) = self.fold_group() {
             self.fold(&group)?;
             self.refresh_locked()?;
         }
         Ok(()) // dropping `lock` unlocks
+    }
+
+    /// Unlinks the packs whose every sector has a copy in a pack that
+    /// stays (what a fold killed before its unlinks left), under
+    /// `meta.lock` with the index refreshed under it.
+    fn remove_redundant_packs(&self) -> Result<(), BackendError> {
+        let names: Vec<String> = {
+            let index = self.index();
+            index
+                .redundant_packs()
+                .into_iter()
+                .map(|pack| index.packs[pack].as_ref().expect("live").name.clone())
+                .collect()
+        };
+        if names.is_empty() {
+            return Ok(());
+        }
+        let packs_dir = self.dir.join("packs");
+        for name in &names {
+            let path = packs_dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &path, e)),
+            }
+        }
+        sync_dir(&packs_dir).map_err(|e| unavailable("syncing", &packs_dir, e))?;
+        self.refresh_locked()
     }
 
     /// [`PACK_FOLD_FAN`] packs of one size class (the smallest class that
@@ -646,6 +1000,8 @@ impl Inner {
         let path = packs_dir.join(format!("{}.pack", DbId(random_id()?).hex()));
         let mut seen = HashSet::new();
         write_atomically_with(&path, |out| {
+            #[cfg(test)]
+            self.hook(HookPoint::Folding)?;
             out.write_all(local::PACK_MAGIC)?;
             for name in names {
                 let bytes = fs::read(packs_dir.join(name))?;
@@ -707,10 +1063,10 @@ impl Inner {
         Ok(lock)
     }
 
-    /// Deletes sectors by rewriting each pack that holds one: its other
-    /// records go to a new pack (written and synced first), then the old
-    /// pack is unlinked. Readers holding it open still read it; a process
-    /// that lists it and finds it gone skips it.
+    /// Deletes sectors by rewriting each pack that holds a copy of one:
+    /// its other records go to a new pack (written and synced first), then
+    /// the old pack is unlinked. Readers holding it open still read it; a
+    /// process that lists it and finds it gone skips it.
     fn delete_sectors(&self, db: DbId, hashes: &[Hash]) -> Result<(), BackendError> {
         let _lock = self.lock()?;
         self.refresh_locked()?;
@@ -719,7 +1075,7 @@ impl Inner {
             let index = self.index();
             doomed
                 .iter()
-                .filter_map(|key| index.sectors.get(key))
+                .flat_map(|key| index.locations(key))
                 .filter_map(|loc| index.packs[loc.pack].as_ref().map(|p| p.name.clone()))
                 .collect()
         };
@@ -794,13 +1150,24 @@ impl Inner {
             return Err(PutMetaError::Conflict);
         }
         fs::remove_file(&path).map_err(|e| unavailable("removing", &path, e))?;
-        if kind == MetaKind::Root {
-            let dir = self.history_dir(name);
-            let _ = fs::remove_file(dir.join(local::history_file_name(expected)));
-            let _ = fs::remove_dir(&dir); // only if empty
-        }
         let meta_dir = self.dir.join("meta");
         sync_dir(&meta_dir).map_err(|e| unavailable("syncing", &meta_dir, e))?;
+        if kind == MetaKind::Root {
+            // After the root: a crash between leaves a history file past
+            // no root, which `gc` of a new root of the name never reads.
+            let dir = self.history_dir(name);
+            let file = dir.join(local::history_file_name(expected));
+            match fs::remove_file(&file) {
+                Ok(()) => sync_dir(&dir).map_err(|e| unavailable("syncing", &dir, e))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("removing", &file, e).into()),
+            }
+            if fs::remove_dir(&dir).is_ok() {
+                // Only if empty.
+                let top = self.dir.join("history");
+                sync_dir(&top).map_err(|e| unavailable("syncing", &top, e))?;
+            }
+        }
         Ok(())
     }
 
@@ -832,7 +1199,10 @@ impl Inner {
             // History first: a crash between the two leaves a version past
             // the root, which readers ignore and the next commit replaces.
             let dir = self.history_dir(name);
-            fs::create_dir_all(&dir).map_err(|e| unavailable("creating", &dir, e))?;
+            if create_dir(&dir).map_err(|e| unavailable("creating", &dir, e))? {
+                let top = self.dir.join("history");
+                sync_dir(&top).map_err(|e| unavailable("syncing", &top, e))?;
+            }
             let file = dir.join(local::history_file_name(meta.version));
             write_atomically(&file, &local::encode_meta(name, meta.version, &meta.body))
                 .map_err(|e| unavailable("writing", &file, e))?;
@@ -876,6 +1246,10 @@ impl Backend for LocalBackend {
             let mut out = Vec::new();
             for entry in fs::read_dir(&dir).map_err(|e| unavailable("listing", &dir, e))? {
                 let entry = entry.map_err(|e| unavailable("listing", &dir, e))?;
+                let file_name = entry.file_name();
+                if let Some(tmp) = file_name.to_str().filter(|n| n.starts_with(TMP_PREFIX)) {
+                    remove_dead_tmps(&dir, &[tmp.to_string()]);
+                }
                 if entry.file_name().to_string_lossy().starts_with("root-")
                     && let Some(found) = inner.read_meta_file(&entry.path())?
                 {
@@ -980,14 +1354,21 @@ impl Backend for LocalBackend {
             .await?
     }
 
-    /// Sectors first, then the root swap with its fence under one lock.
+    /// Sectors first, then the root swap with its fence under one lock;
+    /// then packs are folded if due (a failed fold is logged: the commit
+    /// is stored, and reported).
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        if !commit.sectors.is_empty() {
-            self.put_sectors(commit.db, commit.sectors).await?;
-        }
         let (name, expected, fence) = (commit.name.clone(), commit.expected, commit.fence);
-        self.blocking(move |inner| inner.put_meta(MetaKind::Root, &name, expected, meta, fence))
-            .await?
+        let (db, sectors) = (commit.db, commit.sectors.to_vec());
+        self.blocking(move |inner| {
+            if !sectors.is_empty() {
+                inner.write_pack(db, &sectors)?;
+            }
+            inner.put_meta(MetaKind::Root, &name, expected, meta, fence)?;
+            inner.fold_logged();
+            Ok(())
+        })
+        .await?
     }
 
     async fn summary(&self) -> Result<StoredSummary, BackendError> {
@@ -1130,31 +1511,337 @@ mod tests {
         );
     }
 
+    /// Writes a pack by hand (as an older store, or a crash, left it).
+    fn write_pack(dir: &Path, name: &str, db: DbId, sectors: &[(Hash, Vec<u8>)]) {
+        let mut pack = local::PACK_MAGIC.to_vec();
+        for (h, bytes) in sectors {
+            local::push_record(&mut pack, db, h, bytes);
+        }
+        fs::write(dir.join("packs").join(name), pack).unwrap();
+    }
+
+    /// How many records of `(db, h)` the packs on disk hold.
+    fn copies_on_disk(dir: &Path, db: DbId, h: &Hash) -> usize {
+        let mut copies = 0;
+        for entry in fs::read_dir(dir.join("packs")).unwrap() {
+            let entry = entry.unwrap();
+            if !entry.file_name().to_string_lossy().ends_with(".pack") {
+                continue;
+            }
+            let bytes = fs::read(entry.path()).unwrap();
+            let records = local::decode_pack(&bytes).unwrap();
+            copies += records
+                .iter()
+                .filter(|r| r.db == db && r.hash == *h)
+                .count();
+        }
+        copies
+    }
+
+    /// What a fold killed between its rename and its unlinks leaves:
+    /// `PACK_FOLD_FAN` packs of one sector each, and the fold's pack with
+    /// all of them.
+    fn crashed_fold(dir: &Path, db: DbId) -> Vec<(Hash, Vec<u8>)> {
+        LocalBackend::open(dir).unwrap();
+        let sectors: Vec<(Hash, Vec<u8>)> = (0..PACK_FOLD_FAN as u32).map(sector).collect();
+        for (i, s) in sectors.iter().enumerate() {
+            write_pack(dir, &format!("{i:032x}.pack"), db, std::slice::from_ref(s));
+        }
+        write_pack(dir, &format!("{}.pack", "f".repeat(32)), db, &sectors);
+        sectors
+    }
+
     #[tokio::test]
-    async fn a_store_of_many_unfolded_packs_opens_and_folds() {
+    async fn a_write_to_a_store_of_many_unfolded_packs_folds_one_group_not_the_whole_store() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path().canonicalize().unwrap();
         let db = DbId([8; 16]);
+        LocalBackend::open(&dir).unwrap();
         // Packs as a store written before folding was (one per call).
-        let store = LocalBackend::open(&dir).unwrap();
-        let writes = 300;
+        let writes = 20 * PACK_FOLD_FAN as u32;
         for i in 0..writes {
-            let mut pack = local::PACK_MAGIC.to_vec();
-            let (h, bytes) = sector(i);
-            local::push_record(&mut pack, db, &h, &bytes);
-            let path = dir.join("packs").join(format!("{i:032x}.pack"));
-            write_atomically(&path, &pack).unwrap();
+            write_pack(&dir, &format!("{i:032x}.pack"), db, &[sector(i)]);
         }
-        drop(store);
         let store = LocalBackend::open(&dir).unwrap();
         assert_eq!(open_files_under(&dir), 0, "opening keeps no pack open");
-        // The next write folds the history.
+        // The next write folds one group: its stall does not grow with
+        // the store.
         store.put_sectors(db, &[sector(writes)]).await.unwrap();
         let packs = pack_count(&dir);
-        assert!(packs < PACK_FOLD_FAN * 2, "{packs} packs");
-        let hashes: Vec<Hash> = (0..=writes).map(|j| sector(j).0).collect();
-        let found = store.get_sectors(db, &hashes).await.unwrap();
+        assert_eq!(packs, writes as usize + 1 - (PACK_FOLD_FAN - 1));
+        // Later writes fold the rest, one group each.
+        let mut more = 0;
+        while pack_count(&dir) > 2 * PACK_FOLD_FAN {
+            more += 1;
+            assert!(more <= writes, "{} packs left", pack_count(&dir));
+            store
+                .put_sectors(db, &[sector(writes + more)])
+                .await
+                .unwrap();
+        }
+        let hashes: Vec<Hash> = (0..=writes + more).map(|j| sector(j).0).collect();
+        for store in [&store, &LocalBackend::open(&dir).unwrap()] {
+            let found = store.get_sectors(db, &hashes).await.unwrap();
+            assert!(found.iter().all(Option::is_some));
+        }
+    }
+
+    #[test]
+    fn a_pack_indexed_while_a_slower_listing_ran_is_not_dropped_from_the_index() {
+        use std::sync::mpsc;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::open(dir.path()).unwrap();
+        let writer = LocalBackend::open(dir.path()).unwrap();
+        let db = DbId([9; 16]);
+        let (h, bytes) = sector(1);
+        let (listed_tx, listed_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (go_rx, done_rx) = (Mutex::new(go_rx), Mutex::new(done_rx));
+        // The slow lister lists before the pack exists and indexes after
+        // the reader's refresh indexed it, before the reader reads.
+        let hook: Hook = Arc::new(move |point| {
+            match (std::thread::current().name(), point) {
+                (Some("slow-lister"), HookPoint::Listed) => {
+                    listed_tx.send(()).unwrap();
+                    go_rx.lock().unwrap().recv().unwrap();
+                }
+                (Some("reader"), HookPoint::Refreshed) => {
+                    go_tx.send(()).unwrap();
+                    done_rx.lock().unwrap().recv().unwrap();
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        *store.inner.hook.lock().unwrap() = Some(hook);
+        let slow = store.clone();
+        let slow = std::thread::Builder::new()
+            .name("slow-lister".into())
+            .spawn(move || {
+                slow.inner.refresh().unwrap();
+                done_tx.send(()).unwrap();
+            })
+            .unwrap();
+        listed_rx.recv().unwrap();
+        // Another process writes the pack; this one's reader finds it.
+        writer.inner.put_sectors(db, &[(h, bytes.clone())]).unwrap();
+        let reader = store.clone();
+        let found = std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || reader.inner.get_sectors(db, &[h]).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        slow.join().unwrap();
+        assert_eq!(found, vec![Some(bytes)], "a stored sector read as missing");
+    }
+
+    #[tokio::test]
+    async fn a_sector_deleted_after_a_crashed_fold_is_gone_from_every_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DbId([10; 16]);
+        let sectors = crashed_fold(dir.path(), db);
+        let store = LocalBackend::open(dir.path()).unwrap();
+        let (doomed, _) = &sectors[3];
+        store.delete_sectors(db, &[*doomed]).await.unwrap();
+        assert_eq!(
+            copies_on_disk(dir.path(), db, doomed),
+            0,
+            "a deleted sector leaked"
+        );
+        for reader in [&store, &LocalBackend::open(dir.path()).unwrap()] {
+            let hashes: Vec<Hash> = sectors.iter().map(|s| s.0).collect();
+            let found = reader.get_sectors(db, &hashes).await.unwrap();
+            for (i, (found, (_, bytes))) in found.into_iter().zip(&sectors).enumerate() {
+                let expected = (i != 3).then(|| bytes.clone());
+                assert_eq!(found, expected, "sector {i}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fold_killed_before_its_unlinks_leaves_one_copy_of_each_sector_after_the_next_write()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DbId([11; 16]);
+        let sectors = crashed_fold(dir.path(), db);
+        let store = LocalBackend::open(dir.path()).unwrap();
+        store.put_sectors(db, &[sector(100)]).await.unwrap();
+        for (i, (h, _)) in sectors.iter().enumerate() {
+            assert_eq!(copies_on_disk(dir.path(), db, h), 1, "sector {i}");
+        }
+        let hashes: Vec<Hash> = sectors.iter().map(|s| s.0).collect();
+        let found = LocalBackend::open(dir.path())
+            .unwrap()
+            .get_sectors(db, &hashes)
+            .await
+            .unwrap();
         assert!(found.iter().all(Option::is_some));
+    }
+
+    #[tokio::test]
+    async fn a_fold_that_fails_after_the_commit_point_leaves_the_commit_reported_and_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBackend::open(dir.path()).unwrap();
+        let db = DbId([12; 16]);
+        for i in 0..PACK_FOLD_FAN as u32 - 1 {
+            store.put_sectors(db, &[sector(i)]).await.unwrap();
+        }
+        let hook: Hook = Arc::new(|point| match point {
+            HookPoint::Folding => Err(io::Error::new(io::ErrorKind::StorageFull, "disk full")),
+            _ => Ok(()),
+        });
+        *store.inner.hook.lock().unwrap() = Some(hook);
+        let name = DbName::new("f.db").unwrap();
+        let new = [sector(99)];
+        let meta = Meta {
+            version: 1,
+            body: vec![1],
+        };
+        let commit = Commit {
+            name: &name,
+            db,
+            expected: None,
+            sectors: &new,
+            fence: None,
+        };
+        // The pack is durable and the root swapped before the fold runs.
+        store.commit(commit, meta.clone()).await.unwrap();
+        *store.inner.hook.lock().unwrap() = None;
+        let fresh = LocalBackend::open(dir.path()).unwrap();
+        assert_eq!(
+            fresh.get_meta(MetaKind::Root, &name).await.unwrap(),
+            Some(meta)
+        );
+        assert_eq!(
+            fresh.get_sectors(db, &[new[0].0]).await.unwrap(),
+            vec![Some(new[0].1.clone())]
+        );
+        // The next write folds.
+        store.put_sectors(db, &[sector(100)]).await.unwrap();
+        assert!(pack_count(dir.path()) < PACK_FOLD_FAN);
+    }
+
+    #[tokio::test]
+    async fn tmp_files_of_killed_writers_are_removed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let store = LocalBackend::open(dir).unwrap();
+        let name = DbName::new("t.db").unwrap();
+        let meta = Meta {
+            version: 1,
+            body: vec![1],
+        };
+        store
+            .put_meta(MetaKind::Root, &name, None, meta)
+            .await
+            .unwrap();
+        let key = IntentKey { bound: 1, id: 2 };
+        store.put_intent(&name, key, vec![3]).await.unwrap();
+        let history = dir.join("history").join(local::history_dir_name(&name));
+        let intents = dir.join("intents").join(local::history_dir_name(&name));
+        let dead = [
+            dir.join("packs").join(".tmp-1"),
+            dir.join("meta").join(".tmp-2"),
+            history.join(".tmp-3"),
+            intents.join(".tmp-4"),
+        ];
+        for path in &dead {
+            fs::write(path, b"left by a killed writer").unwrap();
+        }
+        // A writer still at work holds its temp file's lock.
+        let live_path = dir.join("packs").join(".tmp-5");
+        let live = File::create(&live_path).unwrap();
+        live.lock().unwrap();
+        let store = LocalBackend::open(dir).unwrap();
+        store
+            .put_sectors(DbId([13; 16]), &[sector(1)])
+            .await
+            .unwrap();
+        store.root_history(&name, None, 10).await.unwrap();
+        store.list_intents(&name, u64::MAX, 10).await.unwrap();
+        for path in &dead {
+            assert!(!path.exists(), "{} left", path.display());
+        }
+        assert!(live_path.exists(), "a live writer's temp file was removed");
+    }
+
+    #[tokio::test]
+    async fn a_new_store_and_a_new_databases_history_are_synced_directories() {
+        let top = tempfile::tempdir().unwrap();
+        let top = top.path().canonicalize().unwrap();
+        let dir = top.join("store");
+        let synced = |path: &Path| {
+            SYNCED
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| p.as_path() == path)
+                .count()
+        };
+        let store = LocalBackend::open(&dir).unwrap();
+        for path in [&top, &dir] {
+            assert!(synced(path) > 0, "{} not synced", path.display());
+        }
+        let name = DbName::new("h.db").unwrap();
+        let history = dir.join("history");
+        let before = synced(&history);
+        let meta = Meta {
+            version: 1,
+            body: vec![1],
+        };
+        store
+            .put_meta(MetaKind::Root, &name, None, meta)
+            .await
+            .unwrap();
+        assert!(
+            synced(&history) > before,
+            "a new history directory not synced"
+        );
+        let own = history.join(local::history_dir_name(&name));
+        let (own_before, history_before) = (synced(&own), synced(&history));
+        store.delete_meta(MetaKind::Root, &name, 1).await.unwrap();
+        assert!(
+            synced(&own) > own_before && synced(&history) > history_before,
+            "a removed version and its directory not synced"
+        );
+    }
+
+    /// The stall of writes on a store of 20,000 unfolded packs (one 4 KiB
+    /// sector each, as a store written before folding was): the first
+    /// write's, and the longest of the next 100 (BENCHMARKS.md).
+    /// `cargo test --release -p donut-store --lib -- --ignored --nocapture fold_stall`
+    #[tokio::test]
+    #[ignore = "a benchmark: writes 20,000 packs"]
+    async fn fold_stall_on_a_store_of_20000_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = DbId([14; 16]);
+        LocalBackend::open(dir.path()).unwrap();
+        let packs = 20_000u32;
+        let page = |i: u32| {
+            let bytes = format!("page {i} ").repeat(4096 / 10).into_bytes();
+            (hash(&bytes), bytes)
+        };
+        for i in 0..packs {
+            write_pack(dir.path(), &format!("{i:032x}.pack"), db, &[page(i)]);
+        }
+        let started = std::time::Instant::now();
+        let store = LocalBackend::open(dir.path()).unwrap();
+        let opened = started.elapsed();
+        let started = std::time::Instant::now();
+        store.put_sectors(db, &[page(packs)]).await.unwrap();
+        let first = started.elapsed();
+        let mut longest = std::time::Duration::ZERO;
+        for i in 1..=100 {
+            let started = std::time::Instant::now();
+            store.put_sectors(db, &[page(packs + i)]).await.unwrap();
+            longest = longest.max(started.elapsed());
+        }
+        println!(
+            "{packs} packs: open {opened:?}, first write {first:?}, longest of the next 100 {longest:?}, {} packs after",
+            pack_count(dir.path())
+        );
     }
 
     #[tokio::test]
