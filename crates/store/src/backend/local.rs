@@ -211,18 +211,26 @@ impl Index {
             .chain(self.copies.get(key).into_iter().flatten())
     }
 
-    /// Packs whose every record has a copy in a pack not among them
-    /// (smallest first): removing them loses nothing.
-    fn redundant_packs(&self) -> Vec<usize> {
+    /// Packs whose every record has a copy in a pack not among them:
+    /// removing them loses nothing. Only packs indexed from listing
+    /// `listed_by` or before count (a pack its writer indexed since may
+    /// already be gone: one the last listing under `meta.lock` saw is not).
+    fn redundant_packs(&self, listed_by: u64) -> Vec<usize> {
         if self.copies.is_empty() {
             return Vec::new();
         }
+        let seen = |pack: usize| {
+            self.packs[pack]
+                .as_ref()
+                .is_some_and(|p| p.listed_at <= listed_by)
+        };
         let mut shared: HashMap<usize, u32> = HashMap::new();
         for key in self.copies.keys() {
             for location in self.locations(key) {
                 *shared.entry(location.pack).or_default() += 1;
             }
         }
+        shared.retain(|&pack, _| seen(pack));
         let mut candidates: Vec<(u64, usize)> = shared
             .into_iter()
             .filter_map(|(pack, n)| {
@@ -238,7 +246,7 @@ impl Index {
                 !holds
                     || self
                         .locations(key)
-                        .any(|l| l.pack != pack && !chosen.contains(&l.pack))
+                        .any(|l| l.pack != pack && seen(l.pack) && !chosen.contains(&l.pack))
             });
             if elsewhere {
                 chosen.insert(pack);
@@ -897,7 +905,7 @@ impl Inner {
     /// has all its sectors elsewhere.
     fn fold_due(&self) -> bool {
         let index = self.index();
-        if !index.redundant_packs().is_empty() {
+        if !index.redundant_packs(u64::MAX).is_empty() {
             return true;
         }
         let mut per_class: HashMap<u32, usize> = HashMap::new();
@@ -945,13 +953,13 @@ impl Inner {
     }
 
     /// Unlinks the packs whose every sector has a copy in a pack that
-    /// stays (what a fold killed before its unlinks left), under
-    /// `meta.lock` with the index refreshed under it.
+    /// stays (what a fold killed before its unlinks left); the caller
+    /// holds `meta.lock` and refreshed the index under it.
     fn remove_redundant_packs(&self) -> Result<(), BackendError> {
         let names: Vec<String> = {
             let index = self.index();
             index
-                .redundant_packs()
+                .redundant_packs(index.listings)
                 .into_iter()
                 .map(|pack| index.packs[pack].as_ref().expect("live").name.clone())
                 .collect()
@@ -1087,6 +1095,8 @@ impl Inner {
             let old = packs_dir.join(&name);
             let bytes = match fs::read(&old) {
                 Ok(bytes) => bytes,
+                // Gone since its writer indexed it: its copies with it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(unavailable("reading", &old, e)),
             };
             let records = local::decode_pack(&bytes)
