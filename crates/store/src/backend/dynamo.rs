@@ -704,12 +704,11 @@ impl DynamoBackend {
             // check's, and the check is forgotten.
             Some("ResourceNotFoundException") => {
                 self.forget_table_check();
-                tracing::debug!("{message}");
                 let missing = ConnectError::MissingTable {
                     table: self.table.clone(),
                     where_: self.where_.clone(),
                 };
-                BackendError::Denied(missing.to_string())
+                BackendError::Denied(format!("{message}: {missing}"))
             }
             Some(
                 "AccessDeniedException"
