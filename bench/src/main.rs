@@ -65,6 +65,16 @@ struct Args {
     extension: bool,
 }
 
+/// `donut-bench --help`.
+const USAGE: &str =
+    "usage: donut-bench [--backend memory|dynoxide] [--latency-ms 5] [--scale full|smoke]
+                   [--two-request-commit] [--json FILE] [--engine-only] [--service]
+                   [--libsql] [--fresh-processes] [--writes-only] [--gc] [--extension]
+
+DonutDB's workloads (W1-W6) through the real guest component: round trips,
+requests by kind, capacity units as billed, bytes and latency. BENCHMARKS.md
+says what each option measures and the commands its numbers came from.";
+
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         backend: "memory".into(),
@@ -97,7 +107,11 @@ fn parse_args() -> Result<Args> {
             "--writes-only" => args.writes_only = true,
             "--gc" => args.gc = true,
             "--extension" => args.extension = true,
-            other => bail!("unknown argument {other:?}; see the source's doc comment"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)

@@ -2,6 +2,7 @@
 //! `commands/<command>.rs`.
 
 mod commands;
+mod exit;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -18,80 +19,138 @@ use std::sync::Arc;
 #[command(
     name = "donut-host",
     version,
-    about = "DonutDB: SQLite on one storage table, run as WebAssembly components"
+    about = "DonutDB: SQLite on one storage table, run as WebAssembly components",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     /// Local store directory (the default backend when there is no --table;
     /// no AWS account needed).
     /// Default: $DONUT_LOCAL, else ~/.local/share/donutdb.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "PATH"
+    )]
     local: Option<PathBuf>,
 
     /// DynamoDB table to use instead of a local store.
-    #[arg(long, global = true, value_name = "TABLE")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "TABLE"
+    )]
     table: Option<String>,
 
     /// AWS region of the table (else the default chain, e.g. AWS_REGION).
-    #[arg(long, global = true)]
+    #[arg(help_heading = "Global options", long, global = true)]
     region: Option<String>,
 
     /// DynamoDB endpoint URL (else AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL).
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "URL"
+    )]
     endpoint: Option<String>,
 
     /// Print storage calls, sectors and bytes on stderr afterwards (and, for
     /// DynamoDB, requests by operation and capacity units consumed).
-    #[arg(long, global = true)]
+    #[arg(help_heading = "Global options", long, global = true)]
     stats: bool,
 
-    /// Commit with BatchWriteItem then PutItem even when one
-    /// TransactWriteItems would do (half the write units, one more round trip).
-    #[arg(long, global = true)]
+    /// DynamoDB: commit with BatchWriteItem (the sectors), then a
+    /// TransactWriteItems of the root and its history item, even when one
+    /// TransactWriteItems of everything would do (the sectors at half the
+    /// write units, one more round trip).
+    #[arg(help_heading = "Global options", long, global = true)]
     two_request_commit: bool,
 
     /// Accept a DynamoDB table with replicas (a global table), promising
     /// that only this Region writes DonutDB's databases: across Regions the
     /// root's compare-and-swap does not hold.
-    #[arg(long, global = true)]
+    #[arg(help_heading = "Global options", long, global = true)]
     single_writer_region: bool,
 
     /// Memory limit of a component instance, in MiB.
-    #[arg(long, global = true, default_value_t = 2048, value_name = "MIB")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        default_value_t = 2048,
+        value_name = "MIB"
+    )]
     memory_mb: usize,
 
     /// Stop a component that runs longer than this many seconds.
-    #[arg(long, global = true, value_name = "SECS")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "SECS"
+    )]
     time_limit_secs: Option<f64>,
 
     /// Do not cache compiled components.
-    #[arg(long, global = true)]
+    #[arg(help_heading = "Global options", long, global = true)]
     no_cache: bool,
 
     /// Where compiled components (`components/`) and sectors (`sectors/`)
     /// are cached. Default: $XDG_CACHE_HOME/donutdb, else ~/.cache/donutdb.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "DIR"
+    )]
     cache_dir: Option<PathBuf>,
 
     /// Do not keep sectors on disk for later processes (the persistent
     /// sector cache; sectors never change, so it is never stale).
-    #[arg(long, global = true)]
+    #[arg(help_heading = "Global options", long, global = true)]
     no_sector_cache: bool,
 
     /// Bound of the persistent sector cache, in MiB (least recently used
     /// sectors go first).
-    #[arg(long, global = true, default_value_t = 1024, value_name = "MIB")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        default_value_t = 1024,
+        value_name = "MIB"
+    )]
     sector_cache_mb: u64,
 
     /// Append a JSON line per VFS call SQLite makes (time, action, file,
     /// offset, length, result, duration, root version) to FILE: for `sql`,
     /// `shell` and `run`. The component may then write that file's
     /// directory.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        help_heading = "Global options",
+        long,
+        global = true,
+        value_name = "FILE"
+    )]
     change_log: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
 }
+
+/// The `--help` footer: what the exit codes mean (the README says the same).
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0  success
+  1  an SQL or storage error (the statement or the request failed)
+  2  a usage error (a bad option, argument or name; nothing was run)
+  3  not found: the database, or the version asked for (`donut-host ls`
+     lists the databases, `donut-host create DB` makes one)
+  killed by SIGPIPE (shell status 141) when the reader of its output goes
+  away, as coreutils and sqlite3 are
+
+Global options may come before or after the command. RUST_LOG=debug prints
+what the storage service answered in full.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -247,7 +306,7 @@ async fn main_async(cli: Cli) -> Result<i32> {
         let table = cli
             .table
             .as_deref()
-            .context("create-table needs --table NAME")?;
+            .ok_or_else(|| commands::usage("create-table needs --table NAME"))?;
         return commands::create_table::run(&dynamo_options(&cli, table)).await;
     }
     if let Command::Tenant(command) = cli.command {
@@ -298,17 +357,16 @@ async fn main_async(cli: Cli) -> Result<i32> {
 }
 
 fn main() {
+    // As coreutils and sqlite3: a reader that goes away (`| head`) ends the
+    // process by SIGPIPE, quietly, instead of a write error or a panic.
+    // Rust ignores SIGPIPE; `serve` keeps it ignored (a client that hangs
+    // up must not end the service).
+    restore_default_sigpipe();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
-        // Warnings (a local store's failed fold, a cached component
-        // refused) reach stderr; `serve` sets up its own log.
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init();
+    if let Command::Serve(_) = cli.command {
+        ignore_sigpipe();
+    } else {
+        log_to_stderr();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -317,14 +375,48 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
-            std::process::exit(2);
+            std::process::exit(exit::FAILURE);
         }
     };
     match runtime.block_on(main_async(cli)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            let failure = exit::classify(&e);
             eprintln!("error: {e:#}");
-            std::process::exit(2);
+            if let Some(hint) = failure.hint {
+                eprintln!("hint: {hint}");
+            }
+            std::process::exit(failure.code);
         }
+    }
+}
+
+/// `RUST_LOG` (e.g. `debug`: the storage service's answers in full) on
+/// stderr; nothing when it is not set.
+/// Warnings (a local store's failed fold, a cached component refused)
+/// reach stderr; `RUST_LOG` changes the level (`debug` shows the SDK's
+/// detail of an error). `serve` sets up its own log.
+fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn restore_default_sigpipe() {
+    // SAFETY: called before any thread is started; setting a signal's
+    // disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn ignore_sigpipe() {
+    // SAFETY: as above; before the runtime's threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }

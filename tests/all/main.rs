@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod cli_ux;
 mod clients;
 mod conformance;
 mod counts;

@@ -102,11 +102,8 @@ pub enum MigrateError {
     },
     #[error("reading table {table:?}: {detail}")]
     Dynamo { table: String, detail: String },
-    #[error("writing the copy of {name:?}: {source}")]
-    Io {
-        name: String,
-        source: std::io::Error,
-    },
+    #[error("writing the copy of {name:?}: {error}")]
+    Io { name: String, error: std::io::Error },
 }
 
 /// The Go DonutDB's metadata of one file (its `dynamo.FileMetaV1V2`).
@@ -265,17 +262,30 @@ async fn read_meta(
     Ok((meta, json.clone()))
 }
 
-fn dynamo_error(
+fn dynamo_error<E, R>(
     table: &str,
     operation: &str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> MigrateError {
+    e: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> MigrateError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
+    let detail = match e.code() {
+        Some("ResourceNotFoundException") => {
+            format!(
+                "{operation}: the table does not exist (check --from-table, --region, --endpoint)"
+            )
+        }
+        _ => format!(
+            "{operation}: {}",
+            crate::backend::dynamo::sdk_error_text(&e)
+        ),
+    };
     MigrateError::Dynamo {
         table: table.to_string(),
-        detail: format!(
-            "{operation}: {}",
-            aws_sdk_dynamodb::error::DisplayErrorContext(e)
-        ),
+        detail,
     }
 }
 
@@ -342,9 +352,9 @@ impl Source<'_> {
     }
 
     fn write(&self, out: &mut impl Write, bytes: &[u8]) -> Result<(), MigrateError> {
-        out.write_all(bytes).map_err(|source| MigrateError::Io {
+        out.write_all(bytes).map_err(|error| MigrateError::Io {
             name: self.name.to_string(),
-            source,
+            error,
         })
     }
 
@@ -644,7 +654,10 @@ impl Source<'_> {
                 .set_keys(Some(std::mem::take(&mut keys)))
                 .consistent_read(true)
                 .build()
-                .map_err(|e| dynamo_error(self.table, "BatchGetItem", e))?;
+                .map_err(|e| MigrateError::Dynamo {
+                    table: self.table.to_string(),
+                    detail: format!("BatchGetItem: {e}"),
+                })?;
             let out = self
                 .client
                 .batch_get_item()

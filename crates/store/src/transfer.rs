@@ -20,12 +20,15 @@ const PAGES_PER_CALL: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
-    #[error("{path}: {source}")]
+    /// The reason is in the message, not also a `source()` (a chain
+    /// printer would say it twice).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error("{path} already exists")]
+    Exists { path: PathBuf },
     #[error("{path} is not a SQLite database: {detail}")]
     NotSqlite { path: PathBuf, detail: String },
     #[error(transparent)]
@@ -45,9 +48,9 @@ impl From<FormatError> for TransferError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
-    move |source| TransferError::Io {
+    move |error| TransferError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -234,21 +237,80 @@ impl ChunkSource for BackendChunks {
     }
 }
 
-/// Downloads the current version of `name` (or its kept version `at`)
-/// into `dest`: written to a temporary file beside it, synced, then
-/// renamed into place. On failure only the temporary file is touched (and
-/// removed).
+/// Downloads a consistent snapshot of `name` (its current version, or the
+/// one `at` names) into `dest`, replacing it if it exists: written beside
+/// it under a temporary name and renamed, so `dest` is whole or untouched.
+/// `progress(done, total)` is called in bytes.
 pub async fn pull(
     backend: Arc<dyn Backend>,
     name: &DbName,
     at: Option<At>,
     dest: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    pull_file(backend, name, at, dest, true, progress).await
+}
+
+/// [`pull`] that refuses to replace a file: [`TransferError::Exists`] if
+/// `dest` exists, before anything is read — and at the end, if it appeared
+/// meanwhile (the temporary file is linked to `dest`, never renamed over it).
+pub async fn pull_new(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    at: Option<At>,
+    dest: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(TransferError::Exists {
+            path: dest.to_path_buf(),
+        });
+    }
+    pull_file(backend, name, at, dest, false, progress).await
+}
+
+/// Downloads a consistent snapshot of `name` into `out` (standard output,
+/// say), each page checked against its hash as it is written.
+pub async fn pull_to_writer(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    at: Option<At>,
+    out: &mut impl Write,
+    label: &Path,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Root, TransferError> {
+    let root = read_pulled_root(&*backend, name, at).await?;
+    copy_pages(&backend, &root, out, &mut progress)
+        .await
+        .map_err(|e| match e {
+            CopyError::Transfer(e) => e,
+            CopyError::Write(e) => io(label)(e),
+        })?;
+    out.flush().map_err(io(label))?;
+    Ok(root)
+}
+
+async fn read_pulled_root(
+    backend: &dyn Backend,
+    name: &DbName,
+    at: Option<At>,
+) -> Result<Root, TransferError> {
     let (_, root) = match at {
-        None => read_root(&*backend, name).await?,
-        Some(at) => crate::history::read_root_at(&*backend, name, at).await?,
+        None => read_root(backend, name).await?,
+        Some(at) => crate::history::read_root_at(backend, name, at).await?,
     };
+    Ok(root)
+}
+
+async fn pull_file(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    at: Option<At>,
+    dest: &Path,
+    replace: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    let root = read_pulled_root(&*backend, name, at).await?;
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -268,7 +330,18 @@ pub async fn pull(
     ));
     let result = pull_into(&backend, &root, &tmp, &mut progress).await;
     let result = result.and_then(|_| {
-        std::fs::rename(&tmp, dest).map_err(io(dest))?;
+        if replace {
+            std::fs::rename(&tmp, dest).map_err(io(dest))?;
+        } else {
+            // A link fails if `dest` exists: nothing is replaced.
+            std::fs::hard_link(&tmp, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => TransferError::Exists {
+                    path: dest.to_path_buf(),
+                },
+                _ => io(dest)(e),
+            })?;
+            std::fs::remove_file(&tmp).map_err(io(&tmp))?;
+        }
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }

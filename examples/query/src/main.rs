@@ -57,7 +57,8 @@ fn run() -> Result<(), String> {
         println!("{id:>4}  {body:<24}  {added_at}");
         count += 1;
     }
-    println!("{count} rows in {db}");
+    let plural = if count == 1 { "" } else { "s" };
+    println!("{count} row{plural} in {db}");
     Ok(())
 }
 

@@ -82,10 +82,48 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `donut-host`'s exit code for a database or version that does not exist.
+const EXIT_NOT_FOUND: u8 = 3;
+
+/// What to do when `db` (`DB` or `DB@AT`) was not found.
+fn not_found_hint(db: &str) -> String {
+    match db.split_once('@') {
+        Some((name, _)) => {
+            format!("`donut-host versions {name}` lists the versions {name} keeps")
+        }
+        None => {
+            format!("create it with `donut-host create {db}` (`donut-host ls` lists the databases)")
+        }
+    }
+}
+
 /// The error SQLite gave, with its code's name and what storage said
-/// behind it.
+/// behind it; a write to a past version says how to write it instead.
 fn describe(e: &rusqlite::Error) -> String {
-    donut_guest::describe_sqlite_error(e)
+    let text = donut_guest::describe_sqlite_error(e);
+    let read_only = matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly
+    );
+    match (read_only, PAST_VERSION.get()) {
+        (true, Some((name, at))) => format!(
+            "{text}\n{name}@{at} is a past version (read-only); to make it the current version: `donut-host restore {name} --at {at}`"
+        ),
+        _ => text,
+    }
+}
+
+/// The database and version when the command names a past one (`DB@AT`).
+static PAST_VERSION: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// An I/O error's words without its errno: WASI's numbers are not the
+/// host's (WASI's EPIPE is 64, Linux's 32), so `(os error 64)` misleads.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 /// Runs every statement in `sql`, printing the rows of those that return
@@ -114,16 +152,34 @@ fn execute(
                     .map_err(|e| describe(&e))?;
             }
         }
-        let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+        let mut columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+        if let (1, Some(name)) = (columns.len(), vfs_pragma(stmt.expanded_sql())) {
+            // SQLite names a VFS pragma's one column after its value
+            // (pragma.c); name it after the pragma, as built-in ones are.
+            columns[0] = name;
+        }
         let table = run_statement(conn, &mut stmt, columns.len())?;
         if !columns.is_empty() {
-            output::print(out, format, &columns, &table).map_err(|e| e.to_string())?;
+            output::print(out, format, &columns, &table).map_err(|e| io_text(&e))?;
         }
     }
     if ran == 0 && !params.is_empty() {
         return Err("parameters given but there is no statement".into());
     }
     Ok(())
+}
+
+/// The name of DonutDB's pragma `sql` runs (`pragma donut_version`,
+/// `PRAGMA main.donut_version`), if it runs one.
+fn vfs_pragma(sql: Option<String>) -> Option<String> {
+    let sql = sql?.trim_start().to_ascii_lowercase();
+    let rest = sql.strip_prefix("pragma")?.trim_start();
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = name.rsplit('.').next().unwrap_or_default().to_string();
+    name.starts_with("donut_").then_some(name)
 }
 
 /// Steps `stmt` to the end and returns its rows. A statement that runs in
@@ -203,7 +259,7 @@ fn dot_command(
     let mut words = line.split_whitespace();
     match words.next().unwrap_or("") {
         ".quit" | ".exit" => return Ok(false),
-        ".help" => writeln!(out, "{SHELL_HELP}").map_err(|e| e.to_string())?,
+        ".help" => writeln!(out, "{SHELL_HELP}").map_err(|e| io_text(&e))?,
         ".tables" => execute(
             conn,
             "select name from sqlite_schema where type in ('table','view') and name not like 'sqlite_%' order by name",
@@ -253,7 +309,7 @@ fn shell(conn: &Connection, mut format: Format, interactive: bool) -> ExitCode {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: reading stdin: {e}");
+                eprintln!("error: reading stdin: {}", io_text(&e));
                 return ExitCode::FAILURE;
             }
         }
@@ -299,8 +355,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((name, at)) = args.db.split_once('@') {
+        let _ = PAST_VERSION.set((name.to_string(), at.to_string()));
+    }
     let conn = match donut_guest::open(&args.db) {
         Ok(conn) => conn,
+        Err(e) if e.is_not_found() => {
+            eprintln!("error: {e}");
+            eprintln!("hint: {}", not_found_hint(&args.db));
+            return ExitCode::from(EXIT_NOT_FOUND);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;

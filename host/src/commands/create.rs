@@ -7,6 +7,7 @@ use donut_host::Grant;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The new database's name (letters, digits, `.`, `_`, `-`; no `@`).
     db: String,
     /// Page size: a power of two from 512 to 65536.
     #[arg(long, default_value_t = PAGE_SIZE_DEFAULT as u64)]
@@ -15,7 +16,8 @@ pub struct Args {
 
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
     let name = db_name(&args.db)?;
-    let page_size = validate_page_size(args.page_size)?;
+    let page_size = validate_page_size(args.page_size)
+        .map_err(|e| super::usage(format!("--page-size {}: {e}", args.page_size)))?;
     let mut storage = env.storage(Grant::all());
     storage.create_database(name.as_str(), page_size).await?;
     eprintln!(

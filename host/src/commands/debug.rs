@@ -16,9 +16,13 @@ use std::io::Write;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// The decoded root of DB (or DB@VERSION / DB@TIME), as JSON.
-    Root { db: String },
+    Root {
+        /// The database, or DB@VERSION / DB@TIME.
+        db: String,
+    },
     /// Page number → hash for every page of DB, or only page N.
     Manifest {
+        /// The database, or DB@VERSION / DB@TIME.
         db: String,
         /// One page (SQLite's numbering, from 1).
         #[arg(long)]
@@ -27,14 +31,20 @@ pub enum Command {
     /// One sector of DB by its hash: what it is, as JSON (`--raw`: its
     /// bytes on stdout).
     Sector {
+        /// The database the sector belongs to.
         db: String,
+        /// The sector's hash (64 hex digits, as `debug manifest` prints).
         hash: String,
+        /// Print the sector's stored bytes instead of a description.
         #[arg(long)]
         raw: bool,
     },
     /// Reads every page and manifest chunk DB's root reaches and checks
     /// each against its hash; exit code 1 if one is missing or wrong.
-    Verify { db: String },
+    Verify {
+        /// The database, or DB@VERSION / DB@TIME.
+        db: String,
+    },
     /// Items and bytes in the store, by kind (DynamoDB: a Scan of the
     /// table — for debugging, not for production paths).
     Stats,

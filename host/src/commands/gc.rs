@@ -5,7 +5,7 @@
 
 use super::{Env, db_name};
 use anyhow::{Context, Result, bail};
-use donut_host::storage::{Clock, GcOptions, GcReport, collect_garbage};
+use donut_host::storage::{Clock, GcOptions, GcReport, StorageError, collect_garbage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,17 +43,27 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
         write_units_max: args.write_units_max,
         keep_from: None,
     };
-    let mut failed = 0;
+    let (mut failed, mut not_found) = (0, 0);
     for name in names {
         match collect_garbage(&*env.backend, &name, options).await {
             Ok(report) => println!("{}", describe(&name, &report)),
             Err(e) => {
-                eprintln!("gc of {name:?} failed: {e}");
+                eprintln!("error: gc of {name:?} failed: {e}");
                 failed += 1;
+                if let StorageError::NotFound(_) = e {
+                    not_found += 1;
+                }
             }
         }
     }
-    Ok(if failed > 0 { 1 } else { 0 })
+    Ok(match (failed, not_found) {
+        (0, _) => crate::exit::OK,
+        (f, n) if f == n => {
+            eprintln!("hint: {}", crate::exit::NOT_FOUND_HINT);
+            crate::exit::NOT_FOUND
+        }
+        _ => crate::exit::FAILURE,
+    })
 }
 
 fn describe(name: &donut_format::DbName, r: &GcReport) -> String {

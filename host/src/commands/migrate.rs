@@ -15,6 +15,8 @@ use donut_store::migrate::read_go_file;
 use std::io::Write;
 
 #[derive(clap::Args)]
+#[command(after_help = "Example:
+  donut-host --table donut migrate --from-table go-donutdb --from-file /app.db --to app.db")]
 pub struct Args {
     /// The Go DonutDB's DynamoDB table (the same account, Region and
     /// endpoint as the global options say).

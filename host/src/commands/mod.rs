@@ -21,7 +21,7 @@ pub mod sql;
 pub mod tenant;
 pub mod versions;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::ValueEnum;
 use donut_format::{DbName, DbRef, DbRefError};
 use donut_host::backend::Backend;
@@ -89,18 +89,47 @@ impl Env {
     }
 }
 
+/// A usage error (exit code 2): `message` says what is wrong.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(crate::exit::UsageError(message.into()))
+}
+
+/// A database name from the command line (a usage error if illegal).
 pub fn db_name(name: &str) -> Result<DbName> {
-    DbName::new(name).with_context(|| format!("illegal database name {name:?}"))
+    DbName::new(name).map_err(|e| usage(format!("illegal database name {name:?}: {e}")))
 }
 
 /// `DB` or `DB@VERSION` / `DB@TIME` (a past version, read-only).
 pub fn db_ref(text: &str) -> Result<DbRef> {
     DbRef::parse(text).map_err(|e| match e {
-        DbRefError::Name(e) => {
-            anyhow::anyhow!(e).context(format!("illegal database name {text:?}"))
-        }
-        DbRefError::At(_) => anyhow::anyhow!(e).context(format!("illegal version in {text:?}")),
+        DbRefError::Name(e) => usage(format!("illegal database name {text:?}: {e}")),
+        DbRefError::At(_) => usage(format!("illegal version in {text:?}: {e}")),
     })
+}
+
+/// The exit code of the stock component's run on `db`: WASI lets a
+/// component exit only 0 or 1, so a failure whose database (or version)
+/// does not exist — the component said so, with a hint — becomes
+/// "not found" (3). Costs a read only on failure.
+pub async fn stock_exit_code(env: &Env, db: &DbRef, code: i32) -> i32 {
+    use donut_host::storage::{StorageError, Stored, read_root_at, read_stored};
+    if code != crate::exit::FAILURE {
+        return code;
+    }
+    let missing = match db.at {
+        None => matches!(
+            read_stored(&*env.backend, &db.name).await,
+            Ok(Stored::Absent | Stored::Removed(_))
+        ),
+        Some(at) => matches!(
+            read_root_at(&*env.backend, &db.name, at).await,
+            Err(StorageError::NotFound(_))
+        ),
+    };
+    match missing {
+        true => crate::exit::NOT_FOUND,
+        false => code,
+    }
 }
 
 /// What an instance reading `db` may touch: that database, read-only if

@@ -8,6 +8,7 @@ use donut_host::storage::restore;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The database.
     db: String,
     /// The version to bring back: a number, or a time such as
     /// 2026-11-29T10:00:00Z (the version current then).
@@ -17,7 +18,7 @@ pub struct Args {
 
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
     let name = db_name(&args.db)?;
-    let at = parse_at(&args.at).with_context(|| format!("--at {:?}", args.at))?;
+    let at = parse_at(&args.at).map_err(|e| super::usage(format!("--at {:?}: {e}", args.at)))?;
     let restored = restore(&*env.backend, &name, at)
         .await
         .with_context(|| format!("restoring {name:?} to {at}"))?;

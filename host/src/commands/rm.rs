@@ -6,6 +6,8 @@ use donut_store::db::remove_database;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The database to remove (its versions stay restorable until gc
+    /// retires them).
     db: String,
 }
 

@@ -7,6 +7,9 @@ use donut_host::Grant;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  donut-host run target/wasm32-wasip2/guest/query.wasm -- hello
+  donut-host run query.wasm --db app.db -- --db app.db hello   # only app.db granted (the example takes --db too)")]
 pub struct Args {
     /// The component file.
     component: PathBuf,

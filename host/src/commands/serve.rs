@@ -15,6 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  donut-host tenant add acme --config tenants.toml
+  donut-host serve --config tenants.toml --listen 127.0.0.1:8080
+  donut-host --table T serve --config tenants.toml   # on DynamoDB")]
 pub struct Args {
     /// The tenants file (TOML; `donut-host tenant add` writes it).
     #[arg(long, value_name = "FILE")]
@@ -32,12 +36,12 @@ pub struct Args {
 pub async fn run(env: &Env, args: Args) -> Result<i32> {
     init_tracing();
     if !args.listen.ip().is_loopback() && !args.plain_http_beyond_loopback {
-        anyhow::bail!(
+        return Err(super::usage(format!(
             "refusing to serve plain HTTP on {}: bearer tokens would cross the network in clear text. \
              Listen on loopback behind a TLS-terminating proxy, or pass --plain-http-beyond-loopback \
              if one stands in front",
             args.listen
-        );
+        )));
     }
     let config = ConfigFile::read(&args.config)?.check(&args.config)?;
     let tenant_count = config.tenants.len();

@@ -6,8 +6,17 @@ use donut_host::runtime::StockSql;
 use std::io::IsTerminal;
 
 #[derive(clap::Args)]
+#[command(after_help = "Statements end with `;`; dot-commands: .help lists them.
+
+Examples:
+  donut-host shell app.db                       # interactive
+  donut-host shell app.db@3                     # version 3, read-only
+  donut-host shell app.db --format csv < script.sql")]
 pub struct Args {
+    /// The database, or `DB@VERSION` / `DB@2026-11-29T10:00:00Z` for a
+    /// kept past version (read-only).
     db: String,
+    /// How rows are printed (`.mode` changes it).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -21,5 +30,6 @@ pub async fn run(env: &Env, args: Args) -> Result<i32> {
         interactive: std::io::stdin().is_terminal(),
     }
     .argv();
-    env.run(&program, argv, grant_for(&db)).await
+    let code = env.run(&program, argv, grant_for(&db)).await?;
+    Ok(super::stock_exit_code(env, &db, code).await)
 }

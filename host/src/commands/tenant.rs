@@ -17,6 +17,7 @@ pub enum Command {
     Add(AddArgs),
     /// List the tenants and their grants.
     Ls {
+        /// The tenants file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -28,6 +29,7 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct AddArgs {
+    /// The tenant's name (its default grant: databases named NAME-*).
     name: String,
     /// The tenants file (created if missing).
     #[arg(long, value_name = "FILE")]

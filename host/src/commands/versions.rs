@@ -7,6 +7,7 @@ use donut_host::storage::{Version, list_versions};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The database.
     db: String,
     /// Most versions to list.
     #[arg(long, default_value_t = 100)]

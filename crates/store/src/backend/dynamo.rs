@@ -103,6 +103,14 @@ pub enum ConnectError {
     WrongSchema { table: String, found: String },
     #[error("table {table:?}: {detail}")]
     Describe { table: String, detail: String },
+    #[error("table {table:?} already exists ({where_}); use it with --table {table}")]
+    TableExists { table: String, where_: String },
+    #[error(
+        "illegal table name {table:?}: a DynamoDB table name is 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' and '.'"
+    )]
+    BadTableName { table: String },
+    #[error("endpoint {endpoint:?} has no scheme; did you mean --endpoint http://{endpoint}?")]
+    EndpointScheme { endpoint: String },
     #[error(
         "table {table:?} is {status}, not ACTIVE ({where_}); wait for it to become active, or use another table"
     )]
@@ -161,6 +169,64 @@ fn remember_table_check(path: &std::path::Path) {
     let _ = std::fs::remove_file(&temp);
 }
 
+/// One line for a failed SDK request: the service's error code and
+/// message (`ResourceInUseException: Table already exists: t`), or what
+/// kept the request from being answered (`cannot reach the endpoint:
+/// Connection refused (os error 111)`). The SDK's whole account — the raw
+/// response, its headers — goes to the `debug` log (`RUST_LOG=debug`).
+pub fn sdk_error_text<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    use aws_sdk_dynamodb::error::SdkError;
+    tracing::debug!(error = %DisplayErrorContext(e), "DynamoDB request failed");
+    match e {
+        SdkError::ServiceError(_) => match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => format!("the service refused the request: {}", root_cause(e)),
+        },
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            "no answer from the endpoint in time".to_string()
+        }
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            format!("cannot reach the endpoint: {}", root_cause(e))
+        }
+        SdkError::DispatchFailure(_) => format!("the request was not sent: {}", root_cause(e)),
+        SdkError::TimeoutError(_) => "no answer from the endpoint in time".to_string(),
+        SdkError::ResponseError(_) => format!("unreadable answer: {}", root_cause(e)),
+        SdkError::ConstructionFailure(_) => {
+            format!("the request could not be built: {}", root_cause(e))
+        }
+        _ => root_cause(e),
+    }
+}
+
+/// The innermost error of `e`'s source chain, as text (the one that says
+/// what happened, e.g. `Connection refused (os error 111)`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// DynamoDB's rule for table names, checked before any request.
+fn check_table_name(table: &str) -> Result<(), ConnectError> {
+    let legal = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    match legal {
+        true => Ok(()),
+        false => Err(ConnectError::BadTableName {
+            table: table.to_string(),
+        }),
+    }
+}
+
 fn is_loopback(endpoint: &str) -> bool {
     let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
     let host = rest.split(['/', ':']).next().unwrap_or("");
@@ -175,6 +241,14 @@ pub async fn client(
     options: &DynamoOptions,
     interceptors: Vec<aws_sdk_dynamodb::config::SharedInterceptor>,
 ) -> Result<(Client, String), ConnectError> {
+    check_table_name(&options.table)?;
+    if let Some(endpoint) = &options.endpoint
+        && !endpoint.contains("://")
+    {
+        return Err(ConnectError::EndpointScheme {
+            endpoint: endpoint.clone(),
+        });
+    }
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &options.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
@@ -266,7 +340,13 @@ pub async fn create_table(options: &DynamoOptions) -> Result<(), ConnectError> {
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
-        .map_err(|e| describe(format!("creating ({where_}): {}", DisplayErrorContext(&e))))?;
+        .map_err(|e| match e.code() {
+            Some("ResourceInUseException") => ConnectError::TableExists {
+                table: table.clone(),
+                where_: where_.clone(),
+            },
+            _ => describe(format!("creating ({where_}): {}", sdk_error_text(&e))),
+        })?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         // Right after CreateTable, DescribeTable may not know the table yet
@@ -274,7 +354,7 @@ pub async fn create_table(options: &DynamoOptions) -> Result<(), ConnectError> {
         let out = match client.describe_table().table_name(&table).send().await {
             Ok(out) => Some(out),
             Err(e) if e.code() == Some("ResourceNotFoundException") => None,
-            Err(e) => return Err(describe(DisplayErrorContext(&e).to_string())),
+            Err(e) => return Err(describe(sdk_error_text(&e))),
         };
         let status = out
             .as_ref()
@@ -456,7 +536,7 @@ async fn check_table(
             return Err(ConnectError::MissingTable { table, where_ });
         }
         Err(e) => {
-            let detail = format!("({where_}) {}", DisplayErrorContext(&e));
+            let detail = format!("({where_}) {}", sdk_error_text(&e));
             return Err(ConnectError::Describe { table, detail });
         }
     };
@@ -588,13 +668,13 @@ impl DynamoBackend {
         e: aws_sdk_dynamodb::error::SdkError<E, R>,
     ) -> BackendError
     where
-        R: fmt::Debug,
+        R: fmt::Debug + 'static,
     {
         let message = format!(
             "{op} on table {} ({}): {}",
             self.table,
             self.where_,
-            DisplayErrorContext(&e)
+            sdk_error_text(&e)
         );
         match e.code() {
             Some(
