@@ -561,12 +561,17 @@ async fn describe_answers_count_toward_the_response_cap() {
     let s = serve("", &[("d", &format!("response_bytes_max = {SMALL_CAP}"))]);
     let api = s.served.api();
     let alias = "x".repeat(60_000);
-    let mut requests =
-        vec![json!({ "type": "store_sql", "sql_id": 1, "sql": format!("select 1 as \"{alias}\"") })];
+    let mut requests = vec![
+        json!({ "type": "store_sql", "sql_id": 1, "sql": format!("select 1 as \"{alias}\"") }),
+    ];
     requests.extend((0..100).map(|_| json!({ "type": "describe", "sql_id": 1 })));
     let reply = pipeline(&api, &s.tokens[0], "d-1", None, json!(requests)).await;
     assert_capped(&reply, SMALL_CAP);
-    assert_eq!(results(&reply).0[1]["type"], "ok", "the first describe fits");
+    assert_eq!(
+        results(&reply).0[1]["type"],
+        "ok",
+        "the first describe fits"
+    );
 }
 
 /// Declared types count toward the answer cap: two statements selecting
@@ -626,7 +631,12 @@ async fn a_v1_answer_counts_toward_the_response_cap() {
         reply.status,
         reply.body.len()
     );
-    assert_eq!(reply.json()["code"], "RESPONSE_TOO_LARGE", "{}", reply.text());
+    assert_eq!(
+        reply.json()["code"],
+        "RESPONSE_TOO_LARGE",
+        "{}",
+        reply.text()
+    );
 }
 
 /// A write whose answer is too large still committed, and its error says
@@ -759,7 +769,14 @@ async fn another_tenants_statement_keeps_its_time_limit_while_a_hog_runs() {
         let (api, token) = (api.fresh(), s.tokens[0].clone());
         hogs.push(tokio::spawn(async move {
             let db = format!("hog-{i}");
-            pipeline(&api, &token, &db, None, json!([execute(&counting(1 << 40))])).await
+            pipeline(
+                &api,
+                &token,
+                &db,
+                None,
+                json!([execute(&counting(1 << 40))]),
+            )
+            .await
         }));
     }
     // Let the hogs reach the server's threads first.
@@ -781,6 +798,9 @@ async fn another_tenants_statement_keeps_its_time_limit_while_a_hog_runs() {
             "a hog ended before the other tenant was answered"
         );
     }
+    for hog in &hogs {
+        hog.abort();
+    }
 }
 
 /// Rows of a counting CTE that takes a few tenths of a second alone.
@@ -798,7 +818,13 @@ async fn a_plugin_call_stopped_after_its_client_hung_up_is_logged() {
     let put = api.put_plugin(&token, "sql", &wasm).await;
     assert_eq!(put.status, 201, "{}", put.text());
     let create = api
-        .send("PUT", "/v1/databases/gone-1", Some(&token), None, Vec::new())
+        .send(
+            "PUT",
+            "/v1/databases/gone-1",
+            Some(&token),
+            None,
+            Vec::new(),
+        )
         .await;
     assert_eq!(create.status, 201, "{}", create.text());
     let (call_api, call_token) = (api.fresh(), token.clone());
