@@ -342,9 +342,9 @@ pub struct HostState {
     wasi_table: ResourceTable,
     storage: StorageCtx,
     limits: Limiter,
-    /// When the running call's time is up ([`Runtime::arm_time`]); `None`:
-    /// never.
-    deadline: Option<std::time::Instant>,
+    /// The running call's (or request's) time limit and the time it has
+    /// run ([`Runtime::arm_time`]).
+    time: RunTime,
     /// Whether the guest yields to the async executor at every epoch tick
     /// (so a CPU-bound guest never holds a thread of the reactor for more
     /// than a tick); off for deterministic calls, whose schedule the
@@ -352,26 +352,131 @@ pub struct HostState {
     yields: bool,
 }
 
+/// The time a call or a request has run, for its time limit: its own
+/// execution — the CPU time of the thread it ran on (wall time where it
+/// moved threads between two stamps: a host call it waited on) — never
+/// the time it waits for a thread after yielding at an epoch tick, nor
+/// the time the OS gives the thread to other processes. So a tenant's
+/// many busy instances cannot push another tenant's statement past its
+/// limit by keeping it waiting (each runs its share, and is measured by
+/// it).
+#[derive(Debug, Default)]
+struct RunTime {
+    limit: Option<Duration>,
+    /// Run so far, up to `resumed`.
+    ran: Duration,
+    /// When and where it last started or went on running (after a yield,
+    /// set by the yield itself).
+    resumed: Arc<std::sync::Mutex<Stamp>>,
+}
+
+/// A point in a guest's run: wall clock, the thread, its CPU time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stamp {
+    wall_ns: u64,
+    thread: u64,
+    thread_cpu_ns: Option<u64>,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        std::thread_local! {
+            static THREAD: u64 = {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            };
+        }
+        Stamp {
+            wall_ns: run_clock_ns(),
+            thread: THREAD.with(|n| *n),
+            thread_cpu_ns: thread_cpu_ns(),
+        }
+    }
+
+    /// What ran from `self` to `later`.
+    fn ran_until(self, later: Stamp) -> Duration {
+        let ns = match (self.thread_cpu_ns, later.thread_cpu_ns) {
+            (Some(from), Some(to)) if self.thread == later.thread => to.saturating_sub(from),
+            _ => later.wall_ns.saturating_sub(self.wall_ns),
+        };
+        Duration::from_nanos(ns)
+    }
+}
+
+/// The calling thread's CPU time, where the OS tells it.
+fn thread_cpu_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    (rc == 0).then(|| secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
+/// Nanoseconds since the process's first use of it (monotonic).
+fn run_clock_ns() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(std::time::Instant::now);
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl RunTime {
+    /// A new limit, nothing run yet; running from now.
+    fn start(&mut self, limit: Option<Duration>) {
+        self.limit = limit;
+        self.ran = Duration::ZERO;
+        self.resume();
+    }
+
+    /// Running (again) from now.
+    fn resume(&self) {
+        *self.resumed.lock().unwrap_or_else(|e| e.into_inner()) = Stamp::now();
+    }
+
+    /// Adds what ran since it last resumed; running on from now.
+    fn pause(&mut self) {
+        let now = Stamp::now();
+        let since = std::mem::replace(
+            &mut *self.resumed.lock().unwrap_or_else(|e| e.into_inner()),
+            now,
+        );
+        self.ran = self.ran.saturating_add(since.ran_until(now));
+    }
+
+    fn is_over(&self) -> bool {
+        self.limit.is_some_and(|limit| self.ran >= limit)
+    }
+}
+
 /// The trap a guest gets at its deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("time limit reached")]
 struct TimeLimitReached;
 
-/// What the engine does at each epoch tick of a guest: stop it past its
-/// deadline; otherwise yield to the executor (other tasks run: `/healthz`,
-/// other tenants) and go on for one more tick. Spin does the same.
+/// What the engine does at each epoch tick of a guest: stop it once it
+/// has run its time limit ([`RunTime`]); otherwise yield to the executor
+/// (other tasks run: `/healthz`, other tenants) and go on for one more
+/// tick, its clock running again only when it does. Spin yields the same.
 fn on_epoch_tick(
-    state: wasmtime::StoreContextMut<'_, HostState>,
+    mut state: wasmtime::StoreContextMut<'_, HostState>,
 ) -> wasmtime::Result<wasmtime::UpdateDeadline> {
-    let state = state.data();
-    if state
-        .deadline
-        .is_some_and(|deadline| std::time::Instant::now() >= deadline)
-    {
+    let state = state.data_mut();
+    state.time.pause();
+    if state.time.is_over() {
         return Err(TimeLimitReached.into());
     }
     Ok(if state.yields {
-        wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        let resumed = state.time.resumed.clone();
+        wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                *resumed.lock().unwrap_or_else(|e| e.into_inner()) = Stamp::now();
+            }),
+        )
     } else {
         wasmtime::UpdateDeadline::Continue(1)
     })
@@ -900,7 +1005,7 @@ impl Runtime {
                 memory_bytes: memory_limit_bytes,
                 peak_memory_bytes: 0,
             },
-            deadline: None,
+            time: RunTime::default(),
             yields: true,
         };
         self.store(state)
@@ -931,8 +1036,9 @@ impl Runtime {
         self.arm_fuel(store, label, fuel_max)
     }
 
-    /// Sets `store`'s deadline: `time_limit` from now, or none. The guest
-    /// is stopped at the first epoch tick past it.
+    /// Sets `store`'s time limit (none: no limit), nothing run yet. The
+    /// guest is stopped at the first epoch tick after it has run that
+    /// long ([`RunTime`]: waiting for a thread does not count).
     pub(crate) fn arm_time(
         &self,
         store: &mut Store<HostState>,
@@ -944,14 +1050,28 @@ impl Runtime {
                 label: label.to_string(),
             });
         }
-        // A limit past what the clock can represent is no deadline at all
-        // (it would never be reached), not an overflow.
-        store.data_mut().deadline =
-            time_limit.and_then(|limit| std::time::Instant::now().checked_add(limit));
+        // A limit past what the clock can count is never reached (sums
+        // saturate), not an overflow.
+        store.data_mut().time.start(time_limit);
         if self.time_limits {
             store.set_epoch_deadline(1);
         }
         Ok(())
+    }
+
+    /// `store`'s guest runs again (a session's next call of the same
+    /// request): its clock goes on from what it ran so far.
+    pub(crate) fn resume_time(&self, store: &mut Store<HostState>) {
+        store.data().time.resume();
+        if self.time_limits {
+            store.set_epoch_deadline(1);
+        }
+    }
+
+    /// `store`'s guest stopped running (a session's call returned): what
+    /// it ran is added to its request's time.
+    pub(crate) fn pause_time(&self, store: &mut Store<HostState>) {
+        store.data_mut().time.pause();
     }
 
     /// Gives `store` `fuel_max` fuel from now (none: as much as it wants).
@@ -1167,7 +1287,7 @@ impl Runtime {
                 memory_bytes: memory_limit_bytes,
                 peak_memory_bytes: 0,
             },
-            deadline: None,
+            time: RunTime::default(),
             yields: call.determinism.is_none(),
         };
         let mut store = self.store(state);

@@ -106,8 +106,6 @@ pub struct Session {
     plugin: SessionPlugin,
     connection: ResourceAny,
     limits: SessionLimits,
-    /// What is left of the current request's time limit.
-    time_left: Option<Duration>,
     dead: bool,
 }
 
@@ -148,7 +146,6 @@ impl Session {
         let storage = storage.with_quota(limits.quota);
         let mut store = runtime.session_store(storage, limits.memory_bytes);
         // Opening is the first request's: its time and fuel count there.
-        let started = std::time::Instant::now();
         runtime.arm(&mut store, &label, limits.time_limit, limits.fuel_max)?;
         let plugin = match program.pre.instantiate_async(&mut store).await {
             Ok(plugin) => plugin,
@@ -173,16 +170,13 @@ impl Session {
                 return Err(stopped);
             }
         };
-        let time_left = limits
-            .time_limit
-            .map(|limit| limit.saturating_sub(started.elapsed()));
+        runtime.pause_time(&mut store);
         Ok(Ok(Session {
             label,
             store,
             plugin,
             connection,
             limits,
-            time_left,
             dead: false,
         }))
     }
@@ -284,8 +278,20 @@ impl Session {
             .data_mut()
             .storage_ctx_mut()
             .limit_from_now(limits.quota);
-        self.time_left = limits.time_limit;
+        runtime.arm_time(&mut self.store, &self.label, limits.time_limit)?;
+        runtime.pause_time(&mut self.store);
         runtime.arm_fuel(&mut self.store, &self.label, limits.fuel_max)
+    }
+
+    /// Caps what the session's storage calls may cost from now on at
+    /// `read_units` and `write_units` more capacity units (what is left of
+    /// its tenant's budget; `None`: no cap): a call past a cap stops the
+    /// instance, as a quota does.
+    pub fn limit_units(&mut self, read_units: Option<f64>, write_units: Option<f64>) {
+        self.store
+            .data_mut()
+            .storage_ctx_mut()
+            .limit_units_from_now(read_units, write_units);
     }
 
     /// Storage calls, sectors and bytes the session has used so far.
@@ -313,15 +319,14 @@ impl Session {
             });
         }
         let limits = self.limits;
-        // The request's time left, not a fresh limit per call: a pipeline
-        // of many statements gets one time limit, as it gets one fuel
-        // allowance (set by `begin_request`, not here).
-        runtime.arm_time(&mut self.store, &self.label, self.time_left)?;
-        let started = std::time::Instant::now();
+        // The request's time so far goes on, not a fresh limit per call: a
+        // pipeline of many statements gets one time limit, as it gets one
+        // fuel allowance (both set by `begin_request`, not here). Time
+        // between calls (the host's own work, waits for a writer's turn)
+        // does not count: those waits are bounded on their own.
+        runtime.resume_time(&mut self.store);
         let answered = f(&self.plugin, &mut self.store, self.connection).await;
-        self.time_left = self
-            .time_left
-            .map(|left| left.saturating_sub(started.elapsed()));
+        runtime.pause_time(&mut self.store);
         match answered {
             Ok(answer) => Ok(answer),
             Err(e) => {

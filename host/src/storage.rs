@@ -125,6 +125,16 @@ impl StorageCtx {
         self.map(|c| c.with_quota(quota))
     }
 
+    /// [`donut_store::client::Client::bill_handle`].
+    pub fn bill_handle(&self) -> Option<Arc<std::sync::Mutex<RequestStats>>> {
+        self.client.bill_handle()
+    }
+
+    /// [`donut_store::client::Client::limit_units_from_now`].
+    pub fn limit_units_from_now(&mut self, read_units: Option<f64>, write_units: Option<f64>) {
+        self.client.limit_units_from_now(read_units, write_units)
+    }
+
     /// [`donut_store::client::Client::limit_from_now`].
     pub fn limit_from_now(&mut self, quota: CallQuota) {
         self.client.limit_from_now(quota)

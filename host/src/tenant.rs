@@ -38,7 +38,9 @@ use std::time::Duration;
 pub struct TenantLimits {
     /// Linear memory of one instance.
     pub memory_bytes: usize,
-    /// Wall-clock time of one request's guest execution.
+    /// Time one request's guest may run: its own execution (host calls
+    /// it waits on included), not the time it waits for a thread while
+    /// other instances run.
     pub time_limit: Option<Duration>,
     /// CPU of one request, in fuel (needs a runtime built with
     /// `RuntimeOptions::fuel`).
@@ -95,6 +97,14 @@ pub struct CapacityBudget {
     pub read_units: f64,
     pub write_units: f64,
     pub period: Duration,
+}
+
+/// What is left of a tenant's budget in the current period, capacity
+/// units (`None`: no budget).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UnitsLeft {
+    pub read: Option<f64>,
+    pub write: Option<f64>,
 }
 
 /// A tenant: its name, its grant and its limits.
@@ -511,7 +521,10 @@ impl Tenants {
             state.count_limit(refusal.limit_name());
         })?;
         let limits = &state.tenant.limits;
-        let storage = self.storage(&state);
+        let mut storage = self.storage(&state);
+        // Opening is bounded by what is left of the budget too.
+        let left = self.left(&state);
+        storage.limit_units_from_now(left.read, left.write);
         let session = crate::session::SessionLimits {
             memory_bytes: limits.memory_bytes,
             time_limit: limits.time_limit,
@@ -542,12 +555,37 @@ impl Tenants {
     }
 
     /// Checks tenant `name`'s budget before a request, or a statement of
-    /// one, on a session (a refusal is counted).
-    pub fn check_session_budget(&self, name: &str) -> Result<(), Refusal> {
+    /// one, on a session (a refusal is counted): what is left of it, the
+    /// cap of what the statement may cost ([`crate::session::Session::limit_units`]).
+    pub fn check_session_budget(&self, name: &str) -> Result<UnitsLeft, Refusal> {
         let state = self.state(name)?;
         self.check_budget(&state).inspect_err(|refusal| {
             state.count_limit(refusal.limit_name());
-        })
+        })?;
+        Ok(self.left(&state))
+    }
+
+    /// What is left of tenant `name`'s budget (none for an unknown tenant:
+    /// nothing of it may be spent).
+    pub fn units_left(&self, name: &str) -> UnitsLeft {
+        match self.state(name) {
+            Ok(state) => self.left(&state),
+            Err(_) => UnitsLeft {
+                read: Some(0.0),
+                write: Some(0.0),
+            },
+        }
+    }
+
+    fn left(&self, state: &TenantState) -> UnitsLeft {
+        let Some(budget) = state.tenant.limits.budget else {
+            return UnitsLeft::default();
+        };
+        let ledger = self.ledger(state);
+        UnitsLeft {
+            read: Some((budget.read_units - ledger.read_units).max(0.0)),
+            write: Some((budget.write_units - ledger.write_units).max(0.0)),
+        }
     }
 
     /// Tenant `name`'s limits.
@@ -591,7 +629,11 @@ impl Tenants {
         let _slot = self.instance_slot(&state).map_err(InvokeError::Refused)?;
         self.check_budget(&state).map_err(refuse)?;
         state.totals().calls += 1;
-        let storage = self.storage(&state).with_quota(tenant.limits.quota);
+        let mut storage = self.storage(&state).with_quota(tenant.limits.quota);
+        // A call overruns what is left of the budget by at most one
+        // storage call's reads (its writes are refused before they run).
+        let left = self.left(&state);
+        storage.limit_units_from_now(left.read, left.write);
         let argv = std::iter::once(program.label().to_string())
             .chain(args)
             .collect();

@@ -531,3 +531,336 @@ async fn a_plugins_output_past_the_cap_stops_it_with_a_clear_error() {
     );
     assert_eq!(reply.json()["error"]["limit"], "output", "{}", reply.text());
 }
+
+/// The answer cap of the tenants in the answer-size tests below.
+const SMALL_CAP: usize = 1_000_000;
+
+/// A pipeline's answer must stay within the cap, and what did not fit
+/// must say so (`RESPONSE_TOO_LARGE`).
+fn assert_capped(reply: &Reply, cap: usize) {
+    assert!(
+        reply.body.len() <= cap,
+        "status {}: an answer of {} bytes, over the cap of {cap}",
+        reply.status,
+        reply.body.len()
+    );
+    let (answers, _) = results(reply);
+    assert!(
+        answers
+            .iter()
+            .any(|a| a["error"]["code"] == "RESPONSE_TOO_LARGE"),
+        "nothing was refused: {}",
+        &reply.text()[..reply.text().len().min(500)]
+    );
+}
+
+/// `describe` answers count toward the answer cap: 100 describes of one
+/// stored 60 KB text (a small request) answered 6 MB past a 1 MB cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_answers_count_toward_the_response_cap() {
+    let s = serve("", &[("d", &format!("response_bytes_max = {SMALL_CAP}"))]);
+    let api = s.served.api();
+    let alias = "x".repeat(60_000);
+    let mut requests = vec![
+        json!({ "type": "store_sql", "sql_id": 1, "sql": format!("select 1 as \"{alias}\"") }),
+    ];
+    requests.extend((0..100).map(|_| json!({ "type": "describe", "sql_id": 1 })));
+    let reply = pipeline(&api, &s.tokens[0], "d-1", None, json!(requests)).await;
+    assert_capped(&reply, SMALL_CAP);
+    assert_eq!(
+        results(&reply).0[1]["type"],
+        "ok",
+        "the first describe fits"
+    );
+}
+
+/// Declared types count toward the answer cap: two statements selecting
+/// a column with a 60 KB declared type 100 times answered 12 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_types_count_toward_the_response_cap() {
+    let s = serve("", &[("t", &format!("response_bytes_max = {SMALL_CAP}"))]);
+    let api = s.served.api();
+    let decltype = "x".repeat(60_000);
+    let cols = vec!["a"; 100].join(",");
+    let mut requests = vec![
+        execute(&format!("create table t(a {decltype})")),
+        execute("insert into t values (1)"),
+        json!({ "type": "store_sql", "sql_id": 1, "sql": format!("select {cols} from t") }),
+    ];
+    requests.extend((0..2).map(|_| json!({ "type": "execute", "stmt": { "sql_id": 1 } })));
+    let reply = pipeline(&api, &s.tokens[0], "t-1", None, json!(requests)).await;
+    assert_capped(&reply, SMALL_CAP);
+}
+
+/// Error messages count toward the answer cap: 100 syntax errors near a
+/// 30 KB token of one stored text answered 3 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_count_toward_the_response_cap() {
+    let s = serve("", &[("e", &format!("response_bytes_max = {SMALL_CAP}"))]);
+    let api = s.served.api();
+    let token = "x".repeat(30_000);
+    let mut requests = vec![
+        json!({ "type": "store_sql", "sql_id": 1, "sql": format!("select 1 {token} {token}") }),
+    ];
+    requests.extend((0..100).map(|_| json!({ "type": "execute", "stmt": { "sql_id": 1 } })));
+    let reply = pipeline(&api, &s.tokens[0], "e-1", None, json!(requests)).await;
+    assert_capped(&reply, SMALL_CAP);
+}
+
+/// The stateless `/v1/execute` answer counts toward the cap too: an
+/// error message of 30 KB answered past a 20 KB cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_answer_counts_toward_the_response_cap() {
+    let cap = 20_000;
+    let s = serve("", &[("v", &format!("response_bytes_max = {cap}"))]);
+    let api = s.served.api();
+    let token = "x".repeat(30_000);
+    let body = json!({ "stmt": { "sql": format!("select 1 {token} {token}") } }).to_string();
+    let reply = api
+        .send(
+            "POST",
+            "/db/v-1/v1/execute",
+            Some(&s.tokens[0]),
+            Some("application/json"),
+            body.into_bytes(),
+        )
+        .await;
+    assert!(
+        reply.body.len() <= cap,
+        "status {}: an answer of {} bytes, over the cap of {cap}",
+        reply.status,
+        reply.body.len()
+    );
+    assert_eq!(
+        reply.json()["code"],
+        "RESPONSE_TOO_LARGE",
+        "{}",
+        reply.text()
+    );
+}
+
+/// A write whose answer is too large still committed, and its error says
+/// so and names the limit that tripped (it said "this tenant's limit of"
+/// the answer's own size, and nothing of the commit: a client would run
+/// the insert again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_is_too_large_says_it_committed() {
+    let s = serve("", &[("w", &format!("response_bytes_max = {SMALL_CAP}"))]);
+    let api = s.served.api();
+    let token = &s.tokens[0];
+    let (answers, _) = results(
+        &pipeline(
+            &api,
+            token,
+            "w-1",
+            None,
+            json!([
+                execute("create table t(x)"),
+                execute("insert into t values (cast(zeroblob(2000000) as text)) returning x"),
+                execute("select count(*) from t"),
+                { "type": "close" }
+            ]),
+        )
+        .await,
+    );
+    let error = &answers[1]["error"];
+    assert_eq!(error["code"], "RESPONSE_TOO_LARGE", "{answers:?}");
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.contains("committed"), "{message}");
+    assert!(
+        message.contains(&format!("response_bytes_max = {SMALL_CAP}")),
+        "{message}"
+    );
+    assert_eq!(integer(&answers[2]), 1, "the insert committed");
+}
+
+/// A `sequence` is bounded by its tenant's budget too: it was checked
+/// once and then ran all of its statements (300 inserts against a 20-WCU
+/// budget were all charged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_overruns_its_tenants_budget_by_at_most_one_statement() {
+    let budget = "budget = { read_units = 100000.0, write_units = 20.0, period_secs = 3600 }";
+    let s = serve("", &[("seq", budget)]);
+    let api = s.served.api();
+    let token = &s.tokens[0];
+    let created = pipeline(
+        &api,
+        token,
+        "seq-1",
+        None,
+        json!([execute("create table t(x)"), { "type": "close" }]),
+    )
+    .await;
+    let _ = results(&created);
+    let script: String = (0..300)
+        .map(|i| format!("insert into t values ({i});"))
+        .collect();
+    let (answers, _) = results(
+        &pipeline(
+            &api,
+            token,
+            "seq-1",
+            None,
+            json!([{ "type": "sequence", "sql": script }, { "type": "close" }]),
+        )
+        .await,
+    );
+    assert_eq!(
+        answers[0]["error"]["code"], "LIMIT_WRITE_UNITS",
+        "{answers:?}"
+    );
+    let charged = tenant_metric(&api, "donut_tenant_write_capacity_units_total", "seq").await;
+    assert!(
+        charged <= 20.0 + 8.0,
+        "charged {charged} WCU against a budget of 20"
+    );
+}
+
+/// One statement is bounded by what is left of its tenant's budget: an
+/// insert of 2 MB (about 2,000 WCU) against a 20-WCU budget is stopped
+/// before its sectors are written, not charged in full after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_statement_is_bounded_by_what_is_left_of_the_budget() {
+    let budget = "budget = { read_units = 100000.0, write_units = 20.0, period_secs = 3600 }";
+    let s = serve("", &[("big", budget)]);
+    let api = s.served.api();
+    let (answers, _) = results(
+        &pipeline(
+            &api,
+            &s.tokens[0],
+            "big-1",
+            None,
+            json!([
+                execute("create table t(x)"),
+                execute("insert into t values (randomblob(2000000))"),
+                { "type": "close" }
+            ]),
+        )
+        .await,
+    );
+    assert_eq!(
+        answers[1]["error"]["code"], "LIMIT_WRITE_UNITS",
+        "{answers:?}"
+    );
+    let charged = tenant_metric(&api, "donut_tenant_write_capacity_units_total", "big").await;
+    assert!(
+        charged <= 20.0 + 8.0,
+        "charged {charged} WCU against a budget of 20"
+    );
+}
+
+/// The time limit measures a request's own execution, not the time it
+/// waits for a thread: with a hog tenant's eight CPU-bound streams on the
+/// server's two threads, another tenant's statement that needs a fraction
+/// of its one-second limit is answered (it was stopped at LIMIT_TIME: its
+/// wall clock ran while the hogs ran) while the hogs still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_statement_keeps_its_time_limit_while_a_hog_runs() {
+    let s = serve(
+        "",
+        &[
+            ("hog", "time_limit_secs = 3\ninstances_max = 16"),
+            ("calm", "time_limit_secs = 1"),
+        ],
+    );
+    let api = s.served.api();
+    let mut hogs = Vec::new();
+    for i in 0..8 {
+        let (api, token) = (api.fresh(), s.tokens[0].clone());
+        hogs.push(tokio::spawn(async move {
+            let db = format!("hog-{i}");
+            pipeline(
+                &api,
+                &token,
+                &db,
+                None,
+                json!([execute(&counting(1 << 40))]),
+            )
+            .await
+        }));
+    }
+    // Let the hogs reach the server's threads first.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (answers, _) = results(
+        &pipeline(
+            &api.fresh(),
+            &s.tokens[1],
+            "calm-1",
+            None,
+            json!([execute(&counting(CALM_ROWS)), { "type": "close" }]),
+        )
+        .await,
+    );
+    assert_eq!(integer(&answers[0]), CALM_ROWS as i64, "{answers:?}");
+    for hog in &hogs {
+        assert!(
+            !hog.is_finished(),
+            "a hog ended before the other tenant was answered"
+        );
+    }
+    for hog in &hogs {
+        hog.abort();
+    }
+}
+
+/// Rows of a counting CTE that takes a few tenths of a second alone.
+const CALM_ROWS: u64 = 1_000_000;
+
+/// A plugin call stopped at its time limit after its client hung up is
+/// logged and counted once, as when the client waits (the log line was
+/// written by the handler, which hyper drops on a hang-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_call_stopped_after_its_client_hung_up_is_logged() {
+    let s = serve("", &[("gone", "time_limit_secs = 1")]);
+    let api = s.served.api();
+    let token = s.tokens[0].clone();
+    let wasm = std::fs::read(donut_testkit::guest_path("donut-sql.wasm")).expect("component");
+    let put = api.put_plugin(&token, "sql", &wasm).await;
+    assert_eq!(put.status, 201, "{}", put.text());
+    let create = api
+        .send(
+            "PUT",
+            "/v1/databases/gone-1",
+            Some(&token),
+            None,
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(create.status, 201, "{}", create.text());
+    let (call_api, call_token) = (api.fresh(), token.clone());
+    let call = tokio::spawn(async move {
+        call_api
+            .sql(&call_token, "sql", "gone-1", &counting(1 << 40))
+            .await
+    });
+    // Hang up once the call runs.
+    let mut polls = 0;
+    while tenant_metric(&api, "donut_tenant_live_instances", "gone").await < 1.0 {
+        polls += 1;
+        assert!(polls < 600, "the call never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    call.abort();
+    assert!(call.await.is_err_and(|e| e.is_cancelled()));
+    let mut polls = 0;
+    let stopped = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("stopped") && l.contains("time limit"))
+            .count()
+    };
+    while stopped(&s.served.log_text()) == 0 {
+        polls += 1;
+        assert!(
+            polls < 600,
+            "no log line for the stopped call:\n{}",
+            s.served.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stopped(&s.served.log_text()), 1, "{}", s.served.log_text());
+    let metrics = api.get("/metrics", Some(OPERATOR_TOKEN)).await.text();
+    assert!(
+        metrics.contains("donut_limit_refusals_total{tenant=\"gone\",limit=\"time\"} 1"),
+        "{metrics}"
+    );
+}

@@ -137,6 +137,9 @@ pub struct Client {
     quota_exceeded: Option<QuotaExceeded>,
     /// What this call's requests cost, if billed ([`Client::billed`]).
     bill: Option<Arc<std::sync::Mutex<RequestStats>>>,
+    /// The most the bill may say, read and write capacity units, if
+    /// capped ([`Client::limit_units_from_now`]).
+    units_max: (Option<f64>, Option<f64>),
 }
 
 impl Client {
@@ -157,6 +160,7 @@ impl Client {
             quota_used: QuotaUse::default(),
             quota_exceeded: None,
             bill: None,
+            units_max: (None, None),
         }
     }
 
@@ -192,6 +196,55 @@ impl Client {
             sectors_max: from_now(quota.sectors_max, used.sectors),
             bytes_max: from_now(quota.bytes_max, used.bytes),
         };
+    }
+
+    /// The bill this call's requests are added to, if it is billed: its
+    /// holder can read what the call cost even after the call is gone.
+    pub fn bill_handle(&self) -> Option<Arc<std::sync::Mutex<RequestStats>>> {
+        self.bill.clone()
+    }
+
+    /// Caps what this call's requests may cost from now on at
+    /// `read_units` and `write_units` more capacity units (`None`: no cap)
+    /// — what is left of a tenant's budget. A storage call is refused
+    /// once the bill is past a cap, and a write before it runs if what it
+    /// would cost (its items' sizes, uncompressed) would pass it; the
+    /// instance is then stopped, as at a quota ([`QuotaExceeded::ReadUnits`],
+    /// [`QuotaExceeded::WriteUnits`]). So a call overruns the cap by at
+    /// most one call's reads. A call that is not billed is not capped.
+    pub fn limit_units_from_now(&mut self, read_units: Option<f64>, write_units: Option<f64>) {
+        let Some(bill) = self.bill() else {
+            return;
+        };
+        self.units_max = (
+            read_units.map(|units| bill.read_capacity_units + units.max(0.0)),
+            write_units.map(|units| bill.write_capacity_units + units.max(0.0)),
+        );
+    }
+
+    /// Refuses a storage call that the units cap does not allow: the bill
+    /// so far is past a cap, or `write_units_ahead` more would pass the
+    /// write cap.
+    fn check_units(&mut self, write_units_ahead: f64) -> Result<(), StorageError> {
+        let (Some(bill), (read_max, write_max)) = (self.bill(), self.units_max) else {
+            return Ok(());
+        };
+        let over = if let Some(max) = read_max.filter(|&max| bill.read_capacity_units > max) {
+            Some(QuotaExceeded::ReadUnits { max: max as u64 })
+        } else {
+            write_max
+                .filter(|&max| bill.write_capacity_units + write_units_ahead > max)
+                .map(|max| QuotaExceeded::WriteUnits { max: max as u64 })
+        };
+        match over {
+            None => Ok(()),
+            Some(exceeded) => {
+                self.quota_exceeded = Some(exceeded);
+                Err(StorageError::Trap(format!(
+                    "the call reached {exceeded} and was stopped"
+                )))
+            }
+        }
     }
 
     /// What this call has asked of storage so far.
@@ -234,6 +287,9 @@ impl Client {
     /// storage; a commit not yet swapped never lands), and so is every
     /// later call.
     fn charge(&mut self, storage_calls: u64, sectors: u64, bytes: u64) -> Result<(), StorageError> {
+        if self.quota_exceeded.is_none() && storage_calls > 0 {
+            self.check_units(0.0)?;
+        }
         let charged = match self.quota_exceeded {
             Some(exceeded) => Err(exceeded),
             None => self
@@ -434,6 +490,24 @@ fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
     })
 }
 
+/// Write units DynamoDB bills for an item of `bytes` (1 KB each, at least
+/// one), its keys and attributes counted as the billing model does.
+fn item_write_units(bytes: usize) -> f64 {
+    use donut_format::items::dynamo::META_ITEM_OVERHEAD_BYTES;
+    // A name is at most 255 bytes.
+    (bytes + META_ITEM_OVERHEAD_BYTES + 255).div_ceil(1024) as f64
+}
+
+/// Write units `sectors` cost at most (uncompressed; the store may
+/// compress), for [`Client::check_units`] before they are written.
+fn sector_write_units(sectors: &[(Hash, Vec<u8>)]) -> f64 {
+    use donut_format::items::dynamo::SECTOR_ITEM_OVERHEAD_BYTES;
+    sectors
+        .iter()
+        .map(|(_, bytes)| (bytes.len() + SECTOR_ITEM_OVERHEAD_BYTES).div_ceil(1024) as f64)
+        .sum()
+}
+
 /// Checks sectors a guest hands over: count, sizes, and that each hashes to
 /// its key (a guest cannot store a sector under a false hash).
 fn check_sectors(sectors: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(Hash, Vec<u8>)>, StorageError> {
@@ -583,6 +657,8 @@ impl Client {
     ) -> Result<(), StorageError> {
         let checked = check_sectors(sectors)?;
         let bytes: usize = checked.iter().map(|s| s.1.len()).sum();
+        // The sectors and their intent item.
+        self.check_units(sector_write_units(&checked) + 1.0)?;
         self.charge(1, checked.len() as u64, bytes as u64)?;
         self.check_write(db, "storing sectors of")?;
         let (name, db_id) = self.db_id(db).await?;
@@ -610,6 +686,9 @@ impl Client {
     ) -> Result<u64, StorageError> {
         let sectors = check_sectors(sectors)?;
         let bytes: usize = sectors.iter().map(|s| s.1.len()).sum::<usize>() + body.len();
+        // The sectors, and the root and its history item (a transaction:
+        // twice the units).
+        self.check_units(sector_write_units(&sectors) + 4.0 * item_write_units(body.len()))?;
         self.charge(1, sectors.len() as u64, bytes as u64)?;
         self.check_write(db, "a commit to")?;
         let (name, db_id) = self.db_id(db).await?;

@@ -30,6 +30,13 @@ pub enum QuotaExceeded {
     Sectors { max: u64 },
     #[error("its limit of {max} storage bytes")]
     Bytes { max: u64 },
+    /// What was left of its tenant's budget of read capacity units
+    /// ([`crate::client::Client::limit_units_from_now`]).
+    #[error("what was left of its budget: {max} read capacity units")]
+    ReadUnits { max: u64 },
+    /// What was left of its tenant's budget of write capacity units.
+    #[error("what was left of its budget: {max} write capacity units")]
+    WriteUnits { max: u64 },
 }
 
 impl QuotaExceeded {
@@ -39,6 +46,8 @@ impl QuotaExceeded {
             QuotaExceeded::StorageCalls { .. } => "storage_calls",
             QuotaExceeded::Sectors { .. } => "sectors",
             QuotaExceeded::Bytes { .. } => "bytes",
+            QuotaExceeded::ReadUnits { .. } => "read_units",
+            QuotaExceeded::WriteUnits { .. } => "write_units",
         }
     }
 }

@@ -641,6 +641,8 @@ async fn invoke(
     };
     // The call runs in a task of its own: if the client hangs up, it
     // still ends (within its limits), and is charged and logged once.
+    // Every outcome is logged here, in the task: the handler is dropped
+    // on a hang-up, the task is not.
     let svc = service.clone();
     let (who, plugin) = (tenant.clone(), name.clone());
     let call = tokio::spawn(
@@ -649,18 +651,31 @@ async fn invoke(
                 .tenants
                 .invoke(&who, &program, request.args, request.stdin.into_bytes())
                 .await;
-            if let Ok(done) = &called {
-                let usage = UsageJson::from(&done.usage);
-                tracing::info!(
-                    tenant = who,
-                    plugin,
-                    exit_code = done.outcome.exit_code,
-                    wall_ms = usage.wall_ms,
-                    storage_calls = usage.storage_calls,
-                    read_units = usage.read_units,
-                    write_units = usage.write_units,
-                    "invoked"
-                );
+            match &called {
+                Ok(done) => {
+                    let usage = UsageJson::from(&done.usage);
+                    tracing::info!(
+                        tenant = who,
+                        plugin,
+                        exit_code = done.outcome.exit_code,
+                        wall_ms = usage.wall_ms,
+                        storage_calls = usage.storage_calls,
+                        read_units = usage.read_units,
+                        write_units = usage.write_units,
+                        "invoked"
+                    );
+                }
+                Err(InvokeError::Refused(refusal)) => {
+                    tracing::info!(
+                        tenant = who,
+                        plugin,
+                        limit = refusal.limit_name(),
+                        "refused"
+                    );
+                }
+                Err(InvokeError::Stopped { error, .. }) => {
+                    tracing::info!(tenant = who, plugin, %error, "stopped");
+                }
             }
             called
         }
@@ -679,43 +694,38 @@ async fn invoke(
                 .tenants
                 .limits(&tenant)
                 .map_or(0, |l| l.response_bytes_max);
-            let stdout = String::from_utf8_lossy(&done.outcome.stdout).into_owned();
-            let stderr = String::from_utf8_lossy(&done.outcome.stderr).into_owned();
-            let bytes =
-                super::hrana::json_string_bytes(&stdout) + super::hrana::json_string_bytes(&stderr);
-            if bytes > response_bytes_max {
-                return Err(ApiError {
-                    limit: Some("response"),
-                    ..ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "response_too_large",
-                        format!(
-                            "the answer ({bytes} bytes of output as JSON) is over this tenant's limit of {response_bytes_max} bytes"
-                        ),
-                    )
-                });
+            let too_large = || ApiError {
+                limit: Some("response"),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "response_too_large",
+                    format!(
+                        "the call ended (exit code {}; what it wrote to storage stays), but its answer does not fit in response_bytes_max = {response_bytes_max}",
+                        done.outcome.exit_code
+                    ),
+                )
+            };
+            // The output's bytes first: as JSON each takes at least one,
+            // so output past the cap is refused before it is copied.
+            let raw = done.outcome.stdout.len() + done.outcome.stderr.len();
+            if raw > response_bytes_max {
+                return Err(too_large());
             }
-            Ok(Json(InvokeResponse {
+            let answer = InvokeResponse {
                 exit_code: done.outcome.exit_code,
-                stdout,
-                stderr,
+                stdout: String::from_utf8_lossy(&done.outcome.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&done.outcome.stderr).into_owned(),
                 usage: UsageJson::from(&done.usage),
-            })
-            .into_response())
+            };
+            // Every byte of the answer, counted before it is written.
+            if super::hrana::json_bytes_within(&answer, response_bytes_max).is_none() {
+                return Err(too_large());
+            }
+            Ok(Json(answer).into_response())
         }
-        Err(InvokeError::Refused(refusal)) => {
-            tracing::info!(
-                tenant,
-                plugin = name,
-                limit = refusal.limit_name(),
-                "refused"
-            );
-            Err(refused(refusal))
-        }
-        Err(InvokeError::Stopped { error, usage }) => {
-            tracing::info!(tenant, plugin = name, %error, "stopped");
-            Err(stopped(error, usage))
-        }
+        // Logged in the call's task.
+        Err(InvokeError::Refused(refusal)) => Err(refused(refusal)),
+        Err(InvokeError::Stopped { error, usage }) => Err(stopped(error, usage)),
     }
 }
 
@@ -842,6 +852,11 @@ fn pipeline_error(e: super::hrana::PipelineError) -> Response {
             "PLUGIN_STOPPED",
             e.to_string(),
         ),
+        e @ PipelineError::TooManyRequests { .. } => hrana_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RESPONSE_TOO_LARGE",
+            e.to_string(),
+        ),
     }
 }
 
@@ -887,13 +902,21 @@ async fn hrana_v1(
         Err(e) => return Ok(pipeline_error(e)),
     };
     assert_eq!(response.results.len(), 2, "one result per request");
+    /// `{result}`, written straight from the typed result (a JSON value
+    /// tree of it took ~20 times the answer's bytes).
+    #[derive(Serialize)]
+    struct Answer<T> {
+        result: T,
+    }
+    // Its size was counted as the pipeline's first result, which wraps
+    // it: within the tenant's response_bytes_max.
     Ok(match response.results.swap_remove(0) {
         StreamResult::Ok {
             response: StreamResponse::Execute { result },
-        } => Json(serde_json::json!({ "result": result })).into_response(),
+        } => Json(Answer { result }).into_response(),
         StreamResult::Ok {
             response: StreamResponse::Batch { result },
-        } => Json(serde_json::json!({ "result": result })).into_response(),
+        } => Json(Answer { result }).into_response(),
         StreamResult::Ok { response } => {
             unreachable!("an execute or batch request answered {response:?}")
         }

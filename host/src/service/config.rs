@@ -179,7 +179,16 @@ pub struct TenantSection {
     /// Live databases the tenant may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub databases_max: Option<usize>,
+    /// Largest answer of one request, in bytes (every byte of it: rows,
+    /// descriptions, errors, a plugin's output); at most
+    /// [`RESPONSE_BYTES_MAX_MAX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_bytes_max: Option<usize>,
 }
+
+/// The largest `response_bytes_max` a tenant may be given (1 GiB): an
+/// answer is built in the host's memory.
+pub const RESPONSE_BYTES_MAX_MAX: usize = 1 << 30;
 
 impl TenantSection {
     /// A tenant `name` with token hash `token_sha256` over `databases`
@@ -218,6 +227,7 @@ impl TenantSection {
                 period_secs: 60.0,
             }),
             databases_max: Some(100),
+            response_bytes_max: Some(limits.response_bytes_max),
         }
     }
 }
@@ -422,6 +432,15 @@ impl TenantSection {
             }
             Some(_) => return Err("budget.period_secs must be a number of seconds > 0".into()),
         };
+        let response_bytes_max = match self.response_bytes_max {
+            None => defaults.response_bytes_max,
+            Some(max) if (1..=RESPONSE_BYTES_MAX_MAX).contains(&max) => max,
+            Some(_) => {
+                return Err(format!(
+                    "response_bytes_max must be 1 to {RESPONSE_BYTES_MAX_MAX} bytes"
+                ));
+            }
+        };
         let limits = TenantLimits {
             memory_bytes: memory_mb << 20,
             time_limit,
@@ -434,7 +453,7 @@ impl TenantSection {
             },
             instances_max: self.instances_max.unwrap_or(defaults.instances_max).max(1),
             budget,
-            response_bytes_max: defaults.response_bytes_max,
+            response_bytes_max,
             databases_max: self.databases_max,
         };
         let tenant = Tenant {

@@ -266,7 +266,11 @@ fn cols(cols: Vec<session::Column>) -> Vec<Col> {
         .collect()
 }
 
-/// How long an autocommit statement that lost a commit race is run again.
+/// How long an autocommit statement that lost a commit race is run again,
+/// and the most it waits for its writer's turn: both counted from the
+/// statement's start, so together they wait at most this long (plus the
+/// last run). Neither counts toward the request's time limit, which
+/// measures the guest's own execution; this bound is theirs.
 const AUTOCOMMIT_RETRY_MS_MAX: u64 = 5_000;
 
 /// Most `store_sql` texts one stream keeps (sqld keeps 50 too).
@@ -274,9 +278,19 @@ pub const STORED_SQL_MAX: usize = 50;
 /// Largest `store_sql` text.
 pub const STORED_SQL_BYTES_MAX: usize = 64 << 10;
 
-/// Most SQL texts whose read-only-ness is remembered, all tenants
-/// together (each entry a hash: a few dozen bytes).
-const READONLY_REMEMBERED_MAX: usize = 4096;
+/// Most SQL texts whose read-only-ness is remembered per tenant (each
+/// entry a hash: a few dozen bytes). A tenant past it forgets its own,
+/// never another tenant's.
+const READONLY_REMEMBERED_PER_TENANT_MAX: usize = 1024;
+
+/// Answer bytes set aside for each request of a pipeline: room for the
+/// short `RESPONSE_TOO_LARGE` error that replaces a result that does not
+/// fit, so the whole answer stays within `response_bytes_max`.
+const RESULT_RESERVE_BYTES: usize = 320;
+
+/// Answer bytes set aside for a pipeline's envelope (baton, base URL,
+/// braces).
+const ENVELOPE_BYTES: usize = 160;
 
 /// One open stream. While a pipeline runs on it, it is out of the map of
 /// idle streams: a baton names it only between requests.
@@ -295,6 +309,12 @@ pub struct Stream {
     charged_use: crate::storage::QuotaUse,
     /// Bytes the current request's answer may still take.
     response_bytes_left: usize,
+    /// The tenant's `response_bytes_max`, for errors that name it.
+    response_bytes_max: usize,
+    /// Whether the request being run (one of a pipeline's) committed a
+    /// write (or, a `sequence`, may have): an error that replaces its
+    /// result must say so, or the client would run it again.
+    committed: bool,
     /// Its place in its tenant's count of open streams, freed on drop
     /// however the stream ends (closed, stopped, expired, or its request
     /// abandoned by the client).
@@ -394,6 +414,10 @@ pub enum PipelineError {
     Open(String),
     #[error(transparent)]
     Stopped(#[from] crate::runtime::RunError),
+    #[error(
+        "a pipeline of {requests} requests cannot be answered within this tenant's response_bytes_max = {max}: send fewer requests at once"
+    )]
+    TooManyRequests { requests: usize, max: usize },
 }
 
 /// Every open stream of a service.
@@ -405,8 +429,8 @@ pub struct Streams {
     writers: WriteGates,
     /// Whether an SQL text only reads, as SQLite's prepare said, by
     /// tenant and SHA-256 of the text: its memory does not grow with the
-    /// texts' lengths.
-    readonly: Mutex<HashMap<(String, donut_format::Hash), bool>>,
+    /// texts' lengths, and each tenant's is bounded on its own.
+    readonly: Mutex<Remembered>,
     pub idle_max: Duration,
     pub per_tenant_max: usize,
 }
@@ -474,13 +498,12 @@ impl Streams {
         stream: &mut Stream,
         sql: &str,
     ) -> Result<bool, Error> {
-        let key = (stream.tenant.clone(), donut_format::hash(sql.as_bytes()));
+        let hash = donut_format::hash(sql.as_bytes());
         let known = self
             .readonly
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
+            .get(&stream.tenant, &hash);
         if let Some(readonly) = known {
             return Ok(readonly);
         }
@@ -493,11 +516,10 @@ impl Streams {
             Ok(description) => description.is_readonly,
             Err(_) => return Ok(true),
         };
-        let mut remembered = self.readonly.lock().unwrap_or_else(|e| e.into_inner());
-        if remembered.len() >= READONLY_REMEMBERED_MAX {
-            remembered.clear();
-        }
-        remembered.insert(key, readonly);
+        self.readonly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(&stream.tenant, hash, readonly);
         Ok(readonly)
     }
 
@@ -513,6 +535,20 @@ impl Streams {
         req: PipelineReq,
     ) -> Result<PipelineResp, PipelineError> {
         let response_bytes_max = tenants.limits(tenant)?.response_bytes_max;
+        // Every result gets room for the error that would replace it, so
+        // a pipeline whose answer could not hold even those is refused
+        // before anything runs.
+        let reserved = req
+            .requests
+            .len()
+            .saturating_mul(RESULT_RESERVE_BYTES)
+            .saturating_add(ENVELOPE_BYTES);
+        let Some(response_bytes_left) = response_bytes_max.checked_sub(reserved) else {
+            return Err(PipelineError::TooManyRequests {
+                requests: req.requests.len(),
+                max: response_bytes_max,
+            });
+        };
         let runtime = tenants.runtime();
         let mut stream = match &req.baton {
             Some(baton) => {
@@ -528,9 +564,18 @@ impl Streams {
             None => {
                 let slot = self.take_slot(tenant)?;
                 let (storage, limits, instance) = tenants.session_storage(tenant)?;
-                let session = Session::open_in_request(runtime, &self.program, storage, limits, db)
-                    .await?
-                    .map_err(|e| PipelineError::Open(e.message))?;
+                // What opening costs is charged however it ends: failed,
+                // or dropped with the request (the client hung up).
+                let opening = Opening {
+                    tenants,
+                    tenant,
+                    db,
+                    bill: storage.bill_handle(),
+                    done: false,
+                };
+                let opened =
+                    Session::open_in_request(runtime, &self.program, storage, limits, db).await;
+                let session = opening.settle(opened)?;
                 Stream {
                     tenant: tenant.to_string(),
                     db: db.to_string(),
@@ -542,12 +587,15 @@ impl Streams {
                     charged_units: (0.0, 0.0),
                     charged_use: Default::default(),
                     response_bytes_left: 0,
+                    response_bytes_max,
+                    committed: false,
                     _slot: slot,
                     _instance: instance,
                 }
             }
         };
-        stream.response_bytes_left = response_bytes_max;
+        stream.response_bytes_left = response_bytes_left;
+        stream.response_bytes_max = response_bytes_max;
         let opened_here = req.baton.is_none();
         let mut running = Running {
             tenants,
@@ -566,12 +614,25 @@ impl Streams {
                 closed = true;
             }
             let stream = running.stream();
+            // The units cap of every storage call of this request: what is
+            // left of the tenant's budget (statements check and set it
+            // again, each before it runs).
+            let left = tenants.units_left(&stream.tenant);
+            stream.session.limit_units(left.read, left.write);
+            let left_before = stream.response_bytes_left;
+            stream.committed = false;
             let result = run(self, tenants, stream, request).await;
             stream.charge(tenants);
-            results.push(match result {
+            let result = match result {
                 Ok(response) => StreamResult::Ok { response },
                 Err(error) => StreamResult::Error { error },
-            });
+            };
+            // Its exact size, written to nothing: it takes what is left and
+            // its own reserve, or is replaced by an error that fits the
+            // reserve.
+            stream.response_bytes_left = left_before;
+            let result = fit(stream, result, RESULT_RESERVE_BYTES);
+            results.push(result);
         }
         // A stream kept past the request that opened it: its next
         // statements read a root no older than themselves.
@@ -612,6 +673,29 @@ impl Streams {
             base_url: None,
             results,
         })
+    }
+}
+
+/// Whether SQL texts only read, by tenant and text hash: at most
+/// [`READONLY_REMEMBERED_PER_TENANT_MAX`] per tenant, so one tenant's
+/// stream of distinct texts flushes only its own.
+#[derive(Default)]
+struct Remembered {
+    by_tenant: HashMap<String, HashMap<donut_format::Hash, bool>>,
+}
+
+impl Remembered {
+    fn get(&self, tenant: &str, hash: &donut_format::Hash) -> Option<bool> {
+        self.by_tenant.get(tenant)?.get(hash).copied()
+    }
+
+    fn insert(&mut self, tenant: &str, hash: donut_format::Hash, readonly: bool) {
+        let own = self.by_tenant.entry(tenant.to_string()).or_default();
+        if own.len() >= READONLY_REMEMBERED_PER_TENANT_MAX {
+            own.clear();
+        }
+        own.insert(hash, readonly);
+        assert!(own.len() <= READONLY_REMEMBERED_PER_TENANT_MAX);
     }
 }
 
@@ -673,6 +757,135 @@ fn new_baton() -> Result<String, PipelineError> {
     Ok(super::config::to_hex(&bytes))
 }
 
+/// A stream's opening until it is a stream: charged to the tenant if it
+/// fails or its request is dropped, logged if dropped.
+struct Opening<'a> {
+    tenants: &'a Tenants,
+    tenant: &'a str,
+    db: &'a str,
+    bill: Option<Arc<Mutex<crate::stats::RequestStats>>>,
+    /// Settled: the stream charges from here on (its counters start at
+    /// zero, so it charges the opening too), or the failure was charged.
+    done: bool,
+}
+
+impl Opening<'_> {
+    /// The opened session, or why not (its cost charged).
+    fn settle(
+        mut self,
+        opened: Result<Result<Session, SqlError>, crate::runtime::RunError>,
+    ) -> Result<Session, PipelineError> {
+        self.done = true;
+        match opened {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(refused)) => {
+                self.charge();
+                Err(PipelineError::Open(refused.message))
+            }
+            Err(stopped) => {
+                self.charge();
+                if let Some(limit) = stopped.limit_name() {
+                    self.tenants.count_limit(self.tenant, limit);
+                }
+                Err(stopped.into())
+            }
+        }
+    }
+
+    fn charge(&self) {
+        let Some(bill) = &self.bill else {
+            return;
+        };
+        let bill = bill.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.tenants.charge_session(
+            self.tenant,
+            crate::storage::QuotaUse::default(),
+            bill.read_capacity_units,
+            bill.write_capacity_units,
+        );
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.charge();
+            tracing::info!(
+                tenant = self.tenant,
+                db = self.db,
+                "a libSQL stream's opening ended before its answer (client hung up): its work is charged"
+            );
+        }
+    }
+}
+
+/// `result` if its JSON fits in what is left of the stream's answer plus
+/// `reserve` (taking it), else the short error that fits `reserve`.
+fn fit<T: Serialize + From<Error>>(stream: &mut Stream, result: T, reserve: usize) -> T {
+    let allowed = stream.response_bytes_left.saturating_add(reserve);
+    if let Some(bytes) = json_bytes_within(&result, allowed) {
+        stream.response_bytes_left = allowed - bytes;
+        return result;
+    }
+    let replaced = T::from(too_large(stream, None));
+    let bytes = json_bytes_within(&replaced, usize::MAX).unwrap_or(usize::MAX);
+    // A pipeline's result always fits its reserve; a batch step's error
+    // may not fit what is left (then its batch does not fit, and the
+    // pipeline replaces the batch).
+    assert!(reserve == 0 || bytes <= reserve, "{bytes} bytes of error");
+    stream.response_bytes_left = allowed.saturating_sub(bytes);
+    replaced
+}
+
+impl From<Error> for StreamResult {
+    fn from(error: Error) -> StreamResult {
+        StreamResult::Error { error }
+    }
+}
+
+/// The error of an answer that does not fit in what is left of the
+/// tenant's `response_bytes_max` (`at_least`: its size, if known), saying
+/// whether what did not fit committed a write.
+fn too_large(stream: &Stream, at_least: Option<usize>) -> Error {
+    let size = at_least.map_or(String::new(), |bytes| format!(" (at least {bytes} bytes)"));
+    let committed = if stream.committed {
+        "it committed, but "
+    } else {
+        ""
+    };
+    Error::new(
+        "RESPONSE_TOO_LARGE",
+        format!(
+            "{committed}its answer{size} does not fit in response_bytes_max = {} ({} bytes were left of it)",
+            stream.response_bytes_max, stream.response_bytes_left
+        ),
+    )
+}
+
+/// Bytes `value` takes as JSON, if at most `max` (counted by writing it to
+/// nothing, stopped once past `max`).
+pub(super) fn json_bytes_within<T: Serialize + ?Sized>(value: &T, max: usize) -> Option<usize> {
+    struct Bounded {
+        bytes: usize,
+        max: usize,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.max {
+                return Err(std::io::Error::other("over the bound"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Bounded { bytes: 0, max };
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.bytes)
+}
+
 fn sql_of(stream: &Stream, sql: Option<String>, sql_id: Option<i32>) -> Result<String, Error> {
     match (sql, sql_id) {
         (Some(sql), None) => Ok(sql),
@@ -718,14 +931,18 @@ async fn run(
         }
         StreamRequest::Sequence { sql, sql_id } => {
             let sql = sql_of(stream, sql, sql_id)?;
-            tenants
+            let left = tenants
                 .check_session_budget(&stream.tenant)
                 .map_err(over_budget)?;
+            // Its storage calls are capped by what is left of the budget:
+            // the script's statements run in one call.
+            stream.session.limit_units(left.read, left.write);
             stream
                 .session
                 .execute_script(runtime, &sql)
                 .await
                 .map_err(stopped)??;
+            stream.committed = true;
             Ok(StreamResponse::Sequence)
         }
         StreamRequest::Describe { sql, sql_id } => {
@@ -799,23 +1016,20 @@ async fn execute(
     stmt: Stmt,
 ) -> Result<StmtResult, Error> {
     let runtime = tenants.runtime();
-    tenants
+    let left = tenants
         .check_session_budget(&stream.tenant)
         .map_err(over_budget)?;
+    stream.session.limit_units(left.read, left.write);
     let answered = execute_statement(streams, runtime, stream, stmt).await;
     stream.charge(tenants);
-    let result = answered?;
+    let (result, committed) = answered?;
+    stream.committed |= committed;
+    // Sized before it is built (each text, blob and name in full): a
+    // result that cannot fit is never turned into JSON values.
     let bytes = result_json_bytes(&result);
     if bytes > stream.response_bytes_left {
-        return Err(Error::new(
-            "RESPONSE_TOO_LARGE",
-            format!(
-                "the answer would be over this tenant's limit of {} bytes per request: ask for fewer or smaller rows",
-                stream.response_bytes_left.max(bytes)
-            ),
-        ));
+        return Err(too_large(stream, Some(bytes)));
     }
-    stream.response_bytes_left -= bytes;
     Ok(StmtResult {
         cols: cols(result.cols),
         rows: result
@@ -838,7 +1052,7 @@ fn over_budget(refusal: crate::tenant::Refusal) -> Error {
 
 /// Bytes `value` takes in a JSON string, quotes included, as serde_json
 /// writes it (a control character is six: `\u0000`).
-pub(super) fn json_string_bytes(value: &str) -> usize {
+fn json_string_bytes(value: &str) -> usize {
     2 + value
         .bytes()
         .map(|b| match b {
@@ -858,7 +1072,11 @@ fn result_json_bytes(result: &session::StatementResult) -> usize {
     let names: usize = result
         .cols
         .iter()
-        .map(|c| json_string_bytes(&c.name) + VALUE_OVERHEAD_BYTES)
+        .map(|c| {
+            json_string_bytes(&c.name)
+                + c.decltype.as_deref().map_or(0, json_string_bytes)
+                + VALUE_OVERHEAD_BYTES
+        })
         .sum();
     let values: usize = result
         .rows
@@ -877,14 +1095,14 @@ fn result_json_bytes(result: &session::StatementResult) -> usize {
     names + values
 }
 
-/// One statement, run (SQLite's answer or error), not yet charged or
-/// sized.
+/// One statement, run (SQLite's answer or error, and whether it committed
+/// a write: one that writes, run in autocommit), not yet charged or sized.
 async fn execute_statement(
     streams: &Streams,
     runtime: &crate::runtime::Runtime,
     stream: &mut Stream,
     stmt: Stmt,
-) -> Result<session::StatementResult, Error> {
+) -> Result<(session::StatementResult, bool), Error> {
     let sql = sql_of(stream, stmt.sql, stmt.sql_id)?;
     let args = stmt
         .args
@@ -910,7 +1128,8 @@ async fn execute_statement(
     let started = Instant::now();
     // Autocommit writers of one database take turns here: racing, most of
     // 64 concurrent ones lost every commit until they gave up.
-    let _turn = if autocommit && !streams.is_readonly(runtime, stream, &statement.sql).await? {
+    let writes = autocommit && !streams.is_readonly(runtime, stream, &statement.sql).await?;
+    let _turn = if writes {
         let key = format!("{}\n{}", stream.tenant, stream.db);
         let wait_max = Duration::from_millis(AUTOCOMMIT_RETRY_MS_MAX);
         Some(streams.writers.enter(key, wait_max).await.ok_or_else(|| {
@@ -933,7 +1152,7 @@ async fn execute_statement(
             .await
             .map_err(stopped)?;
         match done {
-            Ok(result) => return Ok(result),
+            Ok(result) => return Ok((result, writes)),
             Err(e)
                 if autocommit
                     && e.code.starts_with("SQLITE_BUSY")
@@ -966,7 +1185,10 @@ async fn batch_run(
             step_errors.push(None);
             continue;
         }
-        match execute(streams, tenants, stream, step.stmt).await {
+        // Each step takes its share of the answer as it is built (a
+        // step's `null` in the other list: a few bytes, in the reserve).
+        let done = execute(streams, tenants, stream, step.stmt).await;
+        match fit(stream, done, 0) {
             Ok(result) => {
                 step_results.push(Some(result));
                 step_errors.push(None);
@@ -981,6 +1203,12 @@ async fn batch_run(
         step_results,
         step_errors,
     })
+}
+
+impl From<Error> for Result<StmtResult, Error> {
+    fn from(error: Error) -> Self {
+        Err(error)
+    }
 }
 
 /// A batch condition over the steps so far.
@@ -1019,4 +1247,40 @@ fn eval<'a>(
                 .map_err(stopped)?,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One tenant's flood of distinct SQL texts forgets only its own
+    /// texts' read-only-ness (a shared memory cleared at 4,096 entries let
+    /// any tenant flush every other tenant's).
+    #[test]
+    fn one_tenants_texts_do_not_flush_anothers_write_detection() {
+        let mut remembered = Remembered::default();
+        let kept = donut_format::hash(b"insert into t values (1)");
+        remembered.insert("calm", kept, false);
+        for i in 0..READONLY_REMEMBERED_PER_TENANT_MAX * 3 {
+            let text = format!("select {i}");
+            remembered.insert("flood", donut_format::hash(text.as_bytes()), true);
+        }
+        assert_eq!(remembered.get("calm", &kept), Some(false));
+        assert!(remembered.by_tenant["flood"].len() <= READONLY_REMEMBERED_PER_TENANT_MAX);
+    }
+
+    /// An answer is counted to its last byte, and counting stops past the
+    /// bound.
+    #[test]
+    fn json_bytes_within_counts_every_byte_up_to_its_bound() {
+        let error = Error::new("X", "a\u{0}b");
+        let exact = serde_json::to_vec(&StreamResult::Error {
+            error: error.clone(),
+        })
+        .expect("json")
+        .len();
+        let result = StreamResult::Error { error };
+        assert_eq!(json_bytes_within(&result, exact), Some(exact));
+        assert_eq!(json_bytes_within(&result, exact - 1), None);
+    }
 }
