@@ -23,10 +23,37 @@
 //! Nothing here writes: the source is read, every sector checked (v1:
 //! contiguous offsets, full sectors but the last; v2: each id against its
 //! index and bytes; both: the size), a file a Go process is writing is
-//! refused (its lock row held, its metadata changed during the read, or
-//! a hot journal beside it), and only a whole, checked file is returned.
+//! refused (its lock row held, its metadata changed during the read, a
+//! v1 sector changed between two reads, or a hot journal beside it), and
+//! only a whole, checked file is returned.
+//!
+//! Why v1 is read twice. A v1 commit rewrites sectors in place, v1
+//! metadata never changes, and the Go lock manager deletes its lock row
+//! on unlock: a whole commit between two lock-row reads leaves no trace
+//! in either, and one `Query` pass can return some sectors from before a
+//! commit and some from after it (a state that never existed, and
+//! `integrity_check` need not notice). So the sectors are read (pass A),
+//! the lock row is checked (time M), and they are read again (pass B) and
+//! compared, sector by sector, by SHA-512/256. A commit C that went
+//! unnoticed would have to give pass A a mix: C wrote sector Y before A
+//! read it and sector X after A read X. If C wrote X before B read X, B's
+//! X differs from A's: refused. So C wrote X after B read it, and C's
+//! writes span [A's read of Y, B's read of X], which contains M — but a
+//! Go writer holds its lock row for its whole transaction, and the lock
+//! row at M is not held (and equals the one before the read): no such C.
+//! What remains is a sector written and then written back to the same
+//! bytes between its two reads by two commits; every SQLite commit in
+//! rollback-journal mode also bumps the change counter in the header
+//! (sector 0, bytes 24..28), so sector 0 never returns to its bytes and
+//! two such commits are seen there unless both wrote sector 0 outside
+//! [A's read, B's read] of it — only a cache spill writes pages before
+//! page 1, and it would have to restore a whole sector byte for byte.
+//! The change counter alone would not do: a spilled transaction writes
+//! other sectors before sector 0, and a commit can start between the
+//! lock check and the read of sector 0. The cost: v1 is read twice.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde::Deserialize;
 use sha2::{Digest, Sha512_256};
@@ -35,8 +62,12 @@ use std::io::Write;
 
 /// The item that lists the Go DonutDB's files.
 pub const GO_META_KEY: &str = "file-meta-v1";
-/// Largest sector size accepted (the Go default is 64 KiB; v1 once 128).
-pub const GO_SECTOR_BYTES_MAX: u64 = 1 << 20;
+/// Largest sector size read. The Go default is 64 KiB, and the Go VFS
+/// takes any size (`WithSectorSize` checks nothing): a sector is one
+/// item, so DynamoDB's 400 KB item limit bounds only its compressed
+/// bytes, and a 4 MiB sector of zstd fits when it compresses well. This
+/// bounds migrate's memory per sector, not what Go may write.
+pub const GO_SECTOR_BYTES_MAX: u64 = 64 << 20;
 /// zstd's frame magic number, little-endian.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// zstd's magic number as base64 text: bytes stored twice-encoded.
@@ -83,27 +114,68 @@ pub enum MigrateError {
         detail: String,
     },
     #[error(
-        "{name:?} in table {table:?} has a hot rollback journal {journal:?} ({bytes} bytes): a Go DonutDB writer stopped mid-transaction and the file holds part of it; nothing was written. Open the database once with the Go DonutDB (SQLite then rolls the journal back), then migrate again"
+        "{name:?} in table {table:?} has a hot rollback journal {journal:?} ({bytes} bytes): a Go DonutDB writer stopped mid-transaction and the file holds part of it; nothing was written. {}",
+        advice(.meta_version)
     )]
     HotJournal {
         table: String,
         name: String,
         journal: String,
         bytes: u64,
+        meta_version: u32,
     },
     #[error(
-        "{name:?} in table {table:?} was left mid-transaction: Go DonutDB process {owner:?} stopped while it held the file's lock, and its journal {journal:?} is still listed (the Go VFS can store a transaction's database sectors before its journal); nothing was written. Check the database with the Go DonutDB (`pragma integrity_check`; that also clears the stale lock), then migrate again"
+        "{name:?} in table {table:?} was left mid-transaction: Go DonutDB process {owner:?} stopped while it held the file's lock, and its journal {journal:?} is still listed (the Go VFS can store a transaction's database sectors before its journal); nothing was written. {}",
+        advice(.meta_version)
     )]
     DeadWriter {
         table: String,
         name: String,
         journal: String,
         owner: String,
+        meta_version: u32,
+    },
+    #[error(
+        "{name:?} in table {table:?} is in WAL mode and its write-ahead log {wal:?} holds {bytes} bytes of transactions not in the file; nothing was written. The Go DonutDB cannot open a WAL database again (its VFS has no shared memory); to keep those transactions, pull both files with the Go DonutDB (`donutdb-cli pull`) as files named {name:?} and {wal:?} (without the leading /) in one directory, run `PRAGMA journal_mode=DELETE` on the database with sqlite3 (which checkpoints the WAL into it), and bring the result in with `donut-host push`"
+    )]
+    Wal {
+        table: String,
+        name: String,
+        wal: String,
+        bytes: u64,
+    },
+    #[error(
+        "table {table:?} does not exist (in the account, Region and endpoint given); nothing was written"
+    )]
+    NoTable { table: String },
+    #[error("{name:?} in table {table:?} is too large for migrate: {detail}; nothing was written")]
+    TooLarge {
+        table: String,
+        name: String,
+        detail: String,
     },
     #[error("reading table {table:?}: {detail}")]
     Dynamo { table: String, detail: String },
     #[error("writing the copy of {name:?}: {error}")]
     Io { name: String, error: std::io::Error },
+}
+
+/// What to do about a file a Go writer left mid-transaction, by layout.
+/// v1 writes the journal through, so SQLite's rollback restores the last
+/// commit. The Go v2 VFS buffers journal sectors until a sync SQLite
+/// skips, so the journal can lack pages the file already holds: the
+/// rollback leaves part of the transaction in the file (seen with a
+/// killed writer: the "rolled back" file migrated with rows it never
+/// committed).
+fn advice(meta_version: &u32) -> &'static str {
+    match meta_version {
+        2 => {
+            "The file may hold part of an uncommitted transaction that cannot be recovered exactly: the Go v2 VFS buffers journal sectors, so the journal may lack pages the file already holds, and opening it with the Go DonutDB (which rolls the journal back) can leave part of the transaction in place. Restore the table to a time before the writer stopped (a backup or point-in-time recovery) and migrate that; or, accepting that some uncommitted changes may remain, open it once with the Go DonutDB, check it (`pragma integrity_check`), then migrate again"
+        }
+        _ => {
+            "Open the database once with the Go DonutDB (SQLite then rolls the journal back), then migrate again"
+        }
+    }
 }
 
 /// The Go DonutDB's metadata of one file (its `dynamo.FileMetaV1V2`).
@@ -147,13 +219,23 @@ pub struct GoFileRead {
     pub sectors: u64,
     /// The file's size.
     pub bytes: u64,
+    /// The file's header says WAL mode (bytes 18 and 19 are 2) and the
+    /// table holds no write-ahead log with anything in it: every commit
+    /// is in the file (docs/format.md, "Import from the Go DonutDB").
+    pub wal_mode: bool,
 }
+
+/// SQLite's header bytes 18 and 19 (write and read format version): 2 is
+/// WAL mode.
+const WAL_MODE_BYTES: std::ops::Range<usize> = 18..20;
 
 /// The Go file `name` in `table`, written whole to `out`, checked; refused
 /// if a Go process is using it (its lock row held before or after the
-/// read, or changed during it; v2 metadata changed during the read; a hot
-/// rollback journal beside it). `progress(done, total)` in bytes (total 0
-/// until v1's size is known).
+/// read, or changed during it; its metadata changed during the read; a v1
+/// sector changed between its two reads; a hot rollback journal beside
+/// it), or if it is in WAL mode with a write-ahead log holding
+/// transactions. `progress(done, total)` in bytes (total 0 until v1's
+/// size is known).
 pub async fn read_go_file(
     client: &Client,
     table: &str,
@@ -171,20 +253,43 @@ pub async fn read_go_file(
     let lock_before = source.lock_row().await?;
     source.refuse_if_held(&lock_before)?;
     source.refuse_if_unfinished(&lock_before).await?;
-    let read = source.read(out, &mut progress).await?;
-    let lock_after = source.lock_row().await?;
-    source.refuse_if_held(&lock_after)?;
-    if lock_after != lock_before {
-        return Err(source.in_use(format!(
-            "its lock row {:?} changed while it was read",
-            meta.lock_row_key
-        )));
+    let mut out = HeaderTee {
+        out,
+        header: Vec::new(),
+    };
+    let read = source.read(&mut out, &mut progress).await;
+    // A writer at work explains whatever the read found (a sector gone, a
+    // size that does not add up) before damage does.
+    source.refuse_if_changed(&lock_before, &meta_json).await?;
+    let (mut read, hashes) = read?;
+    if let Some(hashes) = hashes {
+        source.refuse_if_v1_changed(&hashes).await?;
+        source.refuse_if_changed(&lock_before, &meta_json).await?;
     }
-    let (_, meta_json_after) = read_meta(client, table, name).await?;
-    if meta_json_after != meta_json {
-        return Err(source.in_use("its metadata changed while it was read".into()));
+    read.wal_mode = out.header.get(WAL_MODE_BYTES) == Some(&[2, 2]);
+    if read.wal_mode {
+        source.refuse_if_wal_holds_commits().await?;
     }
     Ok(read)
+}
+
+/// Passes bytes to `out`, keeping the first [`WAL_MODE_BYTES`]`.end`.
+struct HeaderTee<'a, W: Write> {
+    out: &'a mut W,
+    header: Vec<u8>,
+}
+
+impl<W: Write> Write for HeaderTee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        let want = WAL_MODE_BYTES.end.saturating_sub(self.header.len()).min(n);
+        self.header.extend_from_slice(&buf[..want]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// The file list of `table`: every Go DonutDB file's name.
@@ -253,8 +358,18 @@ async fn read_meta(
     if meta.orig_name != name {
         return Err(bad(format!("it names the file {:?}", meta.orig_name)));
     }
-    if meta.sector_size == 0 || meta.sector_size > GO_SECTOR_BYTES_MAX {
-        return Err(bad(format!("sector_size {}", meta.sector_size)));
+    if meta.sector_size == 0 {
+        return Err(bad("sector_size 0".into()));
+    }
+    if meta.sector_size > GO_SECTOR_BYTES_MAX {
+        return Err(MigrateError::TooLarge {
+            table: table.to_string(),
+            name: name.to_string(),
+            detail: format!(
+                "its sectors are {} bytes; migrate reads sectors of up to {GO_SECTOR_BYTES_MAX}",
+                meta.sector_size
+            ),
+        });
     }
     if !matches!(meta.compress_alg.as_str(), "" | "zstd") {
         return Err(bad(format!("compress_alg {:?}", meta.compress_alg)));
@@ -262,27 +377,21 @@ async fn read_meta(
     Ok((meta, json.clone()))
 }
 
-fn dynamo_error<E, R>(
-    table: &str,
-    operation: &str,
-    e: aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> MigrateError
+fn dynamo_error<E, R>(table: &str, operation: &str, e: SdkError<E, R>) -> MigrateError
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
-    let detail = match e.code() {
-        Some("ResourceNotFoundException") => {
-            format!(
-                "{operation}: the table does not exist (check --from-table, --region, --endpoint)"
-            )
-        }
-        _ => format!(
-            "{operation}: {}",
-            crate::backend::dynamo::sdk_error_text(&e)
-        ),
-    };
+    if e.code() == Some("ResourceNotFoundException") {
+        return MigrateError::NoTable {
+            table: table.to_string(),
+        };
+    }
+    // One line (the SDK's detail goes to the debug log).
+    let detail = format!(
+        "{operation}: {}",
+        crate::backend::dynamo::sdk_error_text(&e)
+    );
     MigrateError::Dynamo {
         table: table.to_string(),
         detail,
@@ -358,17 +467,92 @@ impl Source<'_> {
         })
     }
 
-    /// The file's bytes, by its layout.
+    /// The file's bytes, by its layout; for v1 also each sector's
+    /// SHA-512/256, to compare with a second read.
     async fn read(
         &self,
         out: &mut impl Write,
         progress: &mut impl FnMut(u64, u64),
-    ) -> Result<GoFileRead, MigrateError> {
+    ) -> Result<(GoFileRead, Option<Vec<[u8; 32]>>), MigrateError> {
         match self.meta.meta_version {
-            0 | 1 => self.read_v1(out, progress).await,
-            2 => self.read_v2(out, progress).await,
+            0 | 1 => {
+                let (read, hashes) = self.read_v1(out, progress).await?;
+                Ok((read, Some(hashes)))
+            }
+            2 => Ok((self.read_v2(out, progress).await?, None)),
             v => Err(self.bad_meta(format!("meta_version {v}: only 1 and 2 exist"))),
         }
+    }
+
+    /// Refuses the file if its lock row is held now or differs from
+    /// `lock_before`, or its metadata's JSON is not `meta_json`.
+    async fn refuse_if_changed(
+        &self,
+        lock_before: &Option<LockRow>,
+        meta_json: &str,
+    ) -> Result<(), MigrateError> {
+        let lock_now = self.lock_row().await?;
+        self.refuse_if_held(&lock_now)?;
+        if lock_now != *lock_before {
+            return Err(self.in_use(format!(
+                "its lock row {:?} changed while it was read",
+                self.meta.lock_row_key
+            )));
+        }
+        let (_, meta_json_now) = read_meta(self.client, self.table, self.name).await?;
+        if meta_json_now != meta_json {
+            return Err(self.in_use("its metadata changed while it was read".into()));
+        }
+        Ok(())
+    }
+
+    /// v1: reads every sector again and refuses the file unless each has
+    /// the SHA-512/256 of its first read (why: the module's doc).
+    async fn refuse_if_v1_changed(&self, first: &[[u8; 32]]) -> Result<(), MigrateError> {
+        let mut second = Vec::with_capacity(first.len());
+        self.read_v1_sectors(|_, plain| {
+            second.push(sector_hash(plain));
+            Ok(())
+        })
+        .await?;
+        let size = self.meta.sector_size;
+        if let Some(i) = (0..first.len().max(second.len())).find(|&i| first.get(i) != second.get(i))
+        {
+            return Err(self.in_use(format!(
+                "its sector at offset {} changed while it was read (a Go writer committed; v1 rewrites sectors in place)",
+                i as u64 * size
+            )));
+        }
+        Ok(())
+    }
+
+    /// A file in WAL mode: refused if the table holds its write-ahead log
+    /// (`NAME-wal`) with anything in it. A database closed cleanly in WAL
+    /// mode has every commit checkpointed into the file and its WAL
+    /// deleted (or emptied).
+    async fn refuse_if_wal_holds_commits(&self) -> Result<(), MigrateError> {
+        let wal = format!("{}-wal", self.name);
+        let item = meta_item(self.client, self.table).await?;
+        if !item.contains_key(&wal) {
+            return Ok(());
+        }
+        let (meta, _) = read_meta(self.client, self.table, &wal).await?;
+        let source = Source {
+            name: &wal,
+            meta: &meta,
+            ..*self
+        };
+        let mut head = HeadAndLength::default();
+        Box::pin(source.read(&mut head, &mut |_, _| {})).await?;
+        if head.length == 0 {
+            return Ok(());
+        }
+        Err(MigrateError::Wal {
+            table: self.table.to_string(),
+            name: self.name.to_string(),
+            wal,
+            bytes: head.length,
+        })
     }
 
     /// The file's lock row, if there is one. A Go process holds it from
@@ -465,6 +649,7 @@ impl Source<'_> {
                 name: self.name.to_string(),
                 journal,
                 bytes: head.length,
+                meta_version: self.meta.meta_version.max(1),
             });
         }
         if let Some(lock) = lock {
@@ -473,6 +658,7 @@ impl Source<'_> {
                 name: self.name.to_string(),
                 journal,
                 owner: lock.owner_id.clone(),
+                meta_version: self.meta.meta_version.max(1),
             });
         }
         Ok(())
@@ -494,12 +680,43 @@ impl Source<'_> {
         })
     }
 
-    /// v1: the sectors in offset order, by `Query` pages.
+    /// v1: the file, and each sector's SHA-512/256.
     async fn read_v1(
         &self,
         out: &mut impl Write,
         progress: &mut impl FnMut(u64, u64),
-    ) -> Result<GoFileRead, MigrateError> {
+    ) -> Result<(GoFileRead, Vec<[u8; 32]>), MigrateError> {
+        let mut hashes = Vec::new();
+        let (count, last_len) = self
+            .read_v1_sectors(|at, plain| {
+                self.write(out, plain)?;
+                hashes.push(sector_hash(plain));
+                progress(at + plain.len() as u64, 0);
+                Ok(())
+            })
+            .await?;
+        let size = self.meta.sector_size;
+        let bytes = match count {
+            0 => 0,
+            n => (n - 1) * size + last_len,
+        };
+        let read = GoFileRead {
+            meta_version: 1,
+            sector_size: size,
+            sectors: count,
+            bytes,
+            wal_mode: false,
+        };
+        Ok((read, hashes))
+    }
+
+    /// v1: each sector's offset and plain bytes to `each`, in offset
+    /// order, by `Query` pages, checked; returns the sector count and the
+    /// last sector's length.
+    async fn read_v1_sectors(
+        &self,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), MigrateError>,
+    ) -> Result<(u64, u64), MigrateError> {
         let key = format!("file-v1-{}-{}", self.meta.rand_id, self.meta.orig_name);
         let size = self.meta.sector_size;
         let (mut offset, mut count, mut last_len) = (0u64, 0u64, size);
@@ -546,27 +763,17 @@ impl Source<'_> {
                         self.damaged(format!("the sector at {at} holds {} bytes", plain.len()))
                     );
                 }
-                self.write(out, &plain)?;
+                each(at, &plain)?;
                 last_len = plain.len() as u64;
                 offset += size;
                 count += 1;
-                progress(at + last_len, 0);
             }
             match page.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
         }
-        let bytes = match count {
-            0 => 0,
-            n => (n - 1) * size + last_len,
-        };
-        Ok(GoFileRead {
-            meta_version: 1,
-            sector_size: size,
-            sectors: count,
-            bytes,
-        })
+        Ok((count, last_len))
     }
 
     /// v2: the sectors the metadata lists, `BatchGetItem` 100 at a time.
@@ -603,7 +810,7 @@ impl Source<'_> {
                     .get(id)
                     .ok_or_else(|| self.damaged(format!("{what} is missing")))?;
                 let plain = self.plain(&what, stored)?;
-                let actual: String = Sha512_256::digest(&plain)
+                let actual: String = sector_hash(&plain)
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect();
@@ -626,6 +833,7 @@ impl Source<'_> {
             sector_size: size,
             sectors: expected,
             bytes: written,
+            wal_mode: false,
         })
     }
 
@@ -686,4 +894,9 @@ impl Source<'_> {
         }
         Ok(found)
     }
+}
+
+/// SHA-512/256 of a sector's plain bytes (the Go v2 sector id's hash).
+fn sector_hash(plain: &[u8]) -> [u8; 32] {
+    Sha512_256::digest(plain).into()
 }

@@ -94,15 +94,40 @@ pub async fn push(
     backend: Arc<dyn Backend>,
     name: &DbName,
     path: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    push_as(backend, name, path, progress, false).await
+}
+
+/// Uploads `file` as a new database `name` (for `migrate`): fails with
+/// [`StorageError::AlreadyExists`] if `name` exists when the push starts
+/// or is created before its root swap, which replaces only what was
+/// there when it started (nothing, or a removed database's tombstone).
+pub async fn push_new(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    path: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<Root, TransferError> {
+    push_as(backend, name, path, progress, true).await
+}
+
+/// `push`, or with `create_only` `push_new`.
+async fn push_as(
+    backend: Arc<dyn Backend>,
+    name: &DbName,
+    path: &Path,
     mut progress: impl FnMut(u64, u64),
+    create_only: bool,
 ) -> Result<Root, TransferError> {
     let mut file = std::fs::File::open(path).map_err(io(path))?;
     let (page_size, page_count) = sqlite_geometry(path, &mut file)?;
     // An exclusive writer's root makes the swap take the lease: a claimed
     // snapshot must stay the latest root while its lease lasts.
     let (expected, base) = match read_stored(&*backend, name).await? {
-        Stored::Live(meta, root) => (Some(meta.version), root),
-        Stored::Absent | Stored::Removed(_) => new_root(&*backend, name, page_size).await?,
+        Stored::Live(meta, root) if !create_only => (Some(meta.version), root),
+        // new_root fails if the name is live.
+        _ => new_root(&*backend, name, page_size).await?,
     };
     let total = page_count as u64 * page_size as u64;
     // Salts every sector the push writes (docs/format.md, "Sectors").
@@ -158,6 +183,11 @@ pub async fn push(
     };
     match swap_root(&*backend, name, expected, base.lease_required, &root).await {
         Ok(()) => Ok(root),
+        Err(StorageError::Conflict) if create_only => Err(StorageError::AlreadyExists(format!(
+            "database {name:?} was created in the {} while this one was stored; nothing was overwritten",
+            backend.describe()
+        ))
+        .into()),
         Err(StorageError::Conflict) => Err(TransferError::Raced(name.clone())),
         Err(e) => Err(e.into()),
     }

@@ -1,18 +1,23 @@
 //! `donut-host migrate --from-table T --from-file NAME [--to DB]`: imports
 //! a file the Go DonutDB stored (its v1 or v2 layout) as a new database,
-//! in one atomic commit, then checks it (`integrity_check`, rows per
-//! table) and prints what it found. The source is only read; a damaged
-//! one is refused before anything is written.
+//! in one atomic commit that creates it (never replacing a database,
+//! even one created during the import). The source is only read. The
+//! assembled file is checked (`integrity_check`, rows per table) in a
+//! scratch store before anything is written: a damaged one is refused.
+//! The copy and the scratch store live in a private temporary directory
+//! (mode 0700), removed on every exit, Ctrl-C and SIGTERM included.
 
 use super::{Env, db_name, progress_printer};
 use anyhow::{Context, Result, bail, ensure};
 use donut_host::backend::dynamo::{DynamoOptions, client};
 use donut_host::runtime::{Stdio, StockSql};
 use donut_host::storage::{Stored, read_stored};
-use donut_host::transfer::push;
-use donut_host::{Call, Grant};
+use donut_host::transfer::push_new;
+use donut_host::{Backend, Call, Grant, LocalBackend, StorageCtx};
 use donut_store::migrate::read_go_file;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 #[command(after_help = "Example:
@@ -45,20 +50,84 @@ pub async fn run(env: &Env, args: Args, source: DynamoOptions) -> Result<i32> {
         .to
         .clone()
         .unwrap_or_else(|| args.from_file.trim_start_matches('/').to_string());
-    let name = db_name(&to)?;
+    let name = db_name(&to).with_context(|| match args.to {
+        None if to.contains('/') => format!(
+            "the Go file {:?} is in a directory: name the new database with --to NAME",
+            args.from_file
+        ),
+        _ => format!("the new database's name {to:?}"),
+    })?;
     if let Stored::Live(..) = read_stored(&*env.backend, &name).await? {
         bail!(
             "database {to:?} already exists: migrate creates a new one (choose another with --to)"
         );
     }
+    // Handlers first: a signal from here on runs the branches below,
+    // which drop `scratch` and so remove it.
+    let mut stop = Stop::new()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("donut-migrate-")
+        .tempdir()
+        .context("creating a private temporary directory for the copy")?;
+    let copy = scratch.path().join("copy.sqlite");
+    tokio::select! {
+        checked = read_and_check(env, &args, &to, &copy, source) => checked?,
+        signal = stop.recv() => bail!("migrate stopped by {signal}: nothing was written"),
+    }
+    let stored = tokio::select! {
+        stored = push_new(env.backend.clone(), &name, &copy, progress_printer("push", to.clone())) => stored,
+        signal = stop.recv() => bail!(
+            "migrate stopped by {signal} while storing {to:?}: it exists only if `ls` lists it (its one commit is atomic)"
+        ),
+    };
+    let root = stored.with_context(|| format!("storing {:?} as {to:?}", args.from_file))?;
+    eprintln!(
+        "stored as {to:?} version {} ({} pages of {} bytes), one commit",
+        root.version, root.page_count, root.page_size
+    );
+    drop(scratch);
+    Ok(0)
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, caught (from `new` on, for the rest of
+/// the process) instead of ending it with the scratch copy left behind.
+struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Reads the Go file into `copy` and checks it in a scratch store beside
+/// it: refused unless `integrity_check` says ok.
+async fn read_and_check(
+    env: &Env,
+    args: &Args,
+    to: &str,
+    copy: &Path,
+    source: DynamoOptions,
+) -> Result<()> {
     let (client, _) = client(&source, Vec::new())
         .await
         .with_context(|| format!("connecting to table {:?}", args.from_table))?;
-    let copy = tempfile::Builder::new()
-        .prefix("donut-migrate-")
-        .tempfile()
-        .context("creating a temporary file for the copy")?;
-    let mut out = std::io::BufWriter::new(copy.as_file());
+    let file = private_file(copy)?;
+    let mut out = std::io::BufWriter::new(&file);
     let mut bar = progress_printer("read", args.from_file.clone());
     // A v1 file's size is known only at its end (total 0 until then).
     let progress = move |done: u64, total: u64| match total {
@@ -90,31 +159,72 @@ pub async fn run(env: &Env, args: Args, source: DynamoOptions) -> Result<i32> {
         read.sector_size,
         read.bytes
     );
-    let root = push(
-        env.backend.clone(),
-        &name,
-        copy.path(),
-        progress_printer("push", to.clone()),
-    )
-    .await
-    .with_context(|| format!("storing {:?} as {to:?}", args.from_file))?;
-    eprintln!(
-        "stored as {to:?} version {} ({} pages of {} bytes), one commit",
-        root.version, root.page_count, root.page_size
-    );
-    verify(env, &to).await
+    if read.wal_mode {
+        to_rollback_journal(&file)?;
+        eprintln!(
+            "{:?} was in WAL mode with no write-ahead log left (every commit is in the file): imported in rollback-journal mode",
+            args.from_file
+        );
+    }
+    let store = copy.with_file_name("check");
+    let backend: Arc<dyn Backend> =
+        Arc::new(LocalBackend::open(&store).context("opening a scratch store to check the copy")?);
+    let name = db_name(to)?;
+    push_new(backend.clone(), &name, copy, |_, _| {})
+        .await
+        .with_context(|| format!("checking {:?}: nothing was written", args.from_file))?;
+    let ctx = || {
+        StorageCtx::new(
+            backend.clone(),
+            Grant::only([name.clone()], false).read_only(),
+        )
+    };
+    verify(env, ctx, to, &args.from_file)
+        .await
+        .with_context(|| {
+            format!(
+                "checking the copy of {:?}: nothing was written",
+                args.from_file
+            )
+        })
 }
 
-/// `integrity_check` and a row count per table, through the stock
-/// component (the host never links SQLite); prints both.
-async fn verify(env: &Env, db: &str) -> Result<i32> {
-    let integrity = query(env, db, "pragma integrity_check").await?;
+/// Creates `path` readable and writable by its owner only.
+fn private_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Sets header bytes 18 and 19 (write and read format version) from 2,
+/// WAL, to 1, rollback journal: the only bytes `PRAGMA
+/// journal_mode=DELETE` changes in the file. Called only when no
+/// write-ahead log holds anything, so every commit is already in it.
+fn to_rollback_journal(mut file: &std::fs::File) -> Result<()> {
+    file.seek(SeekFrom::Start(18))
+        .and_then(|_| file.write_all(&[1, 1]))
+        .and_then(|_| file.flush())
+        .context("switching the copy to rollback-journal mode")
+}
+
+/// `integrity_check` and a row count per table of the copy `db` of the Go
+/// file `from`, through the stock component (the host never links
+/// SQLite) over the storage `ctx` gives; prints both; an error unless
+/// the check says ok.
+async fn verify(env: &Env, ctx: impl Fn() -> StorageCtx, db: &str, from: &str) -> Result<()> {
+    let integrity = query(env, ctx(), db, "pragma integrity_check").await?;
     let verdict: Vec<String> = integrity
         .iter()
         .filter_map(|row| row.values().next()?.as_str().map(str::to_string))
         .collect();
     let tables = query(
         env,
+        ctx(),
         db,
         "select name from sqlite_schema where type = 'table' and name not like 'sqlite\\_%' escape '\\' order by name",
     )
@@ -133,7 +243,7 @@ async fn verify(env: &Env, db: &str) -> Result<i32> {
         .collect();
     let counted = match counts.is_empty() {
         true => Vec::new(),
-        false => query(env, db, &counts.join(" union all ")).await?,
+        false => query(env, ctx(), db, &counts.join(" union all ")).await?,
     };
     for row in &counted {
         let name = row.get("name").and_then(|v| v.as_str());
@@ -143,17 +253,19 @@ async fn verify(env: &Env, db: &str) -> Result<i32> {
         };
         println!("{name}\t{n} rows");
     }
-    if verdict != ["ok"] {
-        eprintln!("integrity_check of {db:?}: {}", verdict.join("; "));
-        return Ok(1);
-    }
+    ensure!(
+        verdict == ["ok"],
+        "{from:?} is damaged: integrity_check of its copy: {}; nothing was written",
+        verdict.join("; ")
+    );
     eprintln!("integrity_check of {db:?}: ok; {} tables", names.len());
-    Ok(0)
+    Ok(())
 }
 
 /// The rows `sql` returns from `db`, as JSON objects.
 async fn query(
     env: &Env,
+    storage: StorageCtx,
     db: &str,
     sql: &str,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
@@ -165,8 +277,7 @@ async fn query(
         params: &[],
     }
     .argv();
-    let grant = Grant::only([db_name(db)?], false).read_only();
-    let mut call = Call::new(argv, env.storage(grant));
+    let mut call = Call::new(argv, storage);
     call.stdio = Stdio::Capture { stdin: Vec::new() };
     call.memory_limit_bytes = env.memory_limit_bytes;
     let outcome = env.runtime.run(&program, call).await?;
