@@ -303,7 +303,8 @@ pub(crate) async fn a_fork_stalled_while_gc_retires_its_source_never_writes_a_ro
         .await
         .unwrap();
     // Stalled here (any clock, any skew); the source moves on and gc runs.
-    h.sql_ok("src.db", "update t set v = randomblob(2000)").await;
+    h.sql_ok("src.db", "update t set v = randomblob(2000)")
+        .await;
     let report = gc(&*h.backend, "src.db").await;
     assert!(report.oldest_kept > source.version, "{report:?}");
     assert!(report.sectors_deleted > 0, "{report:?}");
@@ -315,7 +316,10 @@ pub(crate) async fn a_fork_stalled_while_gc_retires_its_source_never_writes_a_ro
     let landed = donut_store::gc::land(&*h.backend, &src, mark, &dst, expected, false, &root).await;
     let err = landed.expect_err("the fork's source version was retired under it");
     assert!(err.to_string().contains("snapshot expired"), "{err}");
-    assert!(read_root(&*h.backend, &dst).await.is_err(), "no root written");
+    assert!(
+        read_root(&*h.backend, &dst).await.is_err(),
+        "no root written"
+    );
     // The family still collects, and a fork made now is whole.
     gc(&*h.backend, "src.db").await;
     fork(&*h.backend, &src, None, &name("again.db"))
@@ -449,9 +453,7 @@ pub(crate) async fn marks_of_restores_killed_before_their_root_give_way_to_new_o
 /// gc failed Busy ("the family … kept changing"): the pending fork's
 /// source version was neither kept nor marked-and-retired. Now a pending
 /// fork whose source is retired or gone holds nothing.
-pub(crate) async fn a_fork_killed_before_its_root_is_abandoned_and_its_family_collects(
-    h: Harness,
-) {
+pub(crate) async fn a_fork_killed_before_its_root_is_abandoned_and_its_family_collects(h: Harness) {
     churned(&h, "s.db", 2).await;
     let (s, dead) = (name("s.db"), name("dead.db"));
     fork(&*h.backend, &s, None, &name("f2.db")).await.unwrap();

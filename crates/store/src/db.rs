@@ -92,7 +92,16 @@ pub async fn swap_root(
         version: root.version,
         body: root.encode(),
     };
-    swap_meta(backend, name, root.db_id, expected, lease_required, meta, None).await
+    swap_meta(
+        backend,
+        name,
+        root.db_id,
+        expected,
+        lease_required,
+        meta,
+        None,
+    )
+    .await
 }
 
 /// [`swap_root`] in one atomic step with a GC state item's
@@ -111,7 +120,16 @@ pub async fn swap_root_with_state(
         body: root.encode(),
     };
     let db = root.db_id;
-    swap_meta(backend, name, db, expected, lease_required, meta, Some(state)).await
+    swap_meta(
+        backend,
+        name,
+        db,
+        expected,
+        lease_required,
+        meta,
+        Some(state),
+    )
+    .await
 }
 
 /// `swap_root` for any root item body (a root or a tombstone), with a GC

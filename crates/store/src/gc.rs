@@ -655,7 +655,10 @@ pub async fn mark_restore(
     name: &DbName,
     mark: RestoreMark,
 ) -> Result<(), StorageError> {
-    assert!(mark.lands_as > mark.source, "a restore lands above its source");
+    assert!(
+        mark.lands_as > mark.source,
+        "a restore lands above its source"
+    );
     add_mark(backend, name, Some(mark), None).await
 }
 
@@ -760,15 +763,9 @@ pub async fn land(
             expected: stored.version,
             meta: &meta,
         };
-        let landed = crate::db::swap_root_with_state(
-            backend,
-            name,
-            expected,
-            lease_required,
-            root,
-            swap,
-        )
-        .await;
+        let landed =
+            crate::db::swap_root_with_state(backend, name, expected, lease_required, root, swap)
+                .await;
         match landed {
             Err(StorageError::Conflict) => {
                 let head = backend.get_meta(MetaKind::Root, name).await?;

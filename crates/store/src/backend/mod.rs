@@ -419,7 +419,10 @@ pub fn transaction_plan<'a>(
     one_request: bool,
     commit: &Commit<'a>,
 ) -> Option<(Sectors<'a>, Sectors<'a>)> {
-    match (one_request, commit.fence.is_some() || commit.state.is_some()) {
+    match (
+        one_request,
+        commit.fence.is_some() || commit.state.is_some(),
+    ) {
         (true, _) => Some((&[], commit.sectors)),
         (false, true) => Some((commit.sectors, &[])),
         (false, false) => None,
