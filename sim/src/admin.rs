@@ -293,9 +293,8 @@ async fn stalled_fork(
         keep_from: Some(keep_from),
         ..options
     };
-    match collect_garbage(&*backend, &src, options).await {
-        Err(e @ StorageError::Corrupt(_)) => return Err(e),
-        _ => {}
+    if let Err(e @ StorageError::Corrupt(_)) = collect_garbage(&*backend, &src, options).await {
+        return Err(e);
     }
     let mut root = source.clone();
     root.version = fresh.version;
