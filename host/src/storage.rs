@@ -21,9 +21,7 @@ pub use donut_store::db::{
 };
 pub use donut_store::disk_cache::DiskCache;
 pub use donut_store::error::StorageError;
-pub use donut_store::gc::{
-    GcOptions, GcReport, RESTORE_GRACE_MS, RETAIN_MS_DEFAULT, collect as collect_garbage,
-};
+pub use donut_store::gc::{GcOptions, GcReport, RETAIN_MS_DEFAULT, collect as collect_garbage};
 pub use donut_store::grant::Grant;
 pub use donut_store::history::{
     Restored, Version, fork, list_versions, read_root_at, restore, restore_over,

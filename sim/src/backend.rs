@@ -79,6 +79,10 @@ pub enum StoreBug {
     /// written beside the swap instead of with it would): time travel to
     /// that version reads the loser's database.
     LosersHistory,
+    /// A restore's or fork's root lands without its GC state (the
+    /// review's finding 1 with its fix reverted): written even after `gc`
+    /// dropped its mark and collected what its source version held.
+    LandsWithoutMark,
 }
 
 /// What kind of storage call waits for its turn: which faults the
@@ -323,7 +327,7 @@ impl SimBackend {
                 .flatten()
                 .map(|m| m.version)
                 .or(expected),
-            Some(StoreBug::LosersHistory) | None => expected,
+            Some(StoreBug::LosersHistory | StoreBug::LandsWithoutMark) | None => expected,
         }
     }
 
@@ -343,9 +347,16 @@ impl SimBackend {
         } else {
             what
         };
+        let what = match commit.state {
+            Some(state) => format!("{what} + gc state of {}", state.name.as_str()),
+            None => what,
+        };
         self.write(StorageCall::new(kind, what), async move {
             let mut commit = commit;
             commit.expected = self.expected_root(commit.name, commit.expected).await;
+            if self.bug == Some(StoreBug::LandsWithoutMark) {
+                commit.state = None;
+            }
             let history = (self.bug == Some(StoreBug::LosersHistory)).then(|| meta.clone());
             let out = self.store.commit(commit, meta).await;
             if let (Some(meta), Err(PutMetaError::Conflict)) = (history, &out) {

@@ -10,9 +10,7 @@ use crate::check::{ACCOUNTS, BALANCE, LARGE_ROWS};
 use crate::gc::Blind;
 use donut_format::{At, DbName};
 use donut_host::MemoryBackend;
-use donut_host::storage::{
-    Clock, RESTORE_GRACE_MS, Version, fork, list_versions, remove_database, restore,
-};
+use donut_host::storage::{Clock, Version, fork, list_versions, remove_database, restore};
 use serde_json::Value;
 
 /// Past versions read per run, besides the newest (each is a guest run).
@@ -243,7 +241,7 @@ fn check_fork_gc(
     let source_state = reader.final_state(db);
     let fork_state = reader.final_state(forked);
     // Past every version's time (restores stamp the system clock).
-    let far = Clock::System.now_ms() + 2 * RESTORE_GRACE_MS;
+    let far = Clock::System.now_ms() + 3_600_000;
     let same = |what: &str, db: &str, before: &Result<Value, String>, out: &mut Vec<String>| {
         let now = reader.final_state(db);
         if now != *before {

@@ -58,6 +58,10 @@ pub enum Bug {
     /// deletes the sectors a large commit or a spill stored and its root
     /// still references.
     GcMisjudgesIntents,
+    /// A fork's or restore's root lands whether or not its mark on its
+    /// source still stands (the review's finding 1, its fix reverted): a
+    /// stalled fork writes a root over pages `gc` collected.
+    LandsWithoutMark,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +305,8 @@ impl Sim {
         let config = Config::draw(&mut rng, options.faults);
         let store = MemoryBackend::new();
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        // The oldest version a running client may read, as it moves.
+        let floor = Arc::new(AtomicU64::new(0));
         let turns = SharedTurns::default();
         let mut report = Report {
             seed: options.seed,
@@ -388,6 +394,7 @@ impl Sim {
         let store_bug = match options.bug {
             Some(Bug::UnconditionalCommit) => Some(StoreBug::UnconditionalCommit),
             Some(Bug::LosersHistory) => Some(StoreBug::LosersHistory),
+            Some(Bug::LandsWithoutMark) => Some(StoreBug::LandsWithoutMark),
             _ => None,
         };
         let guest_bug = match options.bug {
@@ -401,7 +408,7 @@ impl Sim {
         // Clients held back by a stall, until a step.
         let mut stalled: std::collections::BTreeMap<usize, u64> = Default::default();
         let mut admins: Vec<Admin> = (0..crate::admin::ADMINS)
-            .map(|i| Admin::new(config.clients + i, config.admin_tasks))
+            .map(|i| Admin::new(config.clients + i, config.admin_tasks, options.seed))
             .collect();
 
         loop {
@@ -451,6 +458,7 @@ impl Sim {
             }
             let running: Vec<&Client> = clients.iter().filter(|c| c.running.is_some()).collect();
             let keep_from = running.iter().map(|c| c.floor_version).min();
+            floor.store(keep_from.unwrap_or(0), Ordering::SeqCst);
             let forks: Vec<DbName> = admins.iter().flat_map(|a| a.forks.clone()).collect();
             for admin in admins.iter_mut() {
                 if admin.running.is_some() || admin.tasks_left == 0 || running.is_empty() {
@@ -465,8 +473,11 @@ impl Sim {
                         db: &db_name,
                         now_ms: clock.load(Ordering::SeqCst),
                         keep_from: keep_from.unwrap_or(0),
+                        floor: floor.clone(),
                         restores: clients.iter().all(|c| c.writer == "optimistic"),
                         forks: forks.clone(),
+                        // The admins' own bug; the others are the clients'.
+                        bug: store_bug.filter(|b| *b == StoreBug::LandsWithoutMark),
                     },
                 );
                 trace.push(format!("{} a{}: {}", report.steps, admin.id, admin.task));
@@ -720,7 +731,10 @@ impl Sim {
                 _ => None,
             },
         ));
-        let made: Vec<DbName> = admins.iter().flat_map(|a| a.forks.clone()).collect();
+        let made: Vec<DbName> = admins
+            .iter()
+            .flat_map(|a| a.forks.iter().chain(&a.stalled_forks).cloned())
+            .collect();
         let forks = run_now(crate::admin::live_forks(&store, &made));
         report
             .anomalies

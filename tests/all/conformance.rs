@@ -171,7 +171,7 @@ async fn conformance_gc_suite() {
     rm_then_gc_leaves_nothing_of_the_database(harness("conformance-g-2").await).await;
     a_restore_survives_gc_and_can_be_undone(harness("conformance-g-3").await).await;
     forks_stay_whole_and_gc_collects_what_no_member_holds(harness("conformance-g-4").await).await;
-    a_fork_listed_but_not_written_keeps_its_source_version_through_gc(
+    a_fork_stalled_while_gc_retires_its_source_never_writes_a_root_gc_emptied(
         harness("conformance-g-6").await,
     )
     .await;

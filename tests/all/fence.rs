@@ -63,6 +63,7 @@ async fn a_fenced_commit_is_refused_once_the_lock_item_moved(h: Harness) {
             expected: Some(version),
             sectors,
             fence: Some(fence),
+            state: None,
         };
         let stale = Fence {
             lock_version: current_lock.version,

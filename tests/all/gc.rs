@@ -267,39 +267,239 @@ pub(crate) async fn a_removed_fork_in_a_chain_still_protects_its_source(h: Harne
     h.assert_integrity("leaf.db").await;
 }
 
-pub(crate) async fn a_fork_listed_but_not_written_keeps_its_source_version_through_gc(h: Harness) {
+/// The review of issue 39's fix (finding 1): a fork's mark on its source
+/// lapsed by clocks (`started_ms` an hour before the oldest kept
+/// version's commit time), so a fork host 2 h slow, or a fork stalled
+/// between its own time check and its root write, had its mark dropped;
+/// `gc` then judged the pending fork's retired, unmarked source as
+/// holding nothing and deleted its pages, and the fork wrote a root that
+/// read them ("manifest chunk … is missing"). Now no clock decides: the
+/// fork's root is written in one step with its source's GC state, only
+/// while its mark stands, and a run that retires the source version drops
+/// the mark first — however long the fork stalled, it is refused.
+pub(crate) async fn a_fork_stalled_while_gc_retires_its_source_never_writes_a_root_gc_emptied(
+    h: Harness,
+) {
     churned(&h, "src.db", 3).await;
-    let (_, source) = read_root(&*h.backend, &name("src.db")).await.unwrap();
-    // What `fork` does before it writes the fork's root.
-    let listed = ForkSource {
-        name: name("src.db"),
-        version: source.version,
-        fork_version: 1,
-    };
-    donut_store::gc::register_fork(&*h.backend, source.db_id, listed, &name("dst.db"))
+    let (src, dst) = (name("src.db"), name("dst.db"));
+    let (_, source) = read_root(&*h.backend, &src).await.unwrap();
+    // `history::fork`'s steps, up to its root.
+    let (expected, fresh) = donut_store::db::new_root(&*h.backend, &dst, source.page_size)
         .await
         .unwrap();
-    donut_store::gc::mark_forked(
-        &*h.backend,
-        &name("src.db"),
-        Some(source.version),
-        source.db_id,
-    )
-    .await
-    .unwrap();
-    h.sql_ok(
-        "src.db",
-        "update t set v = randomblob(2000) where id <= 150",
-    )
-    .await;
+    let listed = ForkSource {
+        name: src.clone(),
+        version: source.version,
+        fork_version: fresh.version,
+    };
+    donut_store::gc::register_fork(&*h.backend, source.db_id, listed, &dst)
+        .await
+        .unwrap();
+    let mark = donut_store::gc::mark_forked(&*h.backend, &src, Some(source.version), source.db_id)
+        .await
+        .unwrap()
+        .expect("a mark on the source version");
+    donut_store::gc::mark_forked(&*h.backend, &dst, None, source.db_id)
+        .await
+        .unwrap();
+    // Stalled here (any clock, any skew); the source moves on and gc runs.
+    h.sql_ok("src.db", "update t set v = randomblob(2000)")
+        .await;
     let report = gc(&*h.backend, "src.db").await;
     assert!(report.oldest_kept > source.version, "{report:?}");
     assert!(report.sectors_deleted > 0, "{report:?}");
-    // The version the fork copies is retired but whole.
-    donut_store::transfer::verify_root(h.backend.clone(), &source)
+    let mut root = source.clone();
+    root.version = fresh.version;
+    root.commit_ms = fresh.commit_ms;
+    root.txn_id = fresh.txn_id;
+    root.lease_required = false;
+    let landed = donut_store::gc::land(&*h.backend, &src, mark, &dst, expected, false, &root).await;
+    let err = landed.expect_err("the fork's source version was retired under it");
+    assert!(err.to_string().contains("snapshot expired"), "{err}");
+    assert!(
+        read_root(&*h.backend, &dst).await.is_err(),
+        "no root written"
+    );
+    // The family still collects, and a fork made now is whole.
+    gc(&*h.backend, "src.db").await;
+    fork(&*h.backend, &src, None, &name("again.db"))
         .await
-        .expect("every sector of the version a fork under way copies");
+        .unwrap();
     h.assert_integrity("src.db").await;
+    h.assert_integrity("again.db").await;
+}
+
+/// Issue 31, item 7, for restores (the same class as finding 1): a
+/// restore whose host was an hour slow had its mark pruned between
+/// marking and swapping, and its root then copied a version whose pages
+/// `gc` had collected. Now its root lands only while its mark stands.
+pub(crate) async fn a_restore_stalled_while_gc_retires_its_source_never_writes_a_root_gc_emptied(
+    h: Harness,
+) {
+    churned(&h, "r.db", 3).await;
+    let r = name("r.db");
+    let (meta, current) = read_root(&*h.backend, &r).await.unwrap();
+    let before = checksum(&h, "r.db").await;
+    let source = meta.version - 2;
+    // `history::restore`'s steps, up to its root.
+    let (_, old) = donut_store::history::read_root_at(&*h.backend, &r, At::Version(source))
+        .await
+        .unwrap();
+    let mut root = old.clone();
+    root.version = meta.version + 1;
+    root.txn_id = 0x5eed;
+    root.lease_required = false;
+    let mark = donut_format::RestoreMark {
+        source,
+        txn_id: root.txn_id,
+        lands_as: root.version,
+    };
+    donut_store::gc::mark_restore(&*h.backend, &r, mark)
+        .await
+        .unwrap();
+    // Stalled here; gc retires everything below the current version.
+    let report = gc(&*h.backend, "r.db").await;
+    assert_eq!(report.oldest_kept, meta.version, "{report:?}");
+    assert!(report.sectors_deleted > 0, "{report:?}");
+    let landed = donut_store::gc::land(
+        &*h.backend,
+        &r,
+        mark,
+        &r,
+        Some(meta.version),
+        current.lease_required,
+        &root,
+    )
+    .await;
+    let err = landed.expect_err("the restore's source version was retired under it");
+    assert!(err.to_string().contains("snapshot expired"), "{err}");
+    assert_eq!(h.version("r.db").await, meta.version, "no root written");
+    assert_eq!(checksum(&h, "r.db").await, before);
+    h.assert_integrity("r.db").await;
+}
+
+/// Finding 2: marks lapsed only once a version committed an hour after
+/// them was the oldest kept, so 1,024 restores of an idle database
+/// refused every later restore and fork, whatever gc ran, and the error's
+/// advice ("once gc has dropped those older than an hour") never came
+/// true. Now a landed restore's mark goes once gc keeps the version it
+/// wrote.
+pub(crate) async fn marks_of_landed_restores_go_once_gc_keeps_their_versions(h: Harness) {
+    churned(&h, "m.db", 1).await;
+    let m = name("m.db");
+    for _ in 0..donut_format::RESTORE_MARKS_MAX {
+        restore(&*h.backend, &m, At::Version(1)).await.unwrap();
+    }
+    let full = fork(&*h.backend, &m, None, &name("f.db")).await;
+    assert!(full.is_err(), "every mark is a landed restore's: {full:?}");
+    gc(&*h.backend, "m.db").await;
+    let (_, state) = donut_store::gc::read_state(&*h.backend, &m).await.unwrap();
+    assert!(state.restores.is_empty(), "{:?}", state.restores.len());
+    fork(&*h.backend, &m, None, &name("f.db")).await.unwrap();
+    let head = h.version("m.db").await;
+    restore(&*h.backend, &m, At::Version(head)).await.unwrap();
+    h.assert_integrity("f.db").await;
+    h.assert_integrity("m.db").await;
+}
+
+/// Finding 2, killed restores: marks whose restores never landed stood
+/// on an idle database for ever; with 1,024 of them every restore and
+/// fork was refused. A restore or fork that has not landed can give its
+/// mark up (its root write is then refused), so a new one takes it.
+pub(crate) async fn marks_of_restores_killed_before_their_root_give_way_to_new_ones(h: Harness) {
+    churned(&h, "k.db", 1).await;
+    let k = name("k.db");
+    let head = h.version("k.db").await;
+    let mut first = None;
+    for i in 0..donut_format::RESTORE_MARKS_MAX as u64 {
+        let mark = donut_format::RestoreMark {
+            source: 1,
+            txn_id: 1000 + i,
+            lands_as: head + 1,
+        };
+        first.get_or_insert(mark);
+        donut_store::gc::mark_restore(&*h.backend, &k, mark)
+            .await
+            .unwrap();
+    }
+    restore(&*h.backend, &k, At::Version(1)).await.unwrap();
+    // Its version taken, no killed restore can land: gc drops their marks.
+    gc(&*h.backend, "k.db").await;
+    fork(&*h.backend, &k, None, &name("g.db")).await.unwrap();
+    h.assert_integrity("k.db").await;
+    h.assert_integrity("g.db").await;
+    // The restore whose mark went can no longer land.
+    let (_, old) = read_root(&*h.backend, &k).await.unwrap();
+    let first = first.expect("marks were written");
+    let mut root = old;
+    root.version = h.version("k.db").await + 1;
+    root.txn_id = first.txn_id;
+    let landed = donut_store::gc::land(
+        &*h.backend,
+        &k,
+        first,
+        &k,
+        Some(root.version - 1),
+        false,
+        &root,
+    )
+    .await;
+    assert!(landed.is_err(), "{landed:?}");
+}
+
+/// Finding 3 (issue 31, item 9): a fork killed after listing itself and
+/// marking its source kept the source's history and sectors for ever, and
+/// once the source was removed and collected away every other member's
+/// gc failed Busy ("the family … kept changing"): the pending fork's
+/// source version was neither kept nor marked-and-retired. Now a pending
+/// fork whose source is retired or gone holds nothing.
+pub(crate) async fn a_fork_killed_before_its_root_is_abandoned_and_its_family_collects(h: Harness) {
+    churned(&h, "s.db", 2).await;
+    let (s, dead) = (name("s.db"), name("dead.db"));
+    fork(&*h.backend, &s, None, &name("f2.db")).await.unwrap();
+    let (_, source) = read_root(&*h.backend, &s).await.unwrap();
+    let (_, fresh) = donut_store::db::new_root(&*h.backend, &dead, source.page_size)
+        .await
+        .unwrap();
+    let listed = ForkSource {
+        name: s.clone(),
+        version: source.version,
+        fork_version: fresh.version,
+    };
+    donut_store::gc::register_fork(&*h.backend, source.db_id, listed, &dead)
+        .await
+        .unwrap();
+    donut_store::gc::mark_forked(&*h.backend, &s, Some(source.version), source.db_id)
+        .await
+        .unwrap();
+    // Killed here.
+    h.sql_ok("s.db", "update t set v = randomblob(2000) where id < 100")
+        .await;
+    let report = gc(&*h.backend, "s.db").await;
+    let (_, state) = donut_store::gc::read_state(&*h.backend, &s).await.unwrap();
+    assert!(state.restores.is_empty(), "{report:?} {state:?}");
+    donut_store::db::remove_database(&*h.backend, &s)
+        .await
+        .unwrap();
+    let mut removed = false;
+    for _ in 0..4 {
+        match collect_garbage(&*h.backend, &s, now()).await {
+            Ok(report) if report.removed => removed = true,
+            Err(e) if e.to_string().contains("no database") => removed = true,
+            Ok(_) => continue,
+            Err(e) => panic!("gc s.db: {e}"),
+        }
+        break;
+    }
+    assert!(removed, "s.db collected away");
+    h.sql_ok("f2.db", "update t set v = randomblob(2000) where id > 200")
+        .await;
+    let report = collect_garbage(&*h.backend, &name("f2.db"), now()).await;
+    assert!(report.is_ok(), "gc of f2.db: {report:?}");
+    h.assert_integrity("f2.db").await;
+    // Nothing leaks: what is stored is what f2.db's one kept version holds.
+    let summary = h.summary().await;
+    assert_eq!(sectors(&summary).0, fresh_push_sectors(&h, "f2.db").await);
 }
 
 pub(crate) async fn a_family_with_forks_it_did_not_record_keeps_its_sectors(h: Harness) {
@@ -440,12 +640,16 @@ pub(crate) async fn a_fork_refused_after_listing_itself_does_not_make_gc_keep_it
 }
 
 backend_tests!(
+    a_fork_stalled_while_gc_retires_its_source_never_writes_a_root_gc_emptied,
+    a_restore_stalled_while_gc_retires_its_source_never_writes_a_root_gc_emptied,
+    marks_of_landed_restores_go_once_gc_keeps_their_versions,
+    marks_of_restores_killed_before_their_root_give_way_to_new_ones,
+    a_fork_killed_before_its_root_is_abandoned_and_its_family_collects,
     a_fork_refused_after_listing_itself_does_not_make_gc_keep_its_retired_source,
     gc_brings_updates_back_to_the_size_of_a_fresh_push,
     rm_then_gc_leaves_nothing_of_the_database,
     a_restore_survives_gc_and_can_be_undone,
     forks_stay_whole_and_gc_collects_what_no_member_holds,
-    a_fork_listed_but_not_written_keeps_its_source_version_through_gc,
     a_removed_fork_in_a_chain_still_protects_its_source,
     a_family_with_forks_it_did_not_record_keeps_its_sectors,
     a_run_stopped_by_its_budget_loses_nothing_and_the_next_finishes,

@@ -273,6 +273,7 @@ pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBacke
                 expected: Some(version),
                 sectors: &new,
                 fence: fenced.then_some(Fence { lock_version: 1 }),
+                state: None,
             };
             let meta = Meta {
                 version: version + 1,
@@ -435,6 +436,7 @@ async fn a_re_sent_commit_carries_the_first_attempts_request_token() {
             expected: Some(version),
             sectors: &new,
             fence: None,
+            state: None,
         };
         let meta = Meta {
             version: version + 1,

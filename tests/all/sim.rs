@@ -159,6 +159,28 @@ fn a_throttled_schema_load_at_open_does_not_wait_in_the_busy_handler() {
     assert!(report.ok(), "{}", describe(&report, &options));
 }
 
+/// The review of issue 39, finding 1, as the simulator finds it: a fork
+/// stalled between its mark and its root (the other actors commit, a `gc`
+/// run retires its source version and drops the mark) then writes its
+/// root anyway (`lands-without-mark`: the root swapped alone, as before
+/// the fix) over pages the run collected. Seed 3200084 finds it; with the
+/// fix (the root lands only with the mark) the same seed passes.
+#[test]
+fn the_simulator_finds_a_stalled_fork_landing_over_pages_gc_collected() {
+    let options = |bug| Options {
+        seed: 3200084,
+        ops: 30,
+        faults: true,
+        bug,
+    };
+    let planted = sim().run(&options(Some(Bug::LandsWithoutMark)));
+    assert!(!planted.ok(), "the planted bug went unnoticed");
+    let found = planted.anomalies.join("\n");
+    assert!(found.contains("is missing"), "{found}");
+    let fixed = sim().run(&options(None));
+    assert!(fixed.ok(), "{}", describe(&fixed, &options(None)));
+}
+
 /// Found by the simulator (seed 500854, issue 39): a fork listed itself in
 /// its family and was then refused (`gc` had retired its source version
 /// and, killed before its history deletes, left that version's history

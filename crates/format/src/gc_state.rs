@@ -15,17 +15,30 @@ pub const RESTORE_MARKS_MAX: usize = 1024;
 const FLAG_FORKED: u8 = 1;
 /// `flags` bit: [`GcState::family`] is set (16 bytes after the header).
 const FLAG_FAMILY: u8 = 2;
+/// `flags` bit: each mark's third field is [`RestoreMark::lands_as`]
+/// (set by every writer since; without it the field is a start time and
+/// decodes as [`LANDS_AS_UNKNOWN`]).
+const FLAG_LANDS_AS: u8 = 4;
+/// [`RestoreMark::lands_as`] of a mark written before marks said where
+/// their restore lands (a start time was stored there instead): `gc`
+/// takes it for a restore landed at or below the head it reads.
+pub const LANDS_AS_UNKNOWN: u64 = u64::MAX;
 const FAMILY_LEN: usize = 16;
 
-/// A restore under way or done: it copies version `source`'s root, so
-/// `gc` keeps what that root references while the mark stands.
+/// A restore or fork under way (or a restore done): it copies version
+/// `source`'s root, so `gc` keeps what that root references while the
+/// mark stands. A restore's or fork's root is written only in one atomic
+/// step with this state item, while the mark stands (docs/format.md,
+/// "Garbage collection"), so `gc` drops a mark without asking any clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreMark {
     pub source: u64,
-    /// The restore's transaction id (its new root carries it).
+    /// The restore's transaction id (its new root carries it); a fork's:
+    /// random.
     pub txn_id: u64,
-    /// When the restore began (its host's clock).
-    pub started_ms: u64,
+    /// A restore's: the version its root is written as (it lands as that
+    /// or never). 0: a fork's mark, which its root write removes.
+    pub lands_as: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,7 +66,7 @@ impl GcState {
         assert!(self.restores.len() <= RESTORE_MARKS_MAX);
         let mut out = Vec::with_capacity(HEADER_LEN + self.restores.len() * MARK_LEN + 8);
         out.extend_from_slice(&GC_STATE_MAGIC);
-        let mut flags = if self.forked { FLAG_FORKED } else { 0 };
+        let mut flags = FLAG_LANDS_AS | if self.forked { FLAG_FORKED } else { 0 };
         if self.family.is_some() {
             flags |= FLAG_FAMILY;
         }
@@ -68,7 +81,7 @@ impl GcState {
         for mark in &self.restores {
             out.extend_from_slice(&mark.source.to_le_bytes());
             out.extend_from_slice(&mark.txn_id.to_le_bytes());
-            out.extend_from_slice(&mark.started_ms.to_le_bytes());
+            out.extend_from_slice(&mark.lands_as.to_le_bytes());
         }
         seal(&mut out);
         out
@@ -92,7 +105,7 @@ impl GcState {
                 need: need + CHECKSUM_LEN,
             });
         }
-        if flags & !(FLAG_FORKED | FLAG_FAMILY) != 0 || bytes[5..8] != [0, 0, 0] {
+        if flags & !(FLAG_FORKED | FLAG_FAMILY | FLAG_LANDS_AS) != 0 || bytes[5..8] != [0, 0, 0] {
             return Err(FormatError::Invalid {
                 what: WHAT,
                 detail: format!("unknown flags {flags:#04x}"),
@@ -110,7 +123,10 @@ impl GcState {
                     RestoreMark {
                         source: u64_at(at),
                         txn_id: u64_at(at + 8),
-                        started_ms: u64_at(at + 16),
+                        lands_as: match flags & FLAG_LANDS_AS {
+                            0 => LANDS_AS_UNKNOWN,
+                            _ => u64_at(at + 16),
+                        },
                     }
                 })
                 .collect(),
@@ -142,7 +158,7 @@ mod tests {
             restores: vec![RestoreMark {
                 source: 12,
                 txn_id: 7,
-                started_ms: 99,
+                lands_as: 99,
             }],
         };
         let bytes = state.encode();
@@ -155,5 +171,27 @@ mod tests {
             GcState::decode(&GcState::default().encode()).unwrap(),
             GcState::default()
         );
+    }
+
+    /// A state written before marks said where their restore lands holds
+    /// a start time there: it must not read as a version.
+    #[test]
+    fn a_mark_written_with_a_start_time_decodes_as_landing_unknown() {
+        let state = GcState {
+            oldest: 4,
+            collected: 4,
+            restores: vec![RestoreMark {
+                source: 3,
+                txn_id: 7,
+                lands_as: 1_700_000_000_000,
+            }],
+            ..GcState::default()
+        };
+        let mut body = state.encode();
+        body.truncate(body.len() - CHECKSUM_LEN);
+        body[4] &= !FLAG_LANDS_AS;
+        seal(&mut body);
+        let old = GcState::decode(&body).unwrap();
+        assert_eq!(old.restores[0].lands_as, LANDS_AS_UNKNOWN);
     }
 }

@@ -24,7 +24,7 @@ mod tombstone;
 
 pub use at::{At, DbRef, DbRefError, format_utc_ms, parse_at, parse_rfc3339_ms};
 pub use family::{FAMILY_MEMBERS_MAX, Family, FamilyMember, ForkSource, family_key};
-pub use gc_state::{GC_STATE_MAGIC, GcState, RESTORE_MARKS_MAX, RestoreMark};
+pub use gc_state::{GC_STATE_MAGIC, GcState, LANDS_AS_UNKNOWN, RESTORE_MARKS_MAX, RestoreMark};
 pub use intent::{INTENT_KEYS_MAX, Intent, IntentKey, IntentSector};
 pub use lock::{LOCK_HOLDERS_MAX, LockHolder, LockMode, LockState};
 pub use manifest::{

@@ -773,6 +773,7 @@ impl Client {
                     expected: Some(expected_version),
                     sectors: &sectors,
                     fence: fence_item,
+                    state: None,
                 },
                 meta,
             )

@@ -2,7 +2,7 @@
 //! host, the CLI, push and pull): read with the stored-version check,
 //! create, swap, remove, list.
 
-use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError};
+use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError, StateSwap};
 use crate::clock::Clock;
 use crate::error::StorageError;
 use crate::lease::HostLease;
@@ -92,10 +92,48 @@ pub async fn swap_root(
         version: root.version,
         body: root.encode(),
     };
-    swap_meta(backend, name, root.db_id, expected, lease_required, meta).await
+    swap_meta(
+        backend,
+        name,
+        root.db_id,
+        expected,
+        lease_required,
+        meta,
+        None,
+    )
+    .await
 }
 
-/// `swap_root` for any root item body (a root or a tombstone).
+/// [`swap_root`] in one atomic step with a GC state item's
+/// compare-and-swap (a restore's or fork's root and the state holding
+/// its mark: see [`StateSwap`]). `Conflict` if either moved.
+pub async fn swap_root_with_state(
+    backend: &dyn Backend,
+    name: &DbName,
+    expected: Option<u64>,
+    lease_required: bool,
+    root: &Root,
+    state: StateSwap<'_>,
+) -> Result<(), StorageError> {
+    let meta = Meta {
+        version: root.version,
+        body: root.encode(),
+    };
+    let db = root.db_id;
+    swap_meta(
+        backend,
+        name,
+        db,
+        expected,
+        lease_required,
+        meta,
+        Some(state),
+    )
+    .await
+}
+
+/// `swap_root` for any root item body (a root or a tombstone), with a GC
+/// state swapped in the same step if `state`.
 async fn swap_meta(
     backend: &dyn Backend,
     name: &DbName,
@@ -103,24 +141,26 @@ async fn swap_meta(
     expected: Option<u64>,
     lease_required: bool,
     meta: Meta,
+    state: Option<StateSwap<'_>>,
 ) -> Result<(), StorageError> {
     let lease = match lease_required {
         true => Some(HostLease::take(backend, name).await?),
         false => None,
     };
-    // Unfenced, a plain conditional put: a one-request backend would make
-    // `commit` a transaction, at twice the write units.
-    let outcome = match &lease {
-        None => backend.put_meta(MetaKind::Root, name, expected, meta).await,
-        Some(lease) => {
+    // Unfenced and alone, a plain conditional put: a one-request backend
+    // would make `commit` a transaction, at twice the write units.
+    let outcome = match (&lease, state) {
+        (None, None) => backend.put_meta(MetaKind::Root, name, expected, meta).await,
+        (lease, state) => {
             let commit = Commit {
                 name,
                 db,
                 expected,
                 sectors: &[],
-                fence: Some(Fence {
+                fence: lease.as_ref().map(|lease| Fence {
                     lock_version: lease.lock_version,
                 }),
+                state,
             };
             backend.commit(commit, meta).await
         }
@@ -204,6 +244,7 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
         Some(meta.version),
         root.lease_required,
         next,
+        None,
     )
     .await?;
     Ok(tombstone.version)

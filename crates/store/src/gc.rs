@@ -35,17 +35,14 @@ use crate::error::StorageError;
 use donut_format::salt::salt_of;
 use donut_format::{
     Chunk, DbId, DbName, FAMILY_MEMBERS_MAX, FANOUT, Family, FamilyMember, ForkSource, GcState,
-    Hash, Intent, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root, Tombstone, ZERO_HASH,
-    family_key, hash_hex, verify,
+    Hash, Intent, LANDS_AS_UNKNOWN, MAX_DEPTH, RESTORE_MARKS_MAX, RestoreMark, Root, Tombstone,
+    ZERO_HASH, family_key, hash_hex, verify,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// The retention when none is given: 7 days (docs/format.md).
 pub const RETAIN_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
-/// How long a restore mark protects its source once the restore began:
-/// far longer than a restore takes.
-pub const RESTORE_GRACE_MS: u64 = 3600 * 1000;
 /// History items read per request while walking versions.
 const HISTORY_PAGE: usize = 100;
 /// Sectors read (to check their salts) and deleted per call.
@@ -162,18 +159,12 @@ async fn collect_once(
     };
     let target = options.keep_from.map_or(target, |keep| target.min(keep));
     let oldest = target.max(state.oldest);
-    let oldest_ms = match oldest == head_version {
-        true => head_ms,
-        false => version_time(name, &required_version(backend, name, oldest).await?)?,
-    };
     report.versions_retired = oldest - state.oldest;
     report.oldest_kept = oldest;
     // (1) Retire first: from now on nothing new may start from a version
-    // below `oldest`.
+    // below `oldest`; marks no restore or fork needs go.
     state.oldest = oldest;
-    state
-        .restores
-        .retain(|mark| mark.started_ms.saturating_add(RESTORE_GRACE_MS) >= oldest_ms);
+    prune_marks(backend, name, &mut state).await?;
     let (mut state_meta, mut state) = write_state(backend, name, state_meta, &state).await?;
     // Families are read after the retirement above: see `family_view`.
     let mut families = Families::new(backend, name, state.clone());
@@ -654,33 +645,32 @@ async fn write_state_retrying(
     )))
 }
 
-/// Records a restore of `name` from `source` before it is written: refused
-/// if `gc` retired `source` (the mark and the check are one
-/// compare-and-swap, so a run either sees the mark or the restore sees the
-/// run's new oldest version).
+/// Records a restore of `name` from `mark.source` before it is written
+/// (as version `mark.lands_as`): refused if `gc` retired the source (the
+/// mark and the check are one compare-and-swap, so a run either sees the
+/// mark or the restore sees the run's new oldest version). Its root is
+/// then written by [`land`].
 pub async fn mark_restore(
     backend: &dyn Backend,
     name: &DbName,
     mark: RestoreMark,
 ) -> Result<(), StorageError> {
-    update_state(backend, name, |state| {
-        check_kept(name, state, mark.source)?;
-        check_room(name, state)?;
-        state.restores.push(mark);
-        Ok(())
-    })
-    .await
+    assert!(
+        mark.lands_as > mark.source,
+        "a restore lands above its source"
+    );
+    add_mark(backend, name, Some(mark), None).await
 }
 
 /// Records that `name` has forks (or is one) in family `db` before a fork
 /// is written. Given `version`, the fork's source version: refused if `gc`
 /// retired it, else marked as a restore's source is (in the same
 /// compare-and-swap), so runs keep what it references while the fork may
-/// still write its root — and a fork listed in the family whose source
-/// version is retired and unmarked is known to have been refused here (or
-/// killed before), never to copy it (`Families::members_roots`).
-/// Returns the mark written (given `version`), for [`unmark_fork`] once
-/// the fork's root is written.
+/// still write its root — which [`land`] writes only while the mark
+/// stands, removing it in the same step. A fork listed in the family
+/// whose source version is retired and unmarked never writes its root
+/// (`Families::members_roots`). Returns the mark written (given
+/// `version`), for [`land`].
 pub async fn mark_forked(
     backend: &dyn Backend,
     name: &DbName,
@@ -690,37 +680,43 @@ pub async fn mark_forked(
     let mark = version.map(|source| RestoreMark {
         source,
         txn_id: crate::random_u64(),
-        started_ms: crate::clock::Clock::System.now_ms(),
+        lands_as: 0,
     });
-    update_state(backend, name, |state| {
-        if let Some(mark) = mark {
-            check_kept(name, state, mark.source)?;
-            check_room(name, state)?;
-            state.restores.push(mark);
-        }
-        state.forked = true;
-        state.family = Some(db);
-        Ok(())
-    })
-    .await?;
+    add_mark(backend, name, mark, Some(db)).await?;
     Ok(mark)
 }
 
-/// Drops the mark [`mark_forked`] wrote on a fork's source once the
-/// fork's root is written (the fork is then a member that holds what it
-/// copied). Left behind by a fork killed before this, a mark lapses after
-/// `RESTORE_GRACE_MS` as a restore's does.
-pub async fn unmark_fork(
+/// Adds `mark` to the GC state of `name` (and, given `family`, records
+/// that it shares sectors with that family), checking its source is
+/// kept. With `RESTORE_MARKS_MAX` marks standing, the oldest of those
+/// whose restore or fork has not landed is dropped for it (that one's
+/// root write is then refused: [`land`]); if every one landed, it is
+/// refused.
+async fn add_mark(
     backend: &dyn Backend,
     name: &DbName,
-    mark: RestoreMark,
+    mark: Option<RestoreMark>,
+    family: Option<DbId>,
 ) -> Result<(), StorageError> {
     for _ in 0..STATE_ATTEMPTS_MAX {
         let (stored, mut state) = read_state(backend, name).await?;
-        let before = state.restores.len();
-        state.restores.retain(|m| *m != mark);
-        if stored.is_none() || state.restores.len() == before {
-            return Ok(()); // pruned already, or the state is gone
+        if let Some(mark) = mark {
+            check_kept(name, &state, mark.source)?;
+            if state.restores.len() >= RESTORE_MARKS_MAX {
+                // The head after the state: a landing after this read
+                // changes the state, and this compare-and-swap fails.
+                let head = head_version(backend, name).await?;
+                let pending = state.restores.iter().position(|m| !m.landed(head));
+                let Some(pending) = pending else {
+                    return Err(marks_full(name, &state));
+                };
+                state.restores.remove(pending);
+            }
+            state.restores.push(mark);
+        }
+        if let Some(db) = family {
+            state.forked = true;
+            state.family = Some(db);
         }
         match write_state(backend, name, stored, &state).await {
             Err(StorageError::Conflict) => continue,
@@ -730,6 +726,134 @@ pub async fn unmark_fork(
     Err(StorageError::Busy(format!(
         "the gc state of {name:?} kept changing"
     )))
+}
+
+/// Writes the root of a restore or fork whose `mark` stands in the GC
+/// state of `marked` (the restored database, or the fork's source): the
+/// root of `name` goes from `expected` to `root` in one atomic step with
+/// that state's compare-and-swap, so it lands only while the mark stands
+/// — `gc` drops a mark whose source it retired (or that a fuller state
+/// gave up) and the root is then refused, whatever any clock says. A
+/// fork's mark goes in the same step (the fork is a member now and holds
+/// what it copied); a restore's stays until `gc` keeps its root.
+/// `Conflict` if the root moved.
+pub async fn land(
+    backend: &dyn Backend,
+    marked: &DbName,
+    mark: RestoreMark,
+    name: &DbName,
+    expected: Option<u64>,
+    lease_required: bool,
+    root: &Root,
+) -> Result<(), StorageError> {
+    for _ in 0..STATE_ATTEMPTS_MAX {
+        let (stored, mut state) = read_state(backend, marked).await?;
+        let Some(stored) = stored.filter(|_| state.restores.contains(&mark)) else {
+            return Err(mark_gone(marked, &state, mark));
+        };
+        if mark.lands_as == 0 {
+            state.restores.retain(|m| *m != mark);
+        }
+        let meta = Meta {
+            version: stored.version + 1,
+            body: state.encode(),
+        };
+        let swap = crate::backend::StateSwap {
+            name: marked,
+            expected: stored.version,
+            meta: &meta,
+        };
+        let landed =
+            crate::db::swap_root_with_state(backend, name, expected, lease_required, root, swap)
+                .await;
+        match landed {
+            Err(StorageError::Conflict) => {
+                let head = backend.get_meta(MetaKind::Root, name).await?;
+                match head {
+                    // A lost answer whose first attempt applied.
+                    Some(head) if head.body == root.encode() => return Ok(()),
+                    Some(head) if Some(head.version) != expected => {
+                        return Err(StorageError::Conflict);
+                    }
+                    None if expected.is_some() => return Err(StorageError::Conflict),
+                    _ => continue, // the state moved: is the mark still there?
+                }
+            }
+            landed => return landed,
+        }
+    }
+    Err(StorageError::Busy(format!(
+        "the gc state of {marked:?} kept changing"
+    )))
+}
+
+/// Why a restore's or fork's mark is gone before its root was written.
+fn mark_gone(name: &DbName, state: &GcState, mark: RestoreMark) -> StorageError {
+    if mark.source < state.oldest {
+        return StorageError::NotFound(format!(
+            "version {} of {name:?} is no longer kept (gc retired every version below {} \
+             while this restore or fork ran): snapshot expired",
+            mark.source, state.oldest
+        ));
+    }
+    StorageError::Busy(format!(
+        "{RESTORE_MARKS_MAX} restores or forks of {name:?} were marked: a newer one took \
+         this one's mark; nothing was written: try again"
+    ))
+}
+
+/// The current root version of `name` (0: none).
+async fn head_version(backend: &dyn Backend, name: &DbName) -> Result<u64, StorageError> {
+    Ok(backend
+        .get_meta(MetaKind::Root, name)
+        .await?
+        .map_or(0, |m| m.version))
+}
+
+/// Drops the marks of `state` (whose `oldest` is the run's) that no
+/// restore or fork needs (docs/format.md, "Garbage collection"): a
+/// restore's that landed once the oldest kept version reaches its root
+/// (that root, or what derives from it, is then an anchor itself); one
+/// whose version another commit took; and one not landed — a fork's, or a
+/// restore's above the head — whose source is retired: its root write,
+/// which needs the mark ([`land`]), is then refused. The head is read
+/// after the state, so a landing after the read makes the run's
+/// compare-and-swap fail.
+async fn prune_marks(
+    backend: &dyn Backend,
+    name: &DbName,
+    state: &mut GcState,
+) -> Result<(), StorageError> {
+    if state.restores.is_empty() {
+        return Ok(());
+    }
+    let head = head_version(backend, name).await?;
+    let oldest = state.oldest;
+    for mark in &mut state.restores {
+        if mark.lands_as == LANDS_AS_UNKNOWN {
+            // Written before marks said where they land: at or below the
+            // head (its restore's root came before this state was read).
+            mark.lands_as = head.max(mark.source + 1);
+        }
+    }
+    state.restores.retain(|mark| match mark.landed(head) {
+        true => mark.lands_as > oldest,
+        false => mark.source >= oldest,
+    });
+    Ok(())
+}
+
+/// Whether a mark's restore has a version of its own at or below `head`
+/// (its root, or another commit's that took its version): see
+/// [`prune_marks`].
+trait Landed {
+    fn landed(&self, head: u64) -> bool;
+}
+
+impl Landed for RestoreMark {
+    fn landed(&self, head: u64) -> bool {
+        self.lands_as != 0 && self.lands_as <= head
+    }
 }
 
 /// Lists `dst`, a fork of `source.name` at `source.version` whose first
@@ -831,18 +955,16 @@ pub async fn is_retired(
     Ok((version < state.oldest).then_some(state.oldest))
 }
 
-/// Refuses one more mark when `RESTORE_MARKS_MAX` stand: every one may
-/// still be needed (its restore or fork may not have landed yet, or its
-/// source still holds what the copy reads), so none is evicted; they
-/// lapse an hour after their restore (`RESTORE_GRACE_MS`, at a `gc` run).
-fn check_room(name: &DbName, state: &GcState) -> Result<(), StorageError> {
-    if state.restores.len() >= RESTORE_MARKS_MAX {
-        return Err(StorageError::Busy(format!(
-            "{RESTORE_MARKS_MAX} restores or forks of {name:?} are marked in its gc state, \
-             the most it holds: try again once gc has dropped those older than an hour"
-        )));
-    }
-    Ok(())
+/// One more mark when `RESTORE_MARKS_MAX` restores that landed stand:
+/// each is needed until `gc` keeps the version it wrote (none is evicted,
+/// issue 31 item 3), so the new one is refused, saying when there is room.
+fn marks_full(name: &DbName, state: &GcState) -> StorageError {
+    let first = state.restores.iter().map(|m| m.lands_as).min().unwrap_or(0);
+    StorageError::Busy(format!(
+        "{RESTORE_MARKS_MAX} restores of {name:?} are marked in its gc state, the most it \
+         holds: try again once gc has retired the versions below {first} (each mark goes \
+         once the version its restore wrote is the oldest kept)"
+    ))
 }
 
 fn check_kept(name: &DbName, state: &GcState, version: u64) -> Result<(), StorageError> {
@@ -854,24 +976,6 @@ fn check_kept(name: &DbName, state: &GcState, version: u64) -> Result<(), Storag
         )));
     }
     Ok(())
-}
-
-async fn update_state(
-    backend: &dyn Backend,
-    name: &DbName,
-    change: impl Fn(&mut GcState) -> Result<(), StorageError>,
-) -> Result<(), StorageError> {
-    for _ in 0..STATE_ATTEMPTS_MAX {
-        let (stored, mut state) = read_state(backend, name).await?;
-        change(&mut state)?;
-        match write_state(backend, name, stored, &state).await {
-            Err(StorageError::Conflict) => continue,
-            written => return written.map(|_| ()),
-        }
-    }
-    Err(StorageError::Busy(format!(
-        "the gc state of {name:?} kept changing"
-    )))
 }
 
 fn version_time(name: &DbName, meta: &Meta) -> Result<u64, StorageError> {
@@ -1079,19 +1183,22 @@ impl<'a> Families<'a> {
                     let state = &states[&source.name];
                     let marked = state.restores.iter().any(|m| m.source == source.version);
                     if source.version < state.oldest && !marked {
-                        // Retired and never marked: the fork's mark on its
-                        // source was refused (or it was killed before), so
-                        // it never writes its root. Its version's history
-                        // item may still be stored (a run killed before
-                        // deleting it), its sectors already gone: it holds
-                        // nothing (the simulator's seed 500854).
+                        // Retired and not marked: the fork's mark on its
+                        // source was refused (or it was killed before), or
+                        // `gc` dropped it when it retired the version — its
+                        // root write, which needs the mark, is refused. It
+                        // never writes its root. Its version's history item
+                        // may still be stored (a run killed before deleting
+                        // it), its sectors already gone: it holds nothing
+                        // (the simulator's seed 500854).
                         continue;
                     }
                     let Some(root) = self.kept_root(db, &source.name, source.version).await? else {
-                        // Retired and gone: the fork never marked its
-                        // source (a run that saw it would have kept the
-                        // version), and its mark would now be refused.
-                        if source.version < states[&source.name].oldest {
+                        if !marked {
+                            // Gone and not marked: retired under this walk,
+                            // or the source removed and collected away (its
+                            // state with it): a fork killed before its
+                            // root, which can now neither mark nor land.
                             continue;
                         }
                         return Ok(None);

@@ -5,7 +5,7 @@
 
 use crate::backend::{Backend, Meta};
 use crate::clock::Clock;
-use crate::db::{Stored, decode_stored, read_stored, swap_root};
+use crate::db::{Stored, decode_stored, read_stored};
 use crate::error::StorageError;
 use crate::random_u64;
 use donut_format::{At, DbName, ForkSource, RestoreMark, Root, Tombstone, format_utc_ms};
@@ -257,14 +257,24 @@ pub async fn restore_over(
     root.txn_id = random_u64();
     root.lease_required = false;
     // Before the root: `gc` keeps what the source references while the
-    // mark stands, or this is refused if it retired the source already.
+    // mark stands, or this is refused if it retired the source already;
+    // the root lands only while the mark stands (`gc::land`).
     let mark = RestoreMark {
         source: old.version,
         txn_id: root.txn_id,
-        started_ms: root.commit_ms,
+        lands_as: root.version,
     };
     crate::gc::mark_restore(backend, name, mark).await?;
-    swap_root(backend, name, Some(expected), lease_required, &root).await?;
+    crate::gc::land(
+        backend,
+        name,
+        mark,
+        name,
+        Some(expected),
+        lease_required,
+        &root,
+    )
+    .await?;
     Ok(Restored {
         from: old.version,
         version: root.version,
@@ -303,31 +313,27 @@ pub async fn fork(
         fork_version: fresh.version,
     };
     crate::gc::register_fork(backend, source.db_id, listed, dst).await?;
-    let marked_ms = Clock::System.now_ms();
-    let mark = crate::gc::mark_forked(backend, src, Some(source.version), source.db_id).await?;
-    crate::gc::mark_forked(backend, dst, None, source.db_id).await?;
-    // The source's mark keeps its version for `RESTORE_GRACE_MS`: a fork
-    // slower than half of that refuses itself rather than copy a version
-    // whose sectors a run may collect once the mark is gone.
-    if Clock::System.now_ms() > marked_ms + crate::gc::RESTORE_GRACE_MS / 2 {
-        return Err(StorageError::Busy(format!(
-            "forking {src:?} took too long; its source version may be collected: fork again"
-        )));
+    let mark = crate::gc::mark_forked(backend, src, Some(source.version), source.db_id)
+        .await?
+        .expect("a source version was given");
+    // The source removed and collected away before the mark: its state
+    // went with it, and the mark made a new one that no run will read.
+    match read_stored(backend, src).await? {
+        Stored::Live(_, now) if now.db_id == source.db_id => {}
+        Stored::Removed(_) => {}
+        _ => return Err(no_database(backend, src)),
     }
+    crate::gc::mark_forked(backend, dst, None, source.db_id).await?;
     let mut root = source.clone();
     root.version = fresh.version;
     root.commit_ms = fresh.commit_ms;
     root.txn_id = fresh.txn_id;
     root.lease_required = false;
-    match swap_root(backend, dst, expected, false, &root).await {
-        Ok(()) => {
-            // Written: the fork holds what it copied as a member now. A
-            // mark left (this failed) only lapses later.
-            if let Some(mark) = mark {
-                crate::gc::unmark_fork(backend, src, mark).await.ok();
-            }
-            Ok(root)
-        }
+    // Only while the mark stands, which goes in the same step: `gc` drops
+    // it if it retires the source version first, and then this is refused
+    // (never a root whose pages a run collected, however slow this was).
+    match crate::gc::land(backend, src, mark, dst, expected, false, &root).await {
+        Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {dst:?} already exists in the {}",
             backend.describe()

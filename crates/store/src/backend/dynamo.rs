@@ -13,7 +13,7 @@
 
 use super::{
     BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, ItemKind, Meta, MetaKind,
-    PutMetaError, StoredSummary,
+    PutMetaError, StateSwap, StoredSummary,
 };
 use crate::stats::RequestStats;
 use async_trait::async_trait;
@@ -899,6 +899,25 @@ impl DynamoBackend {
         Ok(())
     }
 
+    /// A new database's catalog entry, written before its first root
+    /// (idempotent), so `ls` finds every root; an entry whose root never
+    /// came is skipped.
+    async fn put_catalog_entry(&self, name: &DbName) -> Result<(), BackendError> {
+        let mut entry = key(CATALOG_KEY.to_string(), catalog_range(name));
+        entry.insert(ATTR_NAME.to_string(), s(name.as_str()));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| self.error("PutItem", e))?;
+        self.count("PutItem", out.consumed_capacity());
+        Ok(())
+    }
+
     /// A conditional put. The SDK re-sends it when an answer is lost (a
     /// timeout, a 5xx); if the first attempt applied, the next one fails its
     /// condition against our own item. So a failed condition is a conflict
@@ -1336,6 +1355,7 @@ fn commit_token(
     fence_version: Option<u64>,
     in_transaction: &[(Hash, Vec<u8>)],
     meta: &Meta,
+    state: Option<&StateSwap<'_>>,
 ) -> String {
     let mut text = Vec::new();
     text.extend_from_slice(name.as_str().as_bytes());
@@ -1346,6 +1366,12 @@ fn commit_token(
     text.extend_from_slice(&fence_version.unwrap_or(0).to_le_bytes());
     for (sector, _) in in_transaction {
         text.extend_from_slice(sector);
+    }
+    if let Some(state) = state {
+        text.extend_from_slice(state.name.as_str().as_bytes());
+        text.push(0);
+        text.extend_from_slice(&state.expected.to_le_bytes());
+        text.extend_from_slice(&hash(&state.meta.body));
     }
     // DynamoDB takes 1 to 36 characters.
     hash_hex(&hash(&text))[..36].to_string()
@@ -1384,20 +1410,7 @@ impl Backend for DynamoBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         if kind == MetaKind::Root && expected.is_none() {
-            // A new database: its catalog entry first (idempotent), so `ls`
-            // finds every root; an entry whose root never came is skipped.
-            let mut entry = key(CATALOG_KEY.to_string(), catalog_range(name));
-            entry.insert(ATTR_NAME.to_string(), s(name.as_str()));
-            let out = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(entry))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| self.error("PutItem", e))?;
-            self.count("PutItem", out.consumed_capacity());
+            self.put_catalog_entry(name).await?;
         }
         if kind == MetaKind::Root {
             // With its history item: one transaction (docs/format.md, "History").
@@ -1405,7 +1418,7 @@ impl Backend for DynamoBackend {
                 name,
                 expected,
                 fenced: false,
-                token: commit_token(name, expected, None, &[], &meta),
+                token: commit_token(name, expected, None, &[], &meta, None),
             };
             return self.swap_root(swap, Vec::new(), 0.0, meta).await;
         }
@@ -1664,6 +1677,7 @@ impl Backend for DynamoBackend {
             expected,
             sectors,
             fence,
+            state,
         } = commit;
         let Some((ahead, in_transaction)) = super::transaction_plan(
             self.commits_in_one_request(sectors, fence.is_some()),
@@ -1674,9 +1688,19 @@ impl Backend for DynamoBackend {
         if !ahead.is_empty() {
             self.put_sectors(db, ahead).await?;
         }
+        if expected.is_none() {
+            self.put_catalog_entry(name).await?;
+        }
         let fence_version = fence.map(|f| f.lock_version);
-        let token = commit_token(name, expected, fence_version, in_transaction, &meta);
-        let mut items = Vec::with_capacity(in_transaction.len() + 3);
+        let token = commit_token(
+            name,
+            expected,
+            fence_version,
+            in_transaction,
+            &meta,
+            state.as_ref(),
+        );
+        let mut items = Vec::with_capacity(in_transaction.len() + 4);
         if let Some(lock_version) = fence_version {
             let check = ConditionCheck::builder()
                 .table_name(&self.table)
@@ -1693,6 +1717,23 @@ impl Backend for DynamoBackend {
         // to commit, and a cancellation ends it after the prepare — one
         // write unit per KB per item, the check counted as one.
         let mut prepare_units = if fence.is_some() { 1.0 } else { 0.0 };
+        if let Some(state) = state {
+            // The GC state holding a restore's or fork's mark: the root
+            // lands only while it is the state that held the mark (its
+            // cancellation is a conflict: the caller reads the state again).
+            let item = meta_item(meta_key(MetaKind::Gc, state.name), 0, state.meta);
+            prepare_units += kb(item_bytes(&item));
+            self.add_bytes(0, state.meta.body.len(), 0);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", ATTR_VERSION)
+                .expression_attribute_values(":v", n(state.expected))
+                .build()
+                .map_err(build_error)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
         let mut written = 0;
         let mut seen = std::collections::HashSet::new();
         for (sector, bytes) in in_transaction {

@@ -1182,8 +1182,14 @@ impl Inner {
     }
 
     /// Compare-and-swap of a meta item under the store's lock; with a
-    /// `fence`, the lock item must also be at its version (checked under the
-    /// same lock, so the two are one step).
+    /// `fence`, the lock item must also be at its version, and with a
+    /// `state` swap that GC state item at its version (checked under the
+    /// same lock, so they are one step). The state is written after the
+    /// root: readers do not take the lock, and a reader that sees the
+    /// state a fork's landing wrote (its mark gone) must find its root.
+    /// A crash between the two leaves the mark standing, which only keeps
+    /// more (a fork's landed root holds what it copied as a member, and
+    /// `gc` finds a restore's root by its version).
     fn put_meta(
         &self,
         kind: MetaKind,
@@ -1191,6 +1197,7 @@ impl Inner {
         expected: Option<u64>,
         meta: Meta,
         fence: Option<Fence>,
+        state: Option<(DbName, u64, Meta)>,
     ) -> Result<(), PutMetaError> {
         let _lock = self.lock()?;
         if let Some(fence) = fence {
@@ -1205,6 +1212,17 @@ impl Inner {
         if current != expected {
             return Err(PutMetaError::Conflict);
         }
+        let state = match state {
+            None => None,
+            Some((state_name, state_expected, state_meta)) => {
+                let state_path = self.meta_path(MetaKind::Gc, &state_name);
+                let at = self.read_meta_file(&state_path)?.map(|(_, m)| m.version);
+                if at != Some(state_expected) {
+                    return Err(PutMetaError::Conflict);
+                }
+                Some((state_name, state_path, state_meta))
+            }
+        };
         if kind == MetaKind::Root {
             // History first: a crash between the two leaves a version past
             // the root, which readers ignore and the next commit replaces.
@@ -1219,6 +1237,11 @@ impl Inner {
         }
         write_atomically(&path, &local::encode_meta(name, meta.version, &meta.body))
             .map_err(|e| unavailable("writing", &path, e))?;
+        if let Some((state_name, state_path, state_meta)) = state {
+            let body = local::encode_meta(&state_name, state_meta.version, &state_meta.body);
+            write_atomically(&state_path, &body)
+                .map_err(|e| unavailable("writing", &state_path, e))?;
+        }
         Ok(()) // dropping `_lock` unlocks
     }
 }
@@ -1246,7 +1269,7 @@ impl Backend for LocalBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let name = name.clone();
-        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, None))
+        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, None, None))
             .await?
     }
 
@@ -1364,17 +1387,20 @@ impl Backend for LocalBackend {
             .await?
     }
 
-    /// Sectors first, then the root swap with its fence under one lock;
-    /// then packs are folded if due (a failed fold is logged: the commit
-    /// is stored, and reported).
+    /// Sectors first, then the root swap with its fence and GC state under
+    /// one lock; then packs are folded if due (a failed fold is logged:
+    /// the commit is stored, and reported).
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let (name, expected, fence) = (commit.name.clone(), commit.expected, commit.fence);
         let (db, sectors) = (commit.db, commit.sectors.to_vec());
+        let state = commit
+            .state
+            .map(|s| (s.name.clone(), s.expected, s.meta.clone()));
         self.blocking(move |inner| {
             if !sectors.is_empty() {
                 inner.write_pack(db, &sectors)?;
             }
-            inner.put_meta(MetaKind::Root, &name, expected, meta, fence)?;
+            inner.put_meta(MetaKind::Root, &name, expected, meta, fence, state)?;
             inner.fold_logged();
             Ok(())
         })
@@ -1715,6 +1741,7 @@ mod tests {
             expected: None,
             sectors: &new,
             fence: None,
+            state: None,
         };
         // The pack is durable and the root swapped before the fold runs.
         store.commit(commit, meta.clone()).await.unwrap();

@@ -253,8 +253,8 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    /// One step under the store's lock: the fence, the root's version and
-    /// the sectors are checked and written together.
+    /// One step under the store's lock: the fence, the root's version,
+    /// the GC state's and the sectors are checked and written together.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let Commit {
             name,
@@ -262,6 +262,7 @@ impl Backend for MemoryBackend {
             expected,
             sectors,
             fence,
+            state: swap,
         } = commit;
         let mut state = self.state();
         if let Some(fence) = fence {
@@ -273,6 +274,13 @@ impl Backend for MemoryBackend {
         let key = (MetaKind::Root, name.clone());
         if state.meta.get(&key).map(|m| m.version) != expected {
             return Err(PutMetaError::Conflict);
+        }
+        if let Some(swap) = swap {
+            let gc = state.meta.get(&(MetaKind::Gc, swap.name.clone()));
+            if gc.map(|m| m.version) != Some(swap.expected) {
+                return Err(PutMetaError::Conflict);
+            }
+            state.put_meta(MetaKind::Gc, swap.name, swap.meta.clone());
         }
         for (hash, bytes) in sectors {
             state

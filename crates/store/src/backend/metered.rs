@@ -363,6 +363,11 @@ impl<B: Backend> super::Layer for Metered<B> {
             // The lock item's ConditionCheck is billed like a write of it.
             wcu += 2.0 * write_units(META_ITEM_OVERHEAD + name.len() + 64);
         }
+        if let Some(state) = commit.state {
+            // A restore's or fork's GC state, put in the same transaction.
+            let size = META_ITEM_OVERHEAD + state.name.as_str().len() + state.meta.body.len();
+            wcu += 2.0 * write_units(size);
+        }
         let mut bytes = 2 * root_size;
         for (_, sector) in inside {
             let size = stored_len(sector) + SECTOR_ITEM_OVERHEAD;
@@ -560,6 +565,7 @@ mod tests {
             expected: Some(1),
             sectors: &sectors,
             fence: Some(Fence { lock_version: 1 }),
+            state: None,
         };
         store.commit(commit, meta(2)).await.unwrap();
         let spent = store.meter().since(&before);

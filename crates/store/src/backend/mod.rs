@@ -114,6 +114,25 @@ pub struct Commit<'a> {
     pub sectors: &'a [(Hash, Vec<u8>)],
     /// Only while the lease is still held (see [`Fence`]).
     pub fence: Option<Fence>,
+    /// A GC state item swapped in the same atomic step (see [`StateSwap`]).
+    pub state: Option<StateSwap<'a>>,
+}
+
+/// A restore's or fork's root write also swaps the GC state item holding
+/// its mark: the root lands only while the state is still the one that
+/// held the mark (a `gc` run that dropped the mark changed it), and a run
+/// that decided from the state before the landing fails its own
+/// compare-and-swap (docs/format.md, "Garbage collection"). Every backend
+/// does this in one atomic step (DynamoDB: the same TransactWriteItems;
+/// local: under `meta.lock`, root before state; memory: one update).
+#[derive(Debug, Clone, Copy)]
+pub struct StateSwap<'a> {
+    /// Whose GC state (the restored database's, or a fork's source's).
+    pub name: &'a DbName,
+    /// The state's version as read (it held the mark).
+    pub expected: u64,
+    /// The state to write.
+    pub meta: &'a Meta,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -326,9 +345,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A commit: stores `sectors`, then swaps the root of `name` from
     /// `expected` to `meta` (if `fence`, only while the lock item is at its
-    /// version). A backend that can do this in one request, or check the
-    /// fence atomically with the swap, overrides it (and
-    /// `commits_in_one_request`).
+    /// version; if `state`, swapping that GC state item in the same atomic
+    /// step — which every backend must override this to do). A backend
+    /// that can do this in one request, or check the fence atomically with
+    /// the swap, overrides it (and `commits_in_one_request`).
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         commit_in_two(self, commit, meta).await
     }
@@ -364,7 +384,15 @@ pub async fn commit_in_two<B: Backend + ?Sized>(
         expected,
         sectors,
         fence,
+        state,
     } = commit;
+    if state.is_some() {
+        // Two requests cannot make the root and the state one step.
+        return Err(BackendError::Invalid(
+            "this backend cannot swap a gc state with a root".to_string(),
+        )
+        .into());
+    }
     if !sectors.is_empty() {
         backend.put_sectors(db, sectors).await?;
     }
@@ -384,16 +412,20 @@ pub type Sectors<'a> = &'a [(Hash, Vec<u8>)];
 /// wrappers that model it). `None`: the sectors, then a conditional put
 /// ([`commit_in_two`]). `Some((ahead, inside))`: `ahead` stored first in
 /// batches, then one transaction of `inside`, the root and the fence's
-/// condition check — a fenced commit always swaps its root that way, so the
-/// fence and the swap are one step.
+/// condition check (and a [`StateSwap`]'s conditional put) — a fenced or
+/// state-swapping commit always swaps its root that way, so the fence, the
+/// state and the swap are one step.
 pub fn transaction_plan<'a>(
     one_request: bool,
     commit: &Commit<'a>,
 ) -> Option<(Sectors<'a>, Sectors<'a>)> {
-    match (one_request, commit.fence) {
+    match (
+        one_request,
+        commit.fence.is_some() || commit.state.is_some(),
+    ) {
         (true, _) => Some((&[], commit.sectors)),
-        (false, Some(_)) => Some((commit.sectors, &[])),
-        (false, None) => None,
+        (false, true) => Some((commit.sectors, &[])),
+        (false, false) => None,
     }
 }
 
