@@ -31,6 +31,7 @@ ext:
     cargo build --release -p donut-ext
 
 build: host ext
+    cargo build --release -p donut-bench
 
 # Quick start, line one (`bash scripts/dev.sh demo` installs what it needs
 # first): run the example component twice on the local backend.
