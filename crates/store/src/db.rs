@@ -2,7 +2,7 @@
 //! host, the CLI, push and pull): read with the stored-version check,
 //! create, swap, remove, list.
 
-use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError};
+use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError, Replaces};
 use crate::clock::Clock;
 use crate::error::StorageError;
 use crate::lease::HostLease;
@@ -77,7 +77,8 @@ pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Ro
     }
 }
 
-/// Swaps the root of `name` from `expected` (None: absent) to `root`.
+/// Swaps the root of `name` from `expected` (None: absent), holding what
+/// `replaces` says (a tombstone, or whose root), to `root`.
 /// `lease_required`: the root at `expected` requires the lease (an
 /// exclusive writer's claim, ARCHITECTURE.md "Exclusive writers"): the swap
 /// then takes a lease of the host's own and is fenced by it.
@@ -85,6 +86,7 @@ pub async fn swap_root(
     backend: &dyn Backend,
     name: &DbName,
     expected: Option<u64>,
+    replaces: Replaces,
     lease_required: bool,
     root: &Root,
 ) -> Result<(), StorageError> {
@@ -92,18 +94,37 @@ pub async fn swap_root(
         version: root.version,
         body: root.encode(),
     };
-    swap_meta(backend, name, root.db_id, expected, lease_required, meta).await
+    let swap = Swap {
+        db: root.db_id,
+        expected,
+        replaces,
+        lease_required,
+    };
+    swap_meta(backend, name, swap, meta).await
+}
+
+/// What a root item swap replaces, and how.
+struct Swap {
+    /// The database whose sectors the new item's commit would store.
+    db: DbId,
+    expected: Option<u64>,
+    replaces: Replaces,
+    lease_required: bool,
 }
 
 /// `swap_root` for any root item body (a root or a tombstone).
 async fn swap_meta(
     backend: &dyn Backend,
     name: &DbName,
-    db: DbId,
-    expected: Option<u64>,
-    lease_required: bool,
+    swap: Swap,
     meta: Meta,
 ) -> Result<(), StorageError> {
+    let Swap {
+        db,
+        expected,
+        replaces,
+        lease_required,
+    } = swap;
     let lease = match lease_required {
         true => Some(HostLease::take(backend, name).await?),
         false => None,
@@ -111,12 +132,13 @@ async fn swap_meta(
     // Unfenced, a plain conditional put: a one-request backend would make
     // `commit` a transaction, at twice the write units.
     let outcome = match &lease {
-        None => backend.put_meta(MetaKind::Root, name, expected, meta).await,
+        None => backend.put_root(name, expected, replaces, meta).await,
         Some(lease) => {
             let commit = Commit {
                 name,
                 db,
                 expected,
+                replaces,
                 sectors: &[],
                 fence: Some(Fence {
                     lock_version: lease.lock_version,
@@ -174,7 +196,7 @@ pub async fn create_database(
     page_size: u32,
 ) -> Result<Root, StorageError> {
     let (expected, root) = new_root(backend, name, page_size).await?;
-    match swap_root(backend, name, expected, false, &root).await {
+    match swap_root(backend, name, expected, Replaces::Nothing, false, &root).await {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {name:?} already exists in the {}",
@@ -197,14 +219,12 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
         version: tombstone.version,
         body: tombstone.encode(),
     };
-    swap_meta(
-        backend,
-        name,
-        root.db_id,
-        Some(meta.version),
-        root.lease_required,
-        next,
-    )
-    .await?;
+    let swap = Swap {
+        db: root.db_id,
+        expected: Some(meta.version),
+        replaces: Replaces::Database(root.db_id),
+        lease_required: root.lease_required,
+    };
+    swap_meta(backend, name, swap, next).await?;
     Ok(tombstone.version)
 }

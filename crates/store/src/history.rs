@@ -3,7 +3,7 @@
 //! version. Every root write also writes its history item, so a version
 //! stays readable until `gc` retires it.
 
-use crate::backend::{Backend, Meta};
+use crate::backend::{Backend, Meta, Replaces};
 use crate::clock::Clock;
 use crate::db::{Stored, decode_stored, read_stored, swap_root};
 use crate::error::StorageError;
@@ -264,7 +264,19 @@ pub async fn restore_over(
         started_ms: root.commit_ms,
     };
     crate::gc::mark_restore(backend, name, mark).await?;
-    swap_root(backend, name, Some(expected), lease_required, &root).await?;
+    let replaces = match removed {
+        true => Replaces::Nothing,
+        false => Replaces::Database(old.db_id),
+    };
+    swap_root(
+        backend,
+        name,
+        Some(expected),
+        replaces,
+        lease_required,
+        &root,
+    )
+    .await?;
     Ok(Restored {
         from: old.version,
         version: root.version,
@@ -319,7 +331,7 @@ pub async fn fork(
     root.commit_ms = fresh.commit_ms;
     root.txn_id = fresh.txn_id;
     root.lease_required = false;
-    match swap_root(backend, dst, expected, false, &root).await {
+    match swap_root(backend, dst, expected, Replaces::Nothing, false, &root).await {
         Ok(()) => {
             // Written: the fork holds what it copied as a member now. A
             // mark left (this failed) only lapses later.

@@ -2,7 +2,7 @@
 //! version, or a consistent snapshot of a database into a file. Both run on
 //! the host (no component), over any backend.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Replaces};
 use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
 use crate::error::StorageError;
 use donut_format::salt::{plain, salted};
@@ -97,9 +97,12 @@ pub async fn push(
     let (page_size, page_count) = sqlite_geometry(path, &mut file)?;
     // An exclusive writer's root makes the swap take the lease: a claimed
     // snapshot must stay the latest root while its lease lasts.
-    let (expected, base) = match read_stored(&*backend, name).await? {
-        Stored::Live(meta, root) => (Some(meta.version), root),
-        Stored::Absent | Stored::Removed(_) => new_root(&*backend, name, page_size).await?,
+    let (expected, replaces, base) = match read_stored(&*backend, name).await? {
+        Stored::Live(meta, root) => (Some(meta.version), Replaces::Database(root.db_id), root),
+        Stored::Absent | Stored::Removed(_) => {
+            let (expected, fresh) = new_root(&*backend, name, page_size).await?;
+            (expected, Replaces::Nothing, fresh)
+        }
     };
     let total = page_count as u64 * page_size as u64;
     // Salts every sector the push writes (docs/format.md, "Sectors").
@@ -153,7 +156,16 @@ pub async fn push(
         lease_required: false,
         top_inline: update.top_inline,
     };
-    match swap_root(&*backend, name, expected, base.lease_required, &root).await {
+    match swap_root(
+        &*backend,
+        name,
+        expected,
+        replaces,
+        base.lease_required,
+        &root,
+    )
+    .await
+    {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(TransferError::Raced(name.clone())),
         Err(e) => Err(e.into()),

@@ -21,7 +21,7 @@
 
 use super::{
     Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, ItemKind, Meta, MetaKind, PutMetaError,
-    StoredSummary,
+    Replaces, StoredSummary,
 };
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash, IntentKey, hash_hex};
@@ -805,16 +805,18 @@ impl Inner {
     }
 
     /// Compare-and-swap of a meta item under the store's lock; with a
-    /// `fence`, the lock item must also be at its version (checked under the
-    /// same lock, so the two are one step).
+    /// `fence`, the lock item must also be at its version, and with
+    /// `replaces` (a root) it must hold that (checked under the same lock,
+    /// so they are one step).
     fn put_meta(
         &self,
         kind: MetaKind,
         name: &DbName,
         expected: Option<u64>,
         meta: Meta,
-        fence: Option<Fence>,
+        check: (Option<Fence>, Option<Replaces>),
     ) -> Result<(), PutMetaError> {
+        let (fence, replaces) = check;
         let _lock = self.lock()?;
         if let Some(fence) = fence {
             let lock_item = self.meta_path(MetaKind::Lock, name);
@@ -824,8 +826,13 @@ impl Inner {
             }
         }
         let path = self.meta_path(kind, name);
-        let current = self.read_meta_file(&path)?.map(|(_, m)| m.version);
-        if current != expected {
+        let current = self.read_meta_file(&path)?.map(|(_, m)| m);
+        if current.as_ref().map(|m| m.version) != expected {
+            return Err(PutMetaError::Conflict);
+        }
+        if let (Some(replaces), Some(current)) = (replaces, &current)
+            && !replaces.holds(&current.body)
+        {
             return Err(PutMetaError::Conflict);
         }
         if kind == MetaKind::Root {
@@ -866,7 +873,20 @@ impl Backend for LocalBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let name = name.clone();
-        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, None))
+        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, (None, None)))
+            .await?
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let name = name.clone();
+        let check = (None, Some(replaces));
+        self.blocking(move |inner| inner.put_meta(MetaKind::Root, &name, expected, meta, check))
             .await?
     }
 
@@ -980,13 +1000,15 @@ impl Backend for LocalBackend {
             .await?
     }
 
-    /// Sectors first, then the root swap with its fence under one lock.
+    /// Sectors first, then the root swap with its fence (and whose root it
+    /// replaces) under one lock.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         if !commit.sectors.is_empty() {
             self.put_sectors(commit.db, commit.sectors).await?;
         }
-        let (name, expected, fence) = (commit.name.clone(), commit.expected, commit.fence);
-        self.blocking(move |inner| inner.put_meta(MetaKind::Root, &name, expected, meta, fence))
+        let (name, expected) = (commit.name.clone(), commit.expected);
+        let check = (commit.fence, Some(commit.replaces));
+        self.blocking(move |inner| inner.put_meta(MetaKind::Root, &name, expected, meta, check))
             .await?
     }
 
