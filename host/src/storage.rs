@@ -371,7 +371,8 @@ mod tests {
             txn_id,
             ..current
         };
-        donut_store::db::swap_root(backend, name, Some(version - 1), false, &root)
+        let replaces = donut_store::backend::Replaces::Database(current.db_id);
+        donut_store::db::swap_root(backend, name, Some(version - 1), replaces, false, &root)
             .await
             .unwrap();
         key

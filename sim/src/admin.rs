@@ -302,9 +302,11 @@ async fn stalled_fork(
     root.txn_id = fresh.txn_id;
     root.lease_required = false;
     if bug == Some(StoreBug::LandsWithoutMark) {
-        donut_store::db::swap_root(&*backend, &dst, expected, false, &root).await?;
+        let nothing = donut_store::backend::Replaces::Nothing;
+        donut_store::db::swap_root(&*backend, &dst, expected, nothing, false, &root).await?;
     } else {
-        donut_store::gc::land(&*backend, &src, mark, &dst, expected, false, &root).await?;
+        let nothing = donut_store::backend::Replaces::Nothing;
+        donut_store::gc::land(&*backend, &src, mark, &dst, expected, nothing, false, &root).await?;
     }
     whole(&backend, &root).await
 }
@@ -403,7 +405,8 @@ async fn stalled_restore(
     if bug == Some(StoreBug::LandsWithoutMark) {
         let expected = Some(meta.version);
         let lease = current.lease_required;
-        donut_store::db::swap_root(&*backend, &db, expected, lease, &root).await?;
+        let replaces = donut_store::backend::Replaces::Database(current.db_id);
+        donut_store::db::swap_root(&*backend, &db, expected, replaces, lease, &root).await?;
         return whole(&backend, &root).await;
     }
     donut_store::gc::land(
@@ -412,6 +415,7 @@ async fn stalled_restore(
         mark,
         &db,
         Some(meta.version),
+        donut_store::backend::Replaces::Database(current.db_id),
         current.lease_required,
         &root,
     )

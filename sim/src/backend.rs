@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash, IntentKey};
 use donut_host::MemoryBackend;
 use donut_host::backend::{
-    Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError, YieldPoint,
+    Backend, BackendError, Commit, Layer, Meta, MetaKind, PutMetaError, Replaces, YieldPoint,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -414,6 +414,21 @@ impl Layer for SimBackend {
                 MetaKind::Lock | MetaKind::Gc | MetaKind::Family => expected,
             };
             self.store.put_meta(kind, name, expected, meta).await
+        })
+        .await
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let what = format!("put root v{}", meta.version);
+        self.write(StorageCall::new(CallKind::MetaWrite, what), async {
+            let expected = self.expected_root(name, expected).await;
+            self.store.put_root(name, expected, replaces, meta).await
         })
         .await
     }

@@ -61,6 +61,7 @@ async fn a_fenced_commit_is_refused_once_the_lock_item_moved(h: Harness) {
             name: &name,
             db: root.db_id,
             expected: Some(version),
+            replaces: donut_host::backend::Replaces::Database(root.db_id),
             sectors,
             fence: Some(fence),
             state: None,

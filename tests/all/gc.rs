@@ -313,7 +313,17 @@ pub(crate) async fn a_fork_stalled_while_gc_retires_its_source_never_writes_a_ro
     root.commit_ms = fresh.commit_ms;
     root.txn_id = fresh.txn_id;
     root.lease_required = false;
-    let landed = donut_store::gc::land(&*h.backend, &src, mark, &dst, expected, false, &root).await;
+    let landed = donut_store::gc::land(
+        &*h.backend,
+        &src,
+        mark,
+        &dst,
+        expected,
+        donut_store::backend::Replaces::Nothing,
+        false,
+        &root,
+    )
+    .await;
     let err = landed.expect_err("the fork's source version was retired under it");
     assert!(err.to_string().contains("snapshot expired"), "{err}");
     assert!(
@@ -367,6 +377,7 @@ pub(crate) async fn a_restore_stalled_while_gc_retires_its_source_never_writes_a
         mark,
         &r,
         Some(meta.version),
+        donut_store::backend::Replaces::Database(current.db_id),
         current.lease_required,
         &root,
     )
@@ -440,6 +451,7 @@ pub(crate) async fn marks_of_restores_killed_before_their_root_give_way_to_new_o
         first,
         &k,
         Some(root.version - 1),
+        donut_store::backend::Replaces::Database(root.db_id),
         false,
         &root,
     )

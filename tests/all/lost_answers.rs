@@ -259,11 +259,11 @@ pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBacke
         .put_meta(MetaKind::Lock, &name, None, lock)
         .await
         .expect("lock item");
-    let mut version = donut_host::storage::read_root(backend, &name)
+    let root = donut_host::storage::read_root(backend, &name)
         .await
         .unwrap()
-        .1
-        .version;
+        .1;
+    let mut version = root.version;
     for fenced in [false, true] {
         for n in [97, 98, 99] {
             let new = sectors(n, &format!("{n} {fenced}"));
@@ -271,13 +271,20 @@ pub(crate) async fn sector_counts_at_the_transaction_limit(backend: &DynamoBacke
                 name: &name,
                 db,
                 expected: Some(version),
+                replaces: donut_host::backend::Replaces::Database(db),
                 sectors: &new,
                 fence: fenced.then_some(Fence { lock_version: 1 }),
                 state: None,
             };
+            // A root of the database (the swap checks whose root it replaces).
+            let next = donut_format::Root {
+                version: version + 1,
+                txn_id: donut_store::random_u64(),
+                ..root.clone()
+            };
             let meta = Meta {
                 version: version + 1,
-                body: format!("root {n} {fenced}").into_bytes(),
+                body: next.encode(),
             };
             backend
                 .commit(commit, meta)
@@ -434,6 +441,7 @@ async fn a_re_sent_commit_carries_the_first_attempts_request_token() {
             name: &name,
             db,
             expected: Some(version),
+            replaces: donut_host::backend::Replaces::Database(db),
             sectors: &new,
             fence: None,
             state: None,

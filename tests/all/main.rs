@@ -21,6 +21,7 @@ mod libsql;
 mod lost_answers;
 mod migrate;
 mod migrate_go;
+mod name_reuse;
 mod open_files;
 mod randomness;
 mod sector_cache;

@@ -8,7 +8,9 @@
 //! [`OpenDatabase`] and [`HeldLease`] values it returns (the WIT adapter in
 //! a resource table, the native port in its own structs).
 
-use crate::backend::{Backend, BackendError, Commit, Fence, Meta, PutMetaError, YieldPoint};
+use crate::backend::{
+    Backend, BackendError, Commit, Fence, Meta, PutMetaError, Replaces, YieldPoint,
+};
 use crate::cache::{SectorCache, Versions};
 use crate::clock::Clock;
 use crate::db::read_root;
@@ -771,6 +773,7 @@ impl Client {
                     name: &name,
                     db: db_id,
                     expected: Some(expected_version),
+                    replaces: Replaces::Database(db_id),
                     sectors: &sectors,
                     fence: fence_item,
                     state: None,

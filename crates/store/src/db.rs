@@ -2,7 +2,7 @@
 //! host, the CLI, push and pull): read with the stored-version check,
 //! create, swap, remove, list.
 
-use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError, StateSwap};
+use crate::backend::{Backend, Commit, Fence, Meta, MetaKind, PutMetaError, Replaces, StateSwap};
 use crate::clock::Clock;
 use crate::error::StorageError;
 use crate::lease::HostLease;
@@ -77,7 +77,8 @@ pub async fn read_root(backend: &dyn Backend, name: &DbName) -> Result<(Meta, Ro
     }
 }
 
-/// Swaps the root of `name` from `expected` (None: absent) to `root`.
+/// Swaps the root of `name` from `expected` (None: absent), holding what
+/// `replaces` says (a tombstone, or whose root), to `root`.
 /// `lease_required`: the root at `expected` requires the lease (an
 /// exclusive writer's claim, ARCHITECTURE.md "Exclusive writers"): the swap
 /// then takes a lease of the host's own and is fenced by it.
@@ -85,6 +86,7 @@ pub async fn swap_root(
     backend: &dyn Backend,
     name: &DbName,
     expected: Option<u64>,
+    replaces: Replaces,
     lease_required: bool,
     root: &Root,
 ) -> Result<(), StorageError> {
@@ -92,16 +94,22 @@ pub async fn swap_root(
         version: root.version,
         body: root.encode(),
     };
-    swap_meta(
-        backend,
-        name,
-        root.db_id,
+    let swap = Swap {
+        db: root.db_id,
         expected,
+        replaces,
         lease_required,
-        meta,
-        None,
-    )
-    .await
+    };
+    swap_meta(backend, name, swap, meta, None).await
+}
+
+/// What a root item swap replaces, and how.
+struct Swap {
+    /// The database whose sectors the new item's commit would store.
+    db: DbId,
+    expected: Option<u64>,
+    replaces: Replaces,
+    lease_required: bool,
 }
 
 /// [`swap_root`] in one atomic step with a GC state item's
@@ -111,6 +119,7 @@ pub async fn swap_root_with_state(
     backend: &dyn Backend,
     name: &DbName,
     expected: Option<u64>,
+    replaces: Replaces,
     lease_required: bool,
     root: &Root,
     state: StateSwap<'_>,
@@ -119,17 +128,13 @@ pub async fn swap_root_with_state(
         version: root.version,
         body: root.encode(),
     };
-    let db = root.db_id;
-    swap_meta(
-        backend,
-        name,
-        db,
+    let swap = Swap {
+        db: root.db_id,
         expected,
+        replaces,
         lease_required,
-        meta,
-        Some(state),
-    )
-    .await
+    };
+    swap_meta(backend, name, swap, meta, Some(state)).await
 }
 
 /// `swap_root` for any root item body (a root or a tombstone), with a GC
@@ -137,12 +142,16 @@ pub async fn swap_root_with_state(
 async fn swap_meta(
     backend: &dyn Backend,
     name: &DbName,
-    db: DbId,
-    expected: Option<u64>,
-    lease_required: bool,
+    swap: Swap,
     meta: Meta,
     state: Option<StateSwap<'_>>,
 ) -> Result<(), StorageError> {
+    let Swap {
+        db,
+        expected,
+        replaces,
+        lease_required,
+    } = swap;
     let lease = match lease_required {
         true => Some(HostLease::take(backend, name).await?),
         false => None,
@@ -150,12 +159,13 @@ async fn swap_meta(
     // Unfenced and alone, a plain conditional put: a one-request backend
     // would make `commit` a transaction, at twice the write units.
     let outcome = match (&lease, state) {
-        (None, None) => backend.put_meta(MetaKind::Root, name, expected, meta).await,
+        (None, None) => backend.put_root(name, expected, replaces, meta).await,
         (lease, state) => {
             let commit = Commit {
                 name,
                 db,
                 expected,
+                replaces,
                 sectors: &[],
                 fence: lease.as_ref().map(|lease| Fence {
                     lock_version: lease.lock_version,
@@ -214,7 +224,7 @@ pub async fn create_database(
     page_size: u32,
 ) -> Result<Root, StorageError> {
     let (expected, root) = new_root(backend, name, page_size).await?;
-    match swap_root(backend, name, expected, false, &root).await {
+    match swap_root(backend, name, expected, Replaces::Nothing, false, &root).await {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {name:?} already exists in the {}",
@@ -237,15 +247,12 @@ pub async fn remove_database(backend: &dyn Backend, name: &DbName) -> Result<u64
         version: tombstone.version,
         body: tombstone.encode(),
     };
-    swap_meta(
-        backend,
-        name,
-        root.db_id,
-        Some(meta.version),
-        root.lease_required,
-        next,
-        None,
-    )
-    .await?;
+    let swap = Swap {
+        db: root.db_id,
+        expected: Some(meta.version),
+        replaces: Replaces::Database(root.db_id),
+        lease_required: root.lease_required,
+    };
+    swap_meta(backend, name, swap, next, None).await?;
     Ok(tombstone.version)
 }

@@ -191,8 +191,11 @@ async fn collect_once(
         && head_ms <= horizon_ms
         && !report.stopped_at_budget
     {
-        // Every intent: no writer of a removed database commits.
-        collect_intents(&mut families, options, report, u64::MAX).await?;
+        // Every intent of the removed database (no writer of it commits):
+        // those whose bound is below its tombstone. One at the tombstone
+        // or above is a database's created again over it meanwhile (the
+        // head was read at the run's start; issue 31, item 2).
+        collect_intents(&mut families, options, report, head_version).await?;
         if !report.stopped_at_budget {
             report.removed =
                 remove_what_is_left(backend, name, head_version, state_meta, &state).await?;
@@ -736,13 +739,15 @@ async fn add_mark(
 /// gave up) and the root is then refused, whatever any clock says. A
 /// fork's mark goes in the same step (the fork is a member now and holds
 /// what it copied); a restore's stays until `gc` keeps its root.
-/// `Conflict` if the root moved.
+/// `Conflict` if the root moved or holds another database than
+/// `replaces` says.
 pub async fn land(
     backend: &dyn Backend,
     marked: &DbName,
     mark: RestoreMark,
     name: &DbName,
     expected: Option<u64>,
+    replaces: crate::backend::Replaces,
     lease_required: bool,
     root: &Root,
 ) -> Result<(), StorageError> {
@@ -763,16 +768,23 @@ pub async fn land(
             expected: stored.version,
             meta: &meta,
         };
-        let landed =
-            crate::db::swap_root_with_state(backend, name, expected, lease_required, root, swap)
-                .await;
+        let landed = crate::db::swap_root_with_state(
+            backend,
+            name,
+            expected,
+            replaces,
+            lease_required,
+            root,
+            swap,
+        )
+        .await;
         match landed {
             Err(StorageError::Conflict) => {
                 let head = backend.get_meta(MetaKind::Root, name).await?;
                 match head {
                     // A lost answer whose first attempt applied.
                     Some(head) if head.body == root.encode() => return Ok(()),
-                    Some(head) if Some(head.version) != expected => {
+                    Some(head) if Some(head.version) != expected || !replaces.holds(&head.body) => {
                         return Err(StorageError::Conflict);
                     }
                     None if expected.is_some() => return Err(StorageError::Conflict),
@@ -869,7 +881,9 @@ pub async fn register_fork(
     dst: &DbName,
 ) -> Result<(), StorageError> {
     let (_, source_state) = read_state(backend, &source.name).await?;
-    let unrecorded = source_state.forked && source_state.family != Some(db);
+    // Forked before families were recorded (flags of another id are an
+    // earlier database's of the name: not this id's).
+    let unrecorded = source_state.forked && source_state.family.is_none();
     let src = source.name.clone();
     let entry = FamilyMember {
         name: dst.clone(),
@@ -1110,12 +1124,25 @@ impl<'a> Families<'a> {
         }
     }
 
+    /// Decided per database id, not by the name's flags: a name removed
+    /// and created again (or forked into) holds another id, whose family
+    /// is its own (issue 31, item 4).
     async fn view(&mut self, db: DbId) -> Result<&FamilyView, StorageError> {
         if !self.views.contains_key(&db) {
             let view = match (self.state.forked, self.state.family) {
                 (false, _) => FamilyView::Alone,
                 (true, Some(family)) if family == db => self.family_view(db).await?,
-                (true, _) => FamilyView::Unlisted,
+                // Forked before families were recorded: who shares what
+                // is unknown.
+                (true, None) => FamilyView::Unlisted,
+                // The flags are another id's (an earlier database of the
+                // name, or the family a fork into it joined): this id's
+                // own family item says, and none means never forked (a
+                // fork lists itself there before anything else).
+                (true, Some(_)) => match read_family(self.backend, db).await? {
+                    (None, _) => FamilyView::Alone,
+                    (Some(_), _) => self.family_view(db).await?,
+                },
             };
             self.views.insert(db, view);
         }

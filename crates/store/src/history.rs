@@ -3,7 +3,7 @@
 //! version. Every root write also writes its history item, so a version
 //! stays readable until `gc` retires it.
 
-use crate::backend::{Backend, Meta};
+use crate::backend::{Backend, Meta, Replaces};
 use crate::clock::Clock;
 use crate::db::{Stored, decode_stored, read_stored};
 use crate::error::StorageError;
@@ -265,12 +265,17 @@ pub async fn restore_over(
         lands_as: root.version,
     };
     crate::gc::mark_restore(backend, name, mark).await?;
+    let replaces = match removed {
+        true => Replaces::Nothing,
+        false => Replaces::Database(old.db_id),
+    };
     crate::gc::land(
         backend,
         name,
         mark,
         name,
         Some(expected),
+        replaces,
         lease_required,
         &root,
     )
@@ -332,7 +337,17 @@ pub async fn fork(
     // Only while the mark stands, which goes in the same step: `gc` drops
     // it if it retires the source version first, and then this is refused
     // (never a root whose pages a run collected, however slow this was).
-    match crate::gc::land(backend, src, mark, dst, expected, false, &root).await {
+    let landed = crate::gc::land(
+        backend,
+        src,
+        mark,
+        dst,
+        expected,
+        Replaces::Nothing,
+        false,
+        &root,
+    );
+    match landed.await {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) => Err(StorageError::AlreadyExists(format!(
             "database {dst:?} already exists in the {}",

@@ -2,7 +2,7 @@
 //! version, or a consistent snapshot of a database into a file. Both run on
 //! the host (no component), over any backend.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Replaces};
 use crate::db::{Stored, new_root, read_root, read_stored, swap_root};
 use crate::error::StorageError;
 use donut_format::salt::{plain, salted};
@@ -124,10 +124,15 @@ async fn push_as(
     let (page_size, page_count) = sqlite_geometry(path, &mut file)?;
     // An exclusive writer's root makes the swap take the lease: a claimed
     // snapshot must stay the latest root while its lease lasts.
-    let (expected, base) = match read_stored(&*backend, name).await? {
-        Stored::Live(meta, root) if !create_only => (Some(meta.version), root),
+    let (expected, replaces, base) = match read_stored(&*backend, name).await? {
+        Stored::Live(meta, root) if !create_only => {
+            (Some(meta.version), Replaces::Database(root.db_id), root)
+        }
         // new_root fails if the name is live.
-        _ => new_root(&*backend, name, page_size).await?,
+        _ => {
+            let (expected, fresh) = new_root(&*backend, name, page_size).await?;
+            (expected, Replaces::Nothing, fresh)
+        }
     };
     let total = page_count as u64 * page_size as u64;
     // Salts every sector the push writes (docs/format.md, "Sectors").
@@ -181,7 +186,16 @@ async fn push_as(
         lease_required: false,
         top_inline: update.top_inline,
     };
-    match swap_root(&*backend, name, expected, base.lease_required, &root).await {
+    match swap_root(
+        &*backend,
+        name,
+        expected,
+        replaces,
+        base.lease_required,
+        &root,
+    )
+    .await
+    {
         Ok(()) => Ok(root),
         Err(StorageError::Conflict) if create_only => Err(StorageError::AlreadyExists(format!(
             "database {name:?} was created in the {} while this one was stored; nothing was overwritten",

@@ -17,6 +17,13 @@ pub const ATTR_VERSION: &str = "v";
 pub const ATTR_CODEC: &str = "c";
 /// A catalog entry's database name (a string).
 pub const ATTR_NAME: &str = "n";
+/// Whose root a current root item is (a string): the database id in hex,
+/// or [`HOLDS_NOTHING`] for a tombstone. A root swap's condition checks it
+/// with the version (a name's versions restart once `gc` removed a
+/// removed database). Absent on root items written before it existed.
+pub const ATTR_HOLDS: &str = "d";
+/// [`ATTR_HOLDS`] of a tombstone.
+pub const HOLDS_NOTHING: &str = "-";
 /// The partition key of the catalog's items.
 pub const CATALOG_KEY: &str = "catalog";
 

@@ -13,7 +13,7 @@
 
 use super::{
     BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, ItemKind, Meta, MetaKind,
-    PutMetaError, StateSwap, StoredSummary,
+    PutMetaError, Replaces, StateSwap, StoredSummary,
 };
 use crate::stats::RequestStats;
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::builders::PutBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity, Delete,
     DeleteRequest, KeySchemaElement, KeyType, KeysAndAttributes, Put, PutRequest,
@@ -30,8 +31,9 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, WriteRequest,
 };
 use donut_format::items::dynamo::{
-    ATTR_BODY, ATTR_CODEC, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD, HASH_KEY,
-    RANGE_KEY, catalog_range, family_item_key, gc_key, intent_key, lock_key, root_key, sector_key,
+    ATTR_BODY, ATTR_CODEC, ATTR_HOLDS, ATTR_NAME, ATTR_VERSION, CATALOG_KEY, CODEC_RAW, CODEC_ZSTD,
+    HASH_KEY, HOLDS_NOTHING, RANGE_KEY, catalog_range, family_item_key, gc_key, intent_key,
+    lock_key, root_key, sector_key,
 };
 use donut_format::{DbId, DbName, Hash, IntentKey, hash, hash_hex};
 use std::collections::HashMap;
@@ -1075,49 +1077,117 @@ impl DynamoBackend {
         }
     }
 
+    /// A root swap with no sectors and no fence; `replaces`: whose root item
+    /// is at `expected` (`None`: not checked).
+    async fn put_root_item(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Option<Replaces>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        if expected.is_none() {
+            // A new database: its catalog entry first (idempotent), so `ls`
+            // finds every root; an entry whose root never came is skipped.
+            let mut entry = key(CATALOG_KEY.to_string(), catalog_range(name));
+            entry.insert(ATTR_NAME.to_string(), s(name.as_str()));
+            let out = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(entry))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(|e| self.error("PutItem", e))?;
+            self.count("PutItem", out.consumed_capacity());
+        }
+        // With its history item: one transaction (docs/format.md, "History").
+        let swap = RootSwap {
+            name,
+            expected,
+            replaces,
+            fenced: false,
+            token: commit_token(name, expected, None, &[], &meta, None),
+        };
+        self.swap_root(swap, Vec::new(), 0.0, meta).await
+    }
+
     /// A root swap as one `TransactWriteItems`: `before` (a fence's check,
     /// sector puts), the new root's history item, then the root's
     /// conditional put — last, so its cancellation reason is the root's.
-    /// `prepare_units`: what `before` is billed if cancelled.
+    /// `prepare_units`: what `before` is billed if cancelled. A root item
+    /// written before [`ATTR_HOLDS`] existed fails the check of whose root
+    /// it is: if it is the expected one, the swap is sent again
+    /// conditioned on its whole body (docs/format.md, "DynamoDB backend").
     async fn swap_root(
         &self,
         swap: RootSwap<'_>,
-        mut items: Vec<TransactWriteItem>,
-        mut prepare_units: f64,
+        mut before: Vec<TransactWriteItem>,
+        prepare_units: f64,
         meta: Meta,
     ) -> Result<(), PutMetaError> {
-        let RootSwap {
-            name,
-            expected,
-            fenced,
-            token,
-        } = swap;
-        let history_item = meta_item(root_key(name), meta.version, &meta);
-        prepare_units += kb(item_bytes(&history_item));
+        let history_item = meta_item(root_key(swap.name), meta.version, &meta);
+        let prepare_units = prepare_units + kb(item_bytes(&history_item));
         let history = Put::builder()
             .table_name(&self.table)
             .set_item(Some(history_item))
             .build()
             .map_err(build_error)?;
-        items.push(TransactWriteItem::builder().put(history).build());
-        let root_item = meta_item(meta_key(MetaKind::Root, name), 0, &meta);
-        self.add_bytes(0, 2 * meta.body.len(), 0);
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(root_item.clone()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        put = match expected {
-            None => put.condition_expression("attribute_not_exists(hash_key)"),
-            Some(version) => put
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", ATTR_VERSION)
-                .expression_attribute_values(":v", n(version)),
-        };
-        items.push(
-            TransactWriteItem::builder()
-                .put(put.build().map_err(build_error)?)
-                .build(),
-        );
+        before.push(TransactWriteItem::builder().put(history).build());
+        let mut root_item = meta_item(meta_key(MetaKind::Root, swap.name), 0, &meta);
+        root_item.insert(ATTR_HOLDS.to_string(), s(holds(&meta.body)));
+        let mut expect = swap.replaces.map(Expect::Holds);
+        let mut token = swap.token.clone();
+        for attempt in 0..2 {
+            self.add_bytes(0, 2 * meta.body.len(), 0);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(root_item.clone()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            let put = root_condition(put, swap.expected, expect.clone());
+            let mut items = before.clone();
+            items.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(build_error)?)
+                    .build(),
+            );
+            let outcome = self
+                .send_root_swap(&swap, items, token.clone(), prepare_units, &root_item)
+                .await;
+            let old_body = match (outcome, swap.replaces, swap.expected) {
+                (Err(SwapFailed::Conflict(Some(stored))), Some(replaces), Some(version))
+                    if attempt == 0
+                        && !stored.contains_key(ATTR_HOLDS)
+                        && number(&stored, ATTR_VERSION) == Some(version)
+                        && blob(&stored, ATTR_BODY).is_some_and(|b| replaces.holds(b)) =>
+                {
+                    blob(&stored, ATTR_BODY).unwrap_or_default().to_vec()
+                }
+                (Err(SwapFailed::Conflict(_)), ..) => return Err(PutMetaError::Conflict),
+                (Err(SwapFailed::Other(e)), ..) => return Err(e),
+                (Ok(()), ..) => return Ok(()),
+            };
+            expect = Some(Expect::Body(old_body));
+            // Another request: another token (DynamoDB refuses a token
+            // sent again with other parameters).
+            token = hash_hex(&hash(format!("{token} old root").as_bytes()))[..36].to_string();
+        }
+        Err(PutMetaError::Conflict)
+    }
+
+    /// Sends a root swap's transaction `items` (the root's put last) and
+    /// classifies the answer; a failed condition returns the stored root.
+    async fn send_root_swap(
+        &self,
+        swap: &RootSwap<'_>,
+        items: Vec<TransactWriteItem>,
+        token: String,
+        mut prepare_units: f64,
+        root_item: &Item,
+    ) -> Result<(), SwapFailed> {
         assert!(
             items.len() <= super::TRANSACTION_ACTIONS_MAX,
             "the plan keeps a transaction within DynamoDB's action limit"
@@ -1140,14 +1210,11 @@ impl DynamoBackend {
         self.count("TransactWriteItems", None);
         let Some(TransactWriteItemsError::TransactionCanceledException(t)) = e.as_service_error()
         else {
-            return Err(PutMetaError::Backend(self.error("TransactWriteItems", e)));
+            let e = PutMetaError::Backend(self.error("TransactWriteItems", e));
+            return Err(SwapFailed::Other(e));
         };
-        let stored_root = t
-            .cancellation_reasons()
-            .last()
-            .and_then(|r| r.item())
-            .map_or(0, item_bytes);
-        prepare_units += kb(item_bytes(&root_item).max(stored_root));
+        let stored_root = t.cancellation_reasons().last().and_then(|r| r.item());
+        prepare_units += kb(item_bytes(root_item).max(stored_root.map_or(0, item_bytes)));
         self.add_estimated_write_units(prepare_units);
         let reasons: Vec<_> = t
             .cancellation_reasons()
@@ -1158,16 +1225,69 @@ impl DynamoBackend {
             "TransactWriteItems on table {} ({})",
             self.table, self.where_
         );
-        match cancelled(&reasons, fenced, &root_item) {
-            Cancelled::AppliedBefore => Ok(()),
-            Cancelled::Fenced => Err(PutMetaError::Fenced),
-            Cancelled::Conflict => Err(PutMetaError::Conflict),
-            Cancelled::Throttled(m) => {
-                Err(BackendError::Throttled(format!("{where_}: {m}")).into())
-            }
-            Cancelled::TooLarge(m) => Err(BackendError::TooLarge(format!("{where_}: {m}")).into()),
-            Cancelled::Invalid(m) => Err(BackendError::Invalid(format!("{where_}: {m}")).into()),
-        }
+        let e: PutMetaError = match cancelled(&reasons, swap.fenced, root_item) {
+            Cancelled::AppliedBefore => return Ok(()),
+            Cancelled::Conflict => return Err(SwapFailed::Conflict(stored_root.cloned())),
+            Cancelled::Fenced => PutMetaError::Fenced,
+            Cancelled::Throttled(m) => BackendError::Throttled(format!("{where_}: {m}")).into(),
+            Cancelled::TooLarge(m) => BackendError::TooLarge(format!("{where_}: {m}")).into(),
+            Cancelled::Invalid(m) => BackendError::Invalid(format!("{where_}: {m}")).into(),
+        };
+        Err(SwapFailed::Other(e))
+    }
+}
+
+/// Why a root swap's transaction failed.
+enum SwapFailed {
+    /// The root's condition failed; the stored root item, if returned.
+    Conflict(Option<Item>),
+    Other(PutMetaError),
+}
+
+/// What a root put's condition checks besides the version.
+#[derive(Clone)]
+enum Expect {
+    /// [`ATTR_HOLDS`] says so.
+    Holds(Replaces),
+    /// The stored body is exactly this (a root item without [`ATTR_HOLDS`]).
+    Body(Vec<u8>),
+}
+
+/// The root put's condition: absent (`expected` `None`), or at version
+/// `expected` and holding what `expect` says (`None`: any root item).
+fn root_condition(put: PutBuilder, expected: Option<u64>, expect: Option<Expect>) -> PutBuilder {
+    let Some(version) = expected else {
+        return put.condition_expression("attribute_not_exists(hash_key)");
+    };
+    let put = put
+        .expression_attribute_names("#v", ATTR_VERSION)
+        .expression_attribute_values(":v", n(version));
+    match expect {
+        None => put.condition_expression("#v = :v"),
+        Some(Expect::Holds(replaces)) => put
+            .condition_expression("#v = :v AND #d = :d")
+            .expression_attribute_names("#d", ATTR_HOLDS)
+            .expression_attribute_values(":d", s(holds_value(replaces))),
+        Some(Expect::Body(body)) => put
+            .condition_expression("#v = :v AND #b = :b")
+            .expression_attribute_names("#b", ATTR_BODY)
+            .expression_attribute_values(":b", AttributeValue::B(Blob::new(body))),
+    }
+}
+
+/// [`ATTR_HOLDS`] of a root item whose body is `body`.
+fn holds(body: &[u8]) -> String {
+    match super::root_db(body) {
+        Some(db) => holds_value(Replaces::Database(db)),
+        None => holds_value(Replaces::Nothing),
+    }
+}
+
+/// [`ATTR_HOLDS`] of a root item holding `replaces`.
+fn holds_value(replaces: Replaces) -> String {
+    match replaces {
+        Replaces::Database(db) => db.hex(),
+        Replaces::Nothing => HOLDS_NOTHING.to_string(),
     }
 }
 
@@ -1177,6 +1297,9 @@ impl DynamoBackend {
 struct RootSwap<'a> {
     name: &'a DbName,
     expected: Option<u64>,
+    /// Whose root item is at `expected`; `None`: not checked (a plain
+    /// `put_meta` of a root).
+    replaces: Option<Replaces>,
     fenced: bool,
     token: String,
 }
@@ -1409,22 +1532,23 @@ impl Backend for DynamoBackend {
         expected: Option<u64>,
         meta: Meta,
     ) -> Result<(), PutMetaError> {
-        if kind == MetaKind::Root && expected.is_none() {
-            self.put_catalog_entry(name).await?;
-        }
         if kind == MetaKind::Root {
-            // With its history item: one transaction (docs/format.md, "History").
-            let swap = RootSwap {
-                name,
-                expected,
-                fenced: false,
-                token: commit_token(name, expected, None, &[], &meta, None),
-            };
-            return self.swap_root(swap, Vec::new(), 0.0, meta).await;
+            return self.put_root_item(name, expected, None, meta).await;
         }
         let item = meta_item(meta_key(kind, name), 0, &meta);
         self.add_bytes(0, meta.body.len(), 0);
         self.put_item(item, expected).await
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.put_root_item(name, expected, Some(replaces), meta)
+            .await
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
@@ -1675,6 +1799,7 @@ impl Backend for DynamoBackend {
             name,
             db,
             expected,
+            replaces,
             sectors,
             fence,
             state,
@@ -1753,6 +1878,7 @@ impl Backend for DynamoBackend {
         let swap = RootSwap {
             name,
             expected,
+            replaces: Some(replaces),
             fenced: fence.is_some(),
             token,
         };

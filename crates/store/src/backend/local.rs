@@ -28,7 +28,7 @@
 
 use super::{
     Backend, BackendError, Commit, Fence, ITEM_BYTES_MAX, ItemKind, Meta, MetaKind, PutMetaError,
-    StoredSummary,
+    Replaces, StoredSummary,
 };
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash, IntentKey, hash_hex};
@@ -1182,23 +1182,25 @@ impl Inner {
     }
 
     /// Compare-and-swap of a meta item under the store's lock; with a
-    /// `fence`, the lock item must also be at its version, and with a
-    /// `state` swap that GC state item at its version (checked under the
-    /// same lock, so they are one step). The state is written after the
-    /// root: readers do not take the lock, and a reader that sees the
-    /// state a fork's landing wrote (its mark gone) must find its root.
-    /// A crash between the two leaves the mark standing, which only keeps
-    /// more (a fork's landed root holds what it copied as a member, and
-    /// `gc` finds a restore's root by its version).
+    /// `fence`, the lock item must also be at its version, with `replaces`
+    /// (a root) it must hold that, and with a `state` swap that GC state
+    /// item must be at its version (checked under the same lock, so they
+    /// are one step). The state is written after the root: readers do not
+    /// take the lock, and a reader that sees the state a fork's landing
+    /// wrote (its mark gone) must find its root. A crash between the two
+    /// leaves the mark standing, which only keeps more (a fork's landed
+    /// root holds what it copied as a member, and `gc` finds a restore's
+    /// root by its version).
     fn put_meta(
         &self,
         kind: MetaKind,
         name: &DbName,
         expected: Option<u64>,
         meta: Meta,
-        fence: Option<Fence>,
+        check: (Option<Fence>, Option<Replaces>),
         state: Option<(DbName, u64, Meta)>,
     ) -> Result<(), PutMetaError> {
+        let (fence, replaces) = check;
         let _lock = self.lock()?;
         if let Some(fence) = fence {
             let lock_item = self.meta_path(MetaKind::Lock, name);
@@ -1208,8 +1210,13 @@ impl Inner {
             }
         }
         let path = self.meta_path(kind, name);
-        let current = self.read_meta_file(&path)?.map(|(_, m)| m.version);
-        if current != expected {
+        let current = self.read_meta_file(&path)?.map(|(_, m)| m);
+        if current.as_ref().map(|m| m.version) != expected {
+            return Err(PutMetaError::Conflict);
+        }
+        if let (Some(replaces), Some(current)) = (replaces, &current)
+            && !replaces.holds(&current.body)
+        {
             return Err(PutMetaError::Conflict);
         }
         let state = match state {
@@ -1269,8 +1276,23 @@ impl Backend for LocalBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         let name = name.clone();
-        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, None, None))
+        self.blocking(move |inner| inner.put_meta(kind, &name, expected, meta, (None, None), None))
             .await?
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let name = name.clone();
+        let check = (None, Some(replaces));
+        self.blocking(move |inner| {
+            inner.put_meta(MetaKind::Root, &name, expected, meta, check, None)
+        })
+        .await?
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
@@ -1387,11 +1409,12 @@ impl Backend for LocalBackend {
             .await?
     }
 
-    /// Sectors first, then the root swap with its fence and GC state under
-    /// one lock; then packs are folded if due (a failed fold is logged:
-    /// the commit is stored, and reported).
+    /// Sectors first, then the root swap with its fence, whose root it
+    /// replaces and its GC state under one lock; then packs are folded if
+    /// due (a failed fold is logged: the commit is stored, and reported).
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
-        let (name, expected, fence) = (commit.name.clone(), commit.expected, commit.fence);
+        let (name, expected) = (commit.name.clone(), commit.expected);
+        let check = (commit.fence, Some(commit.replaces));
         let (db, sectors) = (commit.db, commit.sectors.to_vec());
         let state = commit
             .state
@@ -1400,7 +1423,7 @@ impl Backend for LocalBackend {
             if !sectors.is_empty() {
                 inner.write_pack(db, &sectors)?;
             }
-            inner.put_meta(MetaKind::Root, &name, expected, meta, fence, state)?;
+            inner.put_meta(MetaKind::Root, &name, expected, meta, check, state)?;
             inner.fold_logged();
             Ok(())
         })
@@ -1739,6 +1762,7 @@ mod tests {
             name: &name,
             db,
             expected: None,
+            replaces: Replaces::Nothing,
             sectors: &new,
             fence: None,
             state: None,

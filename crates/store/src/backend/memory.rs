@@ -1,7 +1,9 @@
 //! The in-memory backend: deterministic, shared by every instance that holds
 //! it, and the base of simulation tests. Nothing survives the process.
 
-use super::{Backend, BackendError, Commit, ItemKind, Meta, MetaKind, PutMetaError, StoredSummary};
+use super::{
+    Backend, BackendError, Commit, ItemKind, Meta, MetaKind, PutMetaError, Replaces, StoredSummary,
+};
 use async_trait::async_trait;
 use donut_format::{DbId, DbName, Hash, IntentKey};
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +20,18 @@ struct State {
 }
 
 impl State {
+    /// Is the root of `name` at `expected` and does it hold what
+    /// `replaces` says?
+    fn root_is(&self, name: &DbName, expected: Option<u64>, replaces: Replaces) -> bool {
+        match (self.meta.get(&(MetaKind::Root, name.clone())), expected) {
+            (None, None) => true,
+            (Some(current), Some(version)) => {
+                current.version == version && replaces.holds(&current.body)
+            }
+            (None, Some(_)) | (Some(_), None) => false,
+        }
+    }
+
     /// Stores a meta item; a root also as its version's history item.
     fn put_meta(&mut self, kind: MetaKind, name: &DbName, meta: Meta) {
         if kind == MetaKind::Root {
@@ -106,6 +120,21 @@ impl Backend for MemoryBackend {
             return Err(PutMetaError::Conflict);
         }
         state.put_meta(kind, name, meta);
+        Ok(())
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let mut state = self.state();
+        if !state.root_is(name, expected, replaces) {
+            return Err(PutMetaError::Conflict);
+        }
+        state.put_meta(MetaKind::Root, name, meta);
         Ok(())
     }
 
@@ -253,13 +282,15 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    /// One step under the store's lock: the fence, the root's version,
-    /// the GC state's and the sectors are checked and written together.
+    /// One step under the store's lock: the fence, the root's version (and
+    /// whose root it is), the GC state's and the sectors are checked and
+    /// written together.
     async fn commit(&self, commit: Commit<'_>, meta: Meta) -> Result<(), PutMetaError> {
         let Commit {
             name,
             db,
             expected,
+            replaces,
             sectors,
             fence,
             state: swap,
@@ -271,8 +302,7 @@ impl Backend for MemoryBackend {
                 return Err(PutMetaError::Fenced);
             }
         }
-        let key = (MetaKind::Root, name.clone());
-        if state.meta.get(&key).map(|m| m.version) != expected {
+        if !state.root_is(name, expected, replaces) {
             return Err(PutMetaError::Conflict);
         }
         if let Some(swap) = swap {

@@ -5,6 +5,7 @@
 
 use super::{
     BATCH_GET_MAX, BATCH_WRITE_MAX, Backend, BackendError, Commit, Meta, MetaKind, PutMetaError,
+    Replaces,
 };
 use crate::stats::RequestStats;
 use async_trait::async_trait;
@@ -175,6 +176,22 @@ impl<B: Backend> super::Layer for Metered<B> {
                 self.add("PutItem", 1, 0.0, write_units(size.max(old)), 0, size)
             }
         }
+        out
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        let size = meta_item_bytes(name, &meta);
+        let out = self.inner.put_root(name, expected, replaces, meta).await;
+        // As a root's `put_meta`: with its history item, in one transaction.
+        let old = self.swap_meta_size(MetaKind::Root, name, out.is_ok().then_some(size));
+        let wcu = 2.0 * (write_units(size.max(old)) + write_units(size));
+        self.add("TransactWriteItems", 1, 0.0, wcu, 0, 2 * size);
         out
     }
 
@@ -442,6 +459,17 @@ impl<B: Backend> super::Layer for Latency<B> {
         self.inner.put_meta(kind, name, expected, meta).await
     }
 
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.wait().await;
+        self.inner.put_root(name, expected, replaces, meta).await
+    }
+
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
         self.wait().await;
         self.inner.list_roots().await
@@ -544,9 +572,14 @@ mod tests {
         use crate::backend::Fence;
         let store = Metered::new(MemoryBackend::new());
         let name = DbName::new("f.db").unwrap();
-        let meta = |version: u64| Meta {
-            version,
-            body: vec![version as u8; 100],
+        let db = DbId([1; 16]);
+        let meta = |version: u64| {
+            let mut root = donut_format::Root::new_database(db, 4096, 0, version);
+            root.version = version;
+            Meta {
+                version,
+                body: root.encode(),
+            }
         };
         store
             .put_meta(MetaKind::Root, &name, None, meta(1))
@@ -561,8 +594,9 @@ mod tests {
         let before = store.meter();
         let commit = Commit {
             name: &name,
-            db: DbId([1; 16]),
+            db,
             expected: Some(1),
+            replaces: Replaces::Database(db),
             sectors: &sectors,
             fence: Some(Fence { lock_version: 1 }),
             state: None,

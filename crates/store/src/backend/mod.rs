@@ -103,6 +103,36 @@ pub struct Fence {
     pub lock_version: u64,
 }
 
+/// Whose root item a root swap replaces, besides its version. A name's
+/// versions restart at 1 once `gc` removed what a removed database left,
+/// so a version alone does not tell one database from the next of its
+/// name: a swap checks both, or a handle on the removed database would
+/// commit over its namesake (issue 31).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaces {
+    /// A tombstone, or no root item (`expected` is then `None`): the name
+    /// holds no database.
+    Nothing,
+    /// The root of this database.
+    Database(DbId),
+}
+
+impl Replaces {
+    /// Does the stored root item `body` hold what this says it replaces?
+    pub fn holds(self, body: &[u8]) -> bool {
+        match self {
+            Replaces::Nothing => donut_format::Tombstone::is_tombstone(body),
+            Replaces::Database(db) => root_db(body) == Some(db),
+        }
+    }
+}
+
+/// The database id a root item's body names: `None` for a tombstone (or
+/// a body that is no root).
+pub fn root_db(body: &[u8]) -> Option<DbId> {
+    donut_format::Root::decode(body).ok().map(|root| root.db_id)
+}
+
 /// A commit as a backend receives it (the new root travels beside it).
 #[derive(Debug, Clone, Copy)]
 pub struct Commit<'a> {
@@ -110,6 +140,8 @@ pub struct Commit<'a> {
     pub db: DbId,
     /// The root version it replaces; `None`: the name has no root.
     pub expected: Option<u64>,
+    /// Whose root item is at `expected` (checked with the version).
+    pub replaces: Replaces,
     /// Sectors the new root needs that are not stored yet.
     pub sectors: &'a [(Hash, Vec<u8>)],
     /// Only while the lease is still held (see [`Fence`]).
@@ -246,11 +278,24 @@ pub trait Backend: Send + Sync + 'static {
     async fn get_meta(&self, kind: MetaKind, name: &DbName) -> Result<Option<Meta>, BackendError>;
 
     /// Stores `meta` if the item is at version `expected` (`None`: absent).
+    /// A root is swapped with [`Backend::put_root`], which also checks
+    /// whose root it replaces; here only its version is checked.
     async fn put_meta(
         &self,
         kind: MetaKind,
         name: &DbName,
         expected: Option<u64>,
+        meta: Meta,
+    ) -> Result<(), PutMetaError>;
+
+    /// Stores `meta` as the root of `name` (with its history item) if the
+    /// root item is at version `expected` (`None`: absent) and holds what
+    /// `replaces` says, checked together in one step.
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
         meta: Meta,
     ) -> Result<(), PutMetaError>;
 
@@ -382,6 +427,7 @@ pub async fn commit_in_two<B: Backend + ?Sized>(
         name,
         db,
         expected,
+        replaces,
         sectors,
         fence,
         state,
@@ -402,7 +448,7 @@ pub async fn commit_in_two<B: Backend + ?Sized>(
             return Err(PutMetaError::Fenced);
         }
     }
-    backend.put_meta(MetaKind::Root, name, expected, meta).await
+    backend.put_root(name, expected, replaces, meta).await
 }
 
 /// Sectors as (hash, bytes), borrowed.
@@ -473,6 +519,16 @@ pub trait Layer: Send + Sync + 'static {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         self.inner().put_meta(kind, name, expected, meta).await
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        self.inner().put_root(name, expected, replaces, meta).await
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
@@ -593,6 +649,16 @@ impl<L: Layer> Backend for L {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         Layer::put_meta(self, kind, name, expected, meta).await
+    }
+
+    async fn put_root(
+        &self,
+        name: &DbName,
+        expected: Option<u64>,
+        replaces: Replaces,
+        meta: Meta,
+    ) -> Result<(), PutMetaError> {
+        Layer::put_root(self, name, expected, replaces, meta).await
     }
 
     async fn list_roots(&self) -> Result<Vec<(DbName, Meta)>, BackendError> {
