@@ -306,7 +306,19 @@ async fn stalled_fork(
         donut_store::db::swap_root(&*backend, &dst, expected, nothing, false, &root).await?;
     } else {
         let nothing = donut_store::backend::Replaces::Nothing;
-        donut_store::gc::land(&*backend, &src, mark, &dst, expected, nothing, false, &root).await?;
+        donut_store::gc::land(
+            &*backend,
+            &src,
+            mark,
+            donut_store::gc::Landing {
+                name: &dst,
+                expected,
+                replaces: nothing,
+                lease_required: false,
+                root: &root,
+            },
+        )
+        .await?;
     }
     whole(&backend, &root).await
 }
@@ -413,11 +425,13 @@ async fn stalled_restore(
         &*backend,
         &db,
         mark,
-        &db,
-        Some(meta.version),
-        donut_store::backend::Replaces::Database(current.db_id),
-        current.lease_required,
-        &root,
+        donut_store::gc::Landing {
+            name: &db,
+            expected: Some(meta.version),
+            replaces: donut_store::backend::Replaces::Database(current.db_id),
+            lease_required: current.lease_required,
+            root: &root,
+        },
     )
     .await?;
     whole(&backend, &root).await

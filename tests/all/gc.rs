@@ -317,11 +317,13 @@ pub(crate) async fn a_fork_stalled_while_gc_retires_its_source_never_writes_a_ro
         &*h.backend,
         &src,
         mark,
-        &dst,
-        expected,
-        donut_store::backend::Replaces::Nothing,
-        false,
-        &root,
+        donut_store::gc::Landing {
+            name: &dst,
+            expected,
+            replaces: donut_store::backend::Replaces::Nothing,
+            lease_required: false,
+            root: &root,
+        },
     )
     .await;
     let err = landed.expect_err("the fork's source version was retired under it");
@@ -375,11 +377,13 @@ pub(crate) async fn a_restore_stalled_while_gc_retires_its_source_never_writes_a
         &*h.backend,
         &r,
         mark,
-        &r,
-        Some(meta.version),
-        donut_store::backend::Replaces::Database(current.db_id),
-        current.lease_required,
-        &root,
+        donut_store::gc::Landing {
+            name: &r,
+            expected: Some(meta.version),
+            replaces: donut_store::backend::Replaces::Database(current.db_id),
+            lease_required: current.lease_required,
+            root: &root,
+        },
     )
     .await;
     let err = landed.expect_err("the restore's source version was retired under it");
@@ -449,11 +453,13 @@ pub(crate) async fn marks_of_restores_killed_before_their_root_give_way_to_new_o
         &*h.backend,
         &k,
         first,
-        &k,
-        Some(root.version - 1),
-        donut_store::backend::Replaces::Database(root.db_id),
-        false,
-        &root,
+        donut_store::gc::Landing {
+            name: &k,
+            expected: Some(root.version - 1),
+            replaces: donut_store::backend::Replaces::Database(root.db_id),
+            lease_required: false,
+            root: &root,
+        },
     )
     .await;
     assert!(landed.is_err(), "{landed:?}");

@@ -731,6 +731,18 @@ async fn add_mark(
     )))
 }
 
+/// The root a restore or fork writes (see [`land`]): `name`'s root goes
+/// from version `expected`, holding what `replaces` says, to `root`.
+#[derive(Debug, Clone, Copy)]
+pub struct Landing<'a> {
+    pub name: &'a DbName,
+    pub expected: Option<u64>,
+    pub replaces: crate::backend::Replaces,
+    /// Does the swap take the writer's lease (an exclusive writer's root)?
+    pub lease_required: bool,
+    pub root: &'a Root,
+}
+
 /// Writes the root of a restore or fork whose `mark` stands in the GC
 /// state of `marked` (the restored database, or the fork's source): the
 /// root of `name` goes from `expected` to `root` in one atomic step with
@@ -745,12 +757,15 @@ pub async fn land(
     backend: &dyn Backend,
     marked: &DbName,
     mark: RestoreMark,
-    name: &DbName,
-    expected: Option<u64>,
-    replaces: crate::backend::Replaces,
-    lease_required: bool,
-    root: &Root,
+    landing: Landing<'_>,
 ) -> Result<(), StorageError> {
+    let Landing {
+        name,
+        expected,
+        replaces,
+        lease_required,
+        root,
+    } = landing;
     for _ in 0..STATE_ATTEMPTS_MAX {
         let (stored, mut state) = read_state(backend, marked).await?;
         let Some(stored) = stored.filter(|_| state.restores.contains(&mark)) else {

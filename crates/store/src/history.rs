@@ -273,11 +273,13 @@ pub async fn restore_over(
         backend,
         name,
         mark,
-        name,
-        Some(expected),
-        replaces,
-        lease_required,
-        &root,
+        crate::gc::Landing {
+            name,
+            expected: Some(expected),
+            replaces,
+            lease_required,
+            root: &root,
+        },
     )
     .await?;
     Ok(Restored {
@@ -341,11 +343,13 @@ pub async fn fork(
         backend,
         src,
         mark,
-        dst,
-        expected,
-        Replaces::Nothing,
-        false,
-        &root,
+        crate::gc::Landing {
+            name: dst,
+            expected,
+            replaces: Replaces::Nothing,
+            lease_required: false,
+            root: &root,
+        },
     );
     match landed.await {
         Ok(()) => Ok(root),
