@@ -658,6 +658,22 @@ async fn structurally_corrupt_go_file_is_refused_before_storing() {
 /// nothing behind.
 #[test]
 fn interrupted_migrate_leaves_no_copy_behind() {
+    interrupted_migrate_leaves_nothing("INT");
+}
+
+/// A closed terminal (SIGHUP) ended migrate with its copy left behind
+/// (only SIGINT and SIGTERM were caught), and the directory holding the
+/// copy and the check's store (rows in the clear) was 0755 under the
+/// usual umask, not the private 0700 its docs promised.
+#[test]
+fn a_hung_up_migrate_leaves_no_copy_and_its_directory_was_private() {
+    interrupted_migrate_leaves_nothing("HUP");
+}
+
+/// Runs a migrate that waits on a silent endpoint, checks its temporary
+/// directory is private, sends it `signal`, and requires it to say so
+/// and leave nothing behind.
+fn interrupted_migrate_leaves_nothing(signal: &str) {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
     let held = std::thread::spawn(move || {
@@ -691,8 +707,13 @@ fn interrupted_migrate_leaves_no_copy_behind() {
         assert!(polls < 3000, "migrate made no temporary copy");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    for entry in std::fs::read_dir(&tmp).unwrap().flatten() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{:?} is {mode:o}", entry.path());
+    }
     let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -706,7 +727,7 @@ fn interrupted_migrate_leaves_no_copy_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}; {err}");
     assert!(
-        err.contains("SIGINT") && err.contains("nothing was written"),
+        err.contains(&format!("SIG{signal}")) && err.contains("nothing was written"),
         "{err}"
     );
     drop(held);

@@ -5,7 +5,7 @@
 //! assembled file is checked (`integrity_check`, rows per table) in a
 //! scratch store before anything is written: a damaged one is refused.
 //! The copy and the scratch store live in a private temporary directory
-//! (mode 0700), removed on every exit, Ctrl-C and SIGTERM included.
+//! (mode 0700), removed on every exit, Ctrl-C, SIGTERM and SIGHUP included.
 
 use super::{Env, db_name, progress_printer};
 use anyhow::{Context, Result, bail, ensure};
@@ -65,8 +65,11 @@ pub async fn run(env: &Env, args: Args, source: DynamoOptions) -> Result<i32> {
     // Handlers first: a signal from here on runs the branches below,
     // which drop `scratch` and so remove it.
     let mut stop = Stop::new()?;
+    // Private whatever the umask: the copy and the check's store hold the
+    // database's rows in the clear.
     let scratch = tempfile::Builder::new()
         .prefix("donut-migrate-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .context("creating a private temporary directory for the copy")?;
     let copy = scratch.path().join("copy.sqlite");
@@ -89,11 +92,13 @@ pub async fn run(env: &Env, args: Args, source: DynamoOptions) -> Result<i32> {
     Ok(0)
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, caught (from `new` on, for the rest of
-/// the process) instead of ending it with the scratch copy left behind.
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed terminal), caught
+/// (from `new` on, for the rest of the process) instead of ending it with
+/// the scratch copy left behind.
 struct Stop {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Stop {
@@ -102,6 +107,7 @@ impl Stop {
         Ok(Stop {
             int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
             term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("catching SIGHUP")?,
         })
     }
 
@@ -110,6 +116,7 @@ impl Stop {
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
         }
     }
 }
