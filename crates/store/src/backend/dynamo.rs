@@ -1087,20 +1087,7 @@ impl DynamoBackend {
         meta: Meta,
     ) -> Result<(), PutMetaError> {
         if expected.is_none() {
-            // A new database: its catalog entry first (idempotent), so `ls`
-            // finds every root; an entry whose root never came is skipped.
-            let mut entry = key(CATALOG_KEY.to_string(), catalog_range(name));
-            entry.insert(ATTR_NAME.to_string(), s(name.as_str()));
-            let out = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(entry))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(|e| self.error("PutItem", e))?;
-            self.count("PutItem", out.consumed_capacity());
+            self.put_catalog_entry(name).await?;
         }
         // With its history item: one transaction (docs/format.md, "History").
         let swap = RootSwap {
